@@ -1,0 +1,41 @@
+"""`reclora model ...`: fetch and inspect the base LLM."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from reclora.cli.common import run_guarded
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("fetch")
+def fetch_cmd(
+    cache_dir: Optional[str] = typer.Option(None, help="Cache root (default $RECLORA_CACHE or the user cache dir)."),
+    force: bool = typer.Option(False, help="Fetch and convert again even if cached."),
+) -> None:
+    """Get the embedded default LLM (SmolLM2-135M-Instruct), convert it to safetensors, verify it."""
+    from reclora.llm.fetch import fetch_default_model, model_info
+
+    def _run() -> int:
+        path = fetch_default_model(cache_dir, force=force)
+        typer.echo(json.dumps({"path": str(path), **model_info(path)}, sort_keys=True))
+        return 0
+
+    raise typer.Exit(run_guarded(_run))
+
+
+@app.command("info")
+def info_cmd() -> None:
+    """Where the default model is and what it is."""
+    from reclora.llm.fetch import default_model_dir, is_fetched, model_info
+
+    def _run() -> int:
+        d = default_model_dir()
+        typer.echo(json.dumps({"path": str(d), "fetched": is_fetched(d), **model_info(d)}, sort_keys=True))
+        return 0
+
+    raise typer.Exit(run_guarded(_run))

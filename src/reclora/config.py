@@ -1,0 +1,56 @@
+"""params.yaml is the single home of defaults; this module finds and reads it."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reclora.errors import ConfigError
+
+PARAMS_ENV = "RECLORA_PARAMS"
+_REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def params_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve params.yaml: explicit path, $RECLORA_PARAMS, ./params.yaml, then the repo's."""
+    candidates = [path, os.environ.get(PARAMS_ENV), "params.yaml", _REPO_PARAMS]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c).resolve()
+    if path or os.environ.get(PARAMS_ENV):
+        raise ConfigError(f"params file not found: {path or os.environ[PARAMS_ENV]}")
+    raise ConfigError("params.yaml not found (set RECLORA_PARAMS or run from the repository root)")
+
+
+def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    p = params_path(path)
+    try:
+        with open(p) as f:
+            params = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(params, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return params
+
+
+def section(name: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """One top-level section of params.yaml (a deep copy the caller may modify)."""
+    params = load_params(path)
+    if name not in params:
+        raise ConfigError(f"params.yaml has no '{name}' section")
+    return copy.deepcopy(params[name])
+
+
+def cache_dir() -> Path:
+    """Where fetched models and other caches live ($RECLORA_CACHE or the user cache dir)."""
+    env = os.environ.get("RECLORA_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("reclora"))

@@ -1,0 +1,47 @@
+"""The canonical tables and the prepared-data layout every later stage reads.
+
+Prepared directory (written atomically by ``reclora data prepare``)::
+
+    OUT/
+      interactions.parquet   user_id:int64 item_id:int64 rating:float64 timestamp:int64 (unix s)
+      items.parquet          item_id:int64 title:str genres:str ("A|B", may be "") [+ extra cols]
+      users.parquet          user_id:int64 [+ optional attributes: age, gender, occupation, ...]
+      samples/train.parquet  one CTR sample per row, see SAMPLE_COLUMNS
+      samples/valid.parquet
+      samples/test.parquet
+      meta.json              dataset, label threshold, counts, params used (see prepare.py)
+"""
+
+from __future__ import annotations
+
+INTERACTIONS = "interactions.parquet"
+ITEMS = "items.parquet"
+USERS = "users.parquet"
+SAMPLES_DIR = "samples"
+META = "meta.json"
+SPLITS = ("train", "valid", "test")
+
+INTERACTION_COLUMNS = {"user_id": "int64", "item_id": "int64", "rating": "float64", "timestamp": "int64"}
+ITEM_COLUMNS = {"item_id": "int64", "title": "object", "genres": "object"}
+USER_COLUMNS = {"user_id": "int64"}
+
+# A CTR sample: the target interaction, its binary label, and the user's strictly
+# earlier interactions (timestamp < target timestamp), the most recent
+# ``max_history`` of them, oldest first.
+SAMPLE_COLUMNS = {
+    "user_id": "int64",
+    "item_id": "int64",
+    "rating": "float64",
+    "timestamp": "int64",
+    "label": "int8",
+    "n_history": "int64",  # number of strictly earlier interactions (before truncation)
+    "hist_item_ids": "list<int64>",
+    "hist_ratings": "list<float64>",
+    "hist_timestamps": "list<int64>",
+}
+
+
+def split_path(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return f"{SAMPLES_DIR}/{split}.parquet"
