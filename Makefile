@@ -40,7 +40,7 @@ test-fast: install  ## unit tests only (no real LLM, no external tools)
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
 data: install  ## the DVC data stages (prepare, validate) with params.yaml
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf runs data/prepared reports .pytest_cache

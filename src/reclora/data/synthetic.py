@@ -53,7 +53,7 @@ def generate(
         gs = np.sort(rng.choice(n_genres, size=k, replace=False))
         item_g[i, gs] = 1.0 / np.sqrt(k)
         item_genres.append("|".join(genres[g] for g in gs))
-    quality = rng.normal(0, 0.5, n_items)
+    quality = rng.normal(0, 0.3, n_items)
     titles = [
         f"The {_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]} ({1970 + rng.integers(0, 54)})"
         for _ in range(n_items)
@@ -66,7 +66,7 @@ def generate(
     items = pd.DataFrame({"item_id": np.arange(1, n_items + 1, dtype="int64"), "title": titles, "genres": item_genres})
 
     # users: tastes in [-1, 1] per genre, a rating bias, simple profile attributes
-    taste = rng.normal(0, 1, (n_users, n_genres)).clip(-2, 2) / 2
+    taste = rng.normal(0, 1, (n_users, n_genres)).clip(-2.5, 2.5) / 1.5
     bias = rng.normal(0, 0.4, n_users)
     users = pd.DataFrame(
         {

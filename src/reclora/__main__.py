@@ -1,0 +1,3 @@
+from reclora.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Item text embeddings: mean-pooled last hidden states of a language model, cached per catalogue.
+
+The cache key is the SHA-256 of the model's identity and every item's text, so a
+changed title or another model gives a new file; the cache is safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from reclora.config import cache_dir
+
+
+def item_texts(items: pd.DataFrame) -> list[str]:
+    """The text the retriever embeds for each item: its title and genres."""
+    out = []
+    for title, genres in zip(items["title"].astype(str), items["genres"].fillna("").astype(str)):
+        g = ", ".join(x for x in genres.split("|") if x)
+        out.append(f"{title}. Genres: {g}." if g else f"{title}.")
+    return out
+
+
+def _model_identity(model_path: str) -> str:
+    p = Path(model_path)
+    cfg = p / "config.json"
+    weights = sorted(p.glob("*.safetensors"))
+    if cfg.is_file():
+        stat = "".join(f"{w.name}:{w.stat().st_size}" for w in weights)
+        return f"{p.resolve()}|{cfg.read_text()}|{stat}"
+    return model_path
+
+
+@torch.no_grad()
+def embed_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Mean-pooled last hidden state for each text, L2-normalised, float32 [n, d]."""
+    tokenizer.padding_side = "right"
+    out = []
+    device = next(model.parameters()).device
+    for i in tqdm(range(0, len(texts), batch_size), desc="embed items", disable=not progress, unit="batch"):
+        enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=64)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            hs = model(**enc, output_hidden_states=True).hidden_states[-1].float()
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        v = (hs * m).sum(1) / m.sum(1).clamp(min=1)
+        out.append(torch.nn.functional.normalize(v, dim=-1).cpu().numpy())
+    tokenizer.padding_side = "left"
+    return np.concatenate(out).astype(np.float32)
+
+
+def load_or_embed_items(
+    items: pd.DataFrame, model_path: str, batch_size: int = 64, cache: Path | None = None, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids [n], embeddings [n, d]) for the catalogue, from the cache or computed once."""
+    from safetensors.numpy import load_file, save_file
+
+    texts = item_texts(items)
+    ids = items["item_id"].to_numpy(dtype=np.int64)
+    h = hashlib.sha256(_model_identity(model_path).encode())
+    for i, t in zip(ids, texts):
+        h.update(f"{i}\x1f{t}\x1e".encode())
+    path = (cache or cache_dir() / "embeddings") / f"{h.hexdigest()[:32]}.safetensors"
+    if path.is_file():
+        d = load_file(str(path))
+        return d["item_ids"], d["embeddings"]
+    from reclora.llm import load_causal_lm
+
+    model, tok = load_causal_lm(model_path)
+    emb = embed_texts(model, tok, texts, batch_size=batch_size, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file({"item_ids": ids, "embeddings": emb}, tmp)
+    os.replace(tmp, path)
+    return ids, emb

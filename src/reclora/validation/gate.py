@@ -1,0 +1,277 @@
+"""The data gate: run the GE suites on a prepared directory and write the report.
+
+Report layout (``report_dir`` is owned by the gate and replaced as a whole)::
+
+    report_dir/
+      index.html       Great Expectations Data Docs site (built by GE), open in a browser
+      expectations/    one page per suite (reclora.interactions, .items, .users, .samples)
+      validations/     one page per validation run
+      static/
+      summary.json     success, counts, per-table stats, failures, GE statistics
+
+The GE context is ephemeral (in-memory stores); the only files GE writes are the
+Data Docs pages, into a temporary directory beside ``report_dir`` that replaces it
+atomically when everything has been written (:func:`reclora.io.atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reclora import config
+from reclora.errors import ConfigError, ValidationFailed
+from reclora.io import atomic_dir, write_json
+from reclora.validation import reasons
+from reclora.validation.load import PreparedTables, add_derived_columns, load_prepared
+from reclora.validation.suites import TableCheck, build_checks
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+SITE_NAME = "reclora_data_gate"
+SUMMARY = "summary.json"
+INDEX = "index.html"
+PARTIAL_UNEXPECTED_COUNT = 10
+REQUIRED_PARAMS = ("min_interactions", "max_interactions", "positive_rate", "rating_range", "future_slack_seconds")
+
+
+@dataclass
+class ValidationResult:
+    success: bool
+    failures: list[dict[str, Any]]
+    report_html: Path
+    summary_json: Path
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def describe(self) -> str:
+        """A few lines for a terminal: verdict, one line per failure, where the report is."""
+        stats = self.summary.get("statistics", {})
+        n = stats.get("evaluated_expectations", "?")
+        if self.success:
+            head = f"data gate passed: {n} expectations on {len(self.summary.get('tables', {}))} tables"
+        else:
+            head = f"data gate FAILED: {len(self.failures)} of {n} expectations failed"
+        lines = [head, *(f"  - {f['reason']}" for f in self.failures)]
+        lines.append(f"report: {self.report_html}")
+        return "\n".join(lines)
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`ValidationFailed` (one line per failure) unless the gate passed."""
+        if not self.success:
+            raise ValidationFailed(self.describe())
+
+
+def _check_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
+    missing = [k for k in REQUIRED_PARAMS if k not in params]
+    if missing:
+        raise ConfigError(f"validation params missing: {', '.join(missing)}")
+    ranges = params["rating_range"]
+    if not isinstance(ranges, dict) or dataset not in ranges:
+        known = ", ".join(ranges) if isinstance(ranges, dict) else "none"
+        raise ConfigError(f"validation.rating_range has no entry for dataset {dataset!r} (has: {known})")
+    for key, value in (("rating_range." + dataset, ranges[dataset]), ("positive_rate", params["positive_rate"])):
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and value[0] <= value[1]):
+            raise ConfigError(f"validation.{key} must be [low, high], got {value!r}")
+    return params
+
+
+def _context(site_dir: Path) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    cfg = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+        data_docs_sites={
+            SITE_NAME: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+    )
+    return gx.get_context(project_config=cfg, mode="ephemeral")
+
+
+def _run_checks(ctx: Any, checks: list[TableCheck], run_name: str) -> dict[str, Any]:
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    source = ctx.data_sources.add_pandas("prepared")
+    run_time = dt.datetime.now(dt.timezone.utc)
+    results = {}
+    # Batch parameters (the dataframe) are shared by every validation definition of a
+    # checkpoint, so each table gets its own checkpoint.
+    for check in checks:
+        batch_def = source.add_dataframe_asset(check.table).add_batch_definition_whole_dataframe("whole")
+        suite = ctx.suites.add(check.suite)
+        vd = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{check.suite.name}.validation", data=batch_def, suite=suite)
+        )
+        checkpoint = ctx.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{check.suite.name}.checkpoint",
+                validation_definitions=[vd],
+                actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT},
+            )
+        )
+        cp_result = checkpoint.run(
+            batch_parameters={"dataframe": check.frame},
+            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+        )
+        (results[check.table],) = cp_result.run_results.values()
+    return results
+
+
+def _num(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _iso(ts: Any) -> str | None:
+    ts = _num(ts)
+    if ts is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(int(ts), tz=dt.timezone.utc).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _table_stats(t: PreparedTables) -> dict[str, dict[str, Any]]:
+    i, s = t.interactions, t.samples
+    ts_min, ts_max = (i["timestamp"].min(), i["timestamp"].max()) if len(i) else (None, None)
+    per_split = {}
+    for split, n in t.split_rows.items():
+        part = s[s["split"] == split]
+        per_split[split] = {
+            "rows": n,
+            "positive_rate": _num(part["label"].mean()) if n else None,
+            "n_history_mean": _num(part["n_history"].mean()) if n else None,
+        }
+    return {
+        "interactions": {
+            "rows": len(i),
+            "users": _num(i["user_id"].nunique()),
+            "items": _num(i["item_id"].nunique()),
+            "rating_min": _num(i["rating"].min()),
+            "rating_max": _num(i["rating"].max()),
+            "rating_mean": _num(i["rating"].mean()),
+            "positive_rate": _num(i["is_positive"].mean()),
+            "timestamp_min": _num(ts_min),
+            "timestamp_max": _num(ts_max),
+            "time_min": _iso(ts_min),
+            "time_max": _iso(ts_max),
+        },
+        "items": {"rows": len(t.items), "unique_item_ids": _num(t.items["item_id"].nunique())},
+        "users": {"rows": len(t.users), "unique_user_ids": _num(t.users["user_id"].nunique())},
+        "samples": {"rows": len(s), "splits": per_split},
+    }
+
+
+def validate_prepared(
+    data_dir: str | os.PathLike[str],
+    report_dir: str | os.PathLike[str],
+    *,
+    now: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> ValidationResult:
+    """Run the Great Expectations data gate on a prepared directory.
+
+    ``params`` defaults to the ``validation`` section of params.yaml; the dataset
+    name and label threshold come from ``data_dir/meta.json``; ``now`` (unix
+    seconds, default the current time) bounds the timestamps.
+
+    Always writes the Data Docs site (``report_dir/index.html``) and
+    ``report_dir/summary.json``, for a pass and a fail. Raises
+    :class:`~reclora.errors.DataError` when the directory, a file or a column is
+    missing and :class:`~reclora.errors.ConfigError` for bad params; a failed gate
+    is *returned* (``result.success`` False; see ``raise_for_failure``).
+    """
+    started = time.perf_counter()
+    data_dir = Path(data_dir)
+    report_dir = Path(report_dir).absolute()
+    if data_dir.absolute().resolve().is_relative_to(report_dir.resolve()):
+        raise ConfigError(f"report dir {report_dir} would replace the data it validates ({data_dir})")
+    params = config.section("validation") if params is None else params
+    tables = load_prepared(data_dir)
+    params = _check_params(params, tables.dataset)
+    now = int(time.time()) if now is None else int(now)
+    add_derived_columns(tables)
+    checks = build_checks(tables, params, now)
+    frames = {c.table: c.frame for c in checks}
+
+    with atomic_dir(report_dir) as site:
+        ctx = _context(site)
+        results = _run_checks(ctx, checks, run_name=f"{tables.dataset}-data-gate")
+        failures = []
+        per_table: dict[str, dict[str, Any]] = {}
+        stats = _table_stats(tables)
+        totals: dict[str, Any] = {"evaluated_expectations": 0, "successful_expectations": 0, "unsuccessful_expectations": 0}
+        for table, vr in results.items():
+            failed = [reasons.failure(table, r, frames[table]) for r in vr.results if not r.success]
+            failures += failed
+            for k in totals:
+                totals[k] += int(vr.statistics.get(k, 0))
+            per_table[table] = {
+                "suite": vr.suite_name,
+                "success": bool(vr.success),
+                "evaluated_expectations": int(vr.statistics.get("evaluated_expectations", 0)),
+                "failed_expectations": len(failed),
+                "stats": stats[table],
+            }
+        totals["success_percent"] = (
+            100.0 * totals["successful_expectations"] / totals["evaluated_expectations"]
+            if totals["evaluated_expectations"]
+            else None
+        )
+        success = not failures and all(vr.success for vr in results.values())
+        if not (site / INDEX).is_file():  # UpdateDataDocsAction builds it; never hand back a dead link
+            ctx.build_data_docs(site_names=[SITE_NAME])
+        import great_expectations as gx
+
+        summary = {
+            "success": success,
+            "dataset": tables.dataset,
+            "label_threshold": tables.label_threshold,
+            "data_dir": str(data_dir.absolute()),
+            "now": now,
+            "counts": {
+                "interactions": len(tables.interactions),
+                "items": len(tables.items),
+                "users": len(tables.users),
+                "samples": dict(tables.split_rows),
+            },
+            "tables": per_table,
+            "failures": failures,
+            "statistics": totals,
+            "params": params,
+            "report_html": INDEX,
+            "great_expectations_version": gx.__version__,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json(site / SUMMARY, summary)
+
+    return ValidationResult(
+        success=success,
+        failures=failures,
+        report_html=report_dir / INDEX,
+        summary_json=report_dir / SUMMARY,
+        summary=summary,
+    )
