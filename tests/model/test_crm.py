@@ -30,7 +30,16 @@ from reclora.data import build_samples, generate
 from reclora.errors import ConfigError, DataError
 
 # small data needs smaller batches than the production default (1024) to take enough steps
-FAST = dict(batch_size=128, lr=2e-3, max_epochs=8, patience=2, seed=0)
+# one torch thread: on a CPU shared with other jobs, two intra-op threads run ~10x slower here
+FAST = dict(batch_size=128, lr=2e-3, max_epochs=8, patience=2, seed=0, num_threads=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +220,11 @@ def test_featurizer_truncates_to_the_last_max_len_and_masks_padding():
         assert np.array_equal(x[k], x2[k])
     # mismatched lengths are a data error, not a silent misalignment
     bad = df.copy()
-    bad.at[1, "hist_ratings"] = np.array([5.0])
+    bad["hist_ratings"] = [np.array([1.0, 2, 3, 4, 5, 4, 3]), np.array([5.0]), np.array([])]
     with pytest.raises(DataError, match="different lengths"):
+        fz.transform(bad)
+    bad["hist_ratings"] = [1.0, 2.0, 3.0]
+    with pytest.raises(DataError, match="must hold lists"):
         fz.transform(bad)
 
 

@@ -74,7 +74,10 @@ def _is_missing_list(v: Any) -> bool:
 def _flatten_lists(col: pd.Series, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """(flat values, lengths) of a list column; missing entries are empty lists."""
     vals = col.to_numpy(dtype=object)
-    lens = np.fromiter((0 if _is_missing_list(v) else len(v) for v in vals), dtype=np.int64, count=len(vals))
+    try:
+        lens = np.fromiter((0 if _is_missing_list(v) else len(v) for v in vals), dtype=np.int64, count=len(vals))
+    except TypeError as e:
+        raise DataError(f"column {col.name!r} must hold lists (one history per row)") from e
     parts = [np.asarray(v, dtype=dtype) for v, n in zip(vals, lens) if n]
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
     return flat, lens

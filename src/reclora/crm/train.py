@@ -15,6 +15,7 @@ Saved layout (``save_crm``; written atomically as one directory)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -43,6 +44,20 @@ _EPS = 1e-7
 
 
 # ---------------------------------------------------------------- utilities
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads inside the block (0 = leave as is), then restore."""
+    if n <= 0 or n == torch.get_num_threads():
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _to_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in BATCH_KEYS}
 
@@ -97,7 +112,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------- inference
 def predict(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Click probabilities [n] float64 for the samples in ``df`` (no_grad, batched)."""
-    parts = [torch.sigmoid(_run(model, t, "logits", batch_size)).double().numpy() for t in _chunks(featurizer, df)]
+    with _threads(model.config.num_threads):
+        parts = [torch.sigmoid(_run(model, t, "logits", batch_size)).double().numpy() for t in _chunks(featurizer, df)]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -105,7 +121,8 @@ def hidden_vectors(
     model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame, batch_size: int = EVAL_BATCH_SIZE
 ) -> np.ndarray:
     """The CRM's personal signal h per sample: [n, hidden_dim] float32 (no_grad, batched)."""
-    parts = [_run(model, t, "hidden", batch_size).float().numpy() for t in _chunks(featurizer, df)]
+    with _threads(model.config.num_threads):
+        parts = [_run(model, t, "hidden", batch_size).float().numpy() for t in _chunks(featurizer, df)]
     return np.concatenate(parts) if parts else np.zeros((0, model.hidden_dim), dtype=np.float32)
 
 
@@ -150,7 +167,7 @@ def train_crm(
     best_score, best_epoch, best_state = -math.inf, 0, None
     stopped_early = False
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
         model = DIN.from_featurizer(cfg, featurizer)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,0 +1,49 @@
+"""`reclora bench ...`: quality and speed benchmarks (print figures, write JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from reclora.cli.common import run_guarded
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("quality")
+def quality_cmd(
+    dataset: str = typer.Option(..., help="ml-100k, ml-1m, ml-25m (any MovieLens CSV release), goodbooks-10k, synthetic, table."),
+    path: Optional[str] = typer.Option(None, help="Raw data directory."),
+    out: str = typer.Option(..., help="JSON file with every figure."),
+    work: Optional[str] = typer.Option(None, help="Working directory (default: OUT's stem + '-work')."),
+    sample_size: Optional[int] = typer.Option(None, help="Few2Many training sample size (params train.sample_size)."),
+    eval_samples: Optional[int] = typer.Option(None, help="Test samples every model is scored on (params train.eval_samples)."),
+    max_users: Optional[int] = typer.Option(None, help="Seeded user sample for large data (params bench.quality.max_users)."),
+    ablations: Optional[bool] = typer.Option(None, "--ablations/--no-ablations", help="Also uniform-gate and recent-K RecLoRA."),
+    model: Optional[str] = typer.Option(None, help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+) -> None:
+    """CRM vs vanilla LoRA vs RecLoRA on one data set: test AUC, LogLoss, sample counts, wall time."""
+    from reclora.bench.quality import bench_quality
+
+    def _run() -> int:
+        r = bench_quality(dataset, path, out, work, None, ablations, sample_size, eval_samples, max_users, model)
+        typer.echo(json.dumps({"models": r["models"], "wall_seconds": r["wall_seconds"], "report": r["report"]}, indent=2))
+        return 0
+
+    raise typer.Exit(run_guarded(_run))
+
+
+@app.command("speed")
+def speed_cmd(
+    out: str = typer.Option(..., help="JSON file with every figure."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch (params bench.speed.batch_size)."),
+    seq_len: Optional[int] = typer.Option(None, help="Tokens per sample (params bench.speed.seq_len)."),
+    steps: Optional[int] = typer.Option(None, help="Timed steps (after warm-up)."),
+    model: Optional[str] = typer.Option(None, help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+) -> None:
+    """Train-step time of vanilla LoRA and RecLoRA (fp32, bf16), their ratio, tokens/s, MFU, peak RSS."""
+    from reclora.bench.speed import bench_speed
+
+    raise typer.Exit(run_guarded(lambda: bench_speed(out, None, model, batch_size, seq_len, steps) and 0))

@@ -1,0 +1,77 @@
+"""`reclora train ...`: the training stages one by one (what the pipeline components run)."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from reclora.cli.common import run_guarded
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _echo(summary: dict) -> int:
+    typer.echo(json.dumps(summary, sort_keys=True, default=str))
+    return 0
+
+
+@app.command("retrieve")
+def retrieve_cmd(
+    data: str = typer.Option(..., help="Prepared data directory."),
+    out: str = typer.Option(..., help="Output directory (samples with long/short histories)."),
+    mode: Optional[str] = typer.Option(None, help="relevance | recent (params retrieval.mode)."),
+    model: Optional[str] = typer.Option(None, help="Base LLM for item embeddings."),
+) -> None:
+    """Long-short modality retrieval: top-K relevant earlier behaviours per sample, in time order."""
+    from reclora.stages import retrieve_stage
+
+    raise typer.Exit(run_guarded(lambda: _echo(retrieve_stage(data, out, mode=mode, model_path=model))))
+
+
+@app.command("crm")
+def crm_cmd(
+    data: str = typer.Option(..., help="Prepared data directory."),
+    retrieved: str = typer.Option(..., help="Output of `reclora train retrieve`."),
+    out: str = typer.Option(..., help="Output directory (model, predictions, metrics)."),
+) -> None:
+    """Train the DIN-style CRM on the full training split (early stopping on valid)."""
+    from reclora.stages import crm_stage
+
+    raise typer.Exit(run_guarded(lambda: _echo(crm_stage(data, retrieved, out))))
+
+
+@app.command("llm")
+def llm_cmd(
+    kind: str = typer.Option("reclora", help="reclora | lora (vanilla peft LoRA baseline)."),
+    data: str = typer.Option(..., help="Prepared data directory."),
+    retrieved: str = typer.Option(..., help="Output of `reclora train retrieve`."),
+    crm: Optional[str] = typer.Option(None, help="Output of `reclora train crm` (RecLoRA needs it)."),
+    out: str = typer.Option(..., help="Output directory (adapter, predictions, metrics)."),
+    gate: str = typer.Option("crm", help="crm | uniform (ablation without the CRM signal)."),
+    model: Optional[str] = typer.Option(None, help="Base LLM path or id."),
+) -> None:
+    """Few2Many: train an adapter on a seeded sample of train; resumes from its checkpoint if killed."""
+    from reclora.stages import llm_stage
+
+    raise typer.Exit(run_guarded(lambda: _echo(llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model))))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: list[str] = typer.Option(..., help="NAME=DIR of a stage output with predictions.parquet; repeat."),
+    out: str = typer.Option(..., help="Report directory (metrics.json, PNG plots, report.html)."),
+) -> None:
+    """Score the models on their common samples; write the HTML report and the metrics JSON."""
+    from reclora.errors import ConfigError
+    from reclora.stages import evaluate_stage
+
+    def _run() -> int:
+        pairs = [r.split("=", 1) for r in run]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError("--run takes NAME=DIR")
+        m = evaluate_stage(dict(pairs), out)
+        return _echo({n: {k: v[k] for k in ("auc", "logloss", "accuracy", "n")} for n, v in m["models"].items()})
+
+    raise typer.Exit(run_guarded(_run))

@@ -1,0 +1,250 @@
+"""The training stages as file-in, file-out functions: what the CLI, DVC and the KFP components call.
+
+    retrieve_stage   prepared data -> samples with long/short retrieved histories + item embeddings
+    crm_stage        retrieved samples -> trained CRM + its test predictions
+    llm_stage        retrieved samples + CRM -> Few2Many-trained adapter (vanilla LoRA or RecLoRA)
+                     + its predictions on the evaluation subset
+    evaluate_stage   predictions of every model -> report (metrics.json, plots, report.html)
+
+Every stage writes its output directory atomically and returns a JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from reclora.config import load_params
+from reclora.data import read_prepared
+from reclora.data.schema import SPLITS
+from reclora.errors import DataError
+from reclora.io import atomic_dir, read_json, write_json
+
+KEY = ["user_id", "item_id", "timestamp"]
+PREDICTIONS = "predictions.parquet"
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(params) if params is not None else load_params()
+
+
+def _read_samples(retrieved_dir: Path) -> dict[str, pd.DataFrame]:
+    missing = [s for s in SPLITS if not (retrieved_dir / "samples" / f"{s}.parquet").is_file()]
+    if missing:
+        raise DataError(f"{retrieved_dir}: no retrieved samples for {missing}; run the retrieve stage first")
+    return {s: pd.read_parquet(retrieved_dir / "samples" / f"{s}.parquet") for s in SPLITS}
+
+
+def eval_subset(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The seeded test subset every model is scored on (all of test when n <= 0)."""
+    from reclora.few2many import sample_few
+
+    return test.iloc[sample_few(len(test), n, seed)].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ retrieve
+def retrieve_stage(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    params: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    model_path: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from reclora.llm import resolve_model_path
+    from reclora.retrieval import load_or_embed_items, retrieve
+
+    p = _params(params)
+    rp = p["retrieval"]
+    mode = mode or rp["mode"]
+    t0 = time.perf_counter()
+    tables, samples, meta = read_prepared(data_dir)
+    ids = emb = None
+    if mode == "relevance":
+        src = rp.get("embedding_model") or resolve_model_path(model_path)
+        ids, emb = load_or_embed_items(tables.items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress)
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        (tmp / "samples").mkdir()
+        for split, df in samples.items():
+            r = retrieve(df, int(rp["k_long"]), int(rp["k_short"]), mode, ids, emb)
+            r.to_parquet(tmp / "samples" / f"{split}.parquet", index=False)
+        if emb is not None:
+            from safetensors.numpy import save_file
+
+            save_file({"item_ids": ids, "embeddings": emb}, str(tmp / "item_embeddings.safetensors"))
+        summary = {
+            "mode": mode,
+            "k_long": int(rp["k_long"]),
+            "k_short": int(rp["k_short"]),
+            "dataset": meta["dataset"],
+            "samples": {s: int(len(df)) for s, df in samples.items()},
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        write_json(tmp / "retrieval.json", summary)
+    return summary
+
+
+# ------------------------------------------------------------------ CRM
+def crm_stage(
+    data_dir: str | Path,
+    retrieved_dir: str | Path,
+    out_dir: str | Path,
+    params: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from reclora.crm import CRMConfig, evaluate_crm, predict, save_crm, train_crm
+
+    p = _params(params)
+    t0 = time.perf_counter()
+    tables, _, meta = read_prepared(data_dir)
+    s = _read_samples(Path(retrieved_dir))
+    cfg = CRMConfig.from_dict(
+        {**p["crm"], "max_len": int(p["retrieval"]["k_long"]),
+         "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
+    )  # fmt: skip
+    model, feat, history = train_crm(s["train"], s["valid"], tables.items, tables.users, cfg, progress=progress)
+    out = Path(out_dir)
+    test_metrics = evaluate_crm(model, feat, s["test"])
+    preds = s["test"][KEY + ["label"]].assign(p=predict(model, feat, s["test"]))
+    summary = {
+        "model": "CRM",
+        "dataset": meta["dataset"],
+        "test": test_metrics,
+        "valid_auc_by_epoch": history.get("valid_auc"),
+        "train_samples": int(len(s["train"])),
+        "hidden_dim": int(model.hidden_dim),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    with atomic_dir(out) as tmp:
+        save_crm(tmp / "model", model, feat, history)
+        preds.to_parquet(tmp / PREDICTIONS, index=False)
+        write_json(tmp / "metrics.json", summary)
+    return summary
+
+
+# ------------------------------------------------------------------ LLM (vanilla LoRA / RecLoRA)
+def llm_stage(
+    kind: str,
+    data_dir: str | Path,
+    retrieved_dir: str | Path,
+    crm_dir: str | Path | None,
+    out_dir: str | Path,
+    params: Mapping[str, Any] | None = None,
+    gate: str = "crm",
+    model_path: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
+
+    The run directory OUT/run keeps resumable checkpoints: a killed run started again with
+    the same arguments continues from its last checkpoint. OUT/adapter is written at the end.
+    """
+    from reclora.crm import hidden_vectors, load_crm
+    from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
+    from reclora.llm import load_causal_lm, resolve_model_path
+    from reclora.prompts import NOUNS, build_prompts
+
+    p = _params(params)
+    tp, ap = p["train"], dict(p["adapter"])
+    t0 = time.perf_counter()
+    tables, _, meta = read_prepared(data_dir)
+    s = _read_samples(Path(retrieved_dir))
+    few = s["train"].iloc[sample_few(len(s["train"]), int(tp["sample_size"]), int(tp["seed"]))].reset_index(drop=True)
+    ev = eval_subset(s["test"], int(tp["eval_samples"]), int(tp["seed"]))
+    kw = {"noun": NOUNS.get(meta["dataset"], "item"), "threshold": float(meta["label_threshold"])}
+    train_prompts = build_prompts(few, tables.items, tables.users, **kw)
+    eval_prompts = build_prompts(ev, tables.items, tables.users, **kw)
+
+    sig_train = sig_eval = None
+    if kind == "reclora":
+        if crm_dir is None:
+            raise DataError("RecLoRA needs a trained CRM (crm_dir)")
+        crm, feat = load_crm(Path(crm_dir) / "model")
+        ap.update(signal_dim=int(crm.hidden_dim), gate=gate)
+        if gate == "crm":
+            sig_train, sig_eval = hidden_vectors(crm, feat, few), hidden_vectors(crm, feat, ev)
+
+    path = resolve_model_path(model_path)
+    base, tok = load_causal_lm(path)
+    adapter = build_adapter(kind, base, ap)
+    cfg = TrainConfig.from_dict(tp)
+    out = Path(out_dir)
+    run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
+    history = train_adapter(adapter, tok, train_prompts, few["label"].to_numpy(), sig_train, cfg, run_dir, progress)
+    t_train = time.perf_counter()
+    probs = predict_adapter(
+        adapter, tok, eval_prompts, sig_eval, batch_size=int(tp["predict_batch_size"]),
+        max_length=int(tp["max_length"]), bf16=bool(tp["bf16"]), progress=progress,
+    )  # fmt: skip
+    t_pred = time.perf_counter()
+    from reclora.evaluation import ctr_metrics
+
+    metrics = ctr_metrics(ev["label"].to_numpy(), probs)
+    summary = {
+        "model": kind if kind == "lora" or gate == "crm" else f"{kind}-{gate}",
+        "base_model": path,
+        "dataset": meta["dataset"],
+        "train_samples": int(len(few)),
+        "eval_samples": int(len(ev)),
+        "eval": metrics,
+        "train": {k: v for k, v in history.items() if k != "loss"},
+        "loss_first_last": [history["loss"][0], float(np.mean(history["loss"][-10:]))] if history["loss"] else None,
+        "adapter": ap | {"kind": kind},
+        "train_config": tp,
+        "predict_seconds": round(t_pred - t_train, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    with atomic_dir(out) as tmp:
+        adapter.save(tmp / "adapter")
+        ev[KEY + ["label"]].assign(p=probs).to_parquet(tmp / PREDICTIONS, index=False)
+        write_json(tmp / "metrics.json", summary)
+        write_json(tmp / "train_loss.json", {"loss": history["loss"]})
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return summary
+
+
+# ------------------------------------------------------------------ evaluate
+def evaluate_stage(
+    prediction_dirs: Mapping[str, str | Path],
+    out_dir: str | Path,
+    context: Mapping[str, Any] | None = None,
+    champion: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score every model on the same samples (the intersection of their predictions) and write the report."""
+    from reclora.evaluation import write_report
+
+    if not prediction_dirs:
+        raise DataError("evaluate: no predictions given")
+    frames = {}
+    for name, d in prediction_dirs.items():
+        f = Path(d) / PREDICTIONS
+        if not f.is_file():
+            raise DataError(f"evaluate: {f} not found (model {name!r})")
+        frames[name] = pd.read_parquet(f)
+    common = None
+    for df in frames.values():
+        keys = df[KEY]
+        common = keys if common is None else common.merge(keys, on=KEY)
+    common = common.drop_duplicates()
+    if common.empty:
+        raise DataError("evaluate: the models' predictions share no samples")
+    preds = {}
+    for name, df in frames.items():
+        m = common.merge(df.drop_duplicates(KEY), on=KEY, how="left")
+        preds[name] = (m["label"].to_numpy(), m["p"].to_numpy())
+    ctx = dict(context or {}) | {"evaluated_samples": int(len(common))}
+    extra = {}
+    for name, d in prediction_dirs.items():
+        mj = Path(d) / "metrics.json"
+        if mj.is_file():
+            extra[name] = read_json(mj)
+    ctx["stage_summaries"] = {k: {kk: vv for kk, vv in v.items() if kk in ("train_samples", "seconds", "test", "eval")}
+                              for k, v in extra.items()}  # fmt: skip
+    return write_report(out_dir, preds, context=ctx, champion=dict(champion) if champion else None)
