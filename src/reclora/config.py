@@ -54,3 +54,25 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("reclora"))
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``base`` with ``overrides`` merged in (nested mappings merge, other values replace)."""
+    out = copy.deepcopy(base)
+    for k, v in (overrides or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_params_with(overrides: dict[str, Any] | None = None, profile: str | None = None) -> dict[str, Any]:
+    """params.yaml, then a named profile from its ``profiles:`` section, then explicit overrides."""
+    params = load_params()
+    if profile:
+        profiles = params.get("profiles", {})
+        if profile not in profiles:
+            raise ConfigError(f"unknown profile {profile!r}; params.yaml has {sorted(profiles)}")
+        params = deep_merge(params, profiles[profile])
+    return deep_merge(params, overrides)

@@ -8,6 +8,8 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+
+from reclora.evaluation import ctr_metrics
 import torch
 from safetensors import safe_open
 
@@ -18,7 +20,6 @@ from reclora.crm import (
     WEIGHTS_NAME,
     CRMConfig,
     CRMFeaturizer,
-    binary_metrics,
     evaluate_crm,
     hidden_vectors,
     load_crm,
@@ -68,7 +69,7 @@ def test_learns_synthetic_taste(data, trained):
     assert test["n"] == len(s["test"]) == 605
     # measured: test AUC 0.73, LogLoss 0.595 (global-mean predictor: 0.657)
     assert test["auc"] > 0.66
-    base = binary_metrics(s["test"]["label"].to_numpy(), np.full(len(s["test"]), s["train"]["label"].mean()))
+    base = ctr_metrics(s["test"]["label"].to_numpy(), np.full(len(s["test"]), s["train"]["label"].mean()))
     assert base["auc"] == 0.5
     assert test["logloss"] < base["logloss"] - 0.03
     assert 0.0 <= test["accuracy"] <= 1.0
@@ -355,9 +356,3 @@ def test_config_round_trip_and_validation():
             CRMConfig(**bad)
 
 
-def test_binary_metrics_values():
-    m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]))
-    assert m["auc"] == pytest.approx(0.75)
-    assert m["accuracy"] == pytest.approx(0.5)
-    assert m["logloss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.4, 0.9])))
-    assert np.isnan(binary_metrics(np.array([1, 1]), np.array([0.2, 0.3]))["auc"])

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from reclora.errors import DataError
 from reclora.io import read_json, write_json
@@ -105,15 +106,15 @@ class CRMFeaturizer:
 
     def __init__(
         self,
-        user_ids: Sequence[int],
-        item_ids: Sequence[int],
+        user_ids: ArrayLike,
+        item_ids: ArrayLike,
         genres: Sequence[str],
         item_genres: Sequence[Sequence[int]],
         fields: Sequence[Mapping[str, Any]],
-        user_field_values: Sequence[Sequence[int]],
+        user_field_values: ArrayLike,
         rating_values: Sequence[float],
-        user_seen: Sequence[bool],
-        item_seen: Sequence[bool],
+        user_seen: ArrayLike,
+        item_seen: ArrayLike,
         max_len: int = 60,
         hist_items_col: str = "hist_item_ids",
         hist_ratings_col: str = "hist_ratings",

@@ -12,8 +12,9 @@ Target attention (DIN's activation unit): a small MLP over
 ``[k_j, t, k_j - t, k_j * t, r_j]`` gives a scalar weight per history entry.
 Its first layer is linear in that concatenation, so it is computed in the
 equivalent form ``P k_j + Q t + D (k_j * t) + R r_j`` (the ``k - t`` block folds
-into P and Q), which evaluates the target part once per sample instead of once
-per history entry. As in DIN, weights are **not** softmax-normalised by default
+into P and Q): the P and R parts are evaluated once per item / rating value on
+the embedding tables and gathered, Q once per sample, and only D needs a
+product per history entry. As in DIN, weights are **not** softmax-normalised by default
 (``attention_softmax=False``): masked entries get weight 0 and the pooled
 vector ``sum_j w_j v_j`` keeps the intensity of the user's interest. Set
 ``attention_softmax=True`` for a masked softmax instead. A masked mean of the
@@ -138,6 +139,9 @@ class DIN(nn.Module):
     [n_users, n_fields] (indices into one shared field table) are buffers, so a
     batch only carries ids and the history.
     """
+
+    item_genres: torch.Tensor
+    user_fields: torch.Tensor
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from reclora.crm.features import CRMFeaturizer
 from reclora.crm.model import BATCH_KEYS, DIN, CRMConfig
 from reclora.errors import DataError
+from reclora.evaluation import ctr_metrics
 from reclora.io import atomic_dir, read_json, write_json
 
 WEIGHTS_NAME = "crm.safetensors"
@@ -40,7 +41,6 @@ HISTORY_NAME = "crm_history.json"
 FORMAT_VERSION = 1
 EVAL_BATCH_SIZE = 8192
 TRANSFORM_CHUNK = 65536  # rows featurized at a time at inference (bounds memory on large frames)
-_EPS = 1e-7
 
 
 # ---------------------------------------------------------------- utilities
@@ -94,21 +94,6 @@ def _run(model: DIN, tensors: Mapping[str, torch.Tensor], what: str, batch_size:
         model.train(was)
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """AUC (NaN with a single class), LogLoss (probabilities clipped to [1e-7, 1-1e-7]), accuracy at 0.5, n."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y, dtype=np.float64)
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    n = len(y)
-    if n == 0:
-        return {"auc": float("nan"), "logloss": float("nan"), "accuracy": float("nan"), "n": 0}
-    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < n else float("nan")
-    logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    acc = float(np.mean((p >= 0.5) == (y >= 0.5)))
-    return {"auc": auc, "logloss": logloss, "accuracy": acc, "n": int(n)}
-
-
 # ---------------------------------------------------------------- inference
 def predict(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Click probabilities [n] float64 for the samples in ``df`` (no_grad, batched)."""
@@ -128,7 +113,7 @@ def hidden_vectors(
 
 def evaluate_crm(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame) -> dict[str, float]:
     """{"auc", "logloss", "accuracy", "n"} on labelled samples."""
-    return binary_metrics(_labels(df), predict(model, featurizer, df))
+    return ctr_metrics(_labels(df), predict(model, featurizer, df))
 
 
 # ----------------------------------------------------------------- training
@@ -195,9 +180,9 @@ def train_crm(
             rec: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1)}
             if has_valid:
                 p = torch.sigmoid(_run(model, valid_t, "logits")).double().numpy()
-                m = binary_metrics(y_valid, p)
+                m = ctr_metrics(y_valid, p)
                 rec.update(valid_auc=m["auc"], valid_logloss=m["logloss"], valid_accuracy=m["accuracy"])
-                score = m["auc"] if math.isfinite(m["auc"]) else -m["logloss"]
+                score = m["auc"] if m["auc"] is not None else -m["logloss"]
             else:
                 score = float(epoch)  # no validation: the last epoch is the best
             rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -225,7 +210,7 @@ def train_crm(
         "best_valid_logloss": best.get("valid_logloss"),
         "stopped_early": stopped_early,
         "n_train": int(n),
-        "n_valid": int(len(valid_df)) if has_valid else 0,
+        "n_valid": int(len(valid_df)) if valid_df is not None else 0,
         "seconds": round(time.perf_counter() - t_start, 3),
         "config": cfg.to_dict(),
     }

@@ -1,0 +1,12 @@
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+
+def features(data: Input[Dataset], feature_store: Output[Dataset], stats: Output[Metrics]):
+    """Feast: write the feature sources, `feast apply`, materialize the SQLite online store,
+    and the point-in-time user features of every sample."""
+    from reclora.features import features_stage
+
+    s = features_stage(data.path, feature_store.path)
+    for k, v in s.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            stats.log_metric(k, v)

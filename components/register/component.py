@@ -1,0 +1,23 @@
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+
+def register(
+    crm: Input[Model], reclora: Input[Model], retrieved: Input[Dataset], data: Input[Dataset], evaluation: Input[Artifact],
+    registry_uri: str, data_version: str, run_id: str, profile: str, overrides: dict, model_card: Output[Markdown],
+) -> NamedTuple("RegisterOutputs", [("version", str), ("promoted", bool), ("reason", str)]):
+    """Register the adapter version (immutable) and promote it if it passes the gate."""
+    import shutil
+    from collections import namedtuple
+
+    from reclora.config import load_params_with
+    from reclora.stages import register_stage
+
+    r = register_stage(crm.path, reclora.path, retrieved.path, data.path, evaluation.path, registry_uri,
+                       load_params_with(overrides, profile or None), data_version=data_version, run_id=run_id)  # fmt: skip
+    shutil.copy(r["model_card"], model_card.path)
+    print(f"registered {r['version']} at {r['path']}; {'promoted to champion' if r['promoted'] else 'challenger'}: "
+          f"{r['reason']}")  # fmt: skip
+    out = namedtuple("RegisterOutputs", ["version", "promoted", "reason"])
+    return out(r["version"], bool(r["promoted"]), r["reason"])

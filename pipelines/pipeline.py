@@ -1,0 +1,82 @@
+"""The RecLoRA training pipeline (KFP v2). One definition for `kfp.local` and a cluster.
+
+prepare -> validate --(pass)--> features, retrieve -> train CRM -> train vanilla LoRA, train RecLoRA
+        -> evaluate (vs CRM, vanilla LoRA, champion) -> register (+ promotion gate)
+
+Data steps are cached; training steps are retried and, on a cluster, placed on the GPU
+node pool (accelerator type/limit, node selector, tolerations from params.yaml).
+"""
+
+
+from typing import Any, Optional
+
+from kfp import dsl, kubernetes
+
+from components import build_components
+from reclora.config import load_params
+
+
+def _on_gpu_pool(task: Any, gpu: dict[str, Any], retries: int) -> Any:
+    task.set_accelerator_type(gpu["accelerator_type"]).set_accelerator_limit(int(gpu["accelerator_limit"]))
+    for k, v in (gpu.get("node_selector") or {}).items():
+        kubernetes.add_node_selector(task, label_key=k, label_value=str(v))
+    for t in gpu.get("tolerations") or []:
+        kubernetes.add_toleration(task, key=t.get("key"), operator=t.get("operator"), value=t.get("value"),
+                                  effect=t.get("effect"))  # fmt: skip
+    task.set_retry(num_retries=retries, backoff_duration="30s")
+    task.set_caching_options(enable_caching=False)
+    return task
+
+
+def build_pipeline(cpu_image: Optional[str] = None, gpu_image: Optional[str] = None, gpu: bool = True) -> Any:
+    """The pipeline function for the given images; ``gpu=False`` leaves the training steps unplaced."""
+    p = load_params()["pipeline"]
+    c = build_components(cpu_image or p["cpu_image"], gpu_image or p["gpu_image"])
+    retries = int(p["train_retries"])
+
+    @dsl.pipeline(name=p["name"], description="RecLoRA: CRM + personalized LoRA on an LLM, Few2Many, evaluated and registered.")
+    def reclora_pipeline(
+        dataset: str = "synthetic",
+        source_path: str = "",
+        data_version_tag: str = "",
+        model_path: str = "",
+        profile: str = "",
+        overrides: dict = {},
+        retrieval_mode: str = "relevance",
+        registry_uri: str = p["registry_uri"],
+    ):
+        prep = c.prepare(dataset=dataset, source_path=source_path, version_tag=data_version_tag, profile=profile,
+                         overrides=overrides)  # fmt: skip
+        prep.set_display_name("prepare data").set_caching_options(enable_caching=True)
+        val = c.validate(data=prep.outputs["data"], profile=profile, overrides=overrides)
+        val.set_display_name("validate (Great Expectations)").set_caching_options(enable_caching=True)
+        with dsl.If(val.outputs["passed"] == True, name="data-passed-validation"):  # noqa: E712
+            feat = c.features(data=prep.outputs["data"]).set_display_name("features (Feast)")
+            feat.set_caching_options(enable_caching=True)
+            ret = c.retrieve(data=prep.outputs["data"], model_path=model_path, mode=retrieval_mode, profile=profile,
+                             overrides=overrides).set_display_name("samples + retrieve")  # fmt: skip
+            ret.set_caching_options(enable_caching=True)
+            crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"], profile=profile,
+                              overrides=overrides).set_display_name("train CRM")  # fmt: skip
+            crm.set_retry(num_retries=retries).set_caching_options(enable_caching=False)
+            crm.after(feat)
+            llm = {}
+            for kind in ("lora", "reclora"):
+                t = c.train_llm(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
+                                crm=crm.outputs["crm"], model_path=model_path, gate="crm", profile=profile,
+                                overrides=overrides)  # fmt: skip
+                t.set_display_name("train vanilla LoRA" if kind == "lora" else "train RecLoRA")
+                llm[kind] = _on_gpu_pool(t, p["gpu"], retries) if gpu else t.set_caching_options(enable_caching=False)
+            llm["reclora"].after(llm["lora"])  # one LLM at a time on a small node
+            ev = c.evaluate(crm=crm.outputs["crm"], lora=llm["lora"].outputs["adapter"],
+                            reclora=llm["reclora"].outputs["adapter"], registry_uri=registry_uri,
+                            data_version=val.outputs["data_version"]).set_display_name("evaluate")  # fmt: skip
+            ev.set_caching_options(enable_caching=False)
+            reg = c.register(crm=crm.outputs["crm"], reclora=llm["reclora"].outputs["adapter"],
+                             retrieved=ret.outputs["retrieved"], data=prep.outputs["data"],
+                             evaluation=ev.outputs["report_files"], registry_uri=registry_uri,
+                             data_version=val.outputs["data_version"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                             profile=profile, overrides=overrides)  # fmt: skip
+            reg.set_display_name("register + promote").set_caching_options(enable_caching=False)
+
+    return reclora_pipeline

@@ -1,0 +1,201 @@
+"""The Feast objects of the RecLoRA feature repo: entities, sources and feature views.
+
+This module is the single definition of the repo. ``feature_repo/features.py``
+(the checked-in Feast repo, for the ``feast`` CLI) and the library
+(:func:`reclora.features.store.apply_feature_repo`, which calls
+``FeatureStore.apply`` with these objects) both build their objects here, so
+the CLI and the pipeline can never drift apart.
+
+Sources are parquet files in one *sources directory* written by
+:func:`reclora.features.store.build_feature_sources`. Their paths are stored
+relative to the feature repo when they can be, so a rendered repo and its
+sources can be moved (or renamed into place atomically) together.
+
+Point-in-time semantics of ``user_history``
+-------------------------------------------
+One row per (user, distinct event second t). The row holds the user's events
+with timestamp <= t (the most recent ``history_len``, oldest first, and the
+count of all of them), and it is stamped ``t + HISTORY_DELAY`` (one second).
+Feast's point-in-time join returns, for an entity row at time T, the latest
+feature row stamped <= T. Event times are whole unix seconds, so that row
+holds exactly the events with timestamp <= T - 1 s, i.e. timestamp < T:
+strictly earlier events, the same rule the CTR samples use for their history.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+PROJECT = "reclora"
+
+# source files inside the sources directory
+USER_PROFILE_FILE = "user_profile.parquet"
+ITEM_METADATA_FILE = "item_metadata.parquet"
+USER_HISTORY_FILE = "user_history.parquet"
+SOURCE_FILES = (USER_PROFILE_FILE, ITEM_METADATA_FILE, USER_HISTORY_FILE)
+
+TIMESTAMP_FIELD = "event_timestamp"
+# rows that do not change over time (profiles, item metadata) are stamped at the epoch so every
+# point-in-time query and every materialization window sees them
+STATIC_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# a history snapshot of the events of second t becomes visible at t + HISTORY_DELAY (see above)
+HISTORY_DELAY = timedelta(seconds=1)
+
+# feature names
+PROFILE_TEXT = "profile_text"
+ITEM_FEATURES = ("title", "genres")
+HISTORY_FEATURES = ("hist_item_ids", "hist_ratings", "hist_timestamps", "n_history")
+
+# env var read by feature_repo/features.py: where the parquet sources are (absolute, or relative
+# to the feature repo); default "data/sources" inside the repo
+SOURCES_ENV = "RECLORA_FEATURE_SOURCES"
+DEFAULT_SOURCES = "data/sources"
+
+RESERVED = {"user_id", "item_id", TIMESTAMP_FIELD, PROFILE_TEXT, *HISTORY_FEATURES, *ITEM_FEATURES}
+
+
+def profile_attributes(profile_path: str | os.PathLike[str]) -> list[tuple[str, Any]]:
+    """(name, feast type) of the optional user attributes in a user_profile source (empty if absent)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from feast.types import Bool, Float64, Int64, String
+
+    path = str(profile_path)
+    if "://" in path:  # object store: pyarrow reads the schema from the footer when it can
+        try:
+            schema = pq.read_schema(path)
+        except Exception:  # noqa: BLE001 - no credentials/filesystem here: profile_text only
+            return []
+    elif Path(path).is_file():
+        schema = pq.read_schema(path)
+    else:
+        return []
+    out: list[tuple[str, Any]] = []
+    for f in schema:
+        if f.name in RESERVED or f.name.startswith("__"):
+            continue
+        t = f.type
+        if pa.types.is_boolean(t):
+            out.append((f.name, Bool))
+        elif pa.types.is_integer(t):
+            out.append((f.name, Int64))
+        elif pa.types.is_floating(t):
+            out.append((f.name, Float64))
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            out.append((f.name, String))
+        # other types (lists, binary, nested) are not profile attributes; left out
+    return out
+
+
+def _source_path(sources_dir: str, name: str, repo_path: Path | None) -> tuple[str, str]:
+    """(path stored in the FileSource, path to read now)."""
+    if "://" in sources_dir:  # object store URI: stored and read as is
+        uri = f"{sources_dir.rstrip('/')}/{name}"
+        return uri, uri
+    p = Path(sources_dir) / name
+    local = p if p.is_absolute() or repo_path is None else Path(repo_path) / p
+    return str(p), str(local)
+
+
+def feature_definitions(
+    sources_dir: str | os.PathLike[str], repo_path: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Build the repo's Feast objects by name.
+
+    ``sources_dir``: the directory of the parquet sources, absolute or relative to
+    ``repo_path`` (Feast resolves relative source paths against the feature repo),
+    or an object-store URI (``s3://...``, ``gs://...``) for a cloud offline store.
+    The ``user_profile`` schema is read from its source when it exists: whatever
+    attributes the users table has (age, gender, occupation, ...) become fields,
+    and ``profile_text`` is always present, so a users table with only
+    ``user_id`` still gives a valid view.
+    """
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Array, Float32, Int64, String
+
+    sources_dir = str(sources_dir)
+    repo = Path(repo_path) if repo_path is not None else None
+    profile_path, profile_local = _source_path(sources_dir, USER_PROFILE_FILE, repo)
+    items_path, _ = _source_path(sources_dir, ITEM_METADATA_FILE, repo)
+    history_path, _ = _source_path(sources_dir, USER_HISTORY_FILE, repo)
+
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a user")
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="an item")
+
+    user_profile_source = FileSource(
+        name="user_profile_source", path=profile_path, timestamp_field=TIMESTAMP_FIELD
+    )
+    item_metadata_source = FileSource(
+        name="item_metadata_source", path=items_path, timestamp_field=TIMESTAMP_FIELD
+    )
+    user_history_source = FileSource(
+        name="user_history_source", path=history_path, timestamp_field=TIMESTAMP_FIELD
+    )
+
+    user_profile = FeatureView(
+        name="user_profile",
+        entities=[user],
+        ttl=timedelta(0),  # 0 = never expires; the rows are stamped at the epoch
+        schema=[Field(name="user_id", dtype=Int64), Field(name=PROFILE_TEXT, dtype=String)]
+        + [Field(name=n, dtype=t) for n, t in profile_attributes(profile_local)],
+        source=user_profile_source,
+        online=True,
+        description="User attributes (whatever the users table has) and the prompt's profile sentence.",
+        tags={"owner": "reclora"},
+    )
+    item_metadata = FeatureView(
+        name="item_metadata",
+        entities=[item],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="item_id", dtype=Int64),
+            Field(name="title", dtype=String),
+            Field(name="genres", dtype=String),
+        ],
+        source=item_metadata_source,
+        online=True,
+        description="Item title and genres ('A|B').",
+        tags={"owner": "reclora"},
+    )
+    user_history = FeatureView(
+        name="user_history",
+        entities=[user],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="user_id", dtype=Int64),
+            Field(name="hist_item_ids", dtype=Array(Int64)),
+            Field(name="hist_ratings", dtype=Array(Float32)),
+            Field(name="hist_timestamps", dtype=Array(Int64)),
+            Field(name="n_history", dtype=Int64),
+        ],
+        source=user_history_source,
+        online=True,
+        description=(
+            "The user's behaviour history as of a time T: the most recent events with timestamp < T "
+            "(oldest first) and the count of all of them. Row for the events of second t is stamped "
+            "t + 1 s."
+        ),
+        tags={"owner": "reclora"},
+    )
+    return {
+        "user": user,
+        "item": item,
+        "user_profile_source": user_profile_source,
+        "item_metadata_source": item_metadata_source,
+        "user_history_source": user_history_source,
+        "user_profile": user_profile,
+        "item_metadata": item_metadata,
+        "user_history": user_history,
+    }
+
+
+def feature_refs(store_or_defs: Any, view: str) -> list[str]:
+    """``view:feature`` references of every feature of one view (from the registry or the definitions)."""
+    if isinstance(store_or_defs, dict):
+        fv = store_or_defs[view]
+    else:
+        fv = store_or_defs.get_feature_view(view)
+    return [f"{view}:{f.name}" for f in fv.features]

@@ -1,0 +1,178 @@
+"""The compiled pipeline IR: components, GPU placement on the training tasks only, retries, caching,
+images; and the KFP client requests `submit` and `schedule` send (no server here)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.run import compile_pipeline, schedule, submit
+from reclora.config import load_params
+
+STAGES = {"prepare", "validate", "features", "retrieve", "train-crm", "train-llm", "train-llm-2", "evaluate", "register"}
+TRAIN_LLM = {"train-llm", "train-llm-2"}
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory):
+    out = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml", "registry.example/cpu:1.2.3",
+                           "registry.example/gpu:1.2.3")  # fmt: skip
+    docs = list(yaml.safe_load_all(out.read_text()))
+    return docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"], out
+
+
+def _tasks(spec):
+    """All tasks, including those inside the validation condition's sub-DAG."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_every_component_is_present_with_its_image(ir):
+    spec, _, _ = ir
+    execs = spec["deploymentSpec"]["executors"]
+    assert {k.removeprefix("exec-") for k in execs} == STAGES
+    for name, e in execs.items():
+        want = "registry.example/gpu:1.2.3" if name.removeprefix("exec-") in TRAIN_LLM else "registry.example/cpu:1.2.3"
+        assert e["container"]["image"] == want, name
+        # nothing is installed at run time: the image has the project
+        assert "pip install" not in " ".join(e["container"]["command"]), name
+
+
+def test_gpu_settings_and_tolerations_only_on_the_llm_training_tasks(ir):
+    spec, k8s, _ = ir
+    gpu = load_params()["pipeline"]["gpu"]
+    execs = spec["deploymentSpec"]["executors"]
+    for name, e in execs.items():
+        res = e["container"].get("resources", {})
+        if name.removeprefix("exec-") in TRAIN_LLM:
+            assert res["accelerator"]["resourceType"] == gpu["accelerator_type"]
+            assert int(res["accelerator"]["resourceCount"]) == gpu["accelerator_limit"]
+            assert k8s[name]["nodeSelector"]["labels"] == gpu["node_selector"]
+            assert k8s[name]["tolerations"] == gpu["tolerations"]
+        else:
+            assert "accelerator" not in res, name
+            assert name not in k8s, name
+
+
+def test_retries_on_train_steps_and_caching_on_data_steps(ir):
+    spec, _, _ = ir
+    tasks = _tasks(spec)
+    retries = load_params()["pipeline"]["train_retries"]
+    for name in ("train-crm", *TRAIN_LLM):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == retries
+        assert not tasks[name]["cachingOptions"].get("enableCache", False)
+    for name in ("prepare", "validate", "features", "retrieve"):
+        assert tasks[name]["cachingOptions"]["enableCache"] is True
+    for name in ("evaluate", "register"):
+        assert not tasks[name]["cachingOptions"].get("enableCache", False)
+
+
+def test_training_runs_only_when_validation_passed(ir):
+    spec, _, _ = ir
+    root = spec["root"]["dag"]["tasks"]
+    assert {"prepare", "validate"} <= set(root)
+    cond = [t for t in root.values() if "triggerPolicy" in t]
+    assert len(cond) == 1 and "passed" in cond[0]["triggerPolicy"]["condition"]
+    inner = spec["components"][cond[0]["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"features", "retrieve", "train-crm", *TRAIN_LLM, "evaluate", "register"} == set(inner)
+
+
+def test_pipeline_parameters(ir):
+    spec, _, _ = ir
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"dataset", "source_path", "data_version_tag", "model_path", "profile", "overrides", "retrieval_mode",
+            "registry_uri"} <= set(params)  # fmt: skip
+
+
+def test_components_are_thin_wrappers_of_the_library():
+    """Each component imports only the library (and stdlib), never defines model logic itself."""
+    comps = Path(__file__).resolve().parents[2] / "components"
+    for f in comps.glob("*/component.py"):
+        tree = ast.parse(f.read_text())
+        mods = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        mods |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert mods <= {"kfp", "reclora", "typing", "shutil", "sys", "collections"}, (f, mods)
+        assert len(f.read_text().splitlines()) < 60, f
+
+
+def test_library_knows_nothing_of_kfp():
+    src = Path(__file__).resolve().parents[2] / "src" / "reclora"
+    for f in src.rglob("*.py"):
+        if f.parent.name == "cli":
+            continue
+        tree = ast.parse(f.read_text())
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.module:
+                assert not n.module.startswith("kfp"), f
+            if isinstance(n, ast.Import):
+                assert not any(a.name.startswith("kfp") for a in n.names), f
+
+
+class _Recorder:
+    """Stands in for the KFP REST API (no server here): records the request objects."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            from types import SimpleNamespace
+
+            return SimpleNamespace(run_id="run-1", recurring_run_id="rr-1", experiment_id="exp-1")
+
+        return call
+
+
+@pytest.fixture()
+def client(monkeypatch):
+    import kfp
+
+    rec = _Recorder()
+    real_init = kfp.Client.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        self._experiment_api = rec
+        self._run_api = rec
+        self._recurring_run_api = rec
+        self._pipelines_api = rec
+        self._upload_api = rec
+
+    monkeypatch.setattr(kfp.Client, "__init__", init)
+    monkeypatch.setattr(kfp.Client, "get_kfp_healthz", lambda self, *a, **k: type("H", (), {"multi_user": False})())
+    monkeypatch.setattr(kfp.Client, "get_experiment", lambda self, **k: type("E", (), {"experiment_id": "exp-1"})())
+    return rec
+
+
+def test_schedule_sends_a_cron_recurring_run_without_catchup(ir, client):
+    _, _, package = ir
+    schedule("http://127.0.0.1:1", package, "0 0 3 * * *", {"dataset": "ml-1m"})
+    name, _, kwargs = next(c for c in client.calls if c[0] == "recurring_run_service_create_recurring_run")
+    body = kwargs["recurring_run"]
+    assert body.trigger.cron_schedule.cron == "0 0 3 * * *"
+    assert body.no_catchup is True and body.max_concurrency == 1
+    assert body.experiment_id == "exp-1" and body.service_account == "reclora-pipeline-runner"
+    assert body.runtime_config.parameters["dataset"] == "ml-1m"
+    spec = body.pipeline_spec.get("pipeline_spec", body.pipeline_spec)
+    assert spec["pipelineInfo"]["name"] == load_params()["pipeline"]["name"]
+    assert "platform_spec" in body.pipeline_spec  # the GPU node-pool settings travel with it
+
+
+def test_schedule_rejects_a_five_field_cron(ir):
+    with pytest.raises(ValueError, match="6 fields"):
+        schedule("http://127.0.0.1:1", ir[2], "0 3 * * *")
+
+
+def test_submit_sends_a_run_with_the_compiled_spec(ir, client):
+    _, _, package = ir
+    submit("http://127.0.0.1:1", package, {"dataset": "ml-100k", "source_path": "/data/ml-100k"})
+    name, _, kwargs = next(c for c in client.calls if c[0] == "run_service_create_run")
+    run = kwargs.get("run") or kwargs.get("body")
+    assert run.experiment_id == "exp-1" and run.service_account == "reclora-pipeline-runner"
+    assert run.runtime_config.parameters == {"dataset": "ml-100k", "source_path": "/data/ml-100k"}
+    spec = run.pipeline_spec.get("pipeline_spec", run.pipeline_spec)
+    assert set(spec["deploymentSpec"]["executors"]) == {f"exec-{s}" for s in STAGES}
