@@ -169,8 +169,14 @@ def llm_stage(
         if gate == "crm":
             sig_train, sig_eval = hidden_vectors(crm, feat, few), hidden_vectors(crm, feat, ev)
 
+    import torch
+
+    from reclora.few2many import distributed as dist
+
     path = resolve_model_path(model_path)
     base, tok = load_causal_lm(path)
+    base.to(dist.device())
+    torch.manual_seed(int(tp["seed"]))  # the adapter's initial weights are part of the run's determinism
     adapter = build_adapter(kind, base, ap)
     cfg = TrainConfig.from_dict(tp)
     out = Path(out_dir)
@@ -199,14 +205,16 @@ def llm_stage(
         "predict_seconds": round(t_pred - t_train, 2),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    with atomic_dir(out) as tmp:
-        adapter.save(tmp / "adapter")
-        ev[KEY + ["label"]].assign(p=probs).to_parquet(tmp / PREDICTIONS, index=False)
-        write_json(tmp / "metrics.json", summary)
-        write_json(tmp / "train_loss.json", {"loss": history["loss"]})
-    import shutil
+    if dist.is_main():  # under torchrun only rank 0 writes; every rank waits for it
+        import shutil
 
-    shutil.rmtree(run_dir, ignore_errors=True)
+        with atomic_dir(out) as tmp:
+            adapter.save(tmp / "adapter")
+            ev[KEY + ["label"]].assign(p=probs).to_parquet(tmp / PREDICTIONS, index=False)
+            write_json(tmp / "metrics.json", summary)
+            write_json(tmp / "train_loss.json", {"loss": history["loss"]})
+        shutil.rmtree(run_dir, ignore_errors=True)
+    dist.barrier()
     return summary
 
 
@@ -248,3 +256,52 @@ def evaluate_stage(
     ctx["stage_summaries"] = {k: {kk: vv for kk, vv in v.items() if kk in ("train_samples", "seconds", "test", "eval")}
                               for k, v in extra.items()}  # fmt: skip
     return write_report(out_dir, preds, context=ctx, champion=dict(champion) if champion else None)
+
+
+# ------------------------------------------------------------------ register
+def champion_metrics(registry_uri: str) -> dict[str, Any] | None:
+    """{"name", "auc", "logloss", "version"} of the current champion, or None."""
+    from reclora.registry import champion, headline
+
+    m = champion(registry_uri)
+    if m is None:
+        return None
+    auc, logloss = headline(m.get("metrics"))
+    if auc is None:
+        return None
+    return {"name": f"champion {m['version']}", "auc": auc, "logloss": logloss, "version": m["version"]}
+
+
+def register_stage(
+    crm_dir: str | Path,
+    reclora_dir: str | Path,
+    retrieved_dir: str | Path,
+    data_dir: str | Path,
+    evaluation_dir: str | Path,
+    registry_uri: str,
+    params: Mapping[str, Any] | None = None,
+    data_version: str = "",
+    run_id: str = "",
+) -> dict[str, Any]:
+    """Register the new version (immutable) and promote it if it passes the gate against the champion."""
+    from reclora.registry import register_and_gate
+
+    p = _params(params)
+    prom = p["pipeline"]["promotion"]
+    adapter_meta = read_json(Path(reclora_dir) / "metrics.json")
+    r = register_and_gate(
+        registry_uri,
+        auc_tolerance=float(prom["auc_tolerance"]),
+        logloss_tolerance=float(prom["logloss_tolerance"]),
+        crm_dir=crm_dir,
+        adapter_dir=reclora_dir,
+        retrieval_dir=retrieved_dir,
+        items_path=data_dir,
+        params={k: p[k] for k in ("retrieval", "crm", "adapter", "train") if k in p},
+        metrics=read_json(Path(evaluation_dir) / "metrics.json"),
+        lineage={"data_version": data_version, "pipeline_run_id": run_id},
+        base_model=str(adapter_meta.get("base_model", "")),
+        model="RecLoRA",
+    )
+    r["model_card"] = str(Path(r["path"]) / "MODEL_CARD.md")
+    return r

@@ -1,0 +1,20 @@
+"""The RecLoRA Feast repo: entities `user`, `item`; feature views `user_profile`, `item_metadata`,
+`user_history`. The objects are defined once in reclora.features.definitions (the library applies
+the same ones); this file exposes them to the `feast` CLI.
+
+Sources directory: $RECLORA_FEATURE_SOURCES (absolute, or relative to this repo), default "data/sources".
+"""
+
+import os
+from pathlib import Path
+
+from reclora.features.definitions import feature_definitions
+
+SOURCES = os.environ.get("RECLORA_FEATURE_SOURCES", "data/sources")
+_defs = feature_definitions(SOURCES, repo_path=Path(__file__).resolve().parent)
+
+user = _defs["user"]
+item = _defs["item"]
+user_profile = _defs["user_profile"]
+item_metadata = _defs["item_metadata"]
+user_history = _defs["user_history"]

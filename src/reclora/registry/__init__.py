@@ -1,0 +1,58 @@
+"""The adapter registry: immutable numbered versions, champion/challenger promotion, rollback, model cards.
+
+    register(uri, crm_dir=, adapter_dir=, retrieval_dir=, items_path=, params=, metrics=, lineage=, base_model=)
+                          -> manifest of the new version vNNNN (never overwrites one)
+    register_and_gate(uri, auc_tolerance=, logloss_tolerance=, **register_kwargs)
+                          -> {"version", "promoted", "reason", "path", ...}
+    decide(new_metrics, champion_metrics, auc_tolerance, logloss_tolerance) -> (promote, reason)
+    promote(uri, version) / rollback(uri) / champion(uri) / history(uri)
+    list_versions(uri) / show(uri, ref) / resolve(uri, ref="champion"|"latest"|"vNNNN") / verify(uri, ref)
+    cleanup(uri)          remove what killed writers left behind
+
+``uri`` is a local directory or any fsspec URI (s3://, gs://, memory://); every function takes
+``name=`` (default "reclora"). See :mod:`reclora.registry.store` for the layout and the atomicity rules.
+"""
+
+from reclora.registry.card import render_model_card
+from reclora.registry.metrics import headline, summarize_metrics
+from reclora.registry.promotion import champion, decide, history, promote, register_and_gate, rollback
+from reclora.registry.store import (
+    DEFAULT_NAME,
+    DEFAULTS,
+    NoChampion,
+    NoPreviousChampion,
+    RegistryError,
+    VersionNotFound,
+    cleanup,
+    list_versions,
+    register,
+    resolve,
+    settings,
+    show,
+    verify,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_NAME",
+    "NoChampion",
+    "NoPreviousChampion",
+    "RegistryError",
+    "VersionNotFound",
+    "champion",
+    "cleanup",
+    "decide",
+    "headline",
+    "history",
+    "list_versions",
+    "promote",
+    "register",
+    "register_and_gate",
+    "render_model_card",
+    "resolve",
+    "settings",
+    "show",
+    "summarize_metrics",
+    "rollback",
+    "verify",
+]

@@ -1,0 +1,131 @@
+"""MODEL_CARD.md for a registered version: data, metrics, intended use, limits, lineage."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k} {_fmt(x, digits)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x, digits) for x in v)
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
+    """The markdown model card of one version, from its manifest (and the run's params)."""
+    p = dict(params or {})
+    name, version = manifest.get("name", "reclora"), manifest.get("version", "?")
+    met = manifest.get("metrics") or {}
+    test = met.get("test") or {}
+    model = met.get("model", "reclora")
+    data = dict(manifest.get("data") or {})
+    lineage = dict(manifest.get("lineage") or {})
+    base = manifest.get("base_model", "n/a")
+    ad = p.get("adapter") or {}
+    tr = p.get("train") or {}
+    rp = p.get("retrieval") or {}
+    dp = p.get("data") or {}
+
+    lines = [f"# Model card: {name} {version}", ""]
+    lines += [
+        f"- Registered: {manifest.get('created_at', 'n/a')} (UTC); status at registration: "
+        f"{manifest.get('status', 'challenger')} (the live champion is recorded in `champion.json`).",
+        f"- Model: `{model}` on the frozen base LLM `{base}`.",
+        "",
+        "## Model",
+        "",
+        "RecLoRA (arXiv 2408.03533): a CTR recommender that asks a causal LLM whether the user will like the "
+        "target item and reads p = softmax([logit(Yes), logit(No)])[0]. The base LLM and the conventional "
+        "recommender (CRM, a DIN-style model) are frozen; the adapter is a bank of meta-LoRAs on the attention "
+        "projections whose mixing weights come from a gate fed with the CRM's hidden vector of the user and item "
+        "(personalised LoRA). The CRM sees the full training split; the LLM a small sample of it (Few2Many).",
+        "",
+    ]
+    cfg = [
+        ["adapter kind", ad.get("kind", model)],
+        ["rank / alpha", f"{ad.get('rank', 'n/a')} / {ad.get('alpha', 'n/a')}"],
+        ["meta-LoRAs per module", ad.get("n_experts")],
+        ["target modules", ad.get("target_modules")],
+        ["LLM training sample", tr.get("sample_size")],
+        ["history in prompt / in CRM", f"{rp.get('k_short', 'n/a')} / {rp.get('k_long', 'n/a')}"],
+    ]
+    lines += _table(["setting", "value"], [r for r in cfg if r[1] is not None]) + [""]
+
+    lines += ["## Data", ""]
+    samples = data.get("samples")
+    drows: list[list[Any]] = [
+        ["dataset", data.get("dataset")],
+        ["interactions (rows)", data.get("rows")],
+        ["users / items", f"{_fmt(data.get('users'))} / {_fmt(data.get('items'))}"
+         if data.get("users") is not None or data.get("items") is not None else None],
+        ["CTR samples", samples],
+        ["positive rate", data.get("positive_rate")],
+        ["label", f"rating >= {_fmt(data.get('label_threshold'), 1)}" if data.get("label_threshold") is not None else None],
+        ["data version", data.get("data_version")],
+    ]
+    extra: list[list[Any]] = [[k, v] for k, v in data.items()
+             if k not in ("dataset", "rows", "users", "items", "samples", "positive_rate", "label_threshold", "data_version")]  # fmt: skip
+    lines += _table(["", "value"], [r for r in drows + extra if r[1] is not None]) + [""]
+
+    lines += ["## Metrics", "", "Offline CTR metrics on the held-out test split (the latest 10% by time), "
+              "every model scored on the same samples when they come from one evaluation report.", ""]  # fmt: skip
+    rows = [[f"**{model}** (this version)", test.get("auc"), test.get("logloss"), test.get("accuracy"), test.get("n")]]
+    for bname, b in (met.get("baselines") or {}).items():
+        rows.append([bname, b.get("auc"), b.get("logloss"), b.get("accuracy"), b.get("n")])
+    lines += _table(["model", "AUC", "LogLoss", "accuracy", "samples"], rows) + [""]
+
+    min_hist = data.get("min_history", dp.get("min_history", 5))
+    lines += [
+        "## Intended use",
+        "",
+        "- Scoring the click/like probability of candidate items for known users inside a recommendation "
+        "service (KServe InferenceService with the RecLoRA predictor), e.g. to re-rank a candidate list.",
+        "- Offline comparison of adapters in the champion/challenger registry; a version is promoted only when "
+        "its test AUC and LogLoss are within the configured tolerances of the champion's.",
+        "- Not for decisions about people beyond item recommendation; not a substitute for an online A/B test.",
+        "",
+        "## Limits",
+        "",
+        f"- Base model size: the embedded default (`SmolLM2-135M-Instruct`) is a small model chosen to run on a "
+        f"CPU; quality and latency do not carry over to a production-size LLM on GPUs (this version: `{base}`).",
+        "- Offline CTR evaluation only: AUC/LogLoss/accuracy on a time-based test split (possibly a seeded subset); "
+        "no online metric (click-through, retention) has been measured, and offline gains may not show online.",
+        f"- Cold start: samples whose user has fewer than {min_hist} earlier interactions were dropped from "
+        "training and evaluation. A user or item never seen in training maps to the CRM's unknown id (index 0): the "
+        "gate then gets a near-generic signal and the prompt little or no history, so scores fall back to what the "
+        "item's title and genres and the base LLM's prior suggest. The metrics above say nothing about these cases.",
+        "- Labels are explicit ratings thresholded into like/dislike; the model inherits the popularity and "
+        "selection biases of the logged feedback and can reinforce them in a feedback loop.",
+        "- The adapter only works with the exact base model and CRM stored with it (same tokenizer, same CRM "
+        "vocabularies); the predictor must load this version's `crm/` and `adapter/` together.",
+        "",
+        "## Lineage",
+        "",
+    ]
+    lrows = [[k, lineage[k]] for k in sorted(lineage)] or [["(none recorded)", ""]]
+    lines += _table(["key", "value"], lrows) + [""]
+    files = manifest.get("files") or {}
+    if files:
+        total = sum(int(f.get("size", 0)) for f in files.values())
+        lines += [
+            "## Files",
+            "",
+            f"{len(files)} artifact files ({total:,} bytes) besides this card and `manifest.json`; every file's "
+            "sha256 and size are in `manifest.json` (`reclora.registry.verify` re-checks them).",
+            "",
+        ]
+    return "\n".join(lines)

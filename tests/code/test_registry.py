@@ -1,0 +1,377 @@
+"""The adapter registry: immutable versions, atomic and race-free registration, gate, rollback, memory://."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reclora.errors import ConfigError, DataError, RecLoRAError
+from reclora.registry import (
+    NoChampion,
+    NoPreviousChampion,
+    RegistryError,
+    VersionNotFound,
+    champion,
+    decide,
+    history,
+    list_versions,
+    promote,
+    register,
+    register_and_gate,
+    resolve,
+    rollback,
+    show,
+    summarize_metrics,
+    verify,
+)
+from reclora.registry import store as store_mod
+
+
+# ------------------------------------------------------------------ fake stage outputs
+def _report(auc: float, logloss: float) -> dict:
+    """An evaluate-report-shaped metrics dict: RecLoRA plus two baselines."""
+    return {
+        "model_order": ["CRM", "lora", "reclora"],
+        "models": {
+            "CRM": {"auc": 0.71, "logloss": 0.61, "accuracy": 0.66, "n": 200, "positive_rate": 0.55},
+            "lora": {"auc": 0.69, "logloss": 0.63, "accuracy": 0.64, "n": 200, "positive_rate": 0.55},
+            "reclora": {"auc": auc, "logloss": logloss, "accuracy": 0.70, "n": 200, "positive_rate": 0.55},
+        },
+    }
+
+
+@pytest.fixture
+def art(tmp_path: Path) -> dict:
+    """Small fake artifact dirs laid out as the stages write them; returns register() kwargs."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    crm = tmp_path / "crm"
+    (crm / "model").mkdir(parents=True)
+    save_file({"w": rng.normal(size=(8, 4)).astype(np.float32)}, str(crm / "model" / "crm.safetensors"))
+    (crm / "model" / "crm_config.json").write_text(json.dumps({"model": "DIN", "hidden_dim": 4}))
+    (crm / "model" / "crm_features.json").write_text(json.dumps({"users": [1, 2, 3]}))
+    (crm / "metrics.json").write_text(json.dumps({"model": "CRM", "test": {"auc": 0.71, "logloss": 0.61}}))
+    llm = tmp_path / "llm"
+    (llm / "adapter").mkdir(parents=True)
+    save_file({"lora_A": rng.normal(size=(2, 8)).astype(np.float32)}, str(llm / "adapter" / "reclora_adapter.safetensors"))
+    (llm / "adapter" / "reclora_adapter.json").write_text(json.dumps({"kind": "reclora", "rank": 2}))
+    ret = tmp_path / "ret"
+    ret.mkdir()
+    save_file({"item_ids": np.arange(5), "embeddings": rng.normal(size=(5, 3)).astype(np.float32)},
+              str(ret / "item_embeddings.safetensors"))  # fmt: skip
+    (ret / "retrieval.json").write_text(json.dumps({"mode": "relevance", "k_long": 6, "k_short": 3}))
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"item_id": [1, 2], "title": ["A", "B"], "genres": ["x", "y|z"]}).to_parquet(data / "items.parquet")
+    meta = {"dataset": "synthetic", "rows": 1234, "users": 30, "items": 40, "label_threshold": 4.0,
+            "samples": {"train": 800, "valid": 100, "test": 100}, "positive_rate": 0.55, "min_history": 5}  # fmt: skip
+    (data / "meta.json").write_text(json.dumps(meta))
+    return {
+        "crm_dir": str(crm),
+        "adapter_dir": str(llm),
+        "retrieval_dir": str(ret),
+        "items_path": str(data / "items.parquet"),
+        "params": {"adapter": {"rank": 2, "alpha": 4, "n_experts": 3, "target_modules": ["q_proj", "v_proj"]},
+                   "train": {"sample_size": 64}, "retrieval": {"k_long": 6, "k_short": 3}},  # fmt: skip
+        "metrics": _report(0.75, 0.55),
+        "lineage": {"data_version": "0123abcd.dir", "pipeline_run_id": "run-42"},
+        "base_model": "tiny-llama",
+    }
+
+
+def _with(art: dict, auc: float, logloss: float) -> dict:
+    return {**art, "metrics": _report(auc, logloss)}
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(f.relative_to(d)): (f.stat().st_mtime_ns, _sha(f)) for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+# ------------------------------------------------------------------ register
+def test_register_twice_gives_numbered_versions_with_hashed_files(tmp_path, art):
+    reg = tmp_path / "reg"
+    m1 = register(reg, **art)
+    m2 = register(reg, **art)
+    assert (m1["version"], m2["version"]) == ("v0001", "v0002")
+    for m in (m1, m2):
+        vdir = reg / "reclora" / "versions" / m["version"]
+        assert m["path"] == str(vdir)
+        for rel in ("crm/crm.safetensors", "crm/crm_config.json", "crm/crm_features.json",
+                    "adapter/reclora_adapter.safetensors", "adapter/reclora_adapter.json",
+                    "retrieval/item_embeddings.safetensors", "items.parquet", "params.json", "metrics.json",
+                    "MODEL_CARD.md"):  # fmt: skip
+            assert rel in m["files"], rel
+        assert set(m["files"]) == {str(f.relative_to(vdir)) for f in vdir.rglob("*") if f.is_file()} - {"manifest.json"}
+        for rel, e in m["files"].items():
+            assert e["sha256"] == _sha(vdir / rel) and e["size"] == (vdir / rel).stat().st_size
+        on_disk = json.loads((vdir / "manifest.json").read_text())
+        assert on_disk == {k: v for k, v in m.items() if k != "path"}
+        assert on_disk["status"] == "challenger" and on_disk["base_model"] == "tiny-llama"
+        assert on_disk["created_at"].endswith("Z")
+        assert on_disk["metrics"]["model"] == "reclora" and on_disk["metrics"]["test"]["auc"] == 0.75
+        assert set(on_disk["metrics"]["baselines"]) == {"CRM", "lora"}
+        assert on_disk["lineage"]["pipeline_run_id"] == "run-42" and on_disk["lineage"]["data_version"] == "0123abcd.dir"
+        assert len(on_disk["lineage"].get("git_commit", "")) == 40  # the tests run inside the git checkout
+        assert on_disk["data"]["dataset"] == "synthetic" and on_disk["data"]["data_version"] == "0123abcd.dir"
+        assert verify(reg, m["version"])["ok"]
+    assert [r["version"] for r in list_versions(reg)] == ["v0001", "v0002"]
+    assert resolve(reg, "latest") == m2["path"] and resolve(reg, "v1") == m1["path"]
+    # only the version dirs (and nothing hidden) are left in versions/
+    assert sorted(os.listdir(reg / "reclora" / "versions")) == ["v0001", "v0002"]
+
+
+def test_versions_are_immutable_and_repromoting_is_a_noop(tmp_path, art):
+    reg = tmp_path / "reg"
+    register(reg, **art)
+    v1 = reg / "reclora" / "versions" / "v0001"
+    before = _snapshot(v1)
+    register(reg, **art)
+    assert promote(reg, "v0001")["changed"] is True
+    again = promote(reg, "v0001")
+    assert again["changed"] is False and again["version"] == "v0001"
+    promote(reg, "v0002")
+    rollback(reg)
+    assert _snapshot(v1) == before  # never touched, although it was promoted, demoted and restored
+    assert json.loads((v1 / "manifest.json").read_text())["status"] == "challenger"  # as registered
+    assert show(reg, "v0001")["status"] == "champion" and show(reg, "v0002")["status"] == "challenger"
+
+
+def test_collision_on_a_stale_listing_takes_the_next_number(tmp_path, art, monkeypatch):
+    reg = tmp_path / "reg"
+    register(reg, **art)
+    real = store_mod.Store.numbered
+    calls = {"n": 0}
+
+    def stale(self):  # the first listing misses v0001, as if another writer renamed it just after
+        calls["n"] += 1
+        return [] if calls["n"] == 1 else real(self)
+
+    monkeypatch.setattr(store_mod.Store, "numbered", stale)
+    m = register(reg, **art)
+    assert m["version"] == "v0002" and verify(reg, "v0002")["ok"] and verify(reg, "v0001")["ok"]
+    assert json.loads((reg / "reclora/versions/v0002/manifest.json").read_text())["version"] == "v0002"
+    assert "# Model card: reclora v0002" in (reg / "reclora/versions/v0002/MODEL_CARD.md").read_text()
+
+
+KILL_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+import reclora.registry.store as s
+reg, marker, kw = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+real = s._copy_file
+def slow(src, dst):
+    out = real(src, dst)
+    marker.write_text("copying")
+    time.sleep(120)
+    return out
+s._copy_file = slow
+s.register(reg, **kw)
+"""
+
+
+def test_a_writer_killed_mid_copy_leaves_no_visible_version(tmp_path, art):
+    reg = tmp_path / "reg"
+    marker = tmp_path / "copying"
+    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(reg), str(marker), json.dumps(art)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, "the writer exited before it was killed"
+            assert time.monotonic() < deadline, "the writer never started copying"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()  # reap it: a zombie would still look alive
+    versions = reg / "reclora" / "versions"
+    leftovers = [n for n in os.listdir(versions) if n.startswith(".tmp-")]
+    assert len(leftovers) == 1 and any((versions / leftovers[0]).rglob("*"))  # half written, hidden
+    assert list_versions(reg) == []
+    with pytest.raises(VersionNotFound):
+        resolve(reg, "latest")
+    m = register(reg, **art)  # the next registration works and sweeps the dead writer's temp dir
+    assert m["version"] == "v0001" and verify(reg, "v0001")["ok"]
+    assert os.listdir(versions) == ["v0001"]
+
+
+def _register_in_child(reg: str, kw: dict, barrier, q) -> None:
+    try:
+        barrier.wait(timeout=30)
+        q.put(register(reg, **kw)["version"])
+    except BaseException as e:  # report instead of dying silently
+        q.put(f"error: {e!r}")
+
+
+def test_two_concurrent_processes_both_land(tmp_path, art):
+    reg = str(tmp_path / "reg")
+    ctx = mp.get_context("fork")
+    barrier, q = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_register_in_child, args=(reg, art, barrier, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(q.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert results == ["v0001", "v0002"]
+    assert [r["version"] for r in list_versions(reg)] == ["v0001", "v0002"]
+    assert all(verify(reg, v)["ok"] for v in ("v0001", "v0002"))
+    assert sorted(os.listdir(Path(reg) / "reclora" / "versions")) == ["v0001", "v0002"]
+
+
+# ------------------------------------------------------------------ gate, promotion, rollback
+def test_decide():
+    ok, why = decide({"auc": 0.8, "logloss": 0.5}, None)
+    assert ok and "no champion" in why
+    ok, why = decide({"auc": 0.70, "logloss": 0.50}, {"auc": 0.75, "logloss": 0.55}, 0.01, 0.0)
+    assert not ok and "0.7000" in why and "0.7500" in why and "0.7400" in why and "stays challenger" in why
+    ok, why = decide({"auc": 0.76, "logloss": 0.60}, {"auc": 0.75, "logloss": 0.55}, 0.0, 0.02)
+    assert not ok and "LogLoss 0.6000 > 0.5700" in why
+    assert decide({"auc": 0.745, "logloss": 0.56}, {"auc": 0.75, "logloss": 0.55}, 0.01, 0.01)[0]
+    assert decide({"auc": 0.74, "logloss": 0.56}, {"auc": 0.75, "logloss": 0.55}, 0.01, 0.01)[0]  # boundary: inclusive
+    # stage-shaped metrics are understood too (LLM stage "eval", CRM stage "test")
+    assert decide({"model": "reclora", "eval": {"auc": 0.8, "logloss": 0.5}}, {"test": {"auc": 0.7, "logloss": 0.6}})[0]
+    with pytest.raises(ConfigError):
+        decide({"auc": 0.8, "logloss": 0.5}, {"auc": 0.7, "logloss": 0.6}, auc_tolerance=-0.1)
+
+
+def test_register_and_gate_promotes_only_when_within_tolerance(tmp_path, art):
+    reg = tmp_path / "reg"
+    tol = {"auc_tolerance": 0.01, "logloss_tolerance": 0.01}
+    r1 = register_and_gate(reg, **tol, **_with(art, 0.75, 0.55))
+    assert r1["promoted"] and r1["version"] == "v0001" and "no champion" in r1["reason"]
+    assert r1["path"] == resolve(reg, "champion")
+    r2 = register_and_gate(reg, **tol, **_with(art, 0.70, 0.55))  # worse beyond tolerance
+    assert not r2["promoted"] and r2["version"] == "v0002"
+    assert "v0002 vs champion v0001" in r2["reason"] and "0.7000" in r2["reason"] and "0.7500" in r2["reason"]
+    assert champion(reg)["version"] == "v0001" and show(reg, "v0002")["status"] == "challenger"
+    r3 = register_and_gate(reg, **tol, **_with(art, 0.745, 0.555))  # slightly worse, within tolerance
+    assert r3["promoted"] and champion(reg)["version"] == "v0003"
+    r4 = register_and_gate(reg, **tol, **_with(art, 0.80, 0.50))  # better
+    assert r4["promoted"] and r4["previous_champion"] == "v0003" and champion(reg)["version"] == "v0004"
+    doc = history(reg)
+    assert [h["version"] for h in doc["history"]] == ["v0001", "v0003"]
+    assert any(e["version"] == "v0002" and e["promoted"] is False for e in doc["events"])
+    statuses = {r["version"]: r["status"] for r in list_versions(reg)}
+    assert statuses == {"v0001": "challenger", "v0002": "challenger", "v0003": "challenger", "v0004": "champion"}
+
+
+def test_rollback_restores_the_previous_champion(tmp_path, art):
+    reg = tmp_path / "reg"
+    with pytest.raises(NoChampion):
+        rollback(reg)
+    assert champion(reg) is None
+    with pytest.raises(NoChampion):
+        resolve(reg, "champion")
+    register(reg, **art)
+    register(reg, **art)
+    promote(reg, "v0001")
+    with pytest.raises(NoPreviousChampion, match="no previous champion"):
+        rollback(reg)
+    promote(reg, 2)
+    r = rollback(reg)
+    assert (r["version"], r["previous"]) == ("v0001", "v0002")
+    assert champion(reg)["version"] == "v0001" and resolve(reg) == r["path"]
+    with pytest.raises(NoPreviousChampion):
+        rollback(reg)
+    assert issubclass(NoPreviousChampion, RecLoRAError)
+    doc = json.loads((reg / "reclora" / "champion.json").read_text())
+    assert doc["champion"] == "v0001" and [e["action"] for e in doc["events"]] == ["promote", "promote", "rollback"]
+
+
+# ------------------------------------------------------------------ memory:// and errors
+def test_memory_uri_register_list_show(art):
+    import fsspec
+
+    uri = f"memory://reg-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    root = uri.removeprefix("memory://")
+    try:
+        m1 = register(uri, **art)
+        m2 = register_and_gate(uri, **_with(art, 0.8, 0.5))
+        assert (m1["version"], m2["version"]) == ("v0001", "v0002") and m2["promoted"]  # v0001 was never promoted
+        assert m1["path"] == f"memory:///{root}/reclora/versions/v0001"
+        assert [r["version"] for r in list_versions(uri)] == ["v0001", "v0002"]
+        shown = show(uri, "v0001")
+        assert shown["files"] == m1["files"] and shown["status"] == "challenger"
+        assert resolve(uri) == m2["path"] and champion(uri)["version"] == "v0002"
+        assert fs.cat_file(f"/{root}/reclora/versions/v0001/crm/crm.safetensors") == Path(art["crm_dir"], "model", "crm.safetensors").read_bytes()
+        assert verify(uri, "v0001")["ok"]
+        # a half-written version (no manifest.json) is invisible and its number is not reused
+        fs.pipe_file(f"/{root}/reclora/versions/v0003/crm/crm.safetensors", b"partial")
+        assert [r["version"] for r in list_versions(uri)] == ["v0001", "v0002"]
+        with pytest.raises(VersionNotFound):
+            show(uri, "v0003")
+        assert register(uri, **art)["version"] == "v0004"
+        # an abandoned claim older than stale_after is swept by the next registration
+        fs.pipe_file(f"/{root}/reclora/versions/v0005/.claim", json.dumps({"created": time.time() - 10}).encode())
+        assert register(uri, **art, stale_after=1.0)["version"] == "v0005"
+        assert promote(uri, "v0001")["previous"] == "v0002" and rollback(uri)["version"] == "v0002"
+    finally:
+        fs.rm(f"/{root}", recursive=True)
+
+
+def test_model_card_has_data_metrics_use_limits_lineage(tmp_path, art):
+    m = register(tmp_path / "reg", **art)
+    card = (Path(m["path"]) / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card: reclora v0001")
+    assert "| **reclora** (this version) | 0.7500 | 0.5500 | 0.7000 | 200 |" in card
+    assert "| CRM | 0.7100 | 0.6100 | 0.6600 | 200 |" in card and "| lora | 0.6900 | 0.6300 |" in card
+    for text in ("## Data", "synthetic", "1234", "0123abcd.dir", "## Intended use", "## Limits", "CPU",
+                 "Offline CTR evaluation only", "Cold start", "## Lineage", "run-42", "git_commit"):  # fmt: skip
+        assert text in card, text
+
+
+def test_clear_errors(tmp_path, art):
+    reg = tmp_path / "reg"
+    with pytest.raises(DataError, match="CRM directory"):
+        register(reg, **{**art, "crm_dir": str(tmp_path / "nope")})
+    empty = tmp_path / "empty-adapter"
+    empty.mkdir()
+    with pytest.raises(DataError, match="safetensors"):
+        register(reg, **{**art, "adapter_dir": str(empty)})
+    with pytest.raises(DataError, match="items table"):
+        register(reg, **{**art, "items_path": str(tmp_path / "missing.parquet")})
+    with pytest.raises(DataError, match="AUC/LogLoss"):
+        register(reg, **{**art, "metrics": {"note": "nothing"}})
+    assert not (reg / "reclora" / "versions").exists() or os.listdir(reg / "reclora" / "versions") == []
+    register(reg, **art)
+    with pytest.raises(VersionNotFound, match="v0007 not found.*v0001"):
+        show(reg, "v0007")
+    with pytest.raises(RegistryError, match="bad version reference"):
+        resolve(reg, "yesterday")
+    with pytest.raises(RegistryError, match="bad model name"):
+        list_versions(reg, name="../x")
+    try:
+        import model_registry  # noqa: F401
+    except ImportError:
+        with pytest.raises(RegistryError, match="pip install model-registry"):
+            register(reg, **art, model_registry_url="https://mr.example.invalid")
+        assert [r["version"] for r in list_versions(reg)] == ["v0001"]  # nothing was written
+
+
+def test_summarize_metrics_shapes():
+    s = summarize_metrics(_report(0.75, 0.55))
+    assert s["model"] == "reclora" and s["test"]["auc"] == 0.75 and set(s["baselines"]) == {"CRM", "lora"}
+    s = summarize_metrics({"model": "reclora", "eval": {"auc": 0.7, "logloss": 0.6, "accuracy": 0.6, "n": 10},
+                           "baselines": {"CRM": {"model": "CRM", "test": {"auc": 0.72, "logloss": 0.58}}}})  # fmt: skip
+    assert s["test"] == {"auc": 0.7, "logloss": 0.6, "accuracy": 0.6, "n": 10} and s["baselines"]["CRM"]["auc"] == 0.72
+    assert summarize_metrics(_report(0.75, 0.55), model="CRM")["test"]["auc"] == 0.71
+    with pytest.raises(DataError):
+        summarize_metrics(_report(0.75, 0.55), model="nope")
