@@ -50,7 +50,7 @@ def build_pipeline(cpu_image: Optional[str] = None, gpu_image: Optional[str] = N
         prep.set_display_name("prepare data").set_caching_options(enable_caching=True)
         val = c.validate(data=prep.outputs["data"], profile=profile, overrides=overrides)
         val.set_display_name("validate (Great Expectations)").set_caching_options(enable_caching=True)
-        with dsl.If(val.outputs["passed"] == True, name="data-passed-validation"):  # noqa: E712
+        with dsl.If(val.outputs["Output"] == True, name="data-passed-validation"):  # noqa: E712
             feat = c.features(data=prep.outputs["data"]).set_display_name("features (Feast)")
             feat.set_caching_options(enable_caching=True)
             ret = c.retrieve(data=prep.outputs["data"], model_path=model_path, mode=retrieval_mode, profile=profile,
@@ -70,12 +70,12 @@ def build_pipeline(cpu_image: Optional[str] = None, gpu_image: Optional[str] = N
             llm["reclora"].after(llm["lora"])  # one LLM at a time on a small node
             ev = c.evaluate(crm=crm.outputs["crm"], lora=llm["lora"].outputs["adapter"],
                             reclora=llm["reclora"].outputs["adapter"], registry_uri=registry_uri,
-                            data_version=val.outputs["data_version"]).set_display_name("evaluate")  # fmt: skip
+                            data_version=prep.outputs["Output"]).set_display_name("evaluate")  # fmt: skip
             ev.set_caching_options(enable_caching=False)
             reg = c.register(crm=crm.outputs["crm"], reclora=llm["reclora"].outputs["adapter"],
                              retrieved=ret.outputs["retrieved"], data=prep.outputs["data"],
                              evaluation=ev.outputs["report_files"], registry_uri=registry_uri,
-                             data_version=val.outputs["data_version"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                             data_version=prep.outputs["Output"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                              profile=profile, overrides=overrides)  # fmt: skip
             reg.set_display_name("register + promote").set_caching_options(enable_caching=False)
 

@@ -33,14 +33,23 @@ def _latest_run_dir(root: Path, name: str, after: float) -> Path | None:
     return max(runs, key=lambda d: d.stat().st_mtime) if runs else None
 
 
+def _runs_newest_first(run_dir: Path) -> list[Path]:
+    """This run, then the earlier runs: a cached step's outputs live in the run that computed them."""
+    earlier = sorted((d for d in run_dir.parent.glob(f"{run_dir.name.rsplit('-', 7)[0]}-*") if d != run_dir),
+                     key=lambda d: d.stat().st_mtime, reverse=True)  # fmt: skip
+    return [run_dir, *earlier]
+
+
 def _find(run_dir: Path, task: str, output: str) -> Path | None:
-    p = run_dir / task / output
-    return p if p.exists() else None
+    for d in _runs_newest_first(run_dir):
+        if (d / task / output).exists():
+            return d / task / output
+    return None
 
 
 def _executor_output(run_dir: Path, task: str) -> dict[str, Any]:
-    f = run_dir / task / "executor_output.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    f = _find(run_dir, task, "executor_output.json")
+    return json.loads(f.read_text()) if f else {}
 
 
 def run_local(
@@ -78,7 +87,10 @@ def run_local(
                 cache_hits.append(msg.split()[1])
 
     handler = _Hits()
-    logging.getLogger().addHandler(handler)
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.addHandler(handler)
+    root_logger.setLevel(logging.INFO)  # kfp.local reports cache hits at INFO on the root logger
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True,
                raise_on_error=True)  # fmt: skip
     started = time.time()
@@ -87,19 +99,21 @@ def run_local(
         fn(dataset=dataset, source_path=str(source_path or ""), profile=profile, model_path=model_path,
            overrides=overrides or {}, registry_uri=registry)  # fmt: skip
     finally:
-        logging.getLogger().removeHandler(handler)
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(level)
     seconds = time.time() - started
     run_dir = _latest_run_dir(root, p["name"], started)
     out: dict[str, Any] = {"pipeline_root": str(root), "run_dir": str(run_dir) if run_dir else None,
                            "seconds": round(seconds, 1), "cached_steps": sorted(set(cache_hits))}  # fmt: skip
     if run_dir is None:
         return out
-    val = _executor_output(run_dir, "validate").get("parameterValues", {})
-    out["validation_passed"] = val.get("passed")
-    out["validation_failures"] = val.get("failures", "")
-    out["data_version"] = val.get("data_version")
+    out["validation_passed"] = _executor_output(run_dir, "validate").get("parameterValues", {}).get("Output")
+    out["data_version"] = _executor_output(run_dir, "prepare").get("parameterValues", {}).get("Output")
     site = _find(run_dir, "validate", "report_site")
     out["validation_report"] = str(site / "index.html") if site else None
+    summary = site / "summary.json" if site else None
+    failures = json.loads(summary.read_text()).get("failures", []) if summary and summary.is_file() else []
+    out["validation_failures"] = "\n".join(f["reason"] for f in failures)
     ev = _find(run_dir, "evaluate", "report_files")
     out["evaluation_report"] = str(ev / "report.html") if ev else None
     reg = _executor_output(run_dir, "register").get("parameterValues", {})

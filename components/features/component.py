@@ -10,3 +10,4 @@ def features(data: Input[Dataset], feature_store: Output[Dataset], stats: Output
     for k, v in s.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stats.log_metric(k, v)
+    open(stats.path, "w").write(str(dict(stats.metadata)))  # a file, so the step can be cached

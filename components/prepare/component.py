@@ -2,14 +2,20 @@ from kfp.dsl import Dataset, Metrics, Output
 
 
 def prepare(dataset: str, source_path: str, version_tag: str, profile: str, overrides: dict, data: Output[Dataset],
-            stats: Output[Metrics]):  # fmt: skip
-    """Raw behaviour data -> canonical tables + train/valid/test CTR samples."""
+            stats: Output[Metrics]) -> str:  # fmt: skip
+    """Raw behaviour data -> canonical tables + train/valid/test CTR samples; returns the data version
+    (DVC's md5 of the prepared directory, the same as `dvc.lock` would record)."""
     from reclora.config import load_params_with
+    from reclora.data import dvc_hash
     from reclora.data import prepare as run
 
     s = run(dataset, source_path or None, data.path, load_params_with(overrides, profile or None))
-    data.metadata.update({"dataset": dataset, "version_tag": version_tag, "rows": s["rows"], "users": s["users"], "items": s["items"]})
+    version = dvc_hash(data.path)["md5"]
+    data.metadata.update({"dataset": dataset, "version_tag": version_tag, "data_version": version,
+                          "rows": s["rows"], "users": s["users"], "items": s["items"]})  # fmt: skip
     for k in ("rows", "users", "items", "positive_rate"):
         stats.log_metric(k, s[k])
     for split, n in s["samples"].items():
         stats.log_metric(f"samples_{split}", n)
+    open(stats.path, "w").write(str(dict(stats.metadata)))  # a file, so the step can be cached
+    return version

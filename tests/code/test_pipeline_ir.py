@@ -75,7 +75,7 @@ def test_training_runs_only_when_validation_passed(ir):
     root = spec["root"]["dag"]["tasks"]
     assert {"prepare", "validate"} <= set(root)
     cond = [t for t in root.values() if "triggerPolicy" in t]
-    assert len(cond) == 1 and "passed" in cond[0]["triggerPolicy"]["condition"]
+    assert len(cond) == 1 and "validate-Output" in cond[0]["triggerPolicy"]["condition"]
     inner = spec["components"][cond[0]["componentRef"]["name"]]["dag"]["tasks"]
     assert {"features", "retrieve", "train-crm", *TRAIN_LLM, "evaluate", "register"} == set(inner)
 
