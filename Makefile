@@ -30,8 +30,8 @@ install: $(STAMP)  ## create .venv and install the project with pinned dependenc
 model: install  ## fetch the embedded default LLM into the cache (once)
 	$(BIN)/reclora model fetch
 
-demo: model  ## install, fetch the model, run the main job
-	$(BIN)/reclora demo
+demo: model  ## install, fetch the model, run the main job: the whole pipeline locally (kfp.local)
+	$(BIN)/reclora pipeline run --local --profile small
 
 test: model  ## install, fetch the model, run the whole test suite
 	$(BIN)/python -m pytest tests -q

@@ -1,0 +1,61 @@
+"""A real kfp.local run of the whole pipeline (tiny Llama, small synthetic data): it registers an
+adapter, a second run reuses the cached data steps, and bad data stops it at validation."""
+
+import json
+
+import pytest
+from helpers import reclora, small_tables, write_ml100k
+from test_validate_cli import corrupt_ml100k
+
+pytestmark = pytest.mark.slow
+
+SMALL = json.dumps({
+    "synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
+    "validation": {"min_interactions": 100},
+    "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
+    "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2},
+    "adapter": {"n_experts": 4, "rank": 4},
+})  # fmt: skip
+
+
+def _run(tmp_path, tiny, *extra):
+    return reclora("pipeline", "run", "--local", "--model", str(tiny), "--pipeline-root", str(tmp_path / "root"),
+                   "--registry", str(tmp_path / "registry"), "--overrides", SMALL, *extra, timeout=900)  # fmt: skip
+
+
+def test_local_pipeline_registers_and_caches(tmp_path, tiny_llama_dir):
+    first = _run(tmp_path, tiny_llama_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    assert "registered adapter: v0001" in out and "champion" in out
+    report = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("evaluation report"))
+    html = open(report).read()
+    assert "RecLoRA" in html and "Vanilla LoRA" in html and "CRM" in html
+    version = tmp_path / "registry" / "reclora" / "versions" / "v0001"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["lineage"]["data_version"].endswith(".dir")
+    assert (version / "MODEL_CARD.md").is_file()
+
+    second = _run(tmp_path, tiny_llama_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "reused cached data steps: features, prepare, retrieve, validate" in second.stdout
+    assert "registered adapter: v0002" in second.stdout
+    listing = reclora("registry", "list", "--uri", str(tmp_path / "registry"), check=True).stdout
+    assert "v0001" in listing and "v0002" in listing
+
+
+def test_bad_data_stops_the_pipeline_at_validation(tmp_path, tiny_llama_dir):
+    raw = corrupt_ml100k(write_ml100k(small_tables(n_users=60), tmp_path / "raw"), tmp_path / "bad")
+    proc = _run(tmp_path, tiny_llama_dir, "--dataset", "ml-100k", "--path", str(raw))
+    assert proc.returncode == 1
+    assert "STOPPED at validation" in proc.stderr
+    assert "interactions.rating" in proc.stderr and "items.title" in proc.stderr
+    report = next(line.split(":", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("validation report"))
+    assert report.endswith("index.html") and open(report).read()
+    run_dirs = list((tmp_path / "root").glob("reclora-training-*"))
+    assert len(run_dirs) == 1
+    trained = {p.name for p in run_dirs[0].iterdir()}
+    assert not trained & {"train-crm", "train-llm", "train-llm-2", "register"}, trained
+    assert not (tmp_path / "registry" / "reclora" / "versions").exists() or not any(
+        (tmp_path / "registry" / "reclora" / "versions").iterdir()
+    )
