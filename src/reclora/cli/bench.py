@@ -47,3 +47,23 @@ def speed_cmd(
     from reclora.bench.speed import bench_speed
 
     raise typer.Exit(run_guarded(lambda: bench_speed(out, None, model, batch_size, seq_len, steps) and 0))
+
+
+@app.command("serve")
+def serve_bench_cmd(
+    url: str = typer.Option(..., help="A running `reclora serve` on loopback, e.g. http://127.0.0.1:8080."),
+    out: str = typer.Option(..., help="JSON file with every figure."),
+    requests: int = typer.Option(2000, help="Requests per phase (single-user, then mixed-user); the test stops at this count."),
+    duration: float = typer.Option(120.0, help="Seconds per phase at most; the test stops at this time."),
+    concurrency: int = typer.Option(4, help="Concurrent clients."),
+    batch: int = typer.Option(8, help="Rows (user x candidate) per request."),
+) -> None:
+    """Bounded load test: requests/s, p50/p95/p99 latency and errors for single- and mixed-user batches."""
+    from reclora.bench.serve import bench_serve
+
+    def _run() -> int:
+        r = bench_serve(url, out, requests=requests, duration_s=duration, concurrency=concurrency, batch=batch)
+        typer.echo(json.dumps(r, indent=2, default=str)[:4000])
+        return 0
+
+    raise typer.Exit(run_guarded(_run))

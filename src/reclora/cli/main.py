@@ -11,6 +11,7 @@ from reclora.cli import data as data_cli
 from reclora.cli import model as model_cli
 from reclora.cli import pipeline as pipeline_cli
 from reclora.cli import registry as registry_cli
+from reclora.cli import serve as serve_cli
 from reclora.cli import train as train_cli
 from reclora.cli.common import run_guarded
 
@@ -25,6 +26,7 @@ app.add_typer(model_cli.app, name="model", help="Fetch and inspect the base LLM.
 app.add_typer(train_cli.app, name="train", help="Training stages: retrieve, crm, llm, evaluate.")
 app.add_typer(bench_cli.app, name="bench", help="Quality and speed benchmarks.")
 app.add_typer(registry_cli.app, name="registry", help="Registered adapter versions: list, show, promote, rollback.")
+app.command("serve")(serve_cli.serve)
 app.add_typer(pipeline_cli.app, name="pipeline", help="The KFP pipeline: run locally, compile, submit, schedule.")
 
 

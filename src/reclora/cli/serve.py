@@ -1,0 +1,52 @@
+"""`reclora serve`: serve a registered RecLoRA version over KServe's V1 and V2 protocols.
+
+Register in cli/main.py with ``app.command("serve")(serve_cli.serve)``; also runnable alone as
+``python -m reclora.cli.serve --model URI ...``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from reclora.cli.common import run_guarded
+
+
+def serve(
+    model: str = typer.Option(..., "--model", help="Registry URI (local directory) or a version directory."),
+    ref: str = typer.Option("champion", "--ref", help="Version ref in the registry: champion, latest or vNNNN."),
+    port: int = typer.Option(8080, "--port", help="HTTP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (0.0.0.0 inside a container)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Base LLM path (default: the manifest's)."),
+    feature_store: Optional[str] = typer.Option(
+        None, "--feature-store", help="Feast repo (the features stage's output or its repo/) for user histories."
+    ),
+    name: str = typer.Option("reclora", "--name", help="Model name in the URLs (/v1/models/NAME:predict)."),
+    max_candidates: int = typer.Option(100, "--max-candidates", help="Most candidates per user in one request."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+) -> None:
+    """Serve a registered RecLoRA version (V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer, /metrics)."""
+    from reclora.serving.server import serve as _serve
+
+    if not 0 < port < 65536:
+        print(f"error: --port must be in 1..65535, got {port}", file=sys.stderr)
+        raise typer.Exit(2)
+
+    def _run() -> int:
+        _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
+               name=name, max_candidates=max_candidates, num_threads=threads)  # fmt: skip
+        return 0
+
+    raise typer.Exit(run_guarded(_run))
+
+
+def main() -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(serve)
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""RecLoRA as a KServe model: score a user's candidate items with the personalized LoRA.
+
+Loads one registered version (CRM, adapter, item embeddings, items, params) on top of its
+base LLM and answers both KServe protocols.
+
+V1 (``POST /v1/models/NAME:predict``)::
+
+    {"instances": [{"user_id": 1, "candidates": [10, 20, 30],
+                    "history": [{"item_id": 5, "rating": 4, "timestamp": 880000000}, ...],   # optional
+                    "timestamp": 890000000}]}                                               # optional
+    -> {"predictions": [{"user_id": 1, "cold_start": false, "history_source": "request",
+                         "scores": [{"item_id": 20, "p_click": 0.61}, ...]}]}    # ranked, p desc
+
+The history is the instance's inline list when given (new users), else the user's latest
+history from the Feast online store (when the predictor has one), else empty: a cold start
+(``"cold_start": true``, the prompt says the user has rated nothing yet). History entries need
+``item_id`` and ``rating``; ``timestamp`` defaults to the entry's position. With a request
+``timestamp`` only strictly earlier history is used.
+
+V2 / Open Inference Protocol (``POST /v2/models/NAME/infer``), inputs:
+
+    user_id     INT64 [n]
+    candidates  INT64 [n, k]             (the same k for every user), or
+                BYTES [n]                one JSON list of item ids per user (k may differ)
+    history     BYTES [n]   (optional)   one JSON list of history entries per user ("[]" or "null" = none)
+
+outputs:
+
+    p_click     FP32 [n, k]   click probability per candidate, in the request's candidate order
+                              (ragged BYTES candidates: padded with -1 up to the longest list)
+    cold_start  BOOL [n]
+
+Bad input (unknown item ids, too many/empty/duplicate candidates, wrong types) raises
+kserve's InvalidInput, which the server turns into HTTP 400.
+
+All rows of all instances of a request are scored in one batched forward; forwards are
+serialized with a lock because the personalized LoRA layers keep per-forward state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
+
+from reclora.errors import DataError, RecLoRAError
+
+DEFAULT_NAME = "reclora"
+HISTORY_SOURCES = ("request", "feature_store", "none")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+
+def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
+    """A version directory (has manifest.json) as is; otherwise a local registry URI resolved at ``ref``."""
+    p = Path(str(model))
+    if (p / "manifest.json").is_file():
+        return p
+    from reclora.registry import resolve
+
+    vdir = resolve(str(model), ref)
+    vp = Path(vdir)
+    if not (vp / "manifest.json").is_file():
+        raise DataError(f"{vdir}: not a local registry version (no manifest.json); only local registries are served")
+    return vp
+
+
+class RecLoRAPredictor(Model):
+    def __init__(
+        self,
+        model_uri: str | Path,
+        ref: str = "champion",
+        name: str = DEFAULT_NAME,
+        base_model: str | Path | None = None,
+        feature_store: str | Path | None = None,
+        max_candidates: int = 100,
+        max_instances: int = 64,
+        max_batch: int = 512,
+        bf16: bool | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.model_uri, self.ref = str(model_uri), ref
+        self.base_model_override = str(base_model) if base_model else None
+        self.feature_store_dir = str(feature_store) if feature_store else None
+        self.max_candidates, self.max_instances, self.max_batch = int(max_candidates), int(max_instances), int(max_batch)
+        self.bf16_override = bf16
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
+        self._store_lock = threading.Lock()
+        self.ready = False
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> bool:
+        import torch
+        from safetensors.numpy import load_file
+
+        from reclora.crm import load_crm
+        from reclora.few2many import load_adapter
+        from reclora.io import read_json
+        from reclora.llm import load_causal_lm, resolve_model_path
+
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        vdir = resolve_version_dir(self.model_uri, self.ref)
+        self.version_dir = vdir
+        self.manifest = read_json(vdir / "manifest.json")
+        self.version = self.manifest.get("version", vdir.name)
+        self.params = read_json(vdir / "params.json") if (vdir / "params.json").is_file() else {}
+        rp = self.params.get("retrieval", {})
+        tp = self.params.get("train", {})
+        self.k_long, self.k_short = int(rp.get("k_long", 60)), int(rp.get("k_short", 10))
+        self.max_length = int(tp.get("max_length", 384))
+        self.bf16 = bool(tp.get("bf16", False)) if self.bf16_override is None else bool(self.bf16_override)
+        data = self.manifest.get("data") or {}
+        from reclora.prompts import NOUNS
+
+        self.noun = NOUNS.get(str(data.get("dataset")), "movie") if data.get("dataset") else "movie"
+        self.threshold = float(data.get("label_threshold") or 4.0)
+
+        crm_dir = vdir / "crm"
+        if (crm_dir / "model").is_dir():
+            crm_dir = crm_dir / "model"
+        self.crm, self.featurizer = load_crm(crm_dir)
+
+        self.items = pd.read_parquet(vdir / "items.parquet")
+        self.item_set = set(int(i) for i in self.items["item_id"])
+        emb_file = vdir / "retrieval" / "item_embeddings.safetensors"
+        self.item_ids: np.ndarray | None = None
+        self.embeddings: np.ndarray | None = None
+        self.mode = "recent"  # without item embeddings: the K most recent behaviours
+        if emb_file.is_file() and rp.get("mode", "relevance") == "relevance":
+            e = load_file(str(emb_file))
+            self.item_ids, self.embeddings, self.mode = e["item_ids"], e["embeddings"], "relevance"
+
+        self.base_model_path = resolve_model_path(self.base_model_override or self.manifest.get("base_model") or None)
+        base, self.tokenizer = load_causal_lm(self.base_model_path)
+        self.adapter = load_adapter(base, vdir / "adapter")
+        self.adapter.train(False)
+
+        self.store = None
+        if self.feature_store_dir:
+            from reclora.features.store import open_feature_store
+
+            repo = Path(self.feature_store_dir)
+            if not (repo / "feature_store.yaml").is_file() and (repo / "repo" / "feature_store.yaml").is_file():
+                repo = repo / "repo"  # the features stage's output dir
+            self.store = open_feature_store(repo)
+        self.ready = True
+        return self.ready
+
+    # ------------------------------------------------------------------ validation
+    def _check_item(self, v: Any, what: str) -> int:
+        if not _is_int(v):
+            raise InvalidInput(f"{what}: item ids must be integers, got {v!r}")
+        if int(v) not in self.item_set:
+            raise InvalidInput(f"{what}: unknown item id {int(v)}")
+        return int(v)
+
+    def _parse_history(self, h: Any, where: str) -> list[tuple[int, float, int]] | None:
+        if h is None:
+            return None
+        if not isinstance(h, list):
+            raise InvalidInput(f"{where}.history must be a list of {{item_id, rating, timestamp}} objects")
+        out = []
+        for j, e in enumerate(h):
+            w = f"{where}.history[{j}]"
+            if not isinstance(e, Mapping):
+                raise InvalidInput(f"{w} must be an object with item_id and rating")
+            iid = self._check_item(e.get("item_id"), w)
+            r = e.get("rating")
+            if not _is_num(r):
+                raise InvalidInput(f"{w}.rating must be a finite number, got {r!r}")
+            ts = e.get("timestamp", j)
+            if not _is_int(ts):
+                raise InvalidInput(f"{w}.timestamp must be an integer (unix seconds), got {ts!r}")
+            out.append((iid, float(r), int(ts)))  # type: ignore[arg-type]
+        return out
+
+    def parse_instances(self, instances: Any) -> list[dict[str, Any]]:
+        """Validate V1 instances into [{"user_id", "candidates", "history" (or None), "timestamp"}]."""
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInput('"instances" must be a non-empty list')
+        if len(instances) > self.max_instances:
+            raise InvalidInput(f"too many instances: {len(instances)} > {self.max_instances}")
+        out = []
+        for i, inst in enumerate(instances):
+            w = f"instances[{i}]"
+            if not isinstance(inst, Mapping):
+                raise InvalidInput(f"{w} must be an object with user_id and candidates")
+            uid = inst.get("user_id")
+            if not _is_int(uid):
+                raise InvalidInput(f"{w}.user_id must be an integer, got {uid!r}")
+            cands = inst.get("candidates")
+            if not isinstance(cands, list) or not cands:
+                raise InvalidInput(f"{w}.candidates must be a non-empty list of item ids")
+            if len(cands) > self.max_candidates:
+                raise InvalidInput(f"{w}: too many candidates: {len(cands)} > {self.max_candidates}")
+            cands = [self._check_item(c, f"{w}.candidates") for c in cands]
+            if len(set(cands)) != len(cands):
+                raise InvalidInput(f"{w}.candidates has duplicate item ids")
+            ts = inst.get("timestamp")
+            if ts is not None and not _is_int(ts):
+                raise InvalidInput(f"{w}.timestamp must be an integer (unix seconds), got {ts!r}")
+            out.append({"user_id": int(uid), "candidates": cands,  # type: ignore[arg-type]
+                        "history": self._parse_history(inst.get("history"), w), "timestamp": ts})  # fmt: skip
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def _store_lookup(self, user_ids: Sequence[int]) -> tuple[dict[int, list], pd.DataFrame | None]:
+        """Histories and profiles of ``user_ids`` from the Feast online store (empty without one)."""
+        if self.store is None or not user_ids:
+            return {}, None
+        from reclora.features.store import online_user_features
+
+        with self._store_lock:  # the SQLite online store is not shared across threads safely
+            f = online_user_features(self.store, list(user_ids))
+        hist: dict[int, list] = {}
+        for _, row in f.iterrows():
+            ids, rats, tss = row.get("hist_item_ids"), row.get("hist_ratings"), row.get("hist_timestamps")
+            if ids is None or rats is None or len(ids) == 0:
+                continue
+            tss = tss if tss is not None and len(tss) == len(ids) else range(len(ids))
+            hist[int(row["user_id"])] = [(int(a), float(b), int(c)) for a, b, c in zip(ids, rats, tss)]
+        prof_cols = [c for c in ("age", "gender", "occupation") if c in f.columns]
+        profiles = f[["user_id", *prof_cols]] if prof_cols else None
+        return hist, profiles
+
+    def samples(self, parsed: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[bool], list[str], pd.DataFrame | None]:
+        """One CTR sample row per (instance, candidate), with the user's history; cold-start flags."""
+        need = sorted({p["user_id"] for p in parsed if p["history"] is None})
+        store_hist, profiles = self._store_lookup(need)
+        rows, cold, source = [], [], []
+        now = int(time.time())
+        for p in parsed:
+            if p["history"] is not None:
+                h, src = p["history"], "request"
+            elif p["user_id"] in store_hist:
+                h, src = store_hist[p["user_id"]], "feature_store"
+            else:
+                h, src = [], "none"
+            h = sorted(h, key=lambda e: e[2])  # oldest first (stable)
+            ts = p["timestamp"]
+            if ts is not None:
+                h = [e for e in h if e[2] < ts]
+            else:
+                ts = max(now, h[-1][2] + 1) if h else now
+            cold.append(not h)
+            source.append(src)
+            hi = np.array([e[0] for e in h], np.int64)
+            hr = np.array([e[1] for e in h], np.float64)
+            ht = np.array([e[2] for e in h], np.int64)
+            for c in p["candidates"]:
+                rows.append({"user_id": p["user_id"], "item_id": c, "timestamp": int(ts), "n_history": len(h),
+                             "hist_item_ids": hi, "hist_ratings": hr, "hist_timestamps": ht})  # fmt: skip
+        return pd.DataFrame(rows), cold, source, profiles
+
+    def score_samples(self, df: pd.DataFrame, users: pd.DataFrame | None = None) -> np.ndarray:
+        """p(click) per sample row: retrieval -> CRM hidden vectors -> prompts -> personalized LoRA."""
+        from reclora.crm import hidden_vectors
+        from reclora.few2many import predict_adapter
+        from reclora.prompts import build_prompts
+        from reclora.retrieval import retrieve
+
+        r = retrieve(df, self.k_long, self.k_short, self.mode, self.item_ids, self.embeddings)
+        prompts = build_prompts(r, self.items, users, noun=self.noun, threshold=self.threshold)
+        with self._lock:
+            sig = hidden_vectors(self.crm, self.featurizer, r) if self.adapter.uses_signal else None
+            return predict_adapter(
+                self.adapter, self.tokenizer, prompts, sig, batch_size=max(1, min(len(prompts), self.max_batch)),
+                max_length=self.max_length, bf16=self.bf16, progress=False, distributed=False,
+            )  # fmt: skip
+
+    def score(self, parsed: list[dict[str, Any]]) -> tuple[list[np.ndarray], list[bool], list[str]]:
+        """Per instance: p(click) of its candidates in request order; cold-start flags; history sources."""
+        df, cold, source, profiles = self.samples(parsed)
+        try:
+            p = self.score_samples(df, profiles)
+        except RecLoRAError as e:
+            raise InvalidInput(str(e)) from e
+        out, i = [], 0
+        for inst in parsed:
+            k = len(inst["candidates"])
+            out.append(p[i : i + k])
+            i += k
+        return out, cold, source
+
+    def predict_instances(self, instances: Any) -> dict[str, Any]:
+        """The V1 answer for ``instances`` (synchronous; what the async ``predict`` runs in a thread)."""
+        parsed = self.parse_instances(instances)
+        probs, cold, source = self.score(parsed)
+        preds = []
+        for inst, p, c, s in zip(parsed, probs, cold, source):
+            order = np.argsort(-p, kind="stable")
+            scores = [{"item_id": inst["candidates"][j], "p_click": float(p[j])} for j in order]
+            preds.append({"user_id": inst["user_id"], "cold_start": bool(c), "history_source": s, "scores": scores})
+        return {"predictions": preds, "model_version": self.version}
+
+    # ------------------------------------------------------------------ V2
+    @staticmethod
+    def _json_cells(arr: np.ndarray, name: str) -> list[Any]:
+        out = []
+        for j, v in enumerate(arr.reshape(-1)):
+            try:
+                out.append(json.loads(v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise InvalidInput(f"input {name!r}[{j}] is not valid JSON: {e}") from e
+        return out
+
+    def parse_v2(self, req: InferRequest) -> tuple[list[dict[str, Any]], int]:
+        """InferRequest -> V1-style instances (validated later) and the output width k."""
+        by_name = {i.name: i for i in req.inputs}
+        for need in ("user_id", "candidates"):
+            if need not in by_name:
+                raise InvalidInput(f"V2 request lacks input {need!r} (inputs: user_id INT64 [n], candidates INT64 [n, k])")
+        unknown = set(by_name) - {"user_id", "candidates", "history"}
+        if unknown:
+            raise InvalidInput(f"unknown V2 inputs {sorted(unknown)}; expected user_id, candidates, history")
+        try:
+            u_in, c_in = by_name["user_id"], by_name["candidates"]
+            if u_in.datatype not in ("INT64", "INT32"):
+                raise InvalidInput(f"user_id must be INT64, got {u_in.datatype}")
+            users = u_in.as_numpy().reshape(-1)
+            n = len(users)
+            if c_in.datatype in ("INT64", "INT32"):
+                c = c_in.as_numpy()
+                if c.ndim != 2 or c.shape[0] != n:
+                    raise InvalidInput(f"candidates must have shape [n, k] with n = {n}, got {list(c.shape)}")
+                cands = [[int(x) for x in row] for row in c]
+            elif c_in.datatype == "BYTES":
+                cands = self._json_cells(c_in.as_numpy(), "candidates")
+                if len(cands) != n:
+                    raise InvalidInput(f"candidates (BYTES) must hold one JSON list per user: {len(cands)} != {n}")
+            else:
+                raise InvalidInput(f"candidates must be INT64 [n, k] or BYTES [n] (JSON lists), got {c_in.datatype}")
+            hist: list[Any] = [None] * n
+            if "history" in by_name:
+                h_in = by_name["history"]
+                if h_in.datatype != "BYTES":
+                    raise InvalidInput(f"history must be BYTES [n] (JSON lists), got {h_in.datatype}")
+                hist = self._json_cells(h_in.as_numpy(), "history")
+                if len(hist) != n:
+                    raise InvalidInput(f"history must hold one JSON list per user: {len(hist)} != {n}")
+        except InvalidInput:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise InvalidInput(f"malformed V2 request: {e}") from e
+        instances = [{"user_id": int(u), "candidates": c, **({"history": h} if h is not None else {})}
+                     for u, c, h in zip(users, cands, hist)]  # fmt: skip
+        k = max((len(c) for c in cands if isinstance(c, list)), default=0)
+        return instances, k
+
+    def predict_v2(self, req: InferRequest) -> InferResponse:
+        instances, k = self.parse_v2(req)
+        parsed = self.parse_instances(instances)
+        probs, cold, _ = self.score(parsed)
+        out = np.full((len(parsed), k), -1.0, dtype=np.float32)
+        for i, p in enumerate(probs):
+            out[i, : len(p)] = p
+        o_p = InferOutput("p_click", list(out.shape), "FP32")
+        o_p.set_data_from_numpy(out, binary_data=False)
+        o_c = InferOutput("cold_start", [len(cold)], "BOOL")
+        o_c.set_data_from_numpy(np.array(cold, dtype=bool), binary_data=False)
+        return InferResponse(response_id=req.id or "", model_name=self.name, infer_outputs=[o_p, o_c],
+                             model_version=self.version)  # fmt: skip
+
+    # ------------------------------------------------------------------ kserve entry point
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        if isinstance(payload, InferRequest):
+            return await loop.run_in_executor(None, self.predict_v2, payload)
+        if not isinstance(payload, Mapping) or "instances" not in payload:
+            raise InvalidInput('V1 body must be a JSON object with "instances": [{"user_id", "candidates", ...}]')
+        return await loop.run_in_executor(None, self.predict_instances, payload["instances"])

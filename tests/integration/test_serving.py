@@ -1,0 +1,225 @@
+"""`reclora serve` end to end: a real registered version (tiny Llama, small synthetic data) served in a
+subprocess on 127.0.0.1; V1 and V2 requests, cold starts, equality with an in-process predictor,
+400s for bad input, /metrics, and a tiny bounded load test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from helpers import reclora
+
+pytestmark = pytest.mark.slow
+
+SMALL = json.dumps({
+    "synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
+    "validation": {"min_interactions": 100},
+    "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
+    "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2},
+    "adapter": {"n_experts": 4, "rank": 4},
+})  # fmt: skip
+NAME = "reclora"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory, tiny_llama_dir):
+    tmp = tmp_path_factory.mktemp("serving")
+    proc = reclora("pipeline", "run", "--local", "--model", str(tiny_llama_dir), "--pipeline-root", str(tmp / "root"),
+                   "--registry", str(tmp / "registry"), "--overrides", SMALL, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fs = next((tmp / "root").glob("reclora-training-*/features/feature_store"))
+    return {"registry": tmp / "registry", "feature_store": fs, "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def server(version):
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log = open(version["tmp"] / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reclora.cli.serve", "--model", str(version["registry"]), "--port", str(port),
+         "--host", "127.0.0.1", "--feature-store", str(version["feature_store"]), "--threads", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, (version["tmp"] / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "server not ready in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def local(version):
+    import torch
+
+    from reclora.serving import RecLoRAPredictor
+
+    torch.set_num_threads(1)
+    p = RecLoRAPredictor(version["registry"], feature_store=version["feature_store"])
+    p.load()
+    return p
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+        yield c
+
+
+INSTANCES = [
+    {"user_id": 1, "candidates": [3, 14, 15, 92]},  # known user: history from the feature store
+    {"user_id": 100001, "candidates": [6, 5, 35],  # new user: inline history
+     "history": [{"item_id": 8, "rating": 5, "timestamp": 100}, {"item_id": 9, "rating": 2, "timestamp": 50}]},
+    {"user_id": 100002, "candidates": [7, 9]},  # unknown user, no history: cold start
+]  # fmt: skip
+
+
+def test_v1_predict_ranked_and_equal_to_in_process(client, local):
+    r = client.post(f"/v1/models/{NAME}:predict", json={"instances": INSTANCES})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["user_id"] for p in preds] == [1, 100001, 100002]
+    assert [p["cold_start"] for p in preds] == [False, False, True]
+    assert [p["history_source"] for p in preds] == ["feature_store", "request", "none"]
+    for p, inst in zip(preds, INSTANCES):
+        ps = [s["p_click"] for s in p["scores"]]
+        assert sorted(s["item_id"] for s in p["scores"]) == sorted(inst["candidates"])
+        assert all(0.0 < x < 1.0 for x in ps)
+        assert ps == sorted(ps, reverse=True)
+    ref = local.predict_instances(INSTANCES)["predictions"]
+    for p, q in zip(preds, ref):
+        got = {s["item_id"]: s["p_click"] for s in p["scores"]}
+        want = {s["item_id"]: s["p_click"] for s in q["scores"]}
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-5)
+
+
+def test_scores_equal_offline_batch_scoring(local):
+    """The served path (request -> samples) gives the same p as scoring the same samples stage-style."""
+    import pandas as pd
+
+    parsed = local.parse_instances(INSTANCES)
+    df, cold, _, profiles = local.samples(parsed)
+    offline = local.score_samples(df, profiles)  # retrieve -> CRM h -> prompts -> predict_adapter, one batch
+    served = np.concatenate(local.score(parsed)[0])
+    np.testing.assert_allclose(served, offline, atol=1e-6)
+    assert isinstance(df, pd.DataFrame) and len(df) == 9 and cold == [False, False, True]
+
+
+def test_v2_infer(client, local):
+    body = {"inputs": [
+        {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
+        {"name": "candidates", "shape": [2, 3], "datatype": "INT64", "data": [3, 14, 15, 7, 9, 10]},
+    ]}  # fmt: skip
+    r = client.post(f"/v2/models/{NAME}/infer", json=body)
+    assert r.status_code == 200, r.text
+    outs = {o["name"]: o for o in r.json()["outputs"]}
+    assert outs["p_click"]["datatype"] == "FP32" and outs["p_click"]["shape"] == [2, 3]
+    p = np.asarray(outs["p_click"]["data"], dtype=np.float64).reshape(2, 3)
+    assert ((p > 0) & (p < 1)).all()
+    assert outs["cold_start"]["data"] == [False, True]
+    ref = local.predict_instances([{"user_id": 1, "candidates": [3, 14, 15]}, {"user_id": 100002, "candidates": [7, 9, 10]}])
+    want = np.array([[{s["item_id"]: s["p_click"] for s in q["scores"]}[i] for i in c]
+                     for q, c in zip(ref["predictions"], ([3, 14, 15], [7, 9, 10]))])  # fmt: skip
+    np.testing.assert_allclose(p, want, atol=1e-5)
+
+    ragged = {"inputs": [
+        {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100001]},
+        {"name": "candidates", "shape": [2], "datatype": "BYTES", "data": ["[3, 14]", "[6]"]},
+        {"name": "history", "shape": [2], "datatype": "BYTES", "data": ["null", '[{"item_id": 8, "rating": 5}]']},
+    ]}  # fmt: skip
+    r = client.post(f"/v2/models/{NAME}/infer", json=ragged)
+    assert r.status_code == 200, r.text
+    p = {o["name"]: o for o in r.json()["outputs"]}["p_click"]
+    assert p["shape"] == [2, 2] and p["data"][3] == -1.0 and 0 < p["data"][2] < 1
+
+
+BAD_V1 = [
+    b"{not json",
+    b'{"instances": "x"}',
+    b'{"nothing": []}',
+    b'{"instances": [{"user_id": 1, "candidates": []}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [999999]}]}',
+    b'{"instances": [{"user_id": "one", "candidates": [1]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1.5]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1, 1]}]}',
+    json.dumps({"instances": [{"user_id": 1, "candidates": list(range(1, 102))}]}).encode(),
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 999999, "rating": 3}]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2}]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": "abc"}]}',
+]
+BAD_V2 = [
+    b"{not json",
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}]}',
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]},'
+    b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
+    b' {"name": "candidates", "shape": [1], "datatype": "BYTES", "data": ["[1, "]}]}',
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
+    b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [999999]}]}',
+]
+
+
+def test_bad_input_is_400_and_server_stays_healthy(client):
+    for body in BAD_V1:
+        r = client.post(f"/v1/models/{NAME}:predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (body, r.status_code, r.text)
+        assert r.json().get("error"), r.text
+    for body in BAD_V2:
+        r = client.post(f"/v2/models/{NAME}/infer", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (body, r.status_code, r.text)
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 200
+    ok = client.post(f"/v1/models/{NAME}:predict", json={"instances": INSTANCES[:1]})
+    assert ok.status_code == 200
+
+
+def test_metrics_endpoint(client):
+    client.post(f"/v1/models/{NAME}:predict", json={"instances": INSTANCES[:1]})
+    r = client.get("/metrics")
+    assert r.status_code == 200 and "request_predict_seconds" in r.text
+
+
+def test_bounded_load(server, tmp_path):
+    from reclora.bench.serve import bench_serve
+
+    out = tmp_path / "bench.json"
+    res = bench_serve(server, out, requests=20, duration_s=60, concurrency=2, batch=4, users=[1, 2, 3, 100003],
+                      items=list(range(1, 30)))  # fmt: skip
+    assert res["errors"] == 0, res
+    for ph in res["phases"].values():
+        assert ph["requests"] == 20 and ph["stopped_by"] == "count" and ph["p50_ms"] > 0
+    assert json.loads(out.read_text())["phases"].keys() == {"single_user", "mixed_users"}
+    with pytest.raises(Exception, match="local server"):
+        bench_serve("http://example.com:8080", None, requests=1)
