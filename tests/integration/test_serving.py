@@ -16,16 +16,10 @@ import httpx
 import numpy as np
 import pytest
 from helpers import reclora
+from test_local_pipeline import SMALL  # the same small pipeline profile
 
 pytestmark = pytest.mark.slow
 
-SMALL = json.dumps({
-    "synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
-    "validation": {"min_interactions": 100},
-    "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
-    "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2},
-    "adapter": {"n_experts": 4, "rank": 4},
-})  # fmt: skip
 NAME = "reclora"
 
 

@@ -61,7 +61,7 @@ def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: 
     params = [p for _, p in adapter.named_trainable_parameters()]
     opt = torch.optim.AdamW(params, lr=1e-4)
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(100, cfg.vocab_size, (batch, seq), generator=g)
+    ids = torch.randint(min(100, cfg.vocab_size // 2), cfg.vocab_size, (batch, seq), generator=g)  # skip special tokens
     mask = torch.ones_like(ids)
     sig = torch.randn(batch, adapter_cfg["signal_dim"], generator=g) if kind == "reclora" else None
     target = torch.randint(0, cfg.vocab_size, (batch,), generator=g)

@@ -67,3 +67,17 @@ def serve_bench_cmd(
         return 0
 
     raise typer.Exit(run_guarded(_run))
+
+
+@app.command("pipeline")
+def pipeline_bench_cmd(
+    out: str = typer.Option(..., help="JSON file with both wall times and their ratio."),
+    dataset: str = typer.Option("synthetic", help="Data set."),
+    path: str = typer.Option("", help="Raw data directory."),
+    profile: str = typer.Option("small", help="params.yaml profile."),
+    model: str = typer.Option("", help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+) -> None:
+    """Wall time of the local KFP pipeline against the same stages called directly from the library."""
+    from pipelines.bench import bench_pipeline
+
+    raise typer.Exit(run_guarded(lambda: bench_pipeline(out, dataset, path, profile, model) and 0))

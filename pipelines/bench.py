@@ -1,0 +1,63 @@
+"""`reclora bench pipeline`: the local pipeline's wall time against the same stages called directly.
+
+Both runs use the same data set, profile, model and params, one after the other in one
+process tree, so their ratio is comparable on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from reclora.config import load_params_with
+from reclora.io import write_json
+
+
+def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str, model_path: str) -> float:
+    from reclora.data import prepare
+    from reclora.features import features_stage
+    from reclora.stages import crm_stage, evaluate_stage, llm_stage, register_stage, retrieve_stage
+    from reclora.validation import validate_prepared
+
+    p = load_params_with(None, profile or None)
+    t0 = time.perf_counter()
+    prepare(dataset, source_path or None, work / "data", p)
+    validate_prepared(work / "data", work / "validation", params=p["validation"])
+    features_stage(work / "data", work / "features")
+    retrieve_stage(work / "data", work / "retrieved", p, model_path=model_path or None, progress=False)
+    crm_stage(work / "data", work / "retrieved", work / "crm", p, progress=False)
+    for kind in ("lora", "reclora"):
+        llm_stage(kind, work / "data", work / "retrieved", work / "crm" if kind == "reclora" else None, work / kind, p,
+                  model_path=model_path or None, progress=False)  # fmt: skip
+    evaluate_stage({"CRM": work / "crm", "Vanilla LoRA": work / "lora", "RecLoRA": work / "reclora"}, work / "report")
+    register_stage(work / "crm", work / "reclora", work / "retrieved", work / "data", work / "report",
+                   str(work / "registry"), p)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small",
+                   model_path: str = "") -> dict[str, Any]:  # fmt: skip
+    from pipelines.run import run_local
+
+    with tempfile.TemporaryDirectory(prefix="reclora-bench-pipeline-") as tmp:
+        work = Path(tmp)
+        direct = run_stages_directly(work / "direct", dataset, source_path, profile, model_path)
+        print(f"[bench pipeline] stages called directly: {direct:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        r = run_local(dataset, source_path, profile, model_path, None, str(work / "kfp"), str(work / "kfp-registry"))
+        local = time.perf_counter() - t0
+        print(f"[bench pipeline] kfp.local pipeline:     {local:.1f} s", flush=True)
+    result = {
+        "benchmark": "pipeline_overhead",
+        "dataset": dataset,
+        "profile": profile,
+        "direct_seconds": round(direct, 1),
+        "kfp_local_seconds": round(local, 1),
+        "ratio": round(local / direct, 3),
+        "registered_version": r.get("registered_version"),
+    }
+    print(f"[bench pipeline] ratio kfp.local / direct = {result['ratio']:.3f}", flush=True)
+    write_json(out, result)
+    return result
