@@ -35,7 +35,8 @@ def _latest_run_dir(root: Path, name: str, after: float) -> Path | None:
 
 def _runs_newest_first(run_dir: Path) -> list[Path]:
     """This run, then the earlier runs: a cached step's outputs live in the run that computed them."""
-    earlier = sorted((d for d in run_dir.parent.glob(f"{run_dir.name.rsplit('-', 7)[0]}-*") if d != run_dir),
+    name = load_params()["pipeline"]["name"]
+    earlier = sorted((d for d in run_dir.parent.glob(f"{name}-*") if d != run_dir),
                      key=lambda d: d.stat().st_mtime, reverse=True)  # fmt: skip
     return [run_dir, *earlier]
 
