@@ -97,7 +97,8 @@ def crm_stage(
     params: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    from reclora.crm import CRMConfig, evaluate_crm, predict, save_crm, train_crm
+    from reclora.crm import CRMConfig, predict, save_crm, train_crm
+    from reclora.evaluation import ctr_metrics
 
     p = _params(params)
     t0 = time.perf_counter()
@@ -109,8 +110,8 @@ def crm_stage(
     )  # fmt: skip
     model, feat, history = train_crm(s["train"], s["valid"], tables.items, tables.users, cfg, progress=progress)
     out = Path(out_dir)
-    test_metrics = evaluate_crm(model, feat, s["test"])
     preds = s["test"][KEY + ["label"]].assign(p=predict(model, feat, s["test"]))
+    test_metrics = ctr_metrics(preds["label"].to_numpy(), preds["p"].to_numpy())  # one pass over test, not two
     summary = {
         "model": "CRM",
         "dataset": meta["dataset"],

@@ -57,7 +57,7 @@ def bench_quality(
     qp = p["bench"]["quality"]
     ablations = qp["ablations"] if ablations is None else ablations
     out = Path(out)
-    work = Path(work) if work else out.with_suffix("").parent / f"{out.stem}-work"
+    work = Path(work) if work else out.parent / f"{out.stem}-work"
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
 

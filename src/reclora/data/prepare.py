@@ -15,7 +15,7 @@ from reclora.data.loaders import DATASETS, LOADERS, Tables, load_table
 from reclora.data.samples import build_samples
 from reclora.data.synthetic import generate
 from reclora.errors import ConfigError, DataError
-from reclora.io import atomic_dir, write_json
+from reclora.io import atomic_dir, read_json, write_json
 
 
 def load_dataset(dataset: str, path: str | Path | None, params: dict[str, Any]) -> Tables:
@@ -111,8 +111,6 @@ def prepare(
 
 def read_prepared(data_dir: str | Path) -> tuple[Tables, dict[str, pd.DataFrame], dict[str, Any]]:
     """Read a prepared directory back: (tables, samples by split, meta)."""
-    from reclora.io import read_json
-
     d = Path(data_dir)
     need = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.META] + [schema.split_path(s) for s in schema.SPLITS]
     missing = [n for n in need if not (d / n).is_file()]
