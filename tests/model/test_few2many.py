@@ -89,6 +89,39 @@ def test_reclora_learns_from_the_crm_signal_vanilla_lora_cannot(tiny_llama_dir):
     assert aucs["lora"] == pytest.approx(0.5, abs=0.05), aucs  # same prompt for everyone: nothing to learn
 
 
+@pytest.mark.parametrize("kind", ["lora", "reclora"])
+def test_answer_logits_are_the_models_logits_in_fp32(kind, tiny_llama_dir):
+    m, tok = _fresh(kind, tiny_llama_dir)
+    enc = encode(tok, [PROMPT, "will the user enjoy it ? yes or no"], 64)
+    sig = torch.randn(2, 16) if kind == "reclora" else None
+    kw = {"signal": sig} if kind == "reclora" else {}
+    with torch.no_grad():
+        full = m.module(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw).logits[:, -1, :]
+        every = m.answer_logits(enc["input_ids"], enc["attention_mask"], sig)
+        pair = m.answer_logits(enc["input_ids"], enc["attention_mask"], sig, (7, 3))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf = m.answer_logits(enc["input_ids"], enc["attention_mask"], sig, (7, 3))
+            bf_head = m.module(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw).logits[:, -1]
+    assert every.dtype == pair.dtype == bf.dtype == torch.float32
+    torch.testing.assert_close(every, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pair, full[:, [7, 3]], rtol=1e-5, atol=1e-5)
+    # under autocast the body is bf16 but the readout is not: no bf16 rounding of the logits themselves
+    assert bf_head.dtype == torch.bfloat16
+    torch.testing.assert_close(bf, full[:, [7, 3]], rtol=0.05, atol=0.05)
+    assert not torch.equal(bf, bf.to(torch.bfloat16).float())  # finer than bf16's grid
+
+
+def test_both_losses_train_and_an_unknown_loss_is_refused(tiny_llama_dir):
+    prompts, labels, sig = _toy(32)
+    for loss in ("yes_no", "full_vocab"):
+        m, tok = _fresh("reclora", tiny_llama_dir)
+        cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=4, bf16=False, checkpoint_every=0, loss=loss)
+        hist = train_adapter(m, tok, prompts, labels, sig, cfg, progress=False)
+        assert np.mean(hist["loss"][-2:]) < np.mean(hist["loss"][:2]), loss
+    with pytest.raises(ValueError, match="train.loss"):
+        TrainConfig(loss="hinge")
+
+
 def test_only_the_adapter_trains(tiny_llama_dir):
     m, tok = _fresh("reclora", tiny_llama_dir)
     base_before = {n: p.detach().clone() for n, p in m.module.named_parameters() if not p.requires_grad}

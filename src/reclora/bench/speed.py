@@ -64,15 +64,15 @@ def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: 
     ids = torch.randint(min(100, cfg.vocab_size // 2), cfg.vocab_size, (batch, seq), generator=g)  # skip special tokens
     mask = torch.ones_like(ids)
     sig = torch.randn(batch, adapter_cfg["signal_dim"], generator=g) if kind == "reclora" else None
-    target = torch.randint(0, cfg.vocab_size, (batch,), generator=g)
+    target = torch.randint(0, 2, (batch,), generator=g)  # the Yes/No loss of train.loss: yes_no
     adapter.train(True)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = adapter.last_logits(ids, mask, sig)
-        loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            logits = adapter.answer_logits(ids, mask, sig, (0, 1))
+        loss = torch.nn.functional.cross_entropy(logits, target)
         loss.backward()
         opt.step()
         if i >= warmup:

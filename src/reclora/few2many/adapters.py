@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ KINDS = ("lora", "reclora")
 
 
 class AdapterModel:
-    """A base causal LM with a trainable adapter; ``last_logits`` gives next-token logits at the end."""
+    """A base causal LM with a trainable adapter; ``answer_logits`` gives fp32 next-token logits at the end."""
 
     def __init__(self, kind: str, module: nn.Module, config: dict[str, Any]) -> None:
         if kind not in KINDS:
@@ -38,16 +38,46 @@ class AdapterModel:
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
 
-    def last_logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, signal: torch.Tensor | None = None
+    def output_head(self) -> nn.Linear:
+        """The base model's lm_head (the output embedding)."""
+        m = self.module
+        head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+        if head is None:
+            head = m.base_model.get_output_embeddings()
+        return head
+
+    def answer_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        signal: torch.Tensor | None = None,
+        token_ids: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """[B, vocab] logits at the last position (prompts are left-padded, so that is the answer slot)."""
-        kw: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "logits_to_keep": 1}
+        """fp32 next-token logits at the last position (prompts are left-padded: the answer slot).
+
+        ``token_ids``: only these vocabulary rows ([B, len(token_ids)]), e.g. (yes, no); None = the
+        whole vocabulary ([B, vocab]). The body runs under whatever autocast is active, but the
+        readout is one fp32 product of the final hidden state with the lm_head rows: bf16 logits
+        (steps of 1/16 at magnitude 16-32) would quantize p(Yes) into a few dozen values.
+        """
+        kw: dict[str, Any] = {
+            "input_ids": input_ids, "attention_mask": attention_mask, "logits_to_keep": 1, "use_cache": False,
+        }  # fmt: skip
         if self.kind == "reclora":
             if self.uses_signal and signal is None:
                 raise RecLoRAError("RecLoRA needs the CRM signal h for every sample")
             kw["signal"] = signal if self.uses_signal else None  # uniform gate: w = 1/N
-        return self.module(**kw).logits[:, -1, :]
+        head = self.output_head()
+        seen: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        try:
+            self.module(**kw)
+        finally:
+            hook.remove()
+        last = seen[-1][:, -1, :]
+        weight = head.weight if token_ids is None else head.weight[list(token_ids)]
+        with torch.autocast(last.device.type, enabled=False):
+            return nn.functional.linear(last.float(), weight.float())
 
     def save(self, directory: str | Path) -> Path:
         """Adapter weights (safetensors) + config (JSON); the base model is referenced, not copied."""

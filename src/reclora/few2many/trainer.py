@@ -2,8 +2,11 @@
 
 The LLM sees a small seeded uniform sample of the training split; RecLoRA also
 gets each sample's CRM hidden vector h, which carries what the CRM learned from
-all of the data. Loss: cross-entropy of the answer token ("Yes"/"No") at the
-answer position; prediction: p = softmax([logit_yes, logit_no])[0].
+all of the data. Loss: cross-entropy of the answer at the answer position, by default
+over the two answer logits (train.loss: yes_no), which is exactly the log-loss of the
+prediction p = softmax([logit_yes, logit_no])[0]; full_vocab is the TALLRec/ReLLa
+next-token loss over the whole vocabulary. Readout logits are fp32 (see
+``AdapterModel.answer_logits``).
 
 Data-parallel: under torchrun (see ``reclora.few2many.distributed``) every rank takes its share
 of each global batch, whose loss it scales by the global batch size, so the all-reduced (summed)
@@ -28,6 +31,9 @@ from reclora.few2many.checkpoint import load_checkpoint, save_checkpoint
 from reclora.llm.model import chat_prompt, yes_no_token_ids
 
 
+LOSSES = ("yes_no", "full_vocab")
+
+
 @dataclass
 class TrainConfig:
     lr: float = 1e-3
@@ -42,6 +48,11 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 20  # optimizer steps; 0 = never
     max_grad_norm: float = 1.0
+    loss: str = "yes_no"  # yes_no: CE over the (Yes, No) logits, the readout's own log-loss | full_vocab
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -79,6 +90,15 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     """The RNG seed of one rank for one optimizer step (data-parallel runs: dropout differs per rank
     yet a resumed run draws exactly what an uninterrupted one would)."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _answer_targets(tokenizer: Any, labels: np.ndarray, loss: str) -> tuple[tuple[int, int] | None, torch.Tensor]:
+    """(vocabulary rows the loss reads, class targets): yes_no -> ((yes, no), 0 for Yes / 1 for No);
+    full_vocab -> (None, the Yes or No token id)."""
+    yes, no = yes_no_token_ids(tokenizer)
+    if loss == "yes_no":
+        return (yes, no), torch.from_numpy(np.where(labels == 1, 0, 1))
+    return None, torch.from_numpy(np.where(labels == 1, yes, no))
 
 
 def _distributed(flag: bool | None) -> bool:
@@ -126,8 +146,7 @@ def train_adapter(
     else:
         rank, world, main = 0, 1, True
     device = next(model.module.parameters()).device
-    yes, no = yes_no_token_ids(tokenizer)
-    targets = torch.tensor(np.where(labels == 1, yes, no))
+    answer_ids, targets = _answer_targets(tokenizer, labels, cfg.loss)
     sig = torch.as_tensor(np.asarray(signals, dtype=np.float32)) if signals is not None else None
 
     torch.manual_seed(cfg.seed)
@@ -180,13 +199,15 @@ def train_adapter(
             idx = next(stream)
             if ddp:
                 seen += len(idx)
-                step_loss += _shard_backward(model, tokenizer, prompts, targets, sig, idx, rank, world, cfg, device)
+                step_loss += _shard_backward(
+                    model, tokenizer, prompts, targets, answer_ids, sig, idx, rank, world, cfg, device
+                )
                 continue
             enc = encode(tokenizer, [prompts[i] for i in idx], cfg.max_length)
             s = sig[idx].to(device) if sig is not None else None
             with _autocast(device, cfg.bf16):
-                logits = model.last_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s)
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets[idx].to(device)) / cfg.grad_accum
+                logits = model.answer_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s, answer_ids)
+            loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device)) / cfg.grad_accum
             loss.backward()
             step_loss += loss.item()
             seen += len(idx)
@@ -228,8 +249,8 @@ def train_adapter(
 
 
 def _shard_backward(
-    model: AdapterModel, tokenizer: Any, prompts: Sequence[str], targets: torch.Tensor, sig: torch.Tensor | None,
-    idx: np.ndarray, rank: int, world: int, cfg: TrainConfig, device: torch.device,
+    model: AdapterModel, tokenizer: Any, prompts: Sequence[str], targets: torch.Tensor,
+    answer_ids: tuple[int, int] | None, sig: torch.Tensor | None, idx: np.ndarray, rank: int, world: int, cfg: TrainConfig, device: torch.device,
 ) -> float:  # fmt: skip
     """Backward of this rank's contiguous share of the global batch ``idx``; returns its loss share.
 
@@ -242,8 +263,8 @@ def _shard_backward(
     enc = encode(tokenizer, [prompts[i] for i in part], cfg.max_length)
     s = sig[part].to(device) if sig is not None else None
     with _autocast(device, cfg.bf16):
-        logits = model.last_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s)
-    ce = torch.nn.functional.cross_entropy(logits.float(), targets[part].to(device), reduction="sum")
+        logits = model.answer_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s, answer_ids)
+    ce = torch.nn.functional.cross_entropy(logits, targets[part].to(device), reduction="sum")
     loss = ce / (len(idx) * cfg.grad_accum)
     loss.backward()
     return loss.item()
@@ -315,8 +336,7 @@ def predict_adapter(
         enc = encode(tokenizer, [prompts[j] for j in idx], max_length)
         s = sig[idx].to(device) if sig is not None else None
         with _autocast(device, bf16):
-            logits = model.last_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s)
-        pair = torch.stack([logits[:, yes], logits[:, no]], -1).float()
+            pair = model.answer_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s, (yes, no))
         out[idx] = torch.softmax(pair, -1)[:, 0].cpu().numpy()
     if ddp:
         t = torch.from_numpy(out)
