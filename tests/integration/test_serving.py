@@ -131,6 +131,30 @@ def test_scores_equal_offline_batch_scoring(local):
     assert isinstance(df, pd.DataFrame) and len(df) == 9 and cold == [False, False, True]
 
 
+def test_served_scores_equal_the_pipelines_offline_predictions(client, version):
+    """The version the pipeline registered, served over HTTP, gives the p its own evaluation wrote for the
+    same test samples (user, item, timestamp and the sample's history; the profile from the store)."""
+    import pandas as pd
+
+    run = next((version["tmp"] / "root").glob("reclora-training-*"))
+    reclora_dir = next(d for d in run.glob("train-llm*/adapter") if json.loads((d / "metrics.json").read_text())["model"] == "reclora")
+    offline = pd.read_parquet(reclora_dir / "predictions.parquet")
+    test = pd.read_parquet(run / "retrieve" / "retrieved" / "samples" / "test.parquet")
+    rows = offline.merge(test, on=["user_id", "item_id", "timestamp", "label"]).head(12)
+    assert len(rows) == 12 and rows["n_history"].min() > 0
+    instances = [
+        {"user_id": int(r.user_id), "candidates": [int(r.item_id)], "timestamp": int(r.timestamp),
+         "history": [{"item_id": int(i), "rating": float(x), "timestamp": int(t)}
+                     for i, x, t in zip(r.hist_item_ids, r.hist_ratings, r.hist_timestamps)]}
+        for r in rows.itertuples()
+    ]  # fmt: skip
+    resp = client.post(f"/v1/models/{NAME}:predict", json={"instances": instances})
+    assert resp.status_code == 200, resp.text
+    served = [p["scores"][0]["p_click"] for p in resp.json()["predictions"]]
+    np.testing.assert_allclose(served, rows["p"].to_numpy(), atol=1e-4)  # measured: equal to the last bit
+    assert rows["p"].round(6).nunique() > 1  # the offline scores are not all the same
+
+
 def test_v2_infer(client, local):
     body = {"inputs": [
         {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},

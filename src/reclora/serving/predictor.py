@@ -126,6 +126,8 @@ class RecLoRAPredictor(Model):
         tp = self.params.get("train", {})
         self.k_long, self.k_short = int(rp.get("k_long", 60)), int(rp.get("k_short", 10))
         self.max_length = int(tp.get("max_length", 384))
+        # the retrieval pool of a training sample: its user's max_history most recent earlier events
+        self.max_history = int((self.params.get("data") or {}).get("max_history", 0)) or None
         self.bf16 = bool(tp.get("bf16", False)) if self.bf16_override is None else bool(self.bf16_override)
         data = self.manifest.get("data") or {}
         from reclora.prompts import NOUNS
@@ -243,8 +245,9 @@ class RecLoRAPredictor(Model):
 
     def samples(self, parsed: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[bool], list[str], pd.DataFrame | None]:
         """One CTR sample row per (instance, candidate), with the user's history; cold-start flags."""
-        need = sorted({p["user_id"] for p in parsed if p["history"] is None})
-        store_hist, profiles = self._store_lookup(need)
+        # profiles of every user (also those who bring their history inline); the store's history
+        # only for those who do not
+        store_hist, profiles = self._store_lookup(sorted({p["user_id"] for p in parsed}))
         rows, cold, source = [], [], []
         now = int(time.time())
         for p in parsed:
@@ -260,6 +263,8 @@ class RecLoRAPredictor(Model):
                 h = [e for e in h if e[2] < ts]
             else:
                 ts = max(now, h[-1][2] + 1) if h else now
+            if self.max_history:
+                h = h[-self.max_history :]
             cold.append(not h)
             source.append(src)
             hi = np.array([e[0] for e in h], np.int64)
