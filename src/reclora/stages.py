@@ -145,7 +145,7 @@ def llm_stage(
     The run directory OUT/run keeps resumable checkpoints: a killed run started again with
     the same arguments continues from its last checkpoint. OUT/adapter is written at the end.
     """
-    from reclora.crm import hidden_vectors, load_crm
+    from reclora.crm import crm_signals, load_crm, signal_width
     from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
     from reclora.llm import load_causal_lm, resolve_model_path
     from reclora.prompts import NOUNS, build_prompts
@@ -166,9 +166,10 @@ def llm_stage(
         if crm_dir is None:
             raise DataError("RecLoRA needs a trained CRM (crm_dir)")
         crm, feat = load_crm(Path(crm_dir) / "model")
-        ap.update(signal_dim=int(crm.hidden_dim), gate=gate)
+        gi = str(ap.get("gate_input", "hidden"))
+        ap.update(signal_dim=signal_width(crm, gi), gate=gate)
         if gate == "crm":
-            sig_train, sig_eval = hidden_vectors(crm, feat, few), hidden_vectors(crm, feat, ev)
+            sig_train, sig_eval = crm_signals(crm, feat, few, gi), crm_signals(crm, feat, ev, gi)
 
     import torch
 

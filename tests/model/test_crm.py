@@ -20,11 +20,13 @@ from reclora.crm import (
     WEIGHTS_NAME,
     CRMConfig,
     CRMFeaturizer,
+    crm_signals,
     evaluate_crm,
     hidden_vectors,
     load_crm,
     predict,
     save_crm,
+    signal_width,
     train_crm,
 )
 from reclora.data import build_samples, generate
@@ -139,6 +141,13 @@ def test_hidden_is_the_input_of_the_last_linear(data, trained):
     hv = hidden_vectors(model, fz, s["test"].iloc[:50])
     assert hv.shape == (50, 256) and hv.dtype == np.float32
     np.testing.assert_allclose(hv, h.numpy(), rtol=1e-6, atol=1e-6)
+    # what the gates read: h, the logit z, or both
+    z = crm_signals(model, fz, s["test"].iloc[:50], "score")
+    assert z.shape == (50, 1) and signal_width(model, "score") == 1 and signal_width(model, "hidden+score") == 257
+    np.testing.assert_allclose(z[:, 0], logits.numpy(), rtol=1e-5, atol=1e-5)
+    both = crm_signals(model, fz, s["test"].iloc[:50], "hidden+score")
+    assert both.dtype == np.float32 and np.array_equal(both, np.hstack([hv, z]))
+    assert np.array_equal(crm_signals(model, fz, s["test"].iloc[:50]), hv)
     # the probability API agrees with the batched inference path
     np.testing.assert_allclose(predict(model, fz, s["test"].iloc[:50]), torch.sigmoid(logits).numpy(), rtol=1e-6, atol=1e-7)
 

@@ -122,6 +122,19 @@ def test_both_losses_train_and_an_unknown_loss_is_refused(tiny_llama_dir):
         TrainConfig(loss="hinge")
 
 
+def test_reclora_learns_from_the_crm_score_alone(tiny_llama_dir):
+    """gate_input=score: the gates read the CRM logit only (a 1-wide signal)."""
+    prompts, labels, _ = _toy(64)
+    z = (np.where(labels == 1, 1.5, -1.5) + 0.5 * np.random.default_rng(1).normal(size=64)).astype(np.float32)[:, None]
+    torch.manual_seed(0)
+    base, tok = load_causal_lm(tiny_llama_dir)
+    m = build_adapter("reclora", base, ADAPTER | {"signal_dim": 1, "gate_input": "score"})
+    cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=12, bf16=False, seed=0, checkpoint_every=0, warmup_ratio=0.0)
+    train_adapter(m, tok, prompts, labels, z, cfg, progress=False)
+    p = predict_adapter(m, tok, prompts, z, progress=False, bf16=False)
+    assert roc_auc_score(labels, p) > 0.95
+
+
 def test_only_the_adapter_trains(tiny_llama_dir):
     m, tok = _fresh("reclora", tiny_llama_dir)
     base_before = {n: p.detach().clone() for n, p in m.module.named_parameters() if not p.requires_grad}

@@ -63,7 +63,7 @@ def wrap(seed: int = 0, nonzero_b: bool = True, **kw) -> PersonalizedLoRAModel:
         with torch.no_grad():
             for _, layer in pm.lora_layers():
                 layer.lora_B.normal_(0.0, 0.2)
-                if layer.gate is not None:  # spread the gate logits so mixing is clearly per-sample
+                if layer.gate is not None and layer.gate.uses_hidden:  # spread the gate logits: clearly per-sample
                     layer.gate.fc2.weight.normal_(0.0, 1.0)
     return pm
 
@@ -200,6 +200,40 @@ def test_temperature_controls_sharpness():
             assert w.max(-1).values.min() > 0.99
         assert pm.gate_diagnostics(h)["entropy"] < 0.05
     assert mixing_entropy(torch.eye(3)).max() == 0
+
+
+def test_gate_inputs_score_and_hidden_plus_score():
+    """score: w depends on the CRM logit z alone, linearly in the gate logits and not LayerNormed;
+    hidden+score: [h, z], z read the same way beside the MLP on h."""
+    sc = wrap(signal_dim=1, gate_input="score")
+    z = torch.tensor([[-2.0], [0.0], [1.0], [2.0]])
+    for _, layer in sc.lora_layers():
+        g = layer.gate
+        assert not hasattr(g, "fc1") and g.uses_score
+        torch.testing.assert_close(g.logits(z), z * g.score_weight + g.score_bias)
+        w = g(z)
+        assert torch.allclose(w.sum(-1), torch.ones(4)) and not torch.allclose(w[0], w[3])
+    ids, mask, _ = batch(b=4)
+    with torch.no_grad():
+        assert not torch.allclose(sc(ids, mask, signal=z).logits, sc(ids, mask, signal=2 * z).logits)  # scale matters
+
+    hs = wrap(signal_dim=SIGNAL_DIM + 1, gate_input="hidden+score")
+    _, _, h = batch(b=4)
+    sig = torch.cat([h, z], dim=1)
+    for _, layer in hs.lora_layers():
+        g = layer.gate
+        assert g.norm.normalized_shape == (SIGNAL_DIM,)
+        mlp_only = g.fc2(g.act(g.fc1(g.norm(h))))
+        torch.testing.assert_close(g.logits(sig), mlp_only + z * g.score_weight + g.score_bias)
+        moved_z = torch.cat([h, z + 1.0], dim=1)
+        moved_h = torch.cat([h.flip(0), z], dim=1)
+        assert not torch.allclose(g(sig), g(moved_z)) and not torch.allclose(g(sig), g(moved_h))
+    with pytest.raises(ConfigError, match="gate_input"):
+        lora_config(gate_input="logit")
+    with pytest.raises(ConfigError, match="1-wide"):
+        lora_config(gate_input="score")  # signal_dim 16
+    with pytest.raises(ConfigError, match="signal_dim"):
+        lora_config(signal_dim=1, gate_input="hidden+score")
 
 
 def test_uniform_gate_is_exactly_one_over_n_and_ignores_the_signal():

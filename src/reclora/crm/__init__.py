@@ -8,11 +8,13 @@ from reclora.crm.train import (
     FEATURES_NAME,
     HISTORY_NAME,
     WEIGHTS_NAME,
+    crm_signals,
     evaluate_crm,
     hidden_vectors,
     load_crm,
     predict,
     save_crm,
+    signal_width,
     train_crm,
 )
 
@@ -25,10 +27,12 @@ __all__ = [
     "FEATURES_NAME",
     "HISTORY_NAME",
     "WEIGHTS_NAME",
+    "crm_signals",
     "evaluate_crm",
     "hidden_vectors",
     "load_crm",
     "predict",
     "save_crm",
+    "signal_width",
     "train_crm",
 ]

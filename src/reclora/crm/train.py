@@ -111,6 +111,24 @@ def hidden_vectors(
     return np.concatenate(parts) if parts else np.zeros((0, model.hidden_dim), dtype=np.float32)
 
 
+def signal_width(model: DIN, gate_input: str = "hidden") -> int:
+    """Width of :func:`crm_signals` for ``gate_input`` (hidden: |h|, score: 1, hidden+score: |h| + 1)."""
+    return {"hidden": model.hidden_dim, "score": 1, "hidden+score": model.hidden_dim + 1}[gate_input]
+
+
+def crm_signals(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame, gate_input: str = "hidden") -> np.ndarray:
+    """What RecLoRA's gates read per sample, float32: h [n, H] ("hidden"), the CRM logit z [n, 1]
+    ("score") or [h, z] [n, H + 1] ("hidden+score"). z is the CRM's own output on h (eval mode)."""
+    if gate_input not in ("hidden", "score", "hidden+score"):
+        raise ValueError(f"gate_input must be hidden, score or hidden+score, got {gate_input!r}")
+    h = hidden_vectors(model, featurizer, df)
+    if gate_input == "hidden":
+        return h
+    with torch.no_grad():
+        z = model.out(torch.from_numpy(h)).float().numpy()  # = forward() in eval mode (dropout is the identity)
+    return z if gate_input == "score" else np.hstack([h, z]).astype(np.float32)
+
+
 def evaluate_crm(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame) -> dict[str, float]:
     """{"auc", "logloss", "accuracy", "n"} on labelled samples."""
     return ctr_metrics(_labels(df), predict(model, featurizer, df))

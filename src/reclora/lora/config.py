@@ -16,6 +16,7 @@ _METADATA_KEYS = ("adapter_type", "format_version")
 
 MIXING_RULES = ("parameter", "output")
 GATE_KINDS = ("crm", "uniform")
+GATE_INPUTS = ("hidden", "score", "hidden+score")
 
 
 @dataclass
@@ -27,8 +28,12 @@ class PersonalizedLoRAConfig:
     dropout:        dropout on the adapter input (as LoRA's ``lora_dropout``).
     target_modules: names of the nn.Linear modules to adapt (matched on the last
                     dotted components, e.g. ``q_proj`` or ``self_attn.q_proj``).
-    signal_dim:     size of the CRM hidden vector h fed to the gates.
-    gate_hidden, gate_dropout: the gate MLP (LayerNorm -> Linear -> ReLU -> Dropout -> Linear).
+    signal_dim:     width of the per-sample CRM signal fed to the gates (see gate_input).
+    gate_input:     what of the CRM the gates read: "hidden" = its last hidden vector h (the
+                    paper; signal_dim = |h|); "score" = its logit z only (signal_dim = 1);
+                    "hidden+score" = [h, z] (signal_dim = |h| + 1), z entering the gate
+                    logits linearly, next to the MLP on h, so it is not LayerNormed away.
+    gate_hidden, gate_dropout: the gate MLP on h (LayerNorm -> Linear -> ReLU -> Dropout -> Linear).
     temperature:    softmax temperature of the gate.
     mixing:         "parameter": A_u = sum_k w_k A_k, B_u = sum_k w_k B_k, update B_u A_u x
                     (the official code's choice); "output": update sum_k w_k B_k A_k x.
@@ -47,6 +52,7 @@ class PersonalizedLoRAConfig:
     temperature: float = 1.0
     mixing: str = "parameter"
     gate: str = "crm"
+    gate_input: str = "hidden"
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, str):
@@ -76,6 +82,12 @@ class PersonalizedLoRAConfig:
             raise ConfigError(f"personalized LoRA: temperature must be > 0, got {self.temperature!r}")
         if self.mixing not in MIXING_RULES:
             raise ConfigError(f"personalized LoRA: mixing must be one of {MIXING_RULES}, got {self.mixing!r}")
+        if self.gate_input not in GATE_INPUTS:
+            raise ConfigError(f"personalized LoRA: gate_input must be one of {GATE_INPUTS}, got {self.gate_input!r}")
+        if self.gate_input == "score" and self.signal_dim != 1:
+            raise ConfigError(f"personalized LoRA: gate_input 'score' reads a 1-wide signal, got signal_dim={self.signal_dim}")
+        if self.gate_input == "hidden+score" and self.signal_dim < 2:
+            raise ConfigError("personalized LoRA: gate_input 'hidden+score' needs signal_dim = |h| + 1 >= 2")
         if self.gate not in GATE_KINDS:
             raise ConfigError(f"personalized LoRA: gate must be one of {GATE_KINDS}, got {self.gate!r}")
         if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):

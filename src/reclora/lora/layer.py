@@ -28,9 +28,11 @@ from reclora.lora.config import PersonalizedLoRAConfig
 
 
 class MixingGate(nn.Module):
-    """h [B, signal_dim] -> mixing weights w [B, N] (rows sum to 1).
+    """CRM signal [B, signal_dim] -> mixing weights w [B, N] (rows sum to 1): softmax(logits / temperature).
 
-    LayerNorm -> Linear -> ReLU -> Dropout -> Linear -> softmax(logits / temperature).
+    ``gate_input`` (see :class:`PersonalizedLoRAConfig`): "hidden": logits = MLP(h), the MLP being
+    LayerNorm -> Linear -> ReLU -> Dropout -> Linear; "score": logits = z u + c for the CRM logit z
+    (one weight and bias per expert); "hidden+score": signal = [h, z], logits = MLP(h) + z u + c.
     """
 
     def __init__(
@@ -40,30 +42,46 @@ class MixingGate(nn.Module):
         n_experts: int,
         dropout: float = 0.0,
         temperature: float = 1.0,
+        gate_input: str = "hidden",
         *,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         f32 = torch.float32
-        self.norm = nn.LayerNorm(signal_dim, device=device, dtype=f32)
-        self.fc1 = nn.Linear(signal_dim, hidden, device=device, dtype=f32)
-        self.act = nn.ReLU()
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, n_experts, device=device, dtype=f32)
+        self.gate_input = gate_input
+        self.uses_hidden = gate_input in ("hidden", "hidden+score")
+        self.uses_score = gate_input in ("score", "hidden+score")
+        h_dim = signal_dim - (1 if self.uses_score else 0)
+        if self.uses_hidden:
+            self.norm = nn.LayerNorm(h_dim, device=device, dtype=f32)
+            self.fc1 = nn.Linear(h_dim, hidden, device=device, dtype=f32)
+            self.act = nn.ReLU()
+            self.drop = nn.Dropout(dropout)
+            self.fc2 = nn.Linear(hidden, n_experts, device=device, dtype=f32)
+        if self.uses_score:
+            # random slopes so that experts differ along z from the start (as fc2's random init does for h)
+            self.score_weight = nn.Parameter(0.5 * torch.randn(n_experts, device=device, dtype=f32))
+            self.score_bias = nn.Parameter(torch.zeros(n_experts, device=device, dtype=f32))
         self.temperature = float(temperature)
 
     def logits(self, signal: torch.Tensor) -> torch.Tensor:
         # The gate is tiny: run it in fp32 even under autocast, so that low
         # temperatures do not amplify bf16 rounding of the logits.
         with torch.autocast(signal.device.type, enabled=False):
-            h = signal.to(self.fc1.weight.dtype)
-            return self.fc2(self.drop(self.act(self.fc1(self.norm(h)))))
+            x = signal.float()
+            out = torch.zeros(x.shape[0], 1, device=x.device, dtype=torch.float32)
+            if self.uses_hidden:
+                h = x[:, :-1] if self.uses_score else x
+                out = self.fc2(self.drop(self.act(self.fc1(self.norm(h)))))
+            if self.uses_score:
+                out = out + x[:, -1:] * self.score_weight + self.score_bias
+            return out
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(signal).float() / self.temperature, dim=-1)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"gate_input={self.gate_input!r}, temperature={self.temperature}"
 
 
 def uniform_weights(batch: int, n_experts: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -154,6 +172,7 @@ class PersonalizedLoRALinear(nn.Module):
                 config.n_experts,
                 config.gate_dropout,
                 config.temperature,
+                config.gate_input,
                 device=device,
             )
         self.signal_dim = config.signal_dim

@@ -277,7 +277,7 @@ class RecLoRAPredictor(Model):
 
     def score_samples(self, df: pd.DataFrame, users: pd.DataFrame | None = None) -> np.ndarray:
         """p(click) per sample row: retrieval -> CRM hidden vectors -> prompts -> personalized LoRA."""
-        from reclora.crm import hidden_vectors
+        from reclora.crm import crm_signals
         from reclora.few2many import predict_adapter
         from reclora.prompts import build_prompts
         from reclora.retrieval import retrieve
@@ -285,7 +285,8 @@ class RecLoRAPredictor(Model):
         r = retrieve(df, self.k_long, self.k_short, self.mode, self.item_ids, self.embeddings)
         prompts = build_prompts(r, self.items, users, noun=self.noun, threshold=self.threshold)
         with self._lock:
-            sig = hidden_vectors(self.crm, self.featurizer, r) if self.adapter.uses_signal else None
+            gi = str(self.adapter.config.get("gate_input", "hidden"))
+            sig = crm_signals(self.crm, self.featurizer, r, gi) if self.adapter.uses_signal else None
             return predict_adapter(
                 self.adapter, self.tokenizer, prompts, sig, batch_size=max(1, min(len(prompts), self.max_batch)),
                 max_length=self.max_length, bf16=self.bf16, progress=False, distributed=False,
