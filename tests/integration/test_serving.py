@@ -234,10 +234,13 @@ def test_bounded_load(server, tmp_path):
 
     out = tmp_path / "bench.json"
     res = bench_serve(server, out, requests=20, duration_s=60, concurrency=2, batch=4, users=[1, 2, 3, 100003],
-                      items=list(range(1, 30)))  # fmt: skip
-    assert res["errors"] == 0, res
-    for ph in res["phases"].values():
-        assert ph["requests"] == 20 and ph["stopped_by"] == "count" and ph["p50_ms"] > 0
+                      items=list(range(1, 30)), single_requests=12)  # fmt: skip
+    assert res["errors"] == 0 and res["healthy_after"] is True, res
+    for kind, n in (("single_user", 12), ("mixed_users", 20)):
+        ph = res["phases"][kind]
+        assert ph["requests"] == n and ph["stopped_by"] == "count" and ph["p50_ms"] > 0
+    want = res["phases"]["mixed_users"]["rows_per_s"] / res["phases"]["single_user"]["rows_per_s"]
+    assert res["mixed_vs_single_throughput"] == pytest.approx(want, rel=1e-2)
     assert json.loads(out.read_text())["phases"].keys() == {"single_user", "mixed_users"}
     with pytest.raises(Exception, match="local server"):
         bench_serve("http://example.com:8080", None, requests=1)

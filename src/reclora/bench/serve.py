@@ -100,6 +100,16 @@ def _phase(url: str, payloads: list[dict], duration_s: float, concurrency: int, 
     }  # fmt: skip
 
 
+def _healthy(base: str, timeout_s: float) -> bool:
+    import httpx
+
+    try:
+        with httpx.Client(timeout=timeout_s, trust_env=False) as c:
+            return all(c.get(f"{base}/v2/health/{k}").status_code == 200 for k in ("live", "ready"))
+    except httpx.HTTPError:
+        return False
+
+
 def bench_serve(
     url: str,
     out: str | Path | None = None,
@@ -113,26 +123,35 @@ def bench_serve(
     timeout_s: float = 60.0,
     seed: int = 0,
     phases: Sequence[str] = ("single_user", "mixed_users"),
+    single_requests: int | None = None,
 ) -> dict[str, Any]:
     """Load-test ``url`` (e.g. http://127.0.0.1:8080) with V1 requests; each phase bounded by count and time.
 
     ``users``/``items`` are the ids to draw from (default: users 1..50, items 1..50; unknown users
-    are cold starts, which cost the same forward).
+    are cold starts, which cost the same forward). ``single_requests``: another count for the
+    single-user phase (its rate is the reference of the mixed/single throughput ratio; default
+    ``requests``). After the phases the server's liveness and readiness are checked again.
     """
     _check_loopback(url)
-    if requests < 1 or duration_s <= 0 or concurrency < 1 or batch < 1:
-        raise ConfigError("requests, duration_s, concurrency and batch must be positive")
+    if requests < 1 or duration_s <= 0 or concurrency < 1 or batch < 1 or (single_requests is not None and single_requests < 1):
+        raise ConfigError("requests, single_requests, duration_s, concurrency and batch must be positive")
     users = list(users) if users is not None else list(range(1, 51))
     items = list(items) if items is not None else list(range(1, 51))
     endpoint = f"{url.rstrip('/')}/v1/models/{model}:predict"
-    result: dict[str, Any] = {"url": endpoint, "requests_per_phase": requests, "duration_s_per_phase": duration_s,
-                              "concurrency": concurrency, "batch": batch, "phases": {}}  # fmt: skip
+    counts = {"single_user": single_requests or requests, "mixed_users": requests}
+    result: dict[str, Any] = {"url": endpoint, "requests_per_phase": {k: counts[k] for k in phases},
+                              "duration_s_per_phase": duration_s, "concurrency": concurrency, "batch": batch,
+                              "phases": {}}  # fmt: skip
     for i, kind in enumerate(phases):
         if kind not in ("single_user", "mixed_users"):
             raise ConfigError(f"unknown phase {kind!r}")
-        pl = _payloads(kind, batch, users, items, requests, seed + i)
+        pl = _payloads(kind, batch, users, items, counts[kind], seed + i)
         result["phases"][kind] = _phase(endpoint, pl, duration_s, concurrency, timeout_s)
     result["errors"] = sum(p["errors"] for p in result["phases"].values())
+    ph = result["phases"]
+    if "single_user" in ph and "mixed_users" in ph and ph["single_user"]["rows_per_s"]:
+        result["mixed_vs_single_throughput"] = round(ph["mixed_users"]["rows_per_s"] / ph["single_user"]["rows_per_s"], 3)
+    result["healthy_after"] = _healthy(url.rstrip("/"), timeout_s)
     if out is not None:
         from reclora.io import write_json
 

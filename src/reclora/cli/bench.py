@@ -57,13 +57,22 @@ def serve_bench_cmd(
     duration: float = typer.Option(120.0, help="Seconds per phase at most; the test stops at this time."),
     concurrency: int = typer.Option(4, help="Concurrent clients."),
     batch: int = typer.Option(8, help="Rows (user x candidate) per request."),
+    single_requests: Optional[int] = typer.Option(
+        None, help="Requests of the single-user phase (the throughput reference; default --requests)."
+    ),
 ) -> None:
     """Bounded load test: requests/s, p50/p95/p99 latency and errors for single- and mixed-user batches."""
     from reclora.bench.serve import bench_serve
 
     def _run() -> int:
-        r = bench_serve(url, out, requests=requests, duration_s=duration, concurrency=concurrency, batch=batch)
-        typer.echo(json.dumps(r, indent=2, default=str)[:4000])
+        r = bench_serve(url, out, requests=requests, duration_s=duration, concurrency=concurrency, batch=batch,
+                        single_requests=single_requests)  # fmt: skip
+        for kind, ph in r["phases"].items():
+            typer.echo(f"{kind}: {ph['requests']} requests in {ph['seconds']:.0f} s, {ph['requests_per_s']} req/s "
+                       f"({ph['rows_per_s']} rows/s), p50 {ph['p50_ms']} ms, p95 {ph['p95_ms']} ms, "
+                       f"p99 {ph['p99_ms']} ms, errors {ph['errors']}, stopped by {ph['stopped_by']}")  # fmt: skip
+        typer.echo(f"mixed/single throughput: {r.get('mixed_vs_single_throughput')}; errors {r['errors']}; "
+                   f"server healthy afterwards: {r['healthy_after']}; JSON: {out}")  # fmt: skip
         return 0
 
     raise typer.Exit(run_guarded(_run))
