@@ -103,7 +103,8 @@ def bench_speed(
     n, w = steps or sp["steps"], warmup if warmup is not None else sp["warmup"]
     path = resolve_model_path(model_path)
     h = int(p["crm"]["mlp"][-1])
-    ap = dict(p["adapter"]) | {"signal_dim": {"hidden": h, "score": 1}.get(p["adapter"].get("gate_input", "hidden"), h + 1)}
+    widths = {"hidden": h, "score": 1, "hidden+score": h + 1}  # as reclora.crm.signal_width
+    ap = dict(p["adapter"]) | {"signal_dim": widths[p["adapter"].get("gate_input", "hidden")]}
     t_all = time.perf_counter()
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"[bench speed] matmul peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
