@@ -219,6 +219,10 @@ def test_bad_input_is_400_and_server_stays_healthy(client):
         assert r.status_code == 400, (body, r.status_code, r.text)
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
+    # a JSON body sent without the JSON content type (curl -d) is still read as JSON
+    form = client.post(f"/v1/models/{NAME}:predict", content=json.dumps({"instances": INSTANCES[:1]}).encode(),
+                       headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert form.status_code == 200, form.text
     ok = client.post(f"/v1/models/{NAME}:predict", json={"instances": INSTANCES[:1]})
     assert ok.status_code == 200
 

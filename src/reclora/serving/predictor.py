@@ -390,6 +390,11 @@ class RecLoRAPredictor(Model):
         loop = asyncio.get_running_loop()
         if isinstance(payload, InferRequest):
             return await loop.run_in_executor(None, self.predict_v2, payload)
+        if isinstance(payload, (bytes, bytearray, str)):  # a client that did not say application/json (curl -d)
+            try:
+                payload = json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise InvalidInput(f"V1 body is not valid JSON: {e}") from e
         if not isinstance(payload, Mapping) or "instances" not in payload:
             raise InvalidInput('V1 body must be a JSON object with "instances": [{"user_id", "candidates", ...}]')
         return await loop.run_in_executor(None, self.predict_instances, payload["instances"])
