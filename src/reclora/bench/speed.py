@@ -96,15 +96,15 @@ def bench_speed(
 ) -> dict[str, Any]:
     from reclora.bench.quality import machine_info
     from reclora.llm import resolve_model_path
+    from reclora.lora.config import gate_signal_width
 
     p = dict(params) if params is not None else load_params()
     sp = p["bench"]["speed"]
     b, s = batch_size or sp["batch_size"], seq_len or sp["seq_len"]
     n, w = steps or sp["steps"], warmup if warmup is not None else sp["warmup"]
     path = resolve_model_path(model_path)
-    h = int(p["crm"]["mlp"][-1])
-    widths = {"hidden": h, "score": 1, "hidden+score": h + 1}  # as reclora.crm.signal_width
-    ap = dict(p["adapter"]) | {"signal_dim": widths[p["adapter"].get("gate_input", "hidden")]}
+    width = gate_signal_width(int(p["crm"]["mlp"][-1]), p["adapter"].get("gate_input", "hidden"))
+    ap = dict(p["adapter"]) | {"signal_dim": width}
     t_all = time.perf_counter()
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"[bench speed] matmul peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)

@@ -113,14 +113,15 @@ def hidden_vectors(
 
 def signal_width(model: DIN, gate_input: str = "hidden") -> int:
     """Width of :func:`crm_signals` for ``gate_input`` (hidden: |h|, score: 1, hidden+score: |h| + 1)."""
-    return {"hidden": model.hidden_dim, "score": 1, "hidden+score": model.hidden_dim + 1}[gate_input]
+    from reclora.lora.config import gate_signal_width
+
+    return gate_signal_width(model.hidden_dim, gate_input)
 
 
 def crm_signals(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame, gate_input: str = "hidden") -> np.ndarray:
     """What RecLoRA's gates read per sample, float32: h [n, H] ("hidden"), the CRM logit z [n, 1]
     ("score") or [h, z] [n, H + 1] ("hidden+score"). z is the CRM's own output on h (eval mode)."""
-    if gate_input not in ("hidden", "score", "hidden+score"):
-        raise ValueError(f"gate_input must be hidden, score or hidden+score, got {gate_input!r}")
+    signal_width(model, gate_input)  # refuses an unknown gate_input before any work
     h = hidden_vectors(model, featurizer, df)
     if gate_input == "hidden":
         return h

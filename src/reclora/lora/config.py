@@ -19,6 +19,13 @@ GATE_KINDS = ("crm", "uniform")
 GATE_INPUTS = ("hidden", "score", "hidden+score")
 
 
+def gate_signal_width(hidden_dim: int, gate_input: str) -> int:
+    """signal_dim for ``gate_input`` given the CRM's |h|: hidden |h|, score 1, hidden+score |h| + 1."""
+    if gate_input not in GATE_INPUTS:
+        raise ConfigError(f"gate_input must be one of {GATE_INPUTS}, got {gate_input!r}")
+    return {"hidden": hidden_dim, "score": 1, "hidden+score": hidden_dim + 1}[gate_input]
+
+
 @dataclass
 class PersonalizedLoRAConfig:
     """Hyper-parameters of the personalized LoRA.
