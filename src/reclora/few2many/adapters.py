@@ -6,6 +6,7 @@ alike; only RecLoRA reads the per-sample CRM signal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -13,27 +14,57 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from reclora.errors import RecLoRAError
+from reclora.errors import ConfigError, RecLoRAError
 from reclora.io import atomic_dir
 from reclora.lora import PersonalizedLoRAConfig, PersonalizedLoRAModel
 
 KINDS = ("lora", "reclora")
 
 
+READOUTS = ("llm", "crm_residual")
+READOUT_WEIGHTS = "readout.safetensors"
+
+
 class AdapterModel:
-    """A base causal LM with a trainable adapter; ``answer_logits`` gives fp32 next-token logits at the end."""
+    """A base causal LM with a trainable adapter; ``answer_logits`` gives fp32 answer logits at the end.
+
+    ``config["readout"]`` (params ``adapter.readout``): "llm" = the paper's readout, the Yes and No
+    logits of the LLM; "crm_residual" = a CRM-anchored readout, logit = z_crm + s * (yes - no) with a
+    learned scalar s that starts at 0 (so the untrained model is exactly the CRM).
+    The lowest adapted decoder layer is ``first_layer``: everything below it is frozen, so its output
+    can be computed once per sample and cached (see ``lower_states``).
+    """
 
     def __init__(self, kind: str, module: nn.Module, config: dict[str, Any]) -> None:
+        from reclora.llm.layers import decoder_stack, layer_index
+
         if kind not in KINDS:
             raise RecLoRAError(f"unknown adapter kind {kind!r}; expected one of {KINDS}")
         self.kind, self.module, self.config = kind, module, config
+        self.readout = str(config.get("readout", "llm"))
+        if self.readout not in READOUTS:
+            raise ConfigError(f"adapter.readout must be one of {READOUTS}, got {self.readout!r}")
+        self.readout_scale: nn.Parameter | None = None
+        if self.readout == "crm_residual":
+            dev = next(module.parameters()).device
+            self.readout_scale = nn.Parameter(torch.zeros((), dtype=torch.float32, device=dev))
+        self.decoder = decoder_stack(module)
+        idx = [layer_index(n) for n, _ in module.named_parameters() if "lora_" in n or ".gate." in n]
+        self.first_layer = min(idx, default=0) if idx and None not in idx else 0
 
     @property
     def uses_signal(self) -> bool:
         return self.kind == "reclora" and self.config.get("gate", "crm") == "crm"
 
+    @property
+    def uses_anchor(self) -> bool:
+        """True when the readout needs each sample's CRM logit (``anchor``)."""
+        return self.readout == "crm_residual"
+
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.module.named_parameters() if p.requires_grad)
+        yield from ((n, p) for n, p in self.module.named_parameters() if p.requires_grad)
+        if self.readout_scale is not None:
+            yield "readout.scale", self.readout_scale
 
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
@@ -46,38 +77,82 @@ class AdapterModel:
             head = m.base_model.get_output_embeddings()
         return head
 
+    def _personalized(self, signal: torch.Tensor | None):
+        if self.kind != "reclora":
+            return contextlib.nullcontext()
+        if self.uses_signal and signal is None:
+            raise RecLoRAError("RecLoRA needs the CRM signal h for every sample")
+        return self.module.personalize(signal if self.uses_signal else None)  # uniform gate: w = 1/N
+
+    @torch.no_grad()
+    def lower_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] input of decoder layer ``first_layer`` (the frozen layers' output; no grad).
+
+        Padding-independent: positions come from the mask (``reclora.llm.layers.position_ids``).
+        """
+        from reclora.llm.layers import only_layers, position_ids
+
+        with only_layers(self.decoder, 0, self.first_layer, final_norm=False):
+            out = self.decoder(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                use_cache=False,
+            )  # fmt: skip
+        return out.last_hidden_state.float()
+
+    def answer_hidden(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        signal: torch.Tensor | None = None,
+        lower: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B, D] final (normed) hidden state at the last position, the lm_head's input.
+
+        With ``lower`` ([B, L, D] from :meth:`lower_states`) only the adapted layers run; the result
+        equals the full forward. No vocabulary projection is computed.
+        """
+        from reclora.llm.layers import only_layers, position_ids
+
+        pos = position_ids(attention_mask)
+        with self._personalized(signal):
+            if lower is None:
+                out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False)
+            else:
+                with only_layers(self.decoder, self.first_layer):
+                    out = self.decoder(inputs_embeds=lower, attention_mask=attention_mask, position_ids=pos, use_cache=False)
+        return out.last_hidden_state[:, -1, :]
+
     def answer_logits(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor,
         signal: torch.Tensor | None = None,
         token_ids: Sequence[int] | None = None,
+        lower: torch.Tensor | None = None,
+        anchor: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """fp32 next-token logits at the last position (prompts are left-padded: the answer slot).
+        """fp32 answer logits at the last position (prompts are left-padded: the answer slot).
 
-        ``token_ids``: only these vocabulary rows ([B, len(token_ids)]), e.g. (yes, no); None = the
+        ``token_ids``: only these lm_head rows ([B, len(token_ids)]), e.g. (yes, no); None = the
         whole vocabulary ([B, vocab]). The body runs under whatever autocast is active, but the
-        readout is one fp32 product of the final hidden state with the lm_head rows: bf16 logits
-        (steps of 1/16 at magnitude 16-32) would quantize p(Yes) into a few dozen values.
+        readout is one fp32 product of the final hidden state with the chosen lm_head rows: bf16
+        logits (steps of 1/16 at magnitude 16-32) would quantize p(Yes) into a few dozen values.
+        ``lower``: cached frozen-layer states (see :meth:`answer_hidden`). ``anchor`` [B] or [B, 1]:
+        the CRM logit, required by the crm_residual readout, which returns [B, 2] = [z + s (yes - no), 0]
+        (so softmax(...)[:, 0] = sigmoid(z + s (yes - no))); ``token_ids`` must then be (yes, no).
         """
-        kw: dict[str, Any] = {
-            "input_ids": input_ids, "attention_mask": attention_mask, "logits_to_keep": 1, "use_cache": False,
-        }  # fmt: skip
-        if self.kind == "reclora":
-            if self.uses_signal and signal is None:
-                raise RecLoRAError("RecLoRA needs the CRM signal h for every sample")
-            kw["signal"] = signal if self.uses_signal else None  # uniform gate: w = 1/N
+        last = self.answer_hidden(input_ids, attention_mask, signal, lower)
         head = self.output_head()
-        seen: list[torch.Tensor] = []
-        hook = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
-        try:
-            self.module(**kw)
-        finally:
-            hook.remove()
-        last = seen[-1][:, -1, :]
         weight = head.weight if token_ids is None else head.weight[list(token_ids)]
         with torch.autocast(last.device.type, enabled=False):
-            return nn.functional.linear(last.float(), weight.float())
+            logits = nn.functional.linear(last.float(), weight.float())
+            if self.readout_scale is None:
+                return logits
+            if token_ids is None or len(token_ids) != 2 or anchor is None:
+                raise RecLoRAError("the crm_residual readout needs token_ids=(yes, no) and the CRM logit (anchor)")
+            z = anchor.reshape(-1).float().to(logits.device)
+            anchored = z + self.readout_scale * (logits[:, 0] - logits[:, 1])
+            return torch.stack([anchored, torch.zeros_like(anchored)], dim=-1)
 
     def save(self, directory: str | Path) -> Path:
         """Adapter weights (safetensors) + config (JSON); the base model is referenced, not copied."""
@@ -87,14 +162,29 @@ class AdapterModel:
                 self.module.save_pretrained(str(tmp), safe_serialization=True)
             else:
                 self.module.save(tmp)
+            if self.readout_scale is not None:
+                from safetensors.torch import save_file
+
+                save_file({"scale": self.readout_scale.detach().cpu().reshape(1)}, str(tmp / READOUT_WEIGHTS))
             (tmp / "reclora_adapter.json").write_text(json.dumps({"kind": self.kind, **self.config}, indent=2))
         return directory
 
 
 def build_adapter(kind: str, base_model: nn.Module, config: dict[str, Any]) -> AdapterModel:
-    """Attach a fresh adapter to ``base_model`` (which it modifies in place and freezes)."""
+    """Attach a fresh adapter to ``base_model`` (which it modifies in place and freezes).
+
+    ``config["layers"]`` ("all" or L): adapt ``target_modules`` in every decoder layer (the paper's
+    form) or only in the top L layers. Raises ConfigError for an unknown kind, readout or layers.
+    """
+    from reclora.llm.layers import first_adapted_layer, num_layers, target_names
+
     for p in base_model.parameters():
         p.requires_grad_(False)
+    config = dict(config)
+    layers = config.get("layers", "all")
+    if layers not in ("all", None, 0):
+        first = first_adapted_layer(num_layers(base_model), layers)
+        config["target_modules"] = target_names(base_model, list(config["target_modules"]), first)
     if kind == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -128,5 +218,15 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> AdapterModel:
         from peft import PeftModel
 
         module = PeftModel.from_pretrained(base_model, str(directory), is_trainable=False)
-        return AdapterModel(kind, module, meta)
-    return AdapterModel(kind, PersonalizedLoRAModel.load(base_model, directory), meta)
+        adapter = AdapterModel(kind, module, meta)
+    else:
+        adapter = AdapterModel(kind, PersonalizedLoRAModel.load(base_model, directory), meta)
+    if adapter.readout_scale is not None:
+        from safetensors.torch import load_file
+
+        f = directory / READOUT_WEIGHTS
+        if not f.is_file():
+            raise RecLoRAError(f"{directory}: the crm_residual readout's {READOUT_WEIGHTS} is missing")
+        with torch.no_grad():
+            adapter.readout_scale.copy_(load_file(str(f))["scale"].reshape(()))
+    return adapter

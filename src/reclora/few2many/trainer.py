@@ -36,10 +36,21 @@ LOSSES = ("yes_no", "full_vocab")
 
 @dataclass
 class TrainConfig:
+    """Few2Many training settings (params.yaml ``train``).
+
+    epochs / patience: passes over the sample; after each the validation subset's AUC is measured
+    (when validation data is given) and the best weights are kept; training stops after
+    ``patience`` epochs without a gain (0 = run every epoch). bucket: length-bucketed batches (little
+    padding). cache_lower: compute the frozen layers below the first adapted one once per sample.
+    lr_ratio_b: learning-rate multiplier of the LoRA B matrices (LoRA+, Hayou et al. 2024);
+    gate_lr_mult: multiplier for the gates and the crm_residual readout scale.
+    """
+
     lr: float = 1e-3
     batch_size: int = 8
     grad_accum: int = 1
     epochs: int = 1
+    patience: int = 0
     max_steps: int = 0  # 0 = epochs * ceil(n / (batch_size * grad_accum))
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -49,10 +60,19 @@ class TrainConfig:
     checkpoint_every: int = 20  # optimizer steps; 0 = never
     max_grad_norm: float = 1.0
     loss: str = "yes_no"  # yes_no: CE over the (Yes, No) logits, the readout's own log-loss | full_vocab
+    bucket: bool = True
+    cache_lower: bool = True
+    lr_ratio_b: float = 1.0
+    gate_lr_mult: float = 1.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("batch_size", "grad_accum", "epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.patience < 0 or self.lr_ratio_b <= 0 or self.gate_lr_mult <= 0:
+            raise ValueError("train.patience must be >= 0 and train.lr_ratio_b, gate_lr_mult > 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -69,21 +89,56 @@ def sample_few(n_total: int, n: int, seed: int) -> np.ndarray:
 
 def encode(tokenizer: Any, prompts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     """Chat-template the prompts and tokenize them left-padded, truncating from the left."""
-    tokenizer.padding_side = "left"
+    return pad_left(tokenize(tokenizer, prompts, max_length), _pad_id(tokenizer))
+
+
+def tokenize(tokenizer: Any, prompts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Chat-templated token ids per prompt (unpadded), truncated from the left to ``max_length``."""
     tokenizer.truncation_side = "left"
     texts = [chat_prompt(tokenizer, p) for p in prompts]
-    return tokenizer(
-        texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length, add_special_tokens=False
-    )
+    return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=False)["input_ids"]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+
+def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """{"input_ids", "attention_mask"}: [B, max_len] left-padded (the answer slot is the last column)."""
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        if len(x):
+            ids[i, width - len(x) :] = torch.as_tensor(x, dtype=torch.long)
+            mask[i, width - len(x) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+def length_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, bucket: bool = True) -> list[np.ndarray]:
+    """One epoch of batches (index arrays), seeded by (seed, epoch).
+
+    Unbucketed: a random permutation cut into batches. Bucketed: the permutation is cut into pools
+    of 32 batches, each pool sorted by length and cut into batches, and the batches shuffled; so a
+    batch holds prompts of about one length (little padding) and every sample appears once.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    n = len(lengths)
+    order = rng.permutation(n)
+    if not bucket:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    lens = np.asarray(lengths)
+    pool = batch_size * 32
+    out = []
+    for i in range(0, n, pool):
+        chunk = order[i : i + pool]
+        chunk = chunk[np.argsort(lens[chunk], kind="stable")]
+        out.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    return [out[k] for k in rng.permutation(len(out))]
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -109,6 +164,121 @@ def _distributed(flag: bool | None) -> bool:
     return D.init_from_env()
 
 
+class PromptSet:
+    """Tokenized prompts with their per-sample inputs, and (optionally) cached frozen-layer states.
+
+    ``batch(idx)`` -> (input_ids or None, attention_mask, lower or None, signal, anchor) for the model.
+    ``cache(model)`` runs the layers below ``model.first_layer`` once per prompt (batched by length)
+    and keeps each prompt's unpadded [len, D] state, so later passes run only the adapted layers.
+    """
+
+    def __init__(
+        self, tokenizer: Any, prompts: Sequence[str], max_length: int,
+        signals: np.ndarray | None = None, anchors: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
+        n = len(prompts)
+        for name, a in (("signals", signals), ("anchors", anchors)):
+            if a is not None and len(a) != n:
+                raise ValueError(f"{name} has {len(a)} rows for {n} prompts")
+        self.ids = tokenize(tokenizer, prompts, max_length)
+        self.lengths = [len(x) for x in self.ids]
+        self.pad_id = _pad_id(tokenizer)
+        self.signals = torch.as_tensor(np.asarray(signals, dtype=np.float32)) if signals is not None else None
+        self.anchors = torch.as_tensor(np.asarray(anchors, dtype=np.float32).reshape(-1)) if anchors is not None else None
+        self.lower: list[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def cache(self, model: AdapterModel, batch_size: int, bf16: bool, progress: bool = False, desc: str = "cache") -> None:
+        if model.first_layer == 0:
+            return
+        device = next(model.module.parameters()).device
+        order = np.argsort(self.lengths, kind="stable")
+        lower: list[torch.Tensor | None] = [None] * len(self)
+        was = model.module.training
+        model.train(False)
+        try:
+            for i in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+                idx = order[i : i + batch_size]
+                enc = pad_left([self.ids[j] for j in idx], self.pad_id)
+                with _autocast(device, bf16):
+                    h = model.lower_states(enc["input_ids"].to(device), enc["attention_mask"].to(device)).cpu()
+                for row, j in enumerate(idx):
+                    lower[j] = h[row, h.shape[1] - self.lengths[j] :].clone()
+        finally:
+            model.train(was)
+        self.lower = lower  # type: ignore[assignment]
+
+    def batch(self, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor | None]:
+        enc = pad_left([self.ids[j] for j in idx], self.pad_id)
+        mask = enc["attention_mask"].to(device)
+        lower = None
+        if self.lower is not None:
+            width, dim = mask.shape[1], self.lower[idx[0]].shape[-1]
+            lower = torch.zeros((len(idx), width, dim), dtype=torch.float32)
+            for row, j in enumerate(idx):
+                lower[row, width - self.lengths[j] :] = self.lower[j]
+            lower = lower.to(device)
+        return {
+            "input_ids": None if lower is not None else enc["input_ids"].to(device),
+            "attention_mask": mask,
+            "lower": lower,
+            "signal": self.signals[idx].to(device) if self.signals is not None else None,
+            "anchor": self.anchors[idx].to(device) if self.anchors is not None else None,
+        }
+
+
+def _forward(model: AdapterModel, batch: dict[str, Any], token_ids: Sequence[int] | None) -> torch.Tensor:
+    return model.answer_logits(
+        batch["input_ids"], batch["attention_mask"], batch["signal"], token_ids, lower=batch["lower"], anchor=batch["anchor"]
+    )
+
+
+def _param_groups(named: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Optimizer groups: LoRA B matrices at lr * lr_ratio_b (LoRA+), gates and the readout scale at
+    lr * gate_lr_mult, everything else at lr. Each group remembers its multiplier."""
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for n, p in named.items():
+        if ".gate." in n or n.startswith("readout."):
+            mult = cfg.gate_lr_mult
+        elif "lora_B" in n:
+            mult = cfg.lr_ratio_b
+        else:
+            mult = 1.0
+        groups.setdefault(float(mult), []).append(p)
+    return [{"params": ps, "lr": cfg.lr * m, "lr_mult": m} for m, ps in sorted(groups.items())]
+
+
+@torch.no_grad()
+def _predict_set(model: AdapterModel, data: PromptSet, batch_size: int, bf16: bool, token_ids: Sequence[int],
+                 progress: bool = False, desc: str = "predict") -> np.ndarray:  # fmt: skip
+    """p(Yes) for every prompt of ``data`` (batched by length), eval mode."""
+    was = model.module.training
+    model.train(False)
+    device = next(model.module.parameters()).device
+    order = np.argsort(data.lengths, kind="stable")
+    out = np.empty(len(data), dtype=np.float64)
+    try:
+        for i in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+            idx = order[i : i + batch_size]
+            with _autocast(device, bf16):
+                pair = _forward(model, data.batch(idx, device), token_ids)
+            out[idx] = torch.softmax(pair, -1)[:, 0].cpu().numpy()
+    finally:
+        model.train(was)
+    return out
+
+
+def _auc(labels: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, p)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+BEST = "best.safetensors"
+
+
 def train_adapter(
     model: AdapterModel,
     tokenizer: Any,
@@ -120,10 +290,16 @@ def train_adapter(
     progress: bool = True,
     stop_after: int | None = None,
     distributed: bool | None = None,
+    anchors: np.ndarray | None = None,
+    valid: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train; with ``out_dir`` it checkpoints every ``cfg.checkpoint_every`` steps and resumes from there.
 
-    Returns {"steps", "samples_seen", "loss" (per step), "seconds", "samples_per_s", "resumed_from"}
+    ``anchors`` [n]: the CRM logit per sample (crm_residual readout). ``valid``: {"prompts", "labels",
+    "signals", "anchors"} of a validation subset: after every epoch its AUC is measured, the best
+    weights are kept (and restored at the end) and training stops after ``cfg.patience`` epochs
+    without a gain. Returns {"steps", "samples_seen", "loss" (per step), "valid_auc" (per epoch),
+    "best_epoch", "stopped_early", "seconds", "samples_per_s", "resumed_from", "cache_seconds"}
     (+ "world_size" when data-parallel). ``stop_after`` ends the run after that many optimizer steps
     (for tests of resumption). ``distributed``: None = data-parallel when a process group of more than
     one rank exists or torchrun's environment describes one; False = train alone regardless.
@@ -136,6 +312,8 @@ def train_adapter(
         raise ValueError("prompts, labels and signals must have the same length")
     if model.uses_signal and signals is None:
         raise ValueError("RecLoRA training needs the CRM signals")
+    if model.uses_anchor and (anchors is None or cfg.loss != "yes_no"):
+        raise ValueError("the crm_residual readout needs the CRM logits (anchors) and train.loss yes_no")
     ddp = _distributed(distributed)
     if ddp:
         from reclora.few2many import distributed as D
@@ -147,14 +325,26 @@ def train_adapter(
         rank, world, main = 0, 1, True
     device = next(model.module.parameters()).device
     answer_ids, targets = _answer_targets(tokenizer, labels, cfg.loss)
-    sig = torch.as_tensor(np.asarray(signals, dtype=np.float32)) if signals is not None else None
+    yes_no = yes_no_token_ids(tokenizer)
+    t_cache = time.perf_counter()
+    data = PromptSet(tokenizer, prompts, cfg.max_length, signals, anchors)
+    val = None
+    if valid is not None:
+        val = PromptSet(tokenizer, valid["prompts"], cfg.max_length, valid.get("signals"), valid.get("anchors"))
+        val_labels = np.asarray(valid["labels"]).astype(np.int64)
+    if cfg.cache_lower:
+        data.cache(model, cfg.batch_size * 2, cfg.bf16, progress and main, "cache frozen layers")
+        if val is not None:
+            val.cache(model, cfg.batch_size * 2, cfg.bf16, False)
+    cache_secs = time.perf_counter() - t_cache
 
     torch.manual_seed(cfg.seed)
     named = dict(model.named_trainable_parameters())
     params = list(named.values())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(named, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     micro = cfg.batch_size
-    per_epoch = math.ceil(len(prompts) / (micro * cfg.grad_accum))
+    n_micro = math.ceil(len(data) / micro)
+    per_epoch = math.ceil(n_micro / cfg.grad_accum)
     total = cfg.max_steps or per_epoch * cfg.epochs
     warm = max(1, int(cfg.warmup_ratio * total))
 
@@ -162,10 +352,13 @@ def train_adapter(
         return cfg.lr * (step + 1) / warm if step < warm else cfg.lr * max(0.0, (total - step) / max(1, total - warm))
 
     step, losses, resumed = 0, [], None
+    val_auc: list[float] = []
+    best = {"auc": -math.inf, "epoch": None}
     if out_dir is not None:
         st = load_checkpoint(Path(out_dir), named, opt)
         if st is not None:
             step, losses, resumed = st["step"], st["loss"], st["step"]
+            val_auc, best = st.get("valid_auc", []), st.get("best", best)
     if ddp:
         # every rank must start from the same step with the same weights
         if not D.same_on_all_ranks(step):
@@ -174,62 +367,94 @@ def train_adapter(
             for p in params:
                 D.broadcast_(p.data)
 
-    def micro_batches() -> Iterator[np.ndarray]:
-        epoch = 0
-        while True:
-            yield from _batches(len(prompts), micro, cfg.seed, epoch)
-            epoch += 1
+    best_weights: dict[str, torch.Tensor] | None = None
+    if out_dir is not None and (Path(out_dir) / BEST).is_file():
+        from safetensors.torch import load_file
 
-    stream = micro_batches()
-    for _ in range(step * cfg.grad_accum):  # skip what the resumed run already consumed
-        next(stream)
+        best_weights = load_file(str(Path(out_dir) / BEST))
+
+    def save_state() -> None:
+        if main and out_dir is not None and cfg.checkpoint_every:
+            state = {"step": step, "loss": losses, "valid_auc": val_auc, "best": best, "config": asdict(cfg)}
+            save_checkpoint(Path(out_dir), named, opt, state | ({"world_size": world} if ddp else {}))
+
+    def end_of_epoch(epoch: int) -> bool:
+        """Validate after ``epoch`` (0-based); keep the best weights; True = stop early."""
+        nonlocal best_weights
+        if val is None:
+            return False
+        auc = _auc(val_labels, _predict_set(model, val, cfg.batch_size * 2, cfg.bf16, yes_no))
+        val_auc.append(round(auc, 6))
+        if auc > best["auc"]:
+            best.update(auc=auc, epoch=epoch + 1)
+            best_weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in named.items()}
+            if main and out_dir is not None:
+                from safetensors.torch import save_file
+
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                tmp = Path(out_dir) / f".{BEST}.tmp"
+                save_file(best_weights, str(tmp))
+                tmp.replace(Path(out_dir) / BEST)
+        if progress and main:
+            tqdm.write(f"epoch {epoch + 1}: valid AUC {auc:.4f} (best {best['auc']:.4f} at epoch {best['epoch']})")
+        return bool(cfg.patience) and best["epoch"] is not None and epoch + 1 - best["epoch"] >= cfg.patience
 
     model.train(True)
     t0 = time.perf_counter()
     seen = 0
+    stopped = False
     bar = tqdm(total=total, initial=step, desc=f"train {model.kind}", disable=not (progress and main), unit="step")
-    while step < total:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        if ddp:
-            torch.manual_seed(_step_seed(cfg.seed, step, rank))
-        for _ in range(cfg.grad_accum):
-            idx = next(stream)
+    # an epoch boundary reached before the kill whose validation was not recorded yet
+    if step and step % per_epoch == 0 and len(val_auc) < step // per_epoch and val is not None:
+        stopped = end_of_epoch(step // per_epoch - 1)
+        save_state()
+    while step < total and not stopped:
+        epoch, offset = divmod(step, per_epoch)
+        batches = length_batches(data.lengths, micro, cfg.seed, epoch, cfg.bucket)
+        steps = [batches[i : i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+        for group in steps[offset:]:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step) * g.get("lr_mult", 1.0)
+            opt.zero_grad(set_to_none=True)
+            step_loss = 0.0
             if ddp:
+                torch.manual_seed(_step_seed(cfg.seed, step, rank))
+            n_step = sum(len(i) for i in group)
+            for idx in group:
+                part = np.array_split(idx, world)[rank] if ddp else idx
                 seen += len(idx)
-                step_loss += _shard_backward(
-                    model, tokenizer, prompts, targets, answer_ids, sig, idx, rank, world, cfg, device
-                )
-                continue
-            enc = encode(tokenizer, [prompts[i] for i in idx], cfg.max_length)
-            s = sig[idx].to(device) if sig is not None else None
-            with _autocast(device, cfg.bf16):
-                logits = model.answer_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s, answer_ids)
-            loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device)) / cfg.grad_accum
-            loss.backward()
-            step_loss += loss.item()
-            seen += len(idx)
-        if ddp:
-            step_loss = _all_reduce_grads(params, step_loss)
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        step += 1
-        losses.append(round(step_loss, 5))
-        rate = seen / max(1e-9, time.perf_counter() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}", samples_s=f"{rate:.1f}")
-        if (
-            main and out_dir is not None and cfg.checkpoint_every
-            and (step % cfg.checkpoint_every == 0 or step == total)
-        ):  # fmt: skip
-            state = {"step": step, "loss": losses, "config": asdict(cfg)} | ({"world_size": world} if ddp else {})
-            save_checkpoint(Path(out_dir), named, opt, state)
+                if len(part) == 0:
+                    continue
+                with _autocast(device, cfg.bf16):
+                    logits = _forward(model, data.batch(part, device), answer_ids)
+                ce = torch.nn.functional.cross_entropy(logits, targets[part].to(device), reduction="sum")
+                loss = ce / n_step  # sum over ranks and micro-batches = the mean over the step's samples
+                loss.backward()
+                step_loss += loss.item()
+            if ddp:
+                step_loss = _all_reduce_grads(params, step_loss)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            step += 1
+            losses.append(round(step_loss, 5))
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}", samples_s=f"{rate:.1f}")
+            if step % per_epoch == 0 or step == total:
+                stopped = end_of_epoch(epoch)
+                save_state()
+            elif cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save_state()
+            if (stop_after is not None and step >= stop_after) or step >= total or stopped:
+                break
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
+    if best_weights is not None and (step >= total or stopped):
+        with torch.no_grad():
+            for n, p in named.items():
+                p.copy_(best_weights[n].to(p.device))
     model.train(False)
     if ddp:
         D.barrier()  # rank 0's last checkpoint is written before any rank moves on
@@ -237,37 +462,20 @@ def train_adapter(
     out = {
         "steps": step,
         "total_steps": total,
+        "epochs_run": math.ceil(step / per_epoch),
         "samples_seen": seen,
         "loss": losses,
+        "valid_auc": val_auc,
+        "best_epoch": best["epoch"],
+        "stopped_early": stopped and step < total,
         "seconds": round(secs, 2),
+        "cache_seconds": round(cache_secs, 2),
         "samples_per_s": round(seen / max(secs, 1e-9), 3),
         "resumed_from": resumed,
     }
     if ddp:
         out["world_size"] = world
     return out
-
-
-def _shard_backward(
-    model: AdapterModel, tokenizer: Any, prompts: Sequence[str], targets: torch.Tensor,
-    answer_ids: tuple[int, int] | None, sig: torch.Tensor | None, idx: np.ndarray, rank: int, world: int, cfg: TrainConfig, device: torch.device,
-) -> float:  # fmt: skip
-    """Backward of this rank's contiguous share of the global batch ``idx``; returns its loss share.
-
-    The loss is the shard's summed cross-entropy over the *global* batch size, so the sum over
-    ranks is the single-process mean loss (and gradient). A rank with an empty share adds nothing.
-    """
-    part = np.array_split(idx, world)[rank]
-    if len(part) == 0:
-        return 0.0
-    enc = encode(tokenizer, [prompts[i] for i in part], cfg.max_length)
-    s = sig[part].to(device) if sig is not None else None
-    with _autocast(device, cfg.bf16):
-        logits = model.answer_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s, answer_ids)
-    ce = torch.nn.functional.cross_entropy(logits, targets[part].to(device), reduction="sum")
-    loss = ce / (len(idx) * cfg.grad_accum)
-    loss.backward()
-    return loss.item()
 
 
 def _all_reduce_grads(params: list[torch.nn.Parameter], loss_share: float) -> float:
@@ -309,11 +517,13 @@ def predict_adapter(
     bf16: bool = True,
     progress: bool = True,
     distributed: bool | None = None,
+    anchors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """p(Yes) per prompt. Prompts are batched by length to waste little on padding.
+    """p(Yes) per prompt [n], float64. Prompts are batched by length to waste little on padding.
 
-    Data-parallel (``distributed`` as in ``train_adapter``): every rank scores every world-th
-    batch and all get all the probabilities, so every rank must call it.
+    ``signals`` [n, signal_dim] (RecLoRA with the CRM gate), ``anchors`` [n] (the CRM logits, for the
+    crm_residual readout). Data-parallel (``distributed`` as in ``train_adapter``): every rank scores
+    every world-th batch and all get all the probabilities, so every rank must call it.
     """
     ddp = _distributed(distributed)
     if ddp:
@@ -322,21 +532,21 @@ def predict_adapter(
         rank, world, main = D.rank(), D.world(), D.is_main()
     else:
         rank, world, main = 0, 1, True
+    if model.uses_anchor and anchors is None:
+        raise ValueError("the crm_residual readout needs the CRM logits (anchors)")
     model.train(False)
     device = next(model.module.parameters()).device
-    yes, no = yes_no_token_ids(tokenizer)
-    order = np.argsort([len(p) for p in prompts], kind="stable")
-    sig = torch.as_tensor(np.asarray(signals, dtype=np.float32)) if signals is not None else None
+    yes_no = yes_no_token_ids(tokenizer)
+    data = PromptSet(tokenizer, prompts, max_length, signals, anchors if model.uses_anchor else None)
+    order = np.argsort(data.lengths, kind="stable")
     out = np.zeros(len(prompts), dtype=np.float64) if ddp else np.empty(len(prompts), dtype=np.float64)
     starts = range(0, len(prompts), batch_size)
     for b, i in enumerate(tqdm(starts, desc=f"predict {model.kind}", disable=not (progress and main), unit="batch")):
         if b % world != rank:
             continue
         idx = order[i : i + batch_size]
-        enc = encode(tokenizer, [prompts[j] for j in idx], max_length)
-        s = sig[idx].to(device) if sig is not None else None
         with _autocast(device, bf16):
-            pair = model.answer_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device), s, (yes, no))
+            pair = _forward(model, data.batch(idx, device), yes_no)
         out[idx] = torch.softmax(pair, -1)[:, 0].cpu().numpy()
     if ddp:
         t = torch.from_numpy(out)
