@@ -139,11 +139,16 @@ def llm_stage(
     gate: str = "crm",
     model_path: str | None = None,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
+    text_path: bool = True,
 ) -> dict[str, Any]:
     """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
 
     The run directory OUT/run keeps resumable checkpoints: a killed run started again with
     the same arguments continues from its last checkpoint. OUT/adapter is written at the end.
+    ``cache_dir``: frozen-layer states shared with other runs on the same prompts and base model
+    (e.g. vanilla LoRA and RecLoRA in one benchmark); see ``PromptSet.cache``. ``text_path=False``
+    (ablation, crm_residual readout only): nothing is trained, s stays 0, so the predictions are the CRM's.
     """
     from reclora.crm import crm_signals, load_crm, signal_width
     from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
@@ -155,21 +160,30 @@ def llm_stage(
     t0 = time.perf_counter()
     tables, _, meta = read_prepared(data_dir)
     s = _read_samples(Path(retrieved_dir))
-    few = s["train"].iloc[sample_few(len(s["train"]), int(tp["sample_size"]), int(tp["seed"]))].reset_index(drop=True)
-    ev = eval_subset(s["test"], int(tp["eval_samples"]), int(tp["seed"]))
+    seed = int(tp["seed"])
+    few = s["train"].iloc[sample_few(len(s["train"]), int(tp["sample_size"]), seed)].reset_index(drop=True)
+    ev = eval_subset(s["test"], int(tp["eval_samples"]), seed)
+    n_val = int(tp.get("valid_samples", 0) or 0)
+    va = eval_subset(s["valid"], n_val, seed) if n_val > 0 and len(s["valid"]) else None
     kw = {"noun": NOUNS.get(meta["dataset"], "item"), "threshold": float(meta["label_threshold"])}
     train_prompts = build_prompts(few, tables.items, tables.users, **kw)
     eval_prompts = build_prompts(ev, tables.items, tables.users, **kw)
 
-    sig_train = sig_eval = None
-    if kind == "reclora":
+    frames = {"train": few, "eval": ev} | ({"valid": va} if va is not None else {})
+    sig: dict[str, np.ndarray | None] = dict.fromkeys(frames)
+    anchor: dict[str, np.ndarray | None] = dict.fromkeys(frames)
+    readout = str(ap.get("readout", "llm"))
+    if kind == "reclora" or readout == "crm_residual":
         if crm_dir is None:
-            raise DataError("RecLoRA needs a trained CRM (crm_dir)")
+            raise DataError(f"{kind} with readout {readout} needs a trained CRM (crm_dir)")
         crm, feat = load_crm(Path(crm_dir) / "model")
-        gi = str(ap.get("gate_input", "hidden"))
-        ap.update(signal_dim=signal_width(crm, gi), gate=gate)
-        if gate == "crm":
-            sig_train, sig_eval = crm_signals(crm, feat, few, gi), crm_signals(crm, feat, ev, gi)
+        if kind == "reclora":
+            gi = str(ap.get("gate_input", "hidden"))
+            ap.update(signal_dim=signal_width(crm, gi), gate=gate)
+            if gate == "crm":
+                sig = {k: crm_signals(crm, feat, df, gi) for k, df in frames.items()}
+        if readout == "crm_residual":
+            anchor = {k: crm_signals(crm, feat, df, "score")[:, 0] for k, df in frames.items()}
 
     import torch
 
@@ -178,29 +192,44 @@ def llm_stage(
     path = resolve_model_path(model_path)
     base, tok = load_causal_lm(path)
     base.to(dist.device())
-    torch.manual_seed(int(tp["seed"]))  # the adapter's initial weights are part of the run's determinism
+    torch.manual_seed(seed)  # the adapter's initial weights are part of the run's determinism
     adapter = build_adapter(kind, base, ap)
     cfg = TrainConfig.from_dict(tp)
     out = Path(out_dir)
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
-    history = train_adapter(adapter, tok, train_prompts, few["label"].to_numpy(), sig_train, cfg, run_dir, progress)
+    valid = None
+    if va is not None:
+        valid = {"prompts": build_prompts(va, tables.items, tables.users, **kw), "labels": va["label"].to_numpy(),
+                 "signals": sig["valid"], "anchors": anchor["valid"]}  # fmt: skip
+    if not text_path and readout != "crm_residual":
+        raise DataError("text_path=False is the crm_residual readout's ablation; set adapter.readout: crm_residual")
+    train_fn = train_adapter if text_path else _no_training
+    history = train_fn(
+        adapter, tok, train_prompts, few["label"].to_numpy(), sig["train"], cfg, run_dir, progress,
+        anchors=anchor["train"], valid=valid, diagnostics=bool(tp.get("diagnostics", False)) and valid is not None,
+        cache_dir=cache_dir,
+    )  # fmt: skip
     t_train = time.perf_counter()
     probs = predict_adapter(
-        adapter, tok, eval_prompts, sig_eval, batch_size=int(tp["predict_batch_size"]),
-        max_length=int(tp["max_length"]), bf16=bool(tp["bf16"]), progress=progress,
+        adapter, tok, eval_prompts, sig["eval"], batch_size=int(tp["predict_batch_size"]),
+        max_length=int(tp["max_length"]), bf16=bool(tp["bf16"]), progress=progress, anchors=anchor["eval"],
+        cache_dir=cache_dir,
     )  # fmt: skip
     t_pred = time.perf_counter()
     from reclora.evaluation import ctr_metrics
 
     metrics = ctr_metrics(ev["label"].to_numpy(), probs)
     summary = {
-        "model": kind if kind == "lora" or gate == "crm" else f"{kind}-{gate}",
+        "model": (kind if kind == "lora" or gate == "crm" else f"{kind}-{gate}") + ("+crm_residual" if readout == "crm_residual" else ""),
         "base_model": path,
         "dataset": meta["dataset"],
         "train_samples": int(len(few)),
         "eval_samples": int(len(ev)),
         "eval": metrics,
-        "train": {k: v for k, v in history.items() if k != "loss"},
+        "train": {k: v for k, v in history.items() if k not in ("loss", "diagnostics")},
+        "diagnostics": history.get("diagnostics"),
+        "readout_scale": float(adapter.readout_scale.detach()) if adapter.readout_scale is not None else None,
+        "valid_samples": int(len(va)) if va is not None else 0,
         "loss_first_last": [history["loss"][0], float(np.mean(history["loss"][-10:]))] if history["loss"] else None,
         "adapter": ap | {"kind": kind},
         "train_config": tp,
@@ -218,6 +247,11 @@ def llm_stage(
         shutil.rmtree(run_dir, ignore_errors=True)
     dist.barrier()
     return summary
+
+
+def _no_training(*_a: Any, **_kw: Any) -> dict[str, Any]:
+    """The training summary of an ablation that trains nothing."""
+    return {"steps": 0, "samples_seen": 0, "loss": [], "valid_auc": [], "seconds": 0.0, "text_path": False}
 
 
 # ------------------------------------------------------------------ evaluate

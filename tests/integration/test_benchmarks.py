@@ -17,8 +17,9 @@ def small_params():
     p["synthetic"].update(n_users=120, n_items=150, mean_interactions=40)
     p["validation"]["min_interactions"] = 100
     p["crm"].update(max_epochs=3, mlp=[64, 32], embed_dim=16)
-    p["train"].update(sample_size=32, eval_samples=48, batch_size=8, checkpoint_every=2)
-    p["adapter"].update(n_experts=4, rank=4)
+    p["train"].update(sample_size=32, eval_samples=48, batch_size=8, checkpoint_every=2, epochs=2, valid_samples=24,
+                      diagnostics=True)  # fmt: skip
+    p["adapter"].update(n_experts=4, rank=4, layers=1)
     return p
 
 
@@ -28,14 +29,29 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
                       model_path=str(tiny_llama_dir), progress=False)  # fmt: skip
     saved = json.loads(out.read_text())
     assert saved["models"] == r["models"]
-    names = {"CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA (uniform gate)", "RecLoRA (recent-K)"}
+    names = {"CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA + CRM residual", "RecLoRA (uniform gate)",
+             "RecLoRA (recent-K)", "RecLoRA + CRM residual (no text path)"}  # fmt: skip
     assert set(saved["models"]) == names
+    # the anchored readout without its text path is the CRM, exactly
+    no_text = saved["models"]["RecLoRA + CRM residual (no text path)"]
+    assert no_text["auc"] == saved["models"]["CRM"]["auc"]
+    assert no_text["logloss"] == pytest.approx(saved["models"]["CRM"]["logloss"], abs=1e-6)
+    # a paired bootstrap interval for every RecLoRA row against the CRM
+    assert set(saved["auc_diff_vs_crm"]) == {n for n in names if n.startswith("RecLoRA")}
+    for n, ci in saved["auc_diff_vs_crm"].items():
+        assert ci["lo"] <= ci["diff"] <= ci["hi"] and ci["n"] == 48, n
+        assert ci["diff"] == pytest.approx(saved["models"][n]["auc"] - saved["models"]["CRM"]["auc"], abs=1e-5)
+    # early stopping on the validation subset, and the text-path diagnostics
+    tr = saved["llm_train"]["RecLoRA"]
+    assert 1 <= len(tr["valid_auc"]) <= 2 and tr["best_epoch"] in (1, 2)
+    d = saved["diagnostics"]["Vanilla LoRA"]
+    assert 0.0 < d["yes_no_mass_base"]["mean"] <= 1.0 and 0.0 <= d["linear_probe"]["auc"] <= 1.0
     for m in saved["models"].values():
         assert 0.0 <= m["auc"] <= 1.0 and m["logloss"] > 0 and m["n"] == 48
     # the CRM learns the synthetic taste x genre signal
     assert saved["crm_full_test"]["auc"] > 0.6
     assert saved["samples"]["few2many_train"] == 32 and saved["samples"]["evaluated"] == 48
-    assert {"prepare", "validate", "retrieve", "crm", "vanilla_lora", "reclora", "evaluate"} <= set(saved["seconds"])
+    assert {"prepare", "validate", "retrieve", "crm", "lora", "reclora", "reclora-residual", "evaluate"} <= set(saved["seconds"])
     report = tmp_path / "work" / "report"
     assert (report / "report.html").is_file() and (report / "roc.png").is_file()
     # adapters are saved as safetensors + JSON, checkpoints are cleaned up after success
@@ -45,7 +61,14 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
 
 def test_speed_benchmark_writes_ratios(tmp_path, tiny_llama_dir):
     p = copy.deepcopy(load_params())
+    p["adapter"]["layers"] = 1
+    p["bench"]["speed"].update(few2many_samples=16, few2many_epochs=2)
     r = bench_speed(tmp_path / "speed.json", p, str(tiny_llama_dir), batch_size=2, seq_len=16, steps=1, warmup=0)
+    few = saved_few = json.loads((tmp_path / "speed.json").read_text())["few2many"]
+    assert set(few["samples_per_s"]) == {"reference", "default"}
+    assert few["speedup"] == pytest.approx(few["samples_per_s"]["default"] / few["samples_per_s"]["reference"], rel=1e-2)
+    assert saved_few["runs"]["reference"]["layers"] == "all" and not saved_few["runs"]["reference"]["cache_lower"]
+    assert saved_few["runs"]["default"]["first_adapted_layer"] == 1 and saved_few["runs"]["default"]["samples_seen"] == 32
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert set(saved["runs"]) == {"lora_fp32", "reclora_fp32", "lora_bf16", "reclora_bf16"}
     for prec in ("fp32", "bf16"):

@@ -32,6 +32,21 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def auc_diff_intervals(runs: Mapping[str, Path], reference: str, names: list[str], n_boot: int = 1000) -> dict[str, Any]:
+    """Paired bootstrap 95% interval of AUC(name) - AUC(reference) on the samples both scored."""
+    import pandas as pd
+
+    from reclora.evaluation import paired_bootstrap_auc_diff
+    from reclora.stages import KEY, PREDICTIONS
+
+    ref = pd.read_parquet(Path(runs[reference]) / PREDICTIONS).drop_duplicates(KEY)
+    out = {}
+    for n in names:
+        m = ref.merge(pd.read_parquet(Path(runs[n]) / PREDICTIONS).drop_duplicates(KEY), on=KEY, suffixes=("_ref", ""))
+        out[n] = paired_bootstrap_auc_diff(m["label"], m["p"], m["p_ref"], n_boot=n_boot)
+    return out
+
+
 def bench_quality(
     dataset: str,
     path: str | Path | None,
@@ -77,32 +92,34 @@ def bench_quality(
     crm = timed("crm", crm_stage, work / "prepared", work / "retrieved", work / "crm", p, progress=progress)
     runs = {"CRM": work / "crm"}
     llm: dict[str, dict] = {}
-    common = {"params": p, "model_path": model_path, "progress": progress}
-    llm["Vanilla LoRA"] = timed(
-        "vanilla_lora", llm_stage, "lora", work / "prepared", work / "retrieved", None, work / "lora", **common
-    )
-    runs["Vanilla LoRA"] = work / "lora"
-    llm["RecLoRA"] = timed(
-        "reclora", llm_stage, "reclora", work / "prepared", work / "retrieved", work / "crm", work / "reclora", **common
-    )
-    runs["RecLoRA"] = work / "reclora"
+    cache = work / "layer-cache"  # frozen-layer states shared by every LLM run on the same prompts
+    common = {"params": p, "model_path": model_path, "progress": progress, "cache_dir": cache}
+    residual = copy.deepcopy(p)
+    residual["adapter"]["readout"] = "crm_residual"
+
+    def llm_run(name: str, key: str, kind: str, retrieved: str, crm_dir: str | None, **kw: Any) -> None:
+        llm[name] = timed(key, llm_stage, kind, work / "prepared", work / retrieved, crm_dir and work / crm_dir,
+                          work / key, **(common | kw))  # fmt: skip
+        runs[name] = work / key
+
+    llm_run("Vanilla LoRA", "lora", "lora", "retrieved", None)
+    llm_run("RecLoRA", "reclora", "reclora", "retrieved", "crm")
+    llm_run("RecLoRA + CRM residual", "reclora-residual", "reclora", "retrieved", "crm", params=residual)
     if ablations:
-        llm["RecLoRA (uniform gate)"] = timed(
-            "reclora_uniform", llm_stage, "reclora", work / "prepared", work / "retrieved", work / "crm",
-            work / "reclora-uniform", gate="uniform", **common,
-        )  # fmt: skip
-        runs["RecLoRA (uniform gate)"] = work / "reclora-uniform"
+        llm_run("RecLoRA (uniform gate)", "reclora-uniform", "reclora", "retrieved", "crm", gate="uniform")
+        llm_run("RecLoRA + CRM residual (no text path)", "reclora-residual-no-text", "reclora", "retrieved", "crm",
+                params=residual, text_path=False)  # fmt: skip
         timed("retrieve_recent", retrieve_stage, work / "prepared", work / "retrieved-recent", p, mode="recent")
         timed("crm_recent", crm_stage, work / "prepared", work / "retrieved-recent", work / "crm-recent", p, progress=progress)
-        llm["RecLoRA (recent-K)"] = timed(
-            "reclora_recent", llm_stage, "reclora", work / "prepared", work / "retrieved-recent", work / "crm-recent",
-            work / "reclora-recent", **common,
-        )  # fmt: skip
-        runs["RecLoRA (recent-K)"] = work / "reclora-recent"
+        llm_run("RecLoRA (recent-K)", "reclora-recent", "reclora", "retrieved-recent", "crm-recent")
     report = timed(
         "evaluate", evaluate_stage, runs, work / "report",
         {"dataset": dataset, "source": str(path) if path else None, "data": data},
     )  # fmt: skip
+    intervals = auc_diff_intervals(runs, "CRM", [n for n in runs if n.startswith("RecLoRA")])
+    for n, ci in intervals.items():
+        print(f"[bench quality] AUC({n}) - AUC(CRM) = {ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}] (95%, paired bootstrap)",
+              flush=True)  # fmt: skip
     models = report["models"]
     result = {
         "benchmark": "quality",
@@ -115,7 +132,10 @@ def bench_quality(
             "splits": data["samples"], "few2many_train": int(p["train"]["sample_size"]),
             "evaluated": report.get("context", {}).get("evaluated_samples"),
         },  # fmt: skip
+        "auc_diff_vs_crm": intervals,
         "llm_train": {n: r["train"] for n, r in llm.items()},
+        "diagnostics": {n: r.get("diagnostics") for n, r in llm.items() if r.get("diagnostics")},
+        "readout_scale": {n: r["readout_scale"] for n, r in llm.items() if r.get("readout_scale") is not None},
         "config": {k: p[k] for k in ("retrieval", "crm", "adapter", "train")},
         "seconds": secs,
         "wall_seconds": round(time.perf_counter() - t_all, 1),

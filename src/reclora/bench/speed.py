@@ -85,6 +85,78 @@ def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: 
     }
 
 
+def speed_prompts(dataset: str, path: str | Path | None, n: int, params: Mapping[str, Any], seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """``n`` real CTR prompts (profile, recent-K history with stars, target) and labels from ``dataset``
+    (ML-100K with its path, or the synthetic generator), a seeded sample of the training split."""
+    import tempfile
+
+    from reclora.data import prepare, read_prepared
+    from reclora.few2many import sample_few
+    from reclora.prompts import NOUNS, build_prompts
+    from reclora.retrieval import retrieve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare(dataset, path, Path(tmp) / "prepared", dict(params))
+        tables, samples, meta = read_prepared(Path(tmp) / "prepared")
+    train = samples["train"]
+    few = train.iloc[sample_few(len(train), n, seed)].reset_index(drop=True)
+    rp = params["retrieval"]
+    r = retrieve(few, int(rp["k_long"]), int(rp["k_short"]), "recent", None, None)
+    prompts = build_prompts(r, tables.items, tables.users, noun=NOUNS.get(meta["dataset"], "item"),
+                            threshold=float(meta["label_threshold"]))  # fmt: skip
+    return prompts, r["label"].to_numpy()
+
+
+def few2many_throughput(model_path: str, adapter_cfg: dict, train_cfg: dict, prompts: list[str], labels: np.ndarray,
+                        seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Few2Many training samples/s of vanilla LoRA for one configuration: every epoch's samples over the
+    wall time of ``train_adapter`` (caching of the frozen layers included)."""
+    from reclora.few2many import TrainConfig, build_adapter, train_adapter
+    from reclora.llm import load_causal_lm
+
+    torch.manual_seed(seed)
+    base, tok = load_causal_lm(model_path)
+    adapter = build_adapter("lora", base, adapter_cfg)
+    cfg = TrainConfig.from_dict(train_cfg | {"checkpoint_every": 0, "seed": seed})
+    t0 = time.perf_counter()
+    h = train_adapter(adapter, tok, prompts, labels, None, cfg, progress=False)
+    secs = time.perf_counter() - t0
+    return {
+        "samples_per_s": round(h["samples_seen"] / secs, 3),
+        "seconds": round(secs, 2),
+        "cache_seconds": h["cache_seconds"],
+        "samples_seen": h["samples_seen"],
+        "layers": adapter_cfg.get("layers", "all"),
+        "first_adapted_layer": adapter.first_layer,
+        "cache_lower": cfg.cache_lower,
+        "bucket": cfg.bucket,
+        "epochs": cfg.epochs,
+    }
+
+
+REFERENCE = {"adapter": {"layers": "all"}, "train": {"cache_lower": False, "bucket": False}}
+
+
+def bench_few2many_speed(model_path: str, p: Mapping[str, Any], dataset: str, path: str | Path | None,
+                         n: int, epochs: int) -> dict[str, Any]:  # fmt: skip
+    """Few2Many training samples/s on real prompts: the reference configuration (all layers, no cache, no
+    length buckets) against params.yaml's, same prompts, same epochs; and their ratio."""
+    prompts, labels = speed_prompts(dataset, path, n, p)
+    tp = dict(p["train"]) | {"epochs": epochs, "patience": 0}
+    out: dict[str, Any] = {"dataset": dataset, "samples": n, "epochs": epochs,
+                           "mean_prompt_chars": round(float(np.mean([len(x) for x in prompts])), 1)}  # fmt: skip
+    runs = {}
+    for name, over in (("reference", REFERENCE), ("default", {"adapter": {}, "train": {}})):
+        runs[name] = few2many_throughput(model_path, dict(p["adapter"]) | over["adapter"], tp | over["train"], prompts, labels)
+        print(f"[bench speed] few2many {name}: {runs[name]['samples_per_s']:.2f} samples/s "
+              f"(layers {runs[name]['layers']}, cache {runs[name]['cache_lower']}, buckets {runs[name]['bucket']})", flush=True)  # fmt: skip
+    out["runs"] = runs
+    out["samples_per_s"] = {k: r["samples_per_s"] for k, r in runs.items()}
+    out["speedup"] = round(runs["default"]["samples_per_s"] / runs["reference"]["samples_per_s"], 3)
+    print(f"[bench speed] few2many speedup: {out['speedup']:.2f}x", flush=True)
+    return out
+
+
 def bench_speed(
     out: str | Path,
     params: Mapping[str, Any] | None = None,
@@ -93,7 +165,12 @@ def bench_speed(
     seq_len: int | None = None,
     steps: int | None = None,
     warmup: int | None = None,
+    dataset: str = "synthetic",
+    path: str | Path | None = None,
+    few2many_samples: int | None = None,
 ) -> dict[str, Any]:
+    """Step times (random tokens, fixed shape) of vanilla LoRA and RecLoRA, and Few2Many training
+    samples/s on real prompts (reference vs default configuration); one JSON, one process."""
     from reclora.bench.quality import machine_info
     from reclora.llm import resolve_model_path
     from reclora.lora.config import gate_signal_width
@@ -102,7 +179,7 @@ def bench_speed(
     sp = p["bench"]["speed"]
     b, s = batch_size or sp["batch_size"], seq_len or sp["seq_len"]
     n, w = steps or sp["steps"], warmup if warmup is not None else sp["warmup"]
-    path = resolve_model_path(model_path)
+    model_dir = resolve_model_path(model_path)
     width = gate_signal_width(int(p["crm"]["mlp"][-1]), p["adapter"].get("gate_input", "hidden"))
     ap = dict(p["adapter"]) | {"signal_dim": width}
     t_all = time.perf_counter()
@@ -111,7 +188,7 @@ def bench_speed(
     runs: dict[str, dict[str, Any]] = {}
     for precision in ("fp32", "bf16"):
         for kind in ("lora", "reclora"):
-            r = _time_steps(kind, path, ap, b, s, precision == "bf16", n, w)
+            r = _time_steps(kind, model_dir, ap, b, s, precision == "bf16", n, w)
             r["tokens_per_s"] = b * s / r["step_seconds"]
             r["achieved_gflops"] = r["flops_per_step"] / r["step_seconds"] / 1e9
             r["mfu_vs_measured_peak"] = r["achieved_gflops"] / peak[precision]
@@ -121,10 +198,12 @@ def bench_speed(
                 f"{r['achieved_gflops']:.0f} GFLOP/s = {100 * r['mfu_vs_measured_peak']:.0f}% of the measured peak",
                 flush=True,
             )
+    few = bench_few2many_speed(model_dir, p, dataset, path, int(few2many_samples or sp.get("few2many_samples", 64)),
+                               int(sp.get("few2many_epochs", 2)))  # fmt: skip
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     result = {
         "benchmark": "speed",
-        "model": path,
+        "model": model_dir,
         "batch_size": b,
         "seq_len": s,
         "steps": n,
@@ -136,6 +215,7 @@ def bench_speed(
             prec: runs[f"reclora_{prec}"]["step_seconds"] / runs[f"lora_{prec}"]["step_seconds"] for prec in ("fp32", "bf16")
         },
         "bf16_speedup": {k: runs[f"{k}_fp32"]["step_seconds"] / runs[f"{k}_bf16"]["step_seconds"] for k in ("lora", "reclora")},
+        "few2many": few,
         "peak_rss_gb": round(rss_gb, 3),
         "wall_seconds": round(time.perf_counter() - t_all, 1),
         "machine": machine_info(),

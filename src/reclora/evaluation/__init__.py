@@ -8,7 +8,11 @@
 Bad input raises :class:`EvaluationInputError` (a ``ValueError`` and a ``DataError``).
 """
 
-from reclora.evaluation.metrics import EvaluationInputError, calibration_bins, ctr_metrics, roc_points
+from reclora.evaluation.metrics import (
+    EvaluationInputError, calibration_bins, ctr_metrics, paired_bootstrap_auc_diff, roc_points,
+)
 from reclora.evaluation.report import write_report
 
-__all__ = ["EvaluationInputError", "calibration_bins", "ctr_metrics", "roc_points", "write_report"]
+__all__ = [
+    "EvaluationInputError", "calibration_bins", "ctr_metrics", "paired_bootstrap_auc_diff", "roc_points", "write_report",
+]

@@ -185,3 +185,43 @@ def roc_points(labels: Any, probs: Any, max_points: int = MAX_ROC_POINTS) -> tup
         fpr, tpr = fpr[sel], tpr[sel]
     return fpr, tpr
 
+
+
+def paired_bootstrap_auc_diff(
+    labels: Any, probs_a: Any, probs_b: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """AUC(a) - AUC(b) on the same samples, with a paired bootstrap interval.
+
+    Both models are scored on each of ``n_boot`` resamples (with replacement) of the same rows, so
+    the interval reflects the difference, not each AUC's own noise. Returns {"diff", "lo", "hi",
+    "p_b_better_or_equal" (share of resamples with diff <= 0), "n", "n_boot"}. Raises
+    EvaluationInputError for mismatched or single-class input.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y, pa = validate(labels, probs_a)
+    _, pb = validate(labels, probs_b)
+    if len(pa) != len(pb):
+        raise EvaluationInputError(f"paired bootstrap: {len(pa)} and {len(pb)} predictions for the same samples")
+    reason = _single_class_reason(y)
+    if reason:
+        raise EvaluationInputError(f"paired bootstrap: {reason}")
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs = []
+    while len(diffs) < n_boot:
+        idx = rng.integers(0, n, size=n)
+        yy = y[idx]
+        if yy.min() == yy.max():
+            continue
+        diffs.append(roc_auc_score(yy, pa[idx]) - roc_auc_score(yy, pb[idx]))
+    d = np.asarray(diffs)
+    alpha = (1 - level) / 2
+    return {
+        "diff": round(float(roc_auc_score(y, pa) - roc_auc_score(y, pb)), 6),
+        "lo": round(float(np.quantile(d, alpha)), 6),
+        "hi": round(float(np.quantile(d, 1 - alpha)), 6),
+        "p_b_better_or_equal": round(float(np.mean(d <= 0)), 4),
+        "n": int(n),
+        "n_boot": int(n_boot),
+    }

@@ -190,9 +190,27 @@ class PromptSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def cache(self, model: AdapterModel, batch_size: int, bf16: bool, progress: bool = False, desc: str = "cache") -> None:
+    def cache(
+        self, model: AdapterModel, batch_size: int, bf16: bool, progress: bool = False, desc: str = "cache",
+        store: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        """Compute (or, with ``store``, load if present) every prompt's frozen-layer state.
+
+        ``store``: a directory shared by runs on the same prompts (vanilla LoRA and RecLoRA of one
+        benchmark, say): the states are saved there as safetensors under a key of the base model,
+        the first adapted layer, bf16 and the token ids, and loaded by any later run with that key.
+        """
         if model.first_layer == 0:
             return
+        f = None
+        if store is not None:
+            f = Path(store) / f"lower-{self._key(model, bf16)}.safetensors"
+            if f.is_file():
+                from safetensors.torch import load_file
+
+                t = load_file(str(f))
+                self.lower = [t[str(i)] for i in range(len(self))]
+                return
         device = next(model.module.parameters()).device
         order = np.argsort(self.lengths, kind="stable")
         lower: list[torch.Tensor | None] = [None] * len(self)
@@ -209,6 +227,24 @@ class PromptSet:
         finally:
             model.train(was)
         self.lower = lower  # type: ignore[assignment]
+        if f is not None:
+            from safetensors.torch import save_file
+
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f".{f.name}.tmp")
+            save_file({str(i): t.contiguous() for i, t in enumerate(self.lower)}, str(tmp))
+            tmp.replace(f)
+
+    def _key(self, model: AdapterModel, bf16: bool) -> str:
+        import hashlib
+
+        from reclora.llm.layers import unwrap
+
+        cfg = getattr(unwrap(model.module), "config", None)
+        h = hashlib.sha256(f"{getattr(cfg, '_name_or_path', '')}|{cfg}|{model.first_layer}|{bf16}".encode())
+        for x in self.ids:
+            h.update(np.asarray(x, dtype=np.int64).tobytes() + b"|")
+        return h.hexdigest()[:24]
 
     def batch(self, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor | None]:
         enc = pad_left([self.ids[j] for j in idx], self.pad_id)
@@ -292,6 +328,8 @@ def train_adapter(
     distributed: bool | None = None,
     anchors: np.ndarray | None = None,
     valid: dict[str, Any] | None = None,
+    diagnostics: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train; with ``out_dir`` it checkpoints every ``cfg.checkpoint_every`` steps and resumes from there.
 
@@ -301,7 +339,10 @@ def train_adapter(
     without a gain. Returns {"steps", "samples_seen", "loss" (per step), "valid_auc" (per epoch),
     "best_epoch", "stopped_early", "seconds", "samples_per_s", "resumed_from", "cache_seconds"}
     (+ "world_size" when data-parallel). ``stop_after`` ends the run after that many optimizer steps
-    (for tests of resumption). ``distributed``: None = data-parallel when a process group of more than
+    (for tests of resumption). ``diagnostics`` (needs ``valid``): before training, a linear probe of the
+    frozen features and the base model's Yes+No mass; after it, the trained model's Yes+No mass
+    (see ``reclora.few2many.diagnostics``), under "diagnostics". ``cache_dir``: where cached frozen-layer
+    states are shared between runs (see ``PromptSet.cache``). ``distributed``: None = data-parallel when a process group of more than
     one rank exists or torchrun's environment describes one; False = train alone regardless.
     Data-parallel, every rank must call this with the same arguments; ``out_dir`` must be shared
     (rank 0 writes the checkpoints, all ranks resume from them). ``samples_seen`` and the losses
@@ -333,10 +374,15 @@ def train_adapter(
         val = PromptSet(tokenizer, valid["prompts"], cfg.max_length, valid.get("signals"), valid.get("anchors"))
         val_labels = np.asarray(valid["labels"]).astype(np.int64)
     if cfg.cache_lower:
-        data.cache(model, cfg.batch_size * 2, cfg.bf16, progress and main, "cache frozen layers")
+        data.cache(model, cfg.batch_size * 2, cfg.bf16, progress and main, "cache frozen layers", cache_dir)
         if val is not None:
-            val.cache(model, cfg.batch_size * 2, cfg.bf16, False)
+            val.cache(model, cfg.batch_size * 2, cfg.bf16, False, store=cache_dir)
     cache_secs = time.perf_counter() - t_cache
+    diag: dict[str, Any] = {}
+    if diagnostics and val is not None:
+        from reclora.few2many.diagnostics import diagnose
+
+        diag = diagnose(model, tokenizer, data, labels, val, val_labels, cfg.batch_size * 2, cfg.bf16)
 
     torch.manual_seed(cfg.seed)
     named = dict(model.named_trainable_parameters())
@@ -459,6 +505,10 @@ def train_adapter(
     if ddp:
         D.barrier()  # rank 0's last checkpoint is written before any rank moves on
     secs = time.perf_counter() - t0
+    if diag:
+        from reclora.few2many.diagnostics import yes_no_mass
+
+        diag["yes_no_mass_trained"] = yes_no_mass(model, tokenizer, val, cfg.batch_size * 2, cfg.bf16)
     out = {
         "steps": step,
         "total_steps": total,
@@ -473,6 +523,8 @@ def train_adapter(
         "samples_per_s": round(seen / max(secs, 1e-9), 3),
         "resumed_from": resumed,
     }
+    if diag:
+        out["diagnostics"] = diag
     if ddp:
         out["world_size"] = world
     return out
@@ -518,12 +570,15 @@ def predict_adapter(
     progress: bool = True,
     distributed: bool | None = None,
     anchors: np.ndarray | None = None,
+    cache_dir: str | Path | None = None,
 ) -> np.ndarray:
     """p(Yes) per prompt [n], float64. Prompts are batched by length to waste little on padding.
 
     ``signals`` [n, signal_dim] (RecLoRA with the CRM gate), ``anchors`` [n] (the CRM logits, for the
     crm_residual readout). Data-parallel (``distributed`` as in ``train_adapter``): every rank scores
     every world-th batch and all get all the probabilities, so every rank must call it.
+    ``cache_dir``: load (or compute and keep) the prompts' frozen-layer states there, so that several
+    models on one base score the same prompts running only their adapted layers.
     """
     ddp = _distributed(distributed)
     if ddp:
@@ -538,6 +593,8 @@ def predict_adapter(
     device = next(model.module.parameters()).device
     yes_no = yes_no_token_ids(tokenizer)
     data = PromptSet(tokenizer, prompts, max_length, signals, anchors if model.uses_anchor else None)
+    if cache_dir is not None:
+        data.cache(model, batch_size, bf16, progress and main, "cache frozen layers", cache_dir)
     order = np.argsort(data.lengths, kind="stable")
     out = np.zeros(len(prompts), dtype=np.float64) if ddp else np.empty(len(prompts), dtype=np.float64)
     starts = range(0, len(prompts), batch_size)

@@ -56,17 +56,16 @@ def num_layers(module: nn.Module) -> int:
 
 
 def first_adapted_layer(n_layers: int, layers: Any) -> int:
-    """Index of the lowest adapted layer for ``adapter.layers``: "all" (or 0) -> 0, an int L -> n - L.
+    """Index of the lowest adapted layer for ``adapter.layers``: "all" (or 0) -> 0, an int L -> n - L
+    (0 when L >= n: the top L layers of a smaller model are all of them).
 
-    Raises ConfigError for anything else or L > n.
+    Raises ConfigError for anything else.
     """
     if layers in (None, "all", 0):
         return 0
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
         raise ConfigError(f"adapter.layers must be 'all' or a positive number of top layers, got {layers!r}")
-    if layers > n_layers:
-        raise ConfigError(f"adapter.layers={layers} but the model has only {n_layers} decoder layers")
-    return n_layers - layers
+    return max(0, n_layers - layers)
 
 
 def layer_index(module_name: str) -> int | None:
