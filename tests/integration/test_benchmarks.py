@@ -87,3 +87,22 @@ def test_step_flops_counts_the_smollm2_shape():
     per_token_linear = 4 * 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
     f = step_flops(cfg, batch=1, seq=1)
     assert f == pytest.approx(per_token_linear + 8 * 576 * 30 + 4 * 576 * 49152)
+
+
+def test_curve_benchmark_writes_points_and_a_plot(tmp_path, tiny_llama_dir, small_params):
+    from reclora.bench.curve import bench_curve
+
+    small_params["train"].update(epochs=1, valid_samples=0, diagnostics=False)
+    out = tmp_path / "curve.json"
+    r = bench_curve("synthetic", None, out, [32, 16], tmp_path / "work", small_params, model_path=str(tiny_llama_dir),
+                    progress=False)  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert list(saved["sizes"]) == ["16", "32"] and saved["evaluated"] == 48
+    for n, point in saved["sizes"].items():
+        assert set(point) == {"Vanilla LoRA", "RecLoRA"}
+        for m in point.values():
+            assert m["train_samples"] == int(n) and m["n"] == 48 and 0 <= m["auc"] <= 1
+    assert 0.5 < saved["crm"]["auc"] <= 1 and (tmp_path / "curve.png").stat().st_size > 10_000
+    assert r["plot"] == str(tmp_path / "curve.png")
+    with pytest.raises(ValueError, match="positive"):
+        bench_curve("synthetic", None, out, [], tmp_path / "w2", small_params, model_path=str(tiny_llama_dir))

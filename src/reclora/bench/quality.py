@@ -32,6 +32,37 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+class Timer:
+    """``timed(name, fn, *a, **kw)``: call fn, record its wall seconds under name, print one line."""
+
+    def __init__(self, secs: dict[str, float], label: str) -> None:
+        self.secs, self.label = secs, label
+
+    def __call__(self, name: str, fn: Any, *a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        r = fn(*a, **kw)
+        self.secs[name] = round(time.perf_counter() - t, 1)
+        print(f"[{self.label}] {name}: {self.secs[name]} s", flush=True)
+        return r
+
+
+def prepare_and_train_crm(dataset: str, path: str | Path | None, work: Path, p: Mapping[str, Any], timed: Timer,
+                          max_users: int, model_path: str | None, progress: bool) -> tuple[dict, dict]:  # fmt: skip
+    """The shared first half of the quality and curve benchmarks: prepare -> validate (a failure
+    raises ValidationFailed) -> retrieve -> CRM, into ``work``. Returns (prepare summary, CRM summary)."""
+    from reclora.data import prepare
+    from reclora.stages import crm_stage, retrieve_stage
+    from reclora.validation import validate_prepared
+
+    data = timed("prepare", prepare, dataset, path, work / "prepared", dict(p), max_users=max_users)
+    v = timed("validate", validate_prepared, work / "prepared", work / "validation", params=p["validation"])
+    if not v.success:
+        raise ValidationFailed(v.describe())
+    timed("retrieve", retrieve_stage, work / "prepared", work / "retrieved", p, model_path=model_path, progress=progress)
+    crm = timed("crm", crm_stage, work / "prepared", work / "retrieved", work / "crm", p, progress=progress)
+    return data, crm
+
+
 def auc_diff_intervals(runs: Mapping[str, Path], reference: str, names: list[str], n_boot: int = 1000) -> dict[str, Any]:
     """Paired bootstrap 95% interval of AUC(name) - AUC(reference) on the samples both scored."""
     import pandas as pd
@@ -60,9 +91,7 @@ def bench_quality(
     model_path: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    from reclora.data import prepare
     from reclora.stages import crm_stage, evaluate_stage, llm_stage, retrieve_stage
-    from reclora.validation import validate_prepared
 
     p = copy.deepcopy(dict(params) if params is not None else load_params())
     if sample_size is not None:
@@ -75,21 +104,9 @@ def bench_quality(
     work = Path(work) if work else out.parent / f"{out.stem}-work"
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
-
-    def timed(name: str, fn, *a, **kw):
-        t = time.perf_counter()
-        r = fn(*a, **kw)
-        secs[name] = round(time.perf_counter() - t, 1)
-        print(f"[bench quality] {name}: {secs[name]} s", flush=True)
-        return r
-
+    timed = Timer(secs, "bench quality")
     mu = qp["max_users"] if max_users is None else max_users
-    data = timed("prepare", prepare, dataset, path, work / "prepared", p, max_users=mu)
-    v = timed("validate", validate_prepared, work / "prepared", work / "validation", params=p["validation"])
-    if not v.success:
-        raise ValidationFailed(v.describe())
-    timed("retrieve", retrieve_stage, work / "prepared", work / "retrieved", p, model_path=model_path, progress=progress)
-    crm = timed("crm", crm_stage, work / "prepared", work / "retrieved", work / "crm", p, progress=progress)
+    data, crm = prepare_and_train_crm(dataset, path, work, p, timed, mu, model_path, progress)
     runs = {"CRM": work / "crm"}
     llm: dict[str, dict] = {}
     cache = work / "layer-cache"  # frozen-layer states shared by every LLM run on the same prompts

@@ -35,6 +35,33 @@ def quality_cmd(
     raise typer.Exit(run_guarded(_run))
 
 
+@app.command("curve")
+def curve_cmd(
+    dataset: str = typer.Option(..., help="ml-100k, ml-1m, ml-25m, goodbooks-10k, synthetic, table."),
+    path: Optional[str] = typer.Option(None, help="Raw data directory."),
+    out: str = typer.Option(..., help="JSON file with every point; the plot goes beside it as a PNG."),
+    sizes: str = typer.Option("256,1024,4096,8192", help="Few2Many sample sizes, comma-separated."),
+    work: Optional[str] = typer.Option(None, help="Working directory (default: OUT's stem + '-work')."),
+    eval_samples: Optional[int] = typer.Option(None, help="Test samples every model is scored on (params train.eval_samples)."),
+    max_users: Optional[int] = typer.Option(None, help="Seeded user sample for large data (params bench.quality.max_users)."),
+    model: Optional[str] = typer.Option(None, help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+) -> None:
+    """Learning curve: vanilla LoRA and RecLoRA test AUC/LogLoss against the Few2Many sample size, CRM as a line."""
+    from reclora.bench.curve import bench_curve
+    from reclora.errors import ConfigError
+
+    def _run() -> int:
+        try:
+            ns = [int(x) for x in sizes.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+        r = bench_curve(dataset, path, out, ns, work, None, eval_samples, max_users, model)
+        typer.echo(json.dumps({"sizes": r["sizes"], "crm": r["crm"], "plot": r["plot"]}, indent=2))
+        return 0
+
+    raise typer.Exit(run_guarded(_run))
+
+
 @app.command("speed")
 def speed_cmd(
     out: str = typer.Option(..., help="JSON file with every figure."),
@@ -42,11 +69,17 @@ def speed_cmd(
     seq_len: Optional[int] = typer.Option(None, help="Tokens per sample (params bench.speed.seq_len)."),
     steps: Optional[int] = typer.Option(None, help="Timed steps (after warm-up)."),
     model: Optional[str] = typer.Option(None, help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+    dataset: str = typer.Option("synthetic", help="Data set of the real prompts for the Few2Many samples/s figure."),
+    path: Optional[str] = typer.Option(None, help="Its raw data directory (e.g. ../shared/data/ml-100k with --dataset ml-100k)."),
+    few2many_samples: Optional[int] = typer.Option(None, help="Prompts in that comparison (params bench.speed.few2many_samples)."),
 ) -> None:
-    """Train-step time of vanilla LoRA and RecLoRA (fp32, bf16), their ratio, tokens/s, MFU, peak RSS."""
+    """Train-step time of vanilla LoRA and RecLoRA (fp32, bf16), their ratio, tokens/s, MFU, peak RSS; Few2Many
+    training samples/s on real prompts for the reference configuration and the default, and the speedup."""
     from reclora.bench.speed import bench_speed
 
-    raise typer.Exit(run_guarded(lambda: bench_speed(out, None, model, batch_size, seq_len, steps) and 0))
+    raise typer.Exit(run_guarded(
+        lambda: bench_speed(out, None, model, batch_size, seq_len, steps, None, dataset, path, few2many_samples) and 0
+    ))  # fmt: skip
 
 
 @app.command("serve")

@@ -41,20 +41,32 @@ def _model_identity(model_path: str) -> str:
 
 @torch.no_grad()
 def embed_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Mean-pooled last hidden state for each text, L2-normalised, float32 [n, d]."""
+    """Mean-pooled last hidden state for each text, L2-normalised, float32 [n, d].
+
+    Runs the decoder stack only (no LM head: no vocabulary projection is computed), on batches of
+    texts of about one length (little padding); the result is in the order of ``texts``.
+    """
+    from reclora.llm.layers import decoder_stack
+
+    decoder = decoder_stack(model)
     tokenizer.padding_side = "right"
-    out = []
     device = next(model.parameters()).device
-    for i in tqdm(range(0, len(texts), batch_size), desc="embed items", disable=not progress, unit="batch"):
-        enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=64)
-        enc = {k: v.to(device) for k, v in enc.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            hs = model(**enc, output_hidden_states=True).hidden_states[-1].float()
-        m = enc["attention_mask"].unsqueeze(-1).float()
-        v = (hs * m).sum(1) / m.sum(1).clamp(min=1)
-        out.append(torch.nn.functional.normalize(v, dim=-1).cpu().numpy())
-    tokenizer.padding_side = "left"
-    return np.concatenate(out).astype(np.float32)
+    ids = tokenizer(texts, truncation=True, max_length=64)["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.empty((len(texts), decoder.config.hidden_size if hasattr(decoder, "config") else 0), dtype=np.float32)
+    try:
+        for i in tqdm(range(0, len(texts), batch_size), desc="embed items", disable=not progress, unit="batch"):
+            idx = order[i : i + batch_size]
+            enc = tokenizer.pad({"input_ids": [ids[j] for j in idx]}, return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                hs = decoder(**enc).last_hidden_state.float()
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            v = (hs * m).sum(1) / m.sum(1).clamp(min=1)
+            out[idx] = torch.nn.functional.normalize(v, dim=-1).cpu().numpy()
+    finally:
+        tokenizer.padding_side = "left"
+    return out
 
 
 def load_or_embed_items(

@@ -276,7 +276,8 @@ class RecLoRAPredictor(Model):
         return pd.DataFrame(rows), cold, source, profiles
 
     def score_samples(self, df: pd.DataFrame, users: pd.DataFrame | None = None) -> np.ndarray:
-        """p(click) per sample row: retrieval -> CRM hidden vectors -> prompts -> personalized LoRA."""
+        """p(click) per sample row: retrieval -> CRM hidden vectors -> prompts -> personalized LoRA
+        (-> the CRM logit as the anchor when the adapter's readout is crm_residual)."""
         from reclora.crm import crm_signals
         from reclora.few2many import predict_adapter
         from reclora.prompts import build_prompts
@@ -287,9 +288,10 @@ class RecLoRAPredictor(Model):
         with self._lock:
             gi = str(self.adapter.config.get("gate_input", "hidden"))
             sig = crm_signals(self.crm, self.featurizer, r, gi) if self.adapter.uses_signal else None
+            z = crm_signals(self.crm, self.featurizer, r, "score")[:, 0] if self.adapter.uses_anchor else None
             return predict_adapter(
                 self.adapter, self.tokenizer, prompts, sig, batch_size=max(1, min(len(prompts), self.max_batch)),
-                max_length=self.max_length, bf16=self.bf16, progress=False, distributed=False,
+                max_length=self.max_length, bf16=self.bf16, progress=False, distributed=False, anchors=z,
             )  # fmt: skip
 
     def score(self, parsed: list[dict[str, Any]]) -> tuple[list[np.ndarray], list[bool], list[str]]:
