@@ -21,7 +21,8 @@ sys.path.insert(0, TESTS_MODEL)
 from test_few2many import _fresh, _toy  # noqa: E402
 
 N = 17  # epochs of 4 full micro-batches of 4 and one of 1 sample: rank 1 then gets nothing
-CFG = dict(lr=5e-3, batch_size=4, grad_accum=2, epochs=2, bf16=False, seed=2, checkpoint_every=1, warmup_ratio=0.2)
+CFG = dict(lr=5e-3, batch_size=4, grad_accum=2, epochs=2, bf16=False, seed=2, checkpoint_every=1, warmup_ratio=0.2,
+           bucket=False)  # unbucketed: the 1-sample micro-batch stays last in each epoch
 
 WORKER = textwrap.dedent(
     """
