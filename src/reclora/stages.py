@@ -139,11 +139,14 @@ def llm_stage(
     gate: str = "crm",
     model_path: str | None = None,
     progress: bool = True,
+    checkpoint_uri: str | None = None,
 ) -> dict[str, Any]:
     """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
 
     The run directory OUT/run keeps resumable checkpoints: a killed run started again with
     the same arguments continues from its last checkpoint. OUT/adapter is written at the end.
+    ``checkpoint_uri`` (any fsspec URI): the checkpoints are also mirrored there, and a run
+    whose local run directory is gone (a retry in a new pod) resumes from that copy.
     """
     from reclora.crm import crm_signals, load_crm, signal_width
     from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
@@ -183,7 +186,10 @@ def llm_stage(
     cfg = TrainConfig.from_dict(tp)
     out = Path(out_dir)
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
-    history = train_adapter(adapter, tok, train_prompts, few["label"].to_numpy(), sig_train, cfg, run_dir, progress)
+    from reclora.few2many.checkpoint import checkpoint_mirror
+
+    with checkpoint_mirror(run_dir, checkpoint_uri):
+        history = train_adapter(adapter, tok, train_prompts, few["label"].to_numpy(), sig_train, cfg, run_dir, progress)
     t_train = time.perf_counter()
     probs = predict_adapter(
         adapter, tok, eval_prompts, sig_eval, batch_size=int(tp["predict_batch_size"]),
@@ -284,9 +290,16 @@ def register_stage(
     params: Mapping[str, Any] | None = None,
     data_version: str = "",
     run_id: str = "",
+    deploy: bool | None = None,
 ) -> dict[str, Any]:
-    """Register the new version (immutable) and promote it if it passes the gate against the champion."""
+    """Register the new version (immutable) and promote it if it passes the gate against the champion.
+
+    ``deploy`` (default: params ``pipeline.serving.deploy``): when the version is promoted, patch the
+    KServe InferenceService's storageUri to it (:func:`reclora.registry.deploy.deploy_version`);
+    the result is under ``"deploy"`` (None when nothing was patched).
+    """
     from reclora.registry import register_and_gate
+    from reclora.registry.deploy import deploy_version, serving_settings
 
     p = _params(params)
     prom = p["pipeline"]["promotion"]
@@ -305,5 +318,10 @@ def register_stage(
         base_model=str(adapter_meta.get("base_model", "")),
         model="RecLoRA",
     )
-    r["model_card"] = str(Path(r["path"]) / "MODEL_CARD.md")
+    r["model_card"] = f"{str(r['path']).rstrip('/')}/MODEL_CARD.md"  # a local path or an object-store URI
+    sv = serving_settings(p)
+    r["deploy"] = None
+    if r["promoted"] and (sv["deploy"] if deploy is None else deploy):
+        r["deploy"] = deploy_version(registry_uri, r["version"], service=sv["service"], namespace=sv["namespace"],
+                                     storage_root=sv["storage_root"])  # fmt: skip
     return r

@@ -1,6 +1,6 @@
 """Data-parallel Few2Many: 2 gloo ranks on loopback train the tiny Llama RecLoRA exactly like one process.
 
-The ranks are started by ``distributed.launch(local=True)`` (rendezvous store bound to 127.0.0.1,
+The ranks are started by ``launch.launch(local=True)`` (rendezvous store bound to 127.0.0.1,
 gloo on ``lo``), initialise themselves from torchrun's environment variables, are stopped after
 2 steps and started again, resuming from the checkpoint rank 0 wrote.
 """
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from reclora import launch
 from reclora.few2many import TrainConfig, distributed, train_adapter
 
 TESTS_MODEL = str(Path(__file__).resolve().parents[1] / "model")
@@ -50,11 +51,11 @@ WORKER = textwrap.dedent(
 
 
 def test_command_is_torchrun_standalone():
-    cmd = distributed.command(4, ["llm", "--kind", "reclora"])
+    cmd = launch.command(4, ["llm", "--kind", "reclora"])
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert cmd[3:] == ["--standalone", "--nnodes", "1", "--nproc_per_node", "4", "-m", distributed.WORKER_MODULE,
+    assert cmd[3:] == ["--standalone", "--nnodes", "1", "--nproc_per_node", "4", "-m", launch.WORKER_MODULE,
                        "llm", "--kind", "reclora"]  # fmt: skip
-    assert distributed.command(2, ["w.py", "x"], module=None)[-2:] == ["w.py", "x"]
+    assert launch.command(2, ["w.py", "x"], module=None)[-2:] == ["w.py", "x"]
     assert not distributed.active() and distributed.world() == 1 and distributed.is_main()
     assert distributed.init_from_env() is False  # no torchrun environment: single process
 
@@ -64,7 +65,7 @@ def test_two_gloo_ranks_match_one_process_and_resume(tiny_llama_dir, tmp_path):
     script.write_text(WORKER.format(tests=TESTS_MODEL, model=str(tiny_llama_dir), n=N, cfg=CFG))
     # 2 steps, then killed off; started again it resumes from rank 0's checkpoint
     for stop in (2, 0):
-        distributed.launch(2, [str(script), str(tmp_path), str(stop)], module=None, local=True,
+        launch.launch(2, [str(script), str(tmp_path), str(stop)], module=None, local=True,
                            timeout=240, log_dir=tmp_path / f"logs-{stop}")  # fmt: skip
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == 6

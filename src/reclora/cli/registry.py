@@ -47,17 +47,47 @@ def show_cmd(ref: str = typer.Argument("champion", help="champion, latest or vNN
     raise typer.Exit(run_guarded(lambda: typer.echo(json.dumps(show(_uri(uri), ref), indent=2, default=str)) or 0))
 
 
-@app.command("promote")
-def promote_cmd(version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI) -> None:
-    """Make a version the champion by hand (the previous one is kept for rollback)."""
-    from reclora.registry import promote
+DEPLOY = typer.Option(False, "--deploy", help="Also patch the KServe InferenceService's storageUri to the new champion "
+                      "(params pipeline.serving: service, namespace, storage_root).")  # fmt: skip
+DRY_RUN = typer.Option(False, "--dry-run", help="Change nothing: print the champion it would be and the patch.")
 
-    raise typer.Exit(run_guarded(lambda: typer.echo(json.dumps(promote(_uri(uri), version), default=str)) or 0))
+
+def _deploy(uri: str, version: str, dry_run: bool) -> dict:
+    from reclora.config import load_params
+    from reclora.registry.deploy import deploy_version, serving_settings
+
+    sv = serving_settings(load_params())
+    return deploy_version(uri, version, service=sv["service"], namespace=sv["namespace"],
+                          storage_root=sv["storage_root"], dry_run=dry_run)  # fmt: skip
+
+
+def _champion_change(action: str, version: Optional[str], uri: Optional[str], deploy: bool, dry_run: bool) -> int:
+    from reclora.registry import promote, rollback
+    from reclora.registry.promotion import rollback_target
+    from reclora.registry.store import open_store, version_ref
+
+    u = _uri(uri)
+    if dry_run:
+        v = version_ref(open_store(u), version) if action == "promote" else rollback_target(u)["version"]
+        out = {"version": v, "dry_run": True, "changed": False}
+    else:
+        out = promote(u, version) if action == "promote" else rollback(u)
+    if deploy or dry_run:
+        out["deploy"] = _deploy(u, out["version"], dry_run)
+    typer.echo(json.dumps(out, default=str))
+    return 0
+
+
+@app.command("promote")
+def promote_cmd(
+    version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI, deploy: bool = DEPLOY,
+    dry_run: bool = DRY_RUN,
+) -> None:  # fmt: skip
+    """Make a version the champion by hand (the previous one is kept for rollback)."""
+    raise typer.Exit(run_guarded(lambda: _champion_change("promote", version, uri, deploy, dry_run)))
 
 
 @app.command("rollback")
-def rollback_cmd(uri: Optional[str] = URI) -> None:
+def rollback_cmd(uri: Optional[str] = URI, deploy: bool = DEPLOY, dry_run: bool = DRY_RUN) -> None:
     """Restore the previous champion."""
-    from reclora.registry import rollback
-
-    raise typer.Exit(run_guarded(lambda: typer.echo(json.dumps(rollback(_uri(uri)), default=str)) or 0))
+    raise typer.Exit(run_guarded(lambda: _champion_change("rollback", None, uri, deploy, dry_run)))
