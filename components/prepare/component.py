@@ -14,7 +14,7 @@ def prepare(dataset: str, source_path: str, version_tag: str, profile: str, over
     raw = fetch_source(source_path) if source_path else None
     s = run(dataset, raw, data.path, load_params_with(overrides, profile or None))
     version = dvc_hash(data.path)["md5"]
-    data.metadata.update({"dataset": dataset, "version_tag": version_tag, "data_version": version,
+    data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
                           "rows": s["rows"], "users": s["users"], "items": s["items"]})  # fmt: skip
     for k in ("rows", "users", "items", "positive_rate"):
         stats.log_metric(k, s[k])
