@@ -253,8 +253,8 @@ def _load_params(args: argparse.Namespace) -> dict[str, Any]:
     return load_params_with(overrides, args.profile)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reclora.launch llm ...``: one rank of data-parallel LLM training (under torchrun)."""
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m reclora.launch``."""
     ap = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULE}", description="one rank of data-parallel training")
     sub = ap.add_subparsers(dest="cmd", required=True)
     llm = sub.add_parser("llm", help="the LLM stage (Few2Many LoRA / RecLoRA)")
@@ -271,7 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     llm.add_argument("--checkpoint-uri", default=None, help="fsspec URI the checkpoints are mirrored to (resume)")
     llm.add_argument("--summary", default=None, help="also write rank 0's summary JSON to this file")
     llm.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m reclora.launch llm ...``: one rank of data-parallel LLM training (under torchrun)."""
+    args = parser().parse_args(argv)
     init_from_env()
     try:
         s = run_llm_stage(
