@@ -97,3 +97,30 @@ def test_two_gloo_ranks_match_one_process_and_resume(tiny_llama_dir, tmp_path):
     assert moved > 1e-3  # the training did something the comparison can see
     for n in want:
         torch.testing.assert_close(w0[n], want[n], rtol=1e-5, atol=1e-6)
+
+
+def test_train_llm_component_launches_two_gloo_ranks(tiny_llama_dir, tmp_path):
+    """pipeline.gpu.accelerator_limit N > 1: the training step runs N ranks in its pod (here 2 gloo ranks
+    on loopback) and its adapter matches one process training the same global batches."""
+    from components.train_llm.component import train_llm as component
+    from helpers import FakeArtifact, llm_stage_inputs
+
+    data, ret, params = llm_stage_inputs(tmp_path / "inputs")
+    outs = {}
+    for n in (2, 1):
+        adapter, stats = FakeArtifact(tmp_path / f"n{n}" / "adapter"), FakeArtifact(tmp_path / f"n{n}" / "stats")
+        component(kind="lora", data=FakeArtifact(data), retrieved=FakeArtifact(ret), crm=FakeArtifact(tmp_path / "x"),
+                  model_path=str(tiny_llama_dir), gate="crm", profile="", overrides=params, adapter=adapter,
+                  stats=stats, nproc_per_node=n)  # fmt: skip
+        outs[n] = (Path(adapter.path), stats.metadata)
+    two = json.loads((outs[2][0] / "metrics.json").read_text())
+    one = json.loads((outs[1][0] / "metrics.json").read_text())
+    assert two["train"]["world_size"] == 2 and "world_size" not in one["train"]
+    assert two["train"]["steps"] == one["train"]["steps"] == 6 and outs[2][1]["train_samples"] == 24
+    w2 = load_file(str(next((outs[2][0] / "adapter").rglob("*.safetensors"))))
+    w1 = load_file(str(next((outs[1][0] / "adapter").rglob("*.safetensors"))))
+    assert set(w2) == set(w1) and w1
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(json.loads((outs[2][0] / "train_loss.json").read_text())["loss"],
+                               json.loads((outs[1][0] / "train_loss.json").read_text())["loss"], rtol=1e-4, atol=2e-5)
