@@ -7,7 +7,7 @@ Data steps are cached; training steps are retried and, on a cluster, placed on t
 node pool (accelerator type/limit, node selector, tolerations from params.yaml). With
 ``accelerator_limit`` N > 1 a training step runs N torchrun ranks in its pod; with
 ``gpu.num_nodes`` > 1 it creates a Kubeflow Trainer TrainJob and waits for it. The steps that use
-the object store (prepare, train, evaluate, register) get the credentials of the Kubernetes
+the object store (prepare, retrieve, train, evaluate, register) get the credentials of the Kubernetes
 Secret ``pipeline.storage_secret`` as environment variables (kfp-kubernetes), never as parameters.
 Compile with a params profile (``profile="cluster"``) for the cluster defaults.
 """
@@ -83,6 +83,7 @@ def build_pipeline(
             ret = c.retrieve(data=prep.outputs["data"], model_path=model_path, mode=retrieval_mode, profile=profile,
                              overrides=overrides).set_display_name("samples + retrieve")  # fmt: skip
             ret.set_caching_options(enable_caching=True)
+            _with_storage_secret(ret, secret)  # model_path may be a bucket URI
             crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"], profile=profile,
                               overrides=overrides).set_display_name("train CRM")  # fmt: skip
             crm.set_retry(num_retries=retries).set_caching_options(enable_caching=False)

@@ -182,6 +182,7 @@ def run_llm_stage(
         tmp = Path(t)
         data, ret = _localize(data_dir, tmp, "data"), _localize(retrieved_dir, tmp, "retrieved")
         crm = _localize(crm_dir, tmp, "crm")
+        model_path = storage.fetch_model(model_path)
         out = tmp / "out" / "adapter" if storage.is_remote(str(out_dir)) else Path(out_dir)
         # llm_stage writes its output on rank 0 only and holds the other ranks at a barrier
         summary = llm_stage(
@@ -215,6 +216,9 @@ def train_llm(
     identical to one process training the same global batches. Raises RuntimeError (with the
     ranks' log tails) when a rank fails.
     """
+    from reclora.storage import fetch_model
+
+    model_path = fetch_model(model_path)  # a model in a bucket: downloaded once, before any rank starts
     if int(nproc) <= 1:
         from reclora.stages import llm_stage
 

@@ -179,7 +179,7 @@ def test_submit_sends_a_run_with_the_compiled_spec(ir, client):
 
 
 # ------------------------------------------------------------------ the cluster overlay
-STORAGE_TASKS = {"prepare", "train-llm", "train-llm-2", "evaluate", "register"}
+STORAGE_TASKS = {"prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
 
 
 def _compile(tmp_path, profile=None):

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # a real S3-compatible server and real DVC
+
 from helpers import BIN, FakeArtifact, llm_stage_inputs, small_tables, write_ml100k
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
@@ -97,11 +99,11 @@ def test_retried_training_step_resumes_from_the_bucket(s3_bucket, tiny_llama_dir
     data, ret, params = llm_stage_inputs(tmp_path / "inputs")
     base = f"s3://{s3_bucket}/checkpoints"
 
-    def attempt(pod: str, **kw):
+    def attempt(pod: str, model_path: str = str(tiny_llama_dir), **kw):
         adapter, stats = FakeArtifact(tmp_path / pod / "adapter"), FakeArtifact(tmp_path / pod / "stats")
         Path(adapter.path).parent.mkdir(parents=True)
         train_llm_component(kind="lora", data=FakeArtifact(data), retrieved=FakeArtifact(ret),
-                            crm=FakeArtifact(tmp_path / "none"), model_path=str(tiny_llama_dir), gate="crm",
+                            crm=FakeArtifact(tmp_path / "none"), model_path=model_path, gate="crm",
                             profile="", overrides=params, adapter=adapter, stats=stats, **kw)  # fmt: skip
         return adapter, stats
 
@@ -131,8 +133,11 @@ def test_retried_training_step_resumes_from_the_bucket(s3_bucket, tiny_llama_dir
     assert stats.metadata["train_samples"] == 24
     assert json.loads(_fs().cat_file(f"{prefix}/{_fs().cat_file(f'{prefix}/LATEST').decode()}/state.json"))["step"] == 6
 
-    # the same result as one uninterrupted attempt without a bucket
-    ref, _ = attempt("pod3")
+    # the same result as one uninterrupted attempt without a checkpoint bucket, its base model read from a bucket
+    storage.upload_dir(tiny_llama_dir, f"s3://{s3_bucket}/models/tiny")
+    monkeypatch.setenv("RECLORA_CACHE", str(tmp_path / "cache"))
+    ref, _ = attempt("pod3", model_path=f"s3://{s3_bucket}/models/tiny")
+    assert (tmp_path / "cache" / "models").is_dir() and any((tmp_path / "cache" / "models").rglob("config.json"))
     a = load_file(next((Path(adapter.path) / "adapter").rglob("*.safetensors")).as_posix())
     b = load_file(next((Path(ref.path) / "adapter").rglob("*.safetensors")).as_posix())
     assert set(a) == set(b) and a
