@@ -5,7 +5,7 @@
     download_dir(uri, local)             copy ``uri``'s tree into a fresh local directory (atomic)
     remove(uri)                          delete a remote tree (missing is fine)
     copy_file(src, dest)                 one file from a local path or URI to a local path
-    fetch_model(path)                    a model directory from a bucket, downloaded once into the cache
+    fetch_model(path)                    a model directory from a bucket, downloaded once (reused)
     fetch_source(source[, dest])         a raw-data input as a local directory: a local path as is,
                                          an fsspec URI or a DVC reference downloaded into ``dest``
 
@@ -127,14 +127,14 @@ def remove(uri: str) -> None:
 
 def fetch_model(path: str | None) -> str | None:
     """A model directory/id as a local path: ``path`` itself unless it is an object-store URI, which is
-    downloaded once into ``$RECLORA_CACHE/models/remote-<hash>`` (reused by later calls on this machine)."""
+    downloaded once into ``$RECLORA_MODEL_DOWNLOADS/remote-<hash>`` (default: ``<tmp>/reclora-models``,
+    writable in every pod; the image's model cache is read-only) and reused by later calls."""
     if not path or not is_remote(path):
         return path
     import hashlib
 
-    from reclora.config import cache_dir
-
-    local = cache_dir() / "models" / f"remote-{hashlib.sha256(path.rstrip('/').encode()).hexdigest()[:16]}"
+    root = Path(os.environ.get("RECLORA_MODEL_DOWNLOADS") or Path(tempfile.gettempdir()) / "reclora-models")
+    local = root / f"remote-{hashlib.sha256(path.rstrip('/').encode()).hexdigest()[:16]}"
     if not (local / "config.json").is_file():
         download_dir(path, local)
     return str(local)

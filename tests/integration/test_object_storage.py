@@ -16,8 +16,6 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow  # a real S3-compatible server and real DVC
-
 from helpers import BIN, FakeArtifact, llm_stage_inputs, small_tables, write_ml100k
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
@@ -28,6 +26,8 @@ from components.prepare.component import prepare as prepare_component  # noqa: E
 from components.train_llm.component import train_llm as train_llm_component  # noqa: E402
 from reclora import storage  # noqa: E402
 from reclora.registry import register_and_gate, verify  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a real S3-compatible server and real DVC
 
 
 def _fs():
@@ -135,9 +135,9 @@ def test_retried_training_step_resumes_from_the_bucket(s3_bucket, tiny_llama_dir
 
     # the same result as one uninterrupted attempt without a checkpoint bucket, its base model read from a bucket
     storage.upload_dir(tiny_llama_dir, f"s3://{s3_bucket}/models/tiny")
-    monkeypatch.setenv("RECLORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RECLORA_MODEL_DOWNLOADS", str(tmp_path / "downloads"))
     ref, _ = attempt("pod3", model_path=f"s3://{s3_bucket}/models/tiny")
-    assert (tmp_path / "cache" / "models").is_dir() and any((tmp_path / "cache" / "models").rglob("config.json"))
+    assert len(list((tmp_path / "downloads").glob("remote-*/config.json"))) == 1
     a = load_file(next((Path(adapter.path) / "adapter").rglob("*.safetensors")).as_posix())
     b = load_file(next((Path(ref.path) / "adapter").rglob("*.safetensors")).as_posix())
     assert set(a) == set(b) and a
