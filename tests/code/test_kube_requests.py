@@ -209,3 +209,11 @@ def test_a_failed_job_fails_the_step_and_no_bucket_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint_uri"):
         trainjob.train_llm_multinode("lora", "d", "r", None, tmp_path / "o", _params(), "", api=rec.api)
     assert storage.is_remote("memory://c") and not storage.is_remote("/tmp/x") and not storage.is_remote("file:///x")
+
+
+def test_rbac_for_trainjobs_is_what_run_trainjob_uses():
+    docs = list(yaml.safe_load_all((REPO / "infra/k8s/base/rbac.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "reclora-pipeline-runner")
+    rules = [r for r in role["rules"] if "trainer.kubeflow.org" in r["apiGroups"]]
+    assert rules == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
+                      "verbs": ["create", "get", "delete"]}]  # fmt: skip

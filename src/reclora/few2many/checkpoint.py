@@ -69,6 +69,8 @@ def load_checkpoint(
         opt = load_file(str(d / "optimizer.safetensors"))
         for n, p in named_params.items():
             s = {k.split("::", 1)[1]: v for k, v in opt.items() if k.split("::", 1)[0] == n}
+            # moments live where the parameter does (a GPU); AdamW keeps its step counter on the CPU
+            s = {k: v if k == "step" else v.to(p.device) for k, v in s.items()}
             if s:
                 optimizer.state[p] = s
     torch.set_rng_state(load_file(str(d / "rng.safetensors"))["cpu"])

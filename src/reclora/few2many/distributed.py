@@ -72,8 +72,13 @@ def is_main() -> bool:
 
 
 def device() -> torch.device:
-    """This rank's device: cuda:LOCAL_RANK with NCCL, else the CPU."""
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+    """This rank's device: cuda:LOCAL_RANK with NCCL; a single process (no process group) gets the
+    current GPU when CUDA is available (a one-GPU training pod); else the CPU."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
