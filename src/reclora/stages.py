@@ -303,6 +303,14 @@ def register_stage(
 
     p = _params(params)
     prom = p["pipeline"]["promotion"]
+    sv = serving_settings(p)
+    api = None
+    if sv["deploy"] if deploy is None else deploy:  # fail before registering, not after promoting
+        from reclora.kube import custom_objects_api
+        from reclora.registry.deploy import storage_uri
+
+        storage_uri(registry_uri, "v0000", storage_root=sv["storage_root"])
+        api = custom_objects_api()
     adapter_meta = read_json(Path(reclora_dir) / "metrics.json")
     r = register_and_gate(
         registry_uri,
@@ -319,9 +327,8 @@ def register_stage(
         model="RecLoRA",
     )
     r["model_card"] = f"{str(r['path']).rstrip('/')}/MODEL_CARD.md"  # a local path or an object-store URI
-    sv = serving_settings(p)
     r["deploy"] = None
-    if r["promoted"] and (sv["deploy"] if deploy is None else deploy):
+    if r["promoted"] and api is not None:
         r["deploy"] = deploy_version(registry_uri, r["version"], service=sv["service"], namespace=sv["namespace"],
-                                     storage_root=sv["storage_root"])  # fmt: skip
+                                     storage_root=sv["storage_root"], api=api)  # fmt: skip
     return r

@@ -217,3 +217,19 @@ def test_rbac_for_trainjobs_is_what_run_trainjob_uses():
     rules = [r for r in role["rules"] if "trainer.kubeflow.org" in r["apiGroups"]]
     assert rules == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
                       "verbs": ["create", "get", "delete"]}]  # fmt: skip
+
+
+def test_the_register_step_fails_before_registering_without_api_access(art, tmp_path, monkeypatch):
+    from reclora.registry import list_versions
+    from reclora.stages import register_stage
+
+    def no_api():
+        raise ConfigError("no Kubernetes API access (test)")
+
+    monkeypatch.setattr("reclora.kube.custom_objects_api", no_api)
+    uri = f"memory://reg-{uuid.uuid4().hex[:8]}"
+    params = deep_merge(load_params(), {"pipeline": {"serving": {"deploy": True}}})
+    with pytest.raises(ConfigError, match="API access"):
+        register_stage(art["crm_dir"], art["adapter_dir"], art["retrieval_dir"], Path(art["items_path"]).parent,
+                       tmp_path, uri, params)  # fmt: skip
+    assert list_versions(uri) == []

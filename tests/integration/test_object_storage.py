@@ -68,6 +68,12 @@ def test_registry_on_s3_register_list_promote_rollback_and_the_kserve_patch(s3_b
     assert doc["deploy"]["dry_run"] is True and doc["changed"] is False
     assert json.loads(_cli("registry", "show", "champion", "--uri", uri).stdout)["version"] == "v0001"
 
+    # --deploy without Kubernetes API access: one error line, and the champion is left as it was
+    out = _cli("registry", "promote", "v0002", "--uri", uri, "--deploy",
+               env={"KUBECONFIG": str(tmp_path / "no-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""})  # fmt: skip
+    assert out.returncode == 2 and out.stderr.startswith("error: no Kubernetes API access"), out.stderr
+    assert json.loads(_cli("registry", "show", "champion", "--uri", uri).stdout)["version"] == "v0001"
+
     out = _cli("registry", "promote", "v0002", "--uri", uri)
     assert out.returncode == 0 and json.loads(out.stdout)["previous"] == "v0001"
     assert json.loads(_cli("registry", "show", "champion", "--uri", uri).stdout)["version"] == "v0002"
