@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install model demo test test-fast lint data clean help
+.PHONY: install model demo test test-fast data clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,7 +21,7 @@ $(BIN)/python:
 
 # requirements.lock pins every transitive dependency (constraints), pyproject.toml the direct ones.
 $(STAMP): $(BIN)/python pyproject.toml requirements.lock
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[test]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[test,cloud]"
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -36,7 +36,7 @@ demo: model  ## install, fetch the model, run the main job: the whole pipeline l
 test: model  ## install, fetch the model, run the whole test suite
 	$(BIN)/python -m pytest tests -q
 
-test-fast: install  ## unit tests only (no real LLM, no external tools)
+test-fast: install  ## tests not marked slow (no real LLM, DVC or S3 end to end; quick Feast/GE/torchrun tests run)
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
 data: install  ## the DVC data stages (prepare, validate) with params.yaml

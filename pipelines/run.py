@@ -14,8 +14,10 @@ from reclora.config import load_params, params_path
 EXPERIMENT = "reclora"
 
 
-def compile_pipeline(out: str | Path, cpu_image: str | None = None, gpu_image: str | None = None) -> Path:
-    """Compile the pipeline to KFP v2 IR YAML."""
+def compile_pipeline(
+    out: str | Path, cpu_image: str | None = None, gpu_image: str | None = None, profile: str | None = None
+) -> Path:
+    """Compile the pipeline to KFP v2 IR YAML (``profile``: params.yaml profile for its defaults, e.g. "cluster")."""
     from kfp import compiler
 
     from pipelines.pipeline import build_pipeline
@@ -23,7 +25,7 @@ def compile_pipeline(out: str | Path, cpu_image: str | None = None, gpu_image: s
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")  # the compiler wants a .yaml name
-    compiler.Compiler().compile(build_pipeline(cpu_image, gpu_image), str(tmp))
+    compiler.Compiler().compile(build_pipeline(cpu_image, gpu_image, profile=profile), str(tmp))
     os.replace(tmp, out)
     return out
 

@@ -119,3 +119,33 @@ def build_tiny_llama(d: Path, seed: int = 0) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(d, safe_serialization=True)
     tok.save_pretrained(d)
     return d
+
+
+def llm_stage_inputs(d: Path) -> tuple[Path, Path, dict]:
+    """Prepared synthetic data, its recent-K retrieval, and params for a seconds-long LLM stage on the tiny
+    Llama (fp32, no dropout, a checkpoint every step): (data_dir, retrieved_dir, params)."""
+    from reclora.config import deep_merge, load_params
+    from reclora.data import prepare
+    from reclora.stages import retrieve_stage
+
+    params = deep_merge(load_params(), {
+        "synthetic": {"n_users": 30, "n_items": 40, "mean_interactions": 20, "min_interactions": 10},
+        "retrieval": {"mode": "recent", "k_long": 8, "k_short": 3},
+        "adapter": {"dropout": 0.0},
+        "train": {"sample_size": 24, "batch_size": 4, "epochs": 1, "bf16": False, "checkpoint_every": 1,
+                  "eval_samples": 16, "predict_batch_size": 8, "max_length": 256, "lr": 0.005},
+    })  # fmt: skip
+    data, ret = d / "prepared", d / "retrieved"
+    prepare("synthetic", None, data, params)
+    retrieve_stage(data, ret, params, mode="recent", progress=False)
+    return data, ret, params
+
+
+class FakeArtifact:
+    """A KFP Input/Output artifact as a component function sees it: path, uri, metadata, log_metric."""
+
+    def __init__(self, path: Path, uri: str = ""):
+        self.path, self.uri, self.metadata = str(path), uri or str(path), {}
+
+    def log_metric(self, key: str, value: float) -> None:
+        self.metadata[key] = value

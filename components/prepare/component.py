@@ -4,14 +4,17 @@ from kfp.dsl import Dataset, Metrics, Output
 def prepare(dataset: str, source_path: str, version_tag: str, profile: str, overrides: dict, data: Output[Dataset],
             stats: Output[Metrics]) -> str:  # fmt: skip
     """Raw behaviour data -> canonical tables + train/valid/test CTR samples; returns the data version
-    (DVC's md5 of the prepared directory, the same as `dvc.lock` would record)."""
+    (DVC's md5 of the prepared directory, the same as `dvc.lock` would record). ``source_path``: a path in
+    the pod, an object-store URI (s3://, gs://) or a DVC reference (dvc+<repository>#<path>[@<rev>])."""
     from reclora.config import load_params_with
     from reclora.data import dvc_hash
     from reclora.data import prepare as run
+    from reclora.storage import fetch_source
 
-    s = run(dataset, source_path or None, data.path, load_params_with(overrides, profile or None))
+    raw = fetch_source(source_path) if source_path else None
+    s = run(dataset, raw, data.path, load_params_with(overrides, profile or None))
     version = dvc_hash(data.path)["md5"]
-    data.metadata.update({"dataset": dataset, "version_tag": version_tag, "data_version": version,
+    data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
                           "rows": s["rows"], "users": s["users"], "items": s["items"]})  # fmt: skip
     for k in ("rows", "users", "items", "positive_rate"):
         stats.log_metric(k, s[k])

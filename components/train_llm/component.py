@@ -3,16 +3,27 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 def train_llm(
     kind: str, data: Input[Dataset], retrieved: Input[Dataset], crm: Input[Model], model_path: str, gate: str,
-    profile: str, overrides: dict, adapter: Output[Model], stats: Output[Metrics],
+    profile: str, overrides: dict, adapter: Output[Model], stats: Output[Metrics], nproc_per_node: int = 1,
+    num_nodes: int = 1, checkpoint_uri: str = "", run_id: str = "", task_name: str = "",
 ):
     """Few2Many: RecLoRA (or the vanilla LoRA baseline) on a seeded sample of train; scores the eval subset.
-    Runs on the GPU node pool on a cluster (bf16); resumes from its checkpoint when retried."""
+
+    ``nproc_per_node`` > 1: that many data-parallel ranks in this pod (one per GPU); ``num_nodes`` > 1:
+    a Kubeflow Trainer TrainJob on that many nodes, awaited. With ``checkpoint_uri`` the checkpoints are
+    mirrored to <checkpoint_uri>/<run_id>/<task_name>, so a retry in a new pod resumes from the bucket."""
     from reclora.config import load_params_with
-    from reclora.stages import llm_stage
+    from reclora.launch import train_llm as run_ranks
+    from reclora.trainjob import train_llm_multinode
 
     params = load_params_with(overrides, profile or None)
-    s = llm_stage(kind, data.path, retrieved.path, crm.path if kind == "reclora" else None, adapter.path, params,
-                  gate=gate, model_path=model_path or None, progress=False)  # fmt: skip
+    ckpt = "/".join(x.strip("/") for x in (checkpoint_uri, run_id, task_name or kind) if x) if checkpoint_uri else None
+    crm_in = crm if kind == "reclora" else None
+    if num_nodes > 1:
+        s = train_llm_multinode(kind, data.uri, retrieved.uri, crm_in.uri if crm_in else None, adapter.path, params,
+                                ckpt, gate=gate, model_path=model_path or None)  # fmt: skip
+    else:
+        s = run_ranks(nproc_per_node, kind, data.path, retrieved.path, crm_in.path if crm_in else None, adapter.path,
+                      params, gate=gate, model_path=model_path or None, checkpoint_uri=ckpt)  # fmt: skip
     for k in ("auc", "logloss", "accuracy"):
         stats.log_metric(f"eval_{k}", s["eval"][k])
     stats.log_metric("train_samples", s["train_samples"])

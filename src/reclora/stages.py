@@ -141,6 +141,7 @@ def llm_stage(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     text_path: bool = True,
+    checkpoint_uri: str | None = None,
 ) -> dict[str, Any]:
     """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
 
@@ -149,6 +150,8 @@ def llm_stage(
     ``cache_dir``: frozen-layer states shared with other runs on the same prompts and base model
     (e.g. vanilla LoRA and RecLoRA in one benchmark); see ``PromptSet.cache``. ``text_path=False``
     (ablation, crm_residual readout only): nothing is trained, s stays 0, so the predictions are the CRM's.
+    ``checkpoint_uri`` (any fsspec URI): the checkpoints are also mirrored there, and a run
+    whose local run directory is gone (a retry in a new pod) resumes from that copy.
     """
     from reclora.crm import crm_signals, load_crm, signal_width
     from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
@@ -204,11 +207,14 @@ def llm_stage(
     if not text_path and readout != "crm_residual":
         raise DataError("text_path=False is the crm_residual readout's ablation; set adapter.readout: crm_residual")
     train_fn = train_adapter if text_path else _no_training
-    history = train_fn(
-        adapter, tok, train_prompts, few["label"].to_numpy(), sig["train"], cfg, run_dir, progress,
-        anchors=anchor["train"], valid=valid, diagnostics=bool(tp.get("diagnostics", False)) and valid is not None,
-        cache_dir=cache_dir,
-    )  # fmt: skip
+    from reclora.few2many.checkpoint import checkpoint_mirror
+
+    with checkpoint_mirror(run_dir, checkpoint_uri):
+        history = train_fn(
+            adapter, tok, train_prompts, few["label"].to_numpy(), sig["train"], cfg, run_dir, progress,
+            anchors=anchor["train"], valid=valid, diagnostics=bool(tp.get("diagnostics", False)) and valid is not None,
+            cache_dir=cache_dir,
+        )  # fmt: skip
     t_train = time.perf_counter()
     probs = predict_adapter(
         adapter, tok, eval_prompts, sig["eval"], batch_size=int(tp["predict_batch_size"]),
@@ -318,12 +324,27 @@ def register_stage(
     params: Mapping[str, Any] | None = None,
     data_version: str = "",
     run_id: str = "",
+    deploy: bool | None = None,
 ) -> dict[str, Any]:
-    """Register the new version (immutable) and promote it if it passes the gate against the champion."""
+    """Register the new version (immutable) and promote it if it passes the gate against the champion.
+
+    ``deploy`` (default: params ``pipeline.serving.deploy``): when the version is promoted, patch the
+    KServe InferenceService's storageUri to it (:func:`reclora.registry.deploy.deploy_version`);
+    the result is under ``"deploy"`` (None when nothing was patched).
+    """
     from reclora.registry import register_and_gate
+    from reclora.registry.deploy import deploy_version, serving_settings
 
     p = _params(params)
     prom = p["pipeline"]["promotion"]
+    sv = serving_settings(p)
+    api = None
+    if sv["deploy"] if deploy is None else deploy:  # fail before registering, not after promoting
+        from reclora.kube import custom_objects_api
+        from reclora.registry.deploy import storage_uri
+
+        storage_uri(registry_uri, "v0000", storage_root=sv["storage_root"])
+        api = custom_objects_api()
     adapter_meta = read_json(Path(reclora_dir) / "metrics.json")
     r = register_and_gate(
         registry_uri,
@@ -339,5 +360,9 @@ def register_stage(
         base_model=str(adapter_meta.get("base_model", "")),
         model="RecLoRA",
     )
-    r["model_card"] = str(Path(r["path"]) / "MODEL_CARD.md")
+    r["model_card"] = f"{str(r['path']).rstrip('/')}/MODEL_CARD.md"  # a local path or an object-store URI
+    r["deploy"] = None
+    if r["promoted"] and api is not None:
+        r["deploy"] = deploy_version(registry_uri, r["version"], service=sv["service"], namespace=sv["namespace"],
+                                     storage_root=sv["storage_root"], api=api)  # fmt: skip
     return r

@@ -176,3 +176,85 @@ def test_submit_sends_a_run_with_the_compiled_spec(ir, client):
     assert run.runtime_config.parameters == {"dataset": "ml-100k", "source_path": "/data/ml-100k"}
     spec = run.pipeline_spec.get("pipeline_spec", run.pipeline_spec)
     assert set(spec["deploymentSpec"]["executors"]) == {f"exec-{s}" for s in STAGES}
+
+
+# ------------------------------------------------------------------ the cluster overlay
+STORAGE_TASKS = {"prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
+
+
+def _compile(tmp_path, profile=None):
+    out = compile_pipeline(tmp_path / "p.yaml", "registry.example/cpu:1", "registry.example/gpu:1", profile=profile)
+    docs = list(yaml.safe_load_all(out.read_text()))
+    k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    return docs[0], k8s, out.read_text()
+
+
+def test_cluster_profile_uses_object_storage_and_the_secret_by_reference_only(tmp_path):
+    from reclora.config import load_params_with
+
+    spec, k8s, text = _compile(tmp_path, "cluster")
+    p = load_params_with(None, "cluster")["pipeline"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["registry_uri"]["defaultValue"] == p["registry_uri"] and p["registry_uri"].startswith("s3://")
+    assert params["checkpoint_uri"]["defaultValue"] == p["checkpoint_uri"] and p["checkpoint_uri"].startswith("s3://")
+    assert params["profile"]["defaultValue"] == "cluster" and params["deploy"]["defaultValue"] is True
+    secret = p["storage_secret"]
+    for name in STAGES:
+        refs = k8s.get(f"exec-{name}", {}).get("secretAsEnv", [])
+        if name not in STORAGE_TASKS:
+            assert refs == [], name
+            continue
+        assert [r["secretName"] for r in refs] == [secret["name"]] * 2, name
+        required = {e["envVar"]: e["secretKey"] for e in refs[0]["keyToEnv"]}
+        optional = {e["envVar"]: e["secretKey"] for e in refs[1]["keyToEnv"]}
+        assert required == secret["keys"] and refs[0]["optional"] is False, name
+        assert optional == secret["optional_keys"] and refs[1]["optional"] is True, name
+    # credentials appear only as Secret references (env var name + key name), nowhere else in the IR
+    assert text.count("AWS_SECRET_ACCESS_KEY") == 2 * len(STORAGE_TASKS)
+    # the training steps mirror checkpoints per run and task
+    tasks = _tasks(spec)
+    for name in TRAIN_LLM:
+        inp = tasks[name]["inputs"]["parameters"]
+        assert inp["checkpoint_uri"] == {"componentInputParameter": "pipelinechannel--checkpoint_uri"}
+        assert inp["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+        assert inp["task_name"]["runtimeValue"]["constant"] == "{{$.pipeline_task_name}}"
+    assert tasks["register"]["inputs"]["parameters"]["deploy"] == {"componentInputParameter": "pipelinechannel--deploy"}
+
+
+def test_local_defaults_have_no_secret_and_local_paths(ir):
+    spec, k8s, _ = ir
+    assert not any("secretAsEnv" in e for e in k8s.values())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["checkpoint_uri"].get("defaultValue", "") == "" and params["deploy"]["defaultValue"] is False
+    assert "://" not in params["registry_uri"]["defaultValue"]
+
+
+def _with_gpu(tmp_path, monkeypatch, **gpu):
+    from reclora.config import deep_merge
+
+    p = deep_merge(load_params(), {"pipeline": {"gpu": gpu}})
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p))
+    monkeypatch.setenv("RECLORA_PARAMS", str(f))
+    return _compile(tmp_path)
+
+
+def test_n_gpus_mean_n_ranks_in_the_training_pod(tmp_path, monkeypatch):
+    spec, k8s, _ = _with_gpu(tmp_path, monkeypatch, accelerator_limit=4)
+    tasks = _tasks(spec)
+    for name in TRAIN_LLM:
+        inp = tasks[name]["inputs"]["parameters"]
+        assert inp["nproc_per_node"]["runtimeValue"]["constant"] == 4
+        assert inp["num_nodes"]["runtimeValue"]["constant"] == 1
+        res = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["resources"]
+        assert int(res["accelerator"]["resourceCount"]) == 4
+
+
+def test_multi_node_training_steps_only_create_the_trainjob(tmp_path, monkeypatch):
+    spec, k8s, _ = _with_gpu(tmp_path, monkeypatch, accelerator_limit=8, num_nodes=2)
+    tasks = _tasks(spec)
+    for name in TRAIN_LLM:
+        assert tasks[name]["inputs"]["parameters"]["num_nodes"]["runtimeValue"]["constant"] == 2
+        assert "accelerator" not in spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"].get("resources", {})
+        assert f"exec-{name}" not in k8s  # no GPU node selector: the pod only waits for the TrainJob
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == load_params()["pipeline"]["train_retries"]

@@ -1,6 +1,6 @@
 """Data-parallel Few2Many: 2 gloo ranks on loopback train the tiny Llama RecLoRA exactly like one process.
 
-The ranks are started by ``distributed.launch(local=True)`` (rendezvous store bound to 127.0.0.1,
+The ranks are started by ``launch.launch(local=True)`` (rendezvous store bound to 127.0.0.1,
 gloo on ``lo``), initialise themselves from torchrun's environment variables, are stopped after
 2 steps and started again, resuming from the checkpoint rank 0 wrote.
 """
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from reclora import launch
 from reclora.few2many import TrainConfig, distributed, train_adapter
 
 TESTS_MODEL = str(Path(__file__).resolve().parents[1] / "model")
@@ -51,11 +52,11 @@ WORKER = textwrap.dedent(
 
 
 def test_command_is_torchrun_standalone():
-    cmd = distributed.command(4, ["llm", "--kind", "reclora"])
+    cmd = launch.command(4, ["llm", "--kind", "reclora"])
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert cmd[3:] == ["--standalone", "--nnodes", "1", "--nproc_per_node", "4", "-m", distributed.WORKER_MODULE,
+    assert cmd[3:] == ["--standalone", "--nnodes", "1", "--nproc_per_node", "4", "-m", launch.WORKER_MODULE,
                        "llm", "--kind", "reclora"]  # fmt: skip
-    assert distributed.command(2, ["w.py", "x"], module=None)[-2:] == ["w.py", "x"]
+    assert launch.command(2, ["w.py", "x"], module=None)[-2:] == ["w.py", "x"]
     assert not distributed.active() and distributed.world() == 1 and distributed.is_main()
     assert distributed.init_from_env() is False  # no torchrun environment: single process
 
@@ -65,7 +66,7 @@ def test_two_gloo_ranks_match_one_process_and_resume(tiny_llama_dir, tmp_path):
     script.write_text(WORKER.format(tests=TESTS_MODEL, model=str(tiny_llama_dir), n=N, cfg=CFG))
     # 2 steps, then killed off; started again it resumes from rank 0's checkpoint
     for stop in (2, 0):
-        distributed.launch(2, [str(script), str(tmp_path), str(stop)], module=None, local=True,
+        launch.launch(2, [str(script), str(tmp_path), str(stop)], module=None, local=True,
                            timeout=240, log_dir=tmp_path / f"logs-{stop}")  # fmt: skip
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == 6
@@ -97,3 +98,30 @@ def test_two_gloo_ranks_match_one_process_and_resume(tiny_llama_dir, tmp_path):
     assert moved > 1e-3  # the training did something the comparison can see
     for n in want:
         torch.testing.assert_close(w0[n], want[n], rtol=1e-5, atol=1e-6)
+
+
+def test_train_llm_component_launches_two_gloo_ranks(tiny_llama_dir, tmp_path):
+    """pipeline.gpu.accelerator_limit N > 1: the training step runs N ranks in its pod (here 2 gloo ranks
+    on loopback) and its adapter matches one process training the same global batches."""
+    from components.train_llm.component import train_llm as component
+    from helpers import FakeArtifact, llm_stage_inputs
+
+    data, ret, params = llm_stage_inputs(tmp_path / "inputs")
+    outs = {}
+    for n in (2, 1):
+        adapter, stats = FakeArtifact(tmp_path / f"n{n}" / "adapter"), FakeArtifact(tmp_path / f"n{n}" / "stats")
+        component(kind="lora", data=FakeArtifact(data), retrieved=FakeArtifact(ret), crm=FakeArtifact(tmp_path / "x"),
+                  model_path=str(tiny_llama_dir), gate="crm", profile="", overrides=params, adapter=adapter,
+                  stats=stats, nproc_per_node=n)  # fmt: skip
+        outs[n] = (Path(adapter.path), stats.metadata)
+    two = json.loads((outs[2][0] / "metrics.json").read_text())
+    one = json.loads((outs[1][0] / "metrics.json").read_text())
+    assert two["train"]["world_size"] == 2 and "world_size" not in one["train"]
+    assert two["train"]["steps"] == one["train"]["steps"] == 6 and outs[2][1]["train_samples"] == 24
+    w2 = load_file(str(next((outs[2][0] / "adapter").rglob("*.safetensors"))))
+    w1 = load_file(str(next((outs[1][0] / "adapter").rglob("*.safetensors"))))
+    assert set(w2) == set(w1) and w1
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(json.loads((outs[2][0] / "train_loss.json").read_text())["loss"],
+                               json.loads((outs[1][0] / "train_loss.json").read_text())["loss"], rtol=1e-4, atol=2e-5)

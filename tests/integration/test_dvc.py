@@ -1,5 +1,6 @@
 """Real DVC: `dvc repro` runs the data stages, `dvc status` is clean, push/pull through a local remote."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ def dvc_repo(repo, tmp_path):
     for f in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(repo / f, work / f)
     shutil.copytree(repo / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(repo / "data" / "raw", work / "data" / "raw")  # the raw-data dependency (README only)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["synthetic"].update(n_users=80, n_items=120)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -79,3 +81,30 @@ def test_changed_params_rerun_prepare(dvc_repo):
     _run([dvc, "repro"], work, env)
     second = yaml.safe_load((work / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"]
     assert first != second
+
+
+def test_changed_raw_data_re_prepares(dvc_repo):
+    """The raw files are a dependency of `prepare`: `dvc repro` prepares again when they change."""
+    from helpers import small_tables, write_ml100k
+
+    work, env, dvc = dvc_repo
+    raw = write_ml100k(small_tables(), work / "data" / "raw" / "ml-100k")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"].update(dataset="ml-100k", path="data/raw/ml-100k")
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run([dvc, "add", "data/raw/ml-100k"], work, env)  # raw data versioned by DVC, as the README says
+    _run([dvc, "repro", "prepare"], work, env)
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]["prepare"]
+    assert any(d["path"] == "data/raw/ml-100k" for d in lock["deps"])
+    first = lock["outs"][0]["md5"]
+    rows = json.loads((work / "data/prepared/meta.json").read_text())["rows"]
+    assert "didn't change, skipping" in _run([dvc, "repro", "prepare"], work, env).stdout
+
+    lines = (raw / "u.data").read_text().splitlines()
+    (raw / "u.data").write_text("\n".join(lines[:-50]) + "\n")  # the newest export lost 50 ratings
+    assert "changed deps" in _run([dvc, "status", "prepare"], work, env).stdout
+    out = _run([dvc, "repro", "prepare"], work, env)
+    assert "Running stage 'prepare'" in out.stdout
+    second = yaml.safe_load((work / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"]
+    assert second != first
+    assert json.loads((work / "data/prepared/meta.json").read_text())["rows"] == rows - 50

@@ -191,7 +191,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_llama_dir, tmp_path):
         assert len(aucs) - best == cfg.patience
     p = predict_adapter(m, tok, val["prompts"], val["signals"], progress=False, bf16=False)
     assert roc_auc_score(val["labels"], p) == pytest.approx(max(aucs), abs=1e-6)  # the kept weights are the best
-    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoint" / "best.safetensors").is_file()  # kept (and mirrored) with the checkpoint
 
 
 def test_crm_residual_readout_is_the_crm_when_s_is_zero(tiny_llama_dir, tmp_path):

@@ -69,11 +69,12 @@ def compile_cmd(
     out: str = typer.Option("pipeline.yaml", help="IR YAML to write."),
     cpu_image: Optional[str] = typer.Option(None, help="Image of the data steps (params pipeline.cpu_image)."),
     gpu_image: Optional[str] = typer.Option(None, help="Image of the training steps (params pipeline.gpu_image)."),
+    profile: Optional[str] = typer.Option(None, help="params.yaml profile for the defaults, e.g. cluster."),
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
     from pipelines.run import compile_pipeline
 
-    raise typer.Exit(run_guarded(lambda: typer.echo(str(compile_pipeline(out, cpu_image, gpu_image))) or 0))
+    raise typer.Exit(run_guarded(lambda: typer.echo(str(compile_pipeline(out, cpu_image, gpu_image, profile))) or 0))
 
 
 @app.command("submit")

@@ -21,6 +21,24 @@ def _uri(uri: Optional[str]) -> str:
 URI = typer.Option(None, "--uri", help="Registry URI (params pipeline.registry_uri; any fsspec URI).")
 
 
+def _guarded(fn) -> int:
+    """run_guarded, with object-store failures (unreachable endpoint, denied credentials) as one error line."""
+    from reclora.errors import RecLoRAError
+
+    def wrapped() -> int:
+        try:
+            return fn()
+        except RecLoRAError:
+            raise
+        except Exception as e:
+            mod = type(e).__module__.split(".")[0]
+            if isinstance(e, OSError) or mod in ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp"):
+                raise RecLoRAError(f"registry storage failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            raise
+
+    return run_guarded(wrapped)
+
+
 @app.command("list")
 def list_cmd(uri: Optional[str] = URI) -> None:
     """Every version with its status, AUC, LogLoss and creation time."""
@@ -36,7 +54,7 @@ def list_cmd(uri: Optional[str] = URI) -> None:
             typer.echo(f"{r['version']}  {r['status']:<10}  AUC {auc}  LogLoss {ll}  {r['created_at']}")
         return 0
 
-    raise typer.Exit(run_guarded(_run))
+    raise typer.Exit(_guarded(_run))
 
 
 @app.command("show")
@@ -44,20 +62,52 @@ def show_cmd(ref: str = typer.Argument("champion", help="champion, latest or vNN
     """One version's manifest (files, metrics, lineage) as JSON."""
     from reclora.registry import show
 
-    raise typer.Exit(run_guarded(lambda: typer.echo(json.dumps(show(_uri(uri), ref), indent=2, default=str)) or 0))
+    raise typer.Exit(_guarded(lambda: typer.echo(json.dumps(show(_uri(uri), ref), indent=2, default=str)) or 0))
+
+
+DEPLOY = typer.Option(False, "--deploy", help="Also patch the KServe InferenceService's storageUri to the new champion "
+                      "(params pipeline.serving: service, namespace, storage_root).")  # fmt: skip
+DRY_RUN = typer.Option(False, "--dry-run", help="Change nothing: print the champion it would be and the patch.")
+
+
+def _champion_change(action: str, version: Optional[str], uri: Optional[str], deploy: bool, dry_run: bool) -> int:
+    from reclora.config import load_params
+    from reclora.registry import promote, rollback
+    from reclora.registry.deploy import deploy_version, serving_settings, storage_uri
+    from reclora.registry.promotion import rollback_target
+    from reclora.registry.store import open_store, version_ref
+
+    u = _uri(uri)
+    sv = serving_settings(load_params())
+    api = None
+    if deploy or dry_run:  # check the serving settings and the API access before changing the champion
+        storage_uri(u, "v0000", storage_root=sv["storage_root"])
+    if deploy and not dry_run:
+        from reclora.kube import custom_objects_api
+
+        api = custom_objects_api()
+    if dry_run:
+        v = version_ref(open_store(u), version) if action == "promote" else rollback_target(u)["version"]
+        out = {"version": v, "dry_run": True, "changed": False}
+    else:
+        out = promote(u, version) if action == "promote" else rollback(u)
+    if deploy or dry_run:
+        out["deploy"] = deploy_version(u, out["version"], service=sv["service"], namespace=sv["namespace"],
+                                       storage_root=sv["storage_root"], dry_run=dry_run, api=api)  # fmt: skip
+    typer.echo(json.dumps(out, default=str))
+    return 0
 
 
 @app.command("promote")
-def promote_cmd(version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI) -> None:
+def promote_cmd(
+    version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI, deploy: bool = DEPLOY,
+    dry_run: bool = DRY_RUN,
+) -> None:  # fmt: skip
     """Make a version the champion by hand (the previous one is kept for rollback)."""
-    from reclora.registry import promote
-
-    raise typer.Exit(run_guarded(lambda: typer.echo(json.dumps(promote(_uri(uri), version), default=str)) or 0))
+    raise typer.Exit(_guarded(lambda: _champion_change("promote", version, uri, deploy, dry_run)))
 
 
 @app.command("rollback")
-def rollback_cmd(uri: Optional[str] = URI) -> None:
+def rollback_cmd(uri: Optional[str] = URI, deploy: bool = DEPLOY, dry_run: bool = DRY_RUN) -> None:
     """Restore the previous champion."""
-    from reclora.registry import rollback
-
-    raise typer.Exit(run_guarded(lambda: typer.echo(json.dumps(rollback(_uri(uri)), default=str)) or 0))
+    raise typer.Exit(_guarded(lambda: _champion_change("rollback", None, uri, deploy, dry_run)))

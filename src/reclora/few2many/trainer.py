@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reclora.few2many.adapters import AdapterModel
-from reclora.few2many.checkpoint import load_checkpoint, save_checkpoint
+from reclora.few2many.checkpoint import load_checkpoint, load_checkpoint_tensors, save_checkpoint
 from reclora.llm.model import chat_prompt, yes_no_token_ids
 
 
@@ -312,7 +312,7 @@ def _auc(labels: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(labels, p)) if len(np.unique(labels)) == 2 else float("nan")
 
 
-BEST = "best.safetensors"
+BEST = "best"  # the best epoch's weights, kept in the checkpoint as best.safetensors
 
 
 def train_adapter(
@@ -414,15 +414,14 @@ def train_adapter(
                 D.broadcast_(p.data)
 
     best_weights: dict[str, torch.Tensor] | None = None
-    if out_dir is not None and (Path(out_dir) / BEST).is_file():
-        from safetensors.torch import load_file
-
-        best_weights = load_file(str(Path(out_dir) / BEST))
+    if out_dir is not None and resumed is not None:
+        best_weights = load_checkpoint_tensors(Path(out_dir), BEST)
 
     def save_state() -> None:
         if main and out_dir is not None and cfg.checkpoint_every:
             state = {"step": step, "loss": losses, "valid_auc": val_auc, "best": best, "config": asdict(cfg)}
-            save_checkpoint(Path(out_dir), named, opt, state | ({"world_size": world} if ddp else {}))
+            extra = {BEST: best_weights} if best_weights is not None else None
+            save_checkpoint(Path(out_dir), named, opt, state | ({"world_size": world} if ddp else {}), extra)
 
     def end_of_epoch(epoch: int) -> bool:
         """Validate after ``epoch`` (0-based); keep the best weights; True = stop early."""
@@ -434,13 +433,6 @@ def train_adapter(
         if auc > best["auc"]:
             best.update(auc=auc, epoch=epoch + 1)
             best_weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in named.items()}
-            if main and out_dir is not None:
-                from safetensors.torch import save_file
-
-                Path(out_dir).mkdir(parents=True, exist_ok=True)
-                tmp = Path(out_dir) / f".{BEST}.tmp"
-                save_file(best_weights, str(tmp))
-                tmp.replace(Path(out_dir) / BEST)
         if progress and main:
             tqdm.write(f"epoch {epoch + 1}: valid AUC {auc:.4f} (best {best['auc']:.4f} at epoch {best['epoch']})")
         return bool(cfg.patience) and best["epoch"] is not None and epoch + 1 - best["epoch"] >= cfg.patience

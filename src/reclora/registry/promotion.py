@@ -151,6 +151,26 @@ def promote(
     return {"version": v, **out, "path": store.url(store.vdir(v))}
 
 
+def rollback_target(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """What :func:`rollback` would do, without doing it: {"version" (to restore), "previous" (the champion)}.
+
+    Raises NoChampion / NoPreviousChampion like :func:`rollback`.
+    """
+    store = open_store(uri, name)
+    doc = store.champion_doc() or {}
+    cur = doc.get("champion")
+    if cur is None:
+        raise NoChampion(f"nothing to roll back in {store.where}: there is no champion yet")
+    hist = list(doc.get("history") or [])
+    while hist and hist[-1].get("version") == cur:
+        hist.pop()
+    if not hist:
+        raise NoPreviousChampion(
+            f"nothing to roll back to in {store.where}: {cur} is the champion and there is no previous champion"
+        )
+    return {"version": hist[-1]["version"], "previous": cur}
+
+
 def rollback(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str, Any]:
     """Restore the previous champion; raises NoChampion / NoPreviousChampion when there is nothing to restore.
 

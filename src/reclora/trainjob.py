@@ -1,0 +1,177 @@
+"""Multi-node LLM training: a Kubeflow Trainer (v2) TrainJob on the ``reclora-torch`` runtime, created and awaited.
+
+The runtime, its service account and the GPU pool settings come from ``infra/k8s/trainer``
+(``kustomize build infra/k8s/trainer | kubectl apply -f -``). Every node runs
+``torchrun --module reclora.launch llm ...`` (the Trainer sets torchrun's ``PET_*`` rendezvous
+variables); the nodes share no volume, so inputs and the output are object-store URIs and the
+checkpoints are mirrored to ``checkpoint_uri`` (a restarted node resumes from there).
+The job's name is derived from the checkpoint URI, so a retried pipeline step finds its own
+job again instead of starting a second one; a failed job is deleted and created anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from reclora.errors import ConfigError
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def job_name(key: str, kind: str) -> str:
+    """A DNS-1123 name unique to ``key`` (the checkpoint URI: pipeline run + task) and ``kind``."""
+    return f"reclora-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def secret_env(secret: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """EnvVars from the Secret ``secret["name"]``: ``keys`` (env name -> secret key, required) and
+    ``optional_keys`` (the same, may be absent), as params ``pipeline.storage_secret``."""
+    if not secret or not secret.get("name"):
+        return []
+    out = []
+    for field, optional in (("keys", False), ("optional_keys", True)):
+        for env, key in sorted((secret.get(field) or {}).items()):
+            ref = {"name": secret["name"], "key": key, "optional": optional}
+            out.append({"name": env, "valueFrom": {"secretKeyRef": ref}})
+    return out
+
+
+def trainjob_body(
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    runtime: str,
+    args: Sequence[str],
+    num_nodes: int,
+    nproc_per_node: int,
+    resources_per_node: Mapping[str, Any],
+    env: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The TrainJob object (as infra/k8s/trainer/trainjob.yaml, with this run's command and size)."""
+    if int(num_nodes) < 1 or int(nproc_per_node) < 1:
+        raise ConfigError(f"a TrainJob needs num_nodes >= 1 and nproc_per_node >= 1, got {num_nodes}, {nproc_per_node}")
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "trainer"}},
+        "spec": {
+            "runtimeRef": {"apiGroup": GROUP, "kind": "TrainingRuntime", "name": runtime},
+            "trainer": {
+                "image": image,
+                "command": ["torchrun"],
+                "args": ["--module", "reclora.launch", *args],
+                "numNodes": int(num_nodes),
+                "numProcPerNode": int(nproc_per_node),
+                "resourcesPerNode": json.loads(json.dumps(resources_per_node)),
+                "env": [dict(e) for e in env],
+            },
+        },
+    }  # fmt: skip
+
+
+def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+
+
+def run_trainjob(
+    body: Mapping[str, Any],
+    api: Any = None,
+    poll_s: float = 15.0,
+    timeout_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Create ``body`` (or find the job of the same name from an earlier attempt) and wait until it ends.
+
+    A job found in state Failed is deleted and created again. Returns the final object; raises
+    RuntimeError when the job fails or ``timeout_s`` passes. ``api``: a ``CustomObjectsApi``
+    (default: :func:`reclora.kube.custom_objects_api`).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    if api is None:
+        from reclora.kube import custom_objects_api
+
+        api = custom_objects_api()
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    kw = {"group": GROUP, "version": VERSION, "namespace": ns, "plural": PLURAL}
+    try:
+        api.create_namespaced_custom_object(body=dict(body), **kw)
+    except ApiException as e:
+        if e.status != 409:  # 409: this step's job exists already (a retry): follow it
+            raise
+        if "Failed" in _conditions(api.get_namespaced_custom_object(name=name, **kw)):
+            api.delete_namespaced_custom_object(name=name, **kw)
+            api.create_namespaced_custom_object(body=dict(body), **kw)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        obj = api.get_namespaced_custom_object(name=name, **kw)
+        cond = _conditions(obj)
+        if "Complete" in cond:
+            return obj
+        if "Failed" in cond:
+            raise RuntimeError(f"TrainJob {ns}/{name} failed: {cond['Failed'].get('message', '')}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise RuntimeError(f"TrainJob {ns}/{name} did not finish within {timeout_s} s")
+        sleep(poll_s)
+
+
+def namespace(default: str) -> str:
+    """This pod's namespace (from its service account), else ``default``."""
+    return SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else default
+
+
+def train_llm_multinode(
+    kind: str,
+    data_uri: str,
+    retrieved_uri: str,
+    crm_uri: str | None,
+    out_dir: str | Path,
+    params: Mapping[str, Any],
+    checkpoint_uri: str,
+    gate: str = "crm",
+    model_path: str | None = None,
+    api: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """The LLM stage on ``pipeline.gpu.num_nodes`` nodes x ``accelerator_limit`` GPUs through a TrainJob.
+
+    Inputs are object-store URIs (the pipeline's artifact URIs); the job writes the adapter to
+    ``<checkpoint_uri>/output``, which is then copied into ``out_dir``. Returns the stage summary
+    (the adapter's metrics.json). Raises ConfigError without a ``checkpoint_uri``.
+    """
+    from reclora import storage
+    from reclora.io import read_json
+
+    if not checkpoint_uri or not storage.is_remote(checkpoint_uri):
+        raise ConfigError("multi-node training needs pipeline.checkpoint_uri set to an object-store URI")
+    p = params["pipeline"]
+    gpu, tj = p["gpu"], p.get("trainjob") or {}
+    out_uri = f"{checkpoint_uri.rstrip('/')}/output"
+    args = ["llm", "--kind", kind, "--data", data_uri, "--retrieved", retrieved_uri, "--out", out_uri,
+            "--gate", gate, "--checkpoint-uri", f"{checkpoint_uri.rstrip('/')}/ckpt", "--no-progress",
+            "--overrides", json.dumps(dict(params), default=str)]  # fmt: skip
+    if crm_uri:
+        args += ["--crm", crm_uri]
+    if model_path:
+        args += ["--model-path", model_path]
+    n_gpu = int(gpu["accelerator_limit"])
+    res = json.loads(json.dumps(tj.get("resources_per_node") or {}))
+    for side in ("requests", "limits"):
+        res.setdefault(side, {})[gpu["accelerator_type"]] = str(n_gpu)
+    body = trainjob_body(
+        name=job_name(checkpoint_uri, kind), namespace=namespace(str(tj.get("namespace", "reclora"))),
+        image=p["gpu_image"], runtime=str(tj.get("runtime", "reclora-torch")), args=args,
+        num_nodes=int(gpu["num_nodes"]), nproc_per_node=n_gpu, resources_per_node=res,
+        env=secret_env(p.get("storage_secret")),
+    )  # fmt: skip
+    run_trainjob(body, api=api, poll_s=float(tj.get("poll_seconds", 15)),
+                 timeout_s=tj.get("timeout_seconds"), sleep=sleep)  # fmt: skip
+    storage.download_dir(out_uri, out_dir)
+    return read_json(Path(out_dir) / "metrics.json")
