@@ -41,6 +41,19 @@ SAMPLE_COLUMNS = {
 }
 
 
+def arrow_schema(columns: dict[str, str]) -> "pa.Schema":
+    """The pyarrow schema of a ``{column: dtype}`` table above ("int64", "list<float64>", ...), so that an
+    empty table is written with the same column types as a full one."""
+    import pyarrow as pa
+
+    def one(t: str) -> pa.DataType:
+        if t.startswith("list<"):
+            return pa.list_(one(t[5:-1]))
+        return pa.string() if t == "object" else pa.from_numpy_dtype(t)
+
+    return pa.schema([(c, one(t)) for c, t in columns.items()])
+
+
 def split_path(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -89,6 +89,8 @@ def failure(table: str, result: Any, frame: pd.DataFrame | None = None) -> dict[
 
     if exc:
         reason = f"{where}: check {cfg.type} could not run: {(exc.splitlines() or [exc])[0]}"
+    elif meta.get("reason"):
+        reason = f"{where}: {meta['reason']}"
     elif r.get("unexpected_count") is not None and "bad" in meta:
         n = int(r["unexpected_count"])
         total = r.get("element_count")
