@@ -119,3 +119,42 @@ def build_tiny_llama(d: Path, seed: int = 0) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(d, safe_serialization=True)
     tok.save_pretrained(d)
     return d
+
+
+# The handed bad-input cases (../shared/cases/bad-input, modelled on public bug reports), rewritten
+# here as small equivalents so the tests never read ../shared.
+_MOVIES = "movieId,title,genres\n1,A (1995),Drama\n2,B (1996),Drama\n"
+
+
+def write_bad_input_case(name: str, d: Path) -> Path:
+    """Write the raw files of one handed bad-input case into ``d``; returns ``d``.
+
+    float_id / inf_id / one_row: MovieLens CSV (``ml-25m``); parquet_ts_ms: generic ``table`` whose
+    timestamp column is Arrow timestamp[ms] (2024-03-01 13:00 UTC); goodbooks_dup: ``goodbooks-10k``
+    with the same (user, book) rating twice.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d.mkdir(parents=True, exist_ok=True)
+    header = "userId,movieId,rating,timestamp\n"
+    if name == "float_id":
+        (d / "ratings.csv").write_text(header + "2.9,1,4.0,978300000\n1,2.5,4.0,978300060\n")
+    elif name == "inf_id":
+        (d / "ratings.csv").write_text(header + "inf,1,4.0,978300000\n")
+    elif name == "one_row":
+        (d / "ratings.csv").write_text(header + "1,1,4.0,978300000\n")
+    elif name == "parquet_ts_ms":
+        ts = pa.array([1709298000000], pa.timestamp("ms"))
+        table = pa.table({"user_id": pa.array([1], pa.int64()), "item_id": pa.array([1], pa.int64()),
+                          "rating": pa.array([4.0]), "timestamp": ts})  # fmt: skip
+        pq.write_table(table, d / "interactions.parquet")
+        return d
+    elif name == "goodbooks_dup":
+        (d / "ratings.csv").write_text("user_id,book_id,rating\n1,1,1\n1,2,4\n1,3,4\n1,4,2\n1,5,3\n1,1,1\n")
+        (d / "books.csv").write_text("book_id,title\n" + "".join(f"{i},B{i}\n" for i in range(1, 6)))
+        return d
+    else:
+        raise ValueError(f"unknown bad-input case {name!r}")
+    (d / "movies.csv").write_text(_MOVIES)
+    return d

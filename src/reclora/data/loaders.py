@@ -18,6 +18,7 @@ back to latin-1 per file only where UTF-8 fails (the MovieLens ``.dat`` and
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 from dataclasses import dataclass
@@ -114,8 +115,17 @@ def _exact_int(text: str) -> int | None:
     return i if INT64_MIN <= i <= INT64_MAX else None
 
 
+def _with_nulls(values: np.ndarray, null: np.ndarray) -> pd.Series:
+    """int64 ``values`` as a series: ``int64``, or ``Int64`` with nulls where ``null`` (kept for the gate)."""
+    out = pd.Series(np.where(null, 0, values).astype("int64"))
+    if null.any():
+        out = out.astype("Int64")
+        out[null] = pd.NA
+    return out
+
+
 def _refuse(where: Path, col: str, what: str, examples: list[Any]) -> DataError:
-    shown = ", ".join(repr(str(e)) if not isinstance(e, str) else repr(e) for e in examples[:3])
+    shown = ", ".join(repr(str(e)) for e in examples[:3])
     return DataError(f"{where}: column {col!r} must hold {what}, e.g. got {shown}")
 
 
@@ -143,16 +153,13 @@ def exact_int64(values: pd.Series, where: Path, col: str, what: str = "ids") -> 
             ok = null | (np.isfinite(v) & (np.floor(v) == v) & (v >= -(2.0**63)) & (v < 2.0**63))
         if not ok.all():
             raise _refuse(where, col, need, s[~ok].tolist())
-        out = pd.Series(np.where(null, 0, v).astype("int64"))
-        if null.any():
-            out = out.astype("Int64")
-            out[null] = pd.NA
-        return out
+        return _with_nulls(v, null)
     if kind != "O" and not isinstance(s.dtype, pd.StringDtype):
         raise _refuse(where, col, need, [f"{s.dtype} values"])
     null = s.isna()
-    if not null.all() and s[~null].map(lambda v: isinstance(v, (bool, np.bool_))).any():
-        raise _refuse(where, col, need, s[~null & s.map(lambda v: isinstance(v, (bool, np.bool_)))].tolist())
+    booleans = s.map(lambda v: isinstance(v, (bool, np.bool_)))  # str(True) is not an id either
+    if booleans.any():
+        raise _refuse(where, col, need, s[booleans].tolist())
     text = s.where(null, s.astype(str).str.strip())
     empty = null | (text == "")
     vals = text[~empty]
@@ -163,12 +170,31 @@ def exact_int64(values: pd.Series, where: Path, col: str, what: str = "ids") -> 
         if bad.any():
             raise _refuse(where, col, need, list(dict.fromkeys(vals[bad].tolist())))
         num = vals.map(exact).astype("int64")
-    out = pd.Series(np.zeros(len(s), dtype="int64"))
-    out[~empty.to_numpy()] = num.to_numpy(dtype="int64")
-    if empty.any():
-        out = out.astype("Int64")
-        out[empty.to_numpy()] = pd.NA
-    return out
+    full = np.zeros(len(s), dtype="int64")
+    full[~empty.to_numpy()] = num.to_numpy(dtype="int64")
+    return _with_nulls(full, empty.to_numpy())
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _datetime_seconds(v: Any) -> int | None:
+    """Unix seconds (floored) of an ISO 8601 string or a date/datetime object, naive = UTC; None if neither.
+
+    Each value is parsed on its own (``datetime.fromisoformat``), so every value keeps its own offset
+    (pandas' vectorized ISO parser applies an earlier value's offset to a later naive one)."""
+    if isinstance(v, str):
+        try:
+            v = dt.datetime.fromisoformat(v.strip())
+        except ValueError:
+            return None
+    if isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+        v = dt.datetime(v.year, v.month, v.day)
+    if not isinstance(v, dt.datetime):
+        return None
+    when = v if v.tzinfo is not None else v.replace(tzinfo=dt.timezone.utc)
+    secs = (when - _EPOCH) // dt.timedelta(seconds=1)
+    return secs if INT64_MIN <= secs <= INT64_MAX else None
 
 
 def unix_seconds(values: pd.Series, where: Path, col: str) -> pd.Series:
@@ -188,26 +214,18 @@ def unix_seconds(values: pd.Series, where: Path, col: str) -> pd.Series:
             if s.dtype.kind != "O" and not isinstance(s.dtype, pd.StringDtype):
                 raise
             # text that is not all integers: then every value must be a datetime
-        strings = s[s.notna()].map(lambda v: isinstance(v, str)).all()
         empty = s.isna() | s.map(lambda v: isinstance(v, str) and not v.strip())
-        try:
-            with np.errstate(all="ignore"):
-                parsed = pd.to_datetime(s.where(~empty), utc=True, errors="coerce",
-                                        format="ISO8601" if strings else None)  # fmt: skip
-        except (ValueError, TypeError, OverflowError) as e:
-            raise _refuse(where, col, "unix seconds or ISO 8601 datetimes", [str(e).splitlines()[0]]) from e
-        bad = parsed.isna() & ~empty
-        if bad.any():
-            raise _refuse(where, col, "unix seconds (integers) or ISO 8601 datetimes, one kind per column", s[bad].tolist())
-        s = parsed
+        secs = {v: _datetime_seconds(v) for v in pd.unique(s[~empty])}
+        bad = [v for v, x in secs.items() if x is None]
+        if bad:
+            raise _refuse(where, col, "unix seconds (integers) or ISO 8601 datetimes, one kind per column", bad)
+        full = np.zeros(len(s), dtype="int64")
+        full[~empty.to_numpy()] = s[~empty].map(secs).to_numpy(dtype="int64")
+        return _with_nulls(full, empty.to_numpy())
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    nat = s.isna().to_numpy()
-    out = pd.Series(s.to_numpy().astype("datetime64[s]").astype("int64"))  # numpy floors to the second
-    if nat.any():
-        out = out.astype("Int64")
-        out[nat] = pd.NA
-    return out
+    # numpy floors to the second whatever the unit; NaT becomes a null
+    return _with_nulls(s.to_numpy().astype("datetime64[s]").astype("int64"), s.isna().to_numpy())
 
 
 def _to_float(df: pd.DataFrame, col: str, where: Path, name: str | None = None) -> pd.Series:
