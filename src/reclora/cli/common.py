@@ -43,13 +43,15 @@ def run_guarded(fn: Callable[[], int | None]) -> int:
         return 130
 
 
-def run_cli(app: Any, args: list[str] | None = None) -> int:
-    """Run a typer ``app`` as a command line; return its exit code (see the module docstring)."""
+def run_cli(app: Any, args: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Run a typer ``app`` as a command line (``args`` default: sys.argv[1:]); return its exit code.
+
+    See the module docstring for what each failure prints."""
     from typer import Abort
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
     try:
-        rv = app(args=args, standalone_mode=False)
+        rv = app(args=args, prog_name=prog_name, standalone_mode=False)
     except NoArgsIsHelpError as e:  # `reclora` or `reclora data` alone: the help, as asked
         print(e.format_message())
         return 0
