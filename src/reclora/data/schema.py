@@ -14,6 +14,11 @@ Prepared directory (written atomically by ``reclora data prepare``)::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 INTERACTIONS = "interactions.parquet"
 ITEMS = "items.parquet"
 USERS = "users.parquet"
@@ -41,7 +46,7 @@ SAMPLE_COLUMNS = {
 }
 
 
-def arrow_schema(columns: dict[str, str]) -> "pa.Schema":
+def arrow_schema(columns: dict[str, str]) -> pa.Schema:
     """The pyarrow schema of a ``{column: dtype}`` table above ("int64", "list<float64>", ...), so that an
     empty table is written with the same column types as a full one."""
     import pyarrow as pa

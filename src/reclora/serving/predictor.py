@@ -55,12 +55,12 @@ import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
+from reclora.data.loaders import INT64_MAX, INT64_MIN
 from reclora.errors import DataError, RecLoRAError
 
 DEFAULT_NAME = "reclora"
 HISTORY_SOURCES = ("request", "feature_store", "none")
-INT_RANGES = {"INT64": (-(2**63), 2**63 - 1), "INT32": (-(2**31), 2**31 - 1)}
-INT64_MIN, INT64_MAX = INT_RANGES["INT64"]
+INT_RANGES = {"INT64": (INT64_MIN, INT64_MAX), "INT32": (-(2**31), 2**31 - 1)}
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: the last second a datetime can show
 
 

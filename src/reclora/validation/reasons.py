@@ -33,7 +33,8 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
-def _iso(ts: Any) -> str:
+def iso_utc(ts: Any) -> str:
+    """Unix seconds as "YYYY-MM-DD HH:MM:SS UTC" ("?" when not a representable time)."""
     try:
         return dt.datetime.fromtimestamp(int(_scalar(ts)), tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (TypeError, ValueError, OverflowError, OSError):
@@ -113,7 +114,7 @@ def failure(table: str, result: Any, frame: pd.DataFrame | None = None) -> dict[
         expected = meta.get("expected") or _bounds(kwargs)
         shown = fmt_value(obs) if not isinstance(obs, float) else f"{obs:.4g}"
         if meta.get("timestamp"):
-            shown = f"{fmt_value(obs)} ({_iso(obs)})"
+            shown = f"{fmt_value(obs)} ({iso_utc(obs)})"
         if isinstance(obs, (list, tuple)):
             shown = "[" + ", ".join(fmt_value(o) for o in obs) + "]"
         reason = f"{where}: {stat} is {shown}, expected {expected}"

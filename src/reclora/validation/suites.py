@@ -11,7 +11,6 @@ failed result into one human line (see :mod:`reclora.validation.reasons`):
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from reclora.data import schema
 from reclora.validation.load import LIST_COLUMNS, SCALAR_SAMPLE_COLUMNS, PreparedTables, length_column
+from reclora.validation.reasons import iso_utc
 
 E = gx.expectations
 
@@ -57,10 +57,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
-
-
-def _iso_day(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _range(lo: Any, hi: Any) -> str:
@@ -159,7 +155,7 @@ def interactions_check(t: PreparedTables, params: dict[str, Any], now: int) -> T
             {
                 "column": "timestamp",
                 "stat": "earliest timestamp",
-                "expected": f">= {earliest} ({_iso_day(earliest)}, validation.min_timestamp)",
+                "expected": f">= {earliest} ({iso_utc(earliest)}, validation.min_timestamp)",
                 "timestamp": True,
             },
             column="timestamp",
