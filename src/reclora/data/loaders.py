@@ -156,6 +156,10 @@ def exact_int64(values: pd.Series, where: Path, col: str, what: str = "ids") -> 
         return _with_nulls(v, null)
     if kind != "O" and not isinstance(s.dtype, pd.StringDtype):
         raise _refuse(where, col, need, [f"{s.dtype} values"])
+    if pd.api.types.infer_dtype(s, skipna=False) == "string":  # fast path: all plain int64 literals
+        num = pd.to_numeric(s, errors="coerce")  # int64 only when every value is one (spaces allowed)
+        if num.dtype == np.int64:
+            return num.astype("int64")
     null = s.isna()
     booleans = s.map(lambda v: isinstance(v, (bool, np.bool_)))  # str(True) is not an id either
     if booleans.any():

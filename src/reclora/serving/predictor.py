@@ -33,7 +33,7 @@ outputs:
 Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 naming the field:
 unknown item ids, too many/empty/duplicate candidates, wrong types, ids outside the 64-bit range,
 timestamps outside [0, 253402300799] (unix seconds up to 9999-12-31), history ratings outside the
-data set's rating range (params validation.rating_range of the version), V2 data that does not fit
+data set's rating range (validation.rating_range of the version's params, else of params.yaml), V2 data that does not fit
 its declared datatype (1.5 or 2**40 in an INT32/INT64 input). A 500 is only a fault of the server.
 
 All rows of all instances of a request are scored in one batched forward; forwards are
@@ -149,9 +149,7 @@ class RecLoRAPredictor(Model):
 
         self.noun = NOUNS.get(str(data.get("dataset")), "movie") if data.get("dataset") else "movie"
         self.threshold = float(data.get("label_threshold") or 4.0)
-        ranges = (self.params.get("validation") or {}).get("rating_range") or {}
-        rr = ranges.get(str(data.get("dataset"))) if isinstance(ranges, Mapping) else None
-        self.rating_range = (float(rr[0]), float(rr[1])) if isinstance(rr, (list, tuple)) and len(rr) == 2 else None
+        self.rating_range = self._rating_range(str(data.get("dataset")))
 
         crm_dir = vdir / "crm"
         if (crm_dir / "model").is_dir():
@@ -185,6 +183,20 @@ class RecLoRAPredictor(Model):
         return self.ready
 
     # ------------------------------------------------------------------ validation
+    def _rating_range(self, dataset: str) -> tuple[float, float] | None:
+        """validation.rating_range of the data set: the version's params, else params.yaml's default."""
+        from reclora.config import section
+        from reclora.errors import ConfigError
+
+        ranges = (self.params.get("validation") or {}).get("rating_range")
+        if not isinstance(ranges, Mapping):
+            try:
+                ranges = section("validation").get("rating_range")
+            except ConfigError:  # no params.yaml where the server runs: ratings need only be finite
+                ranges = None
+        rr = ranges.get(dataset) if isinstance(ranges, Mapping) else None
+        return (float(rr[0]), float(rr[1])) if isinstance(rr, (list, tuple)) and len(rr) == 2 else None
+
     @staticmethod
     def _check_ts(v: Any, what: str) -> int:
         if not _is_int(v, 0, MAX_TIMESTAMP):
