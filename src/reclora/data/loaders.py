@@ -237,11 +237,12 @@ def _to_float(df: pd.DataFrame, col: str, where: Path, name: str | None = None) 
     raw = df[col].reset_index(drop=True)
     if raw.dtype.kind in "iuf":
         return raw.astype("float64")
-    text = raw.astype(str).str.strip()
-    s = pd.to_numeric(text.where(raw.notna() & (text != "")), errors="coerce")
-    bad = s.isna() & raw.notna() & (text != "")
-    if bad.any():
-        raise _refuse(where, name or col, "numbers", raw[bad].tolist())
+    s = pd.to_numeric(raw.astype(str) if raw.dtype.kind == "b" else raw, errors="coerce")  # spaces allowed
+    missing = s.isna()
+    if missing.any():  # an empty cell is a null for the gate; anything else that is not a number is refused
+        bad = missing & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            raise _refuse(where, name or col, "numbers", raw[bad].tolist())
     return s.astype("float64")
 
 
