@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from hypothesis import strategies as st
 
 from reclora.data.loaders import ML1M_OCCUPATIONS, ML100K_GENRES, Tables
 from reclora.data.synthetic import generate
@@ -149,3 +152,109 @@ class FakeArtifact:
 
     def log_metric(self, key: str, value: float) -> None:
         self.metadata[key] = value
+
+
+# The handed bad-input cases (../shared/cases/bad-input, modelled on public bug reports), rewritten
+# here as small equivalents so the tests never read ../shared.
+_MOVIES = "movieId,title,genres\n1,A (1995),Drama\n2,B (1996),Drama\n"
+
+
+def write_bad_input_case(name: str, d: Path) -> Path:
+    """Write the raw files of one handed bad-input case into ``d``; returns ``d``.
+
+    float_id / inf_id / one_row: MovieLens CSV (``ml-25m``); parquet_ts_ms: generic ``table`` whose
+    timestamp column is Arrow timestamp[ms] (2024-03-01 13:00 UTC); goodbooks_dup: ``goodbooks-10k``
+    with the same (user, book) rating twice.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d.mkdir(parents=True, exist_ok=True)
+    header = "userId,movieId,rating,timestamp\n"
+    if name == "float_id":
+        (d / "ratings.csv").write_text(header + "2.9,1,4.0,978300000\n1,2.5,4.0,978300060\n")
+    elif name == "inf_id":
+        (d / "ratings.csv").write_text(header + "inf,1,4.0,978300000\n")
+    elif name == "one_row":
+        (d / "ratings.csv").write_text(header + "1,1,4.0,978300000\n")
+    elif name == "parquet_ts_ms":
+        ts = pa.array([1709298000000], pa.timestamp("ms"))
+        table = pa.table({"user_id": pa.array([1], pa.int64()), "item_id": pa.array([1], pa.int64()),
+                          "rating": pa.array([4.0]), "timestamp": ts})  # fmt: skip
+        pq.write_table(table, d / "interactions.parquet")
+        return d
+    elif name == "goodbooks_dup":
+        (d / "ratings.csv").write_text("user_id,book_id,rating\n1,1,1\n1,2,4\n1,3,4\n1,4,2\n1,5,3\n1,1,1\n")
+        (d / "books.csv").write_text("book_id,title\n" + "".join(f"{i},B{i}\n" for i in range(1, 6)))
+        return d
+    else:
+        raise ValueError(f"unknown bad-input case {name!r}")
+    (d / "movies.csv").write_text(_MOVIES)
+    return d
+
+
+# Hostile values for every field of a serving request (issue 10): shared by the parser's property test
+# and the same property over HTTP (tests/integration/test_serving.py).
+MAX_TIMESTAMP = 253402300799  # the serving bound on unix seconds: 9999-12-31T23:59:59Z
+INT64 = (-(2**63), 2**63 - 1)
+HOSTILE = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), -(2**63) - 1, MAX_TIMESTAMP, MAX_TIMESTAMP + 1, 1, 8]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1.0, 4.5, 0.5, 5.0, 5.5, float("nan"), float("inf")]),
+    st.text(max_size=4),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(0, 9), max_size=3),
+    st.dictionaries(st.text(max_size=2), st.integers(0, 3), max_size=2),
+)
+FIELDS = ("user_id", "candidates", "candidates[]", "timestamp", "history", "history.item_id", "history.rating",
+          "history.timestamp")  # fmt: skip
+
+
+def is_int(v, lo, hi) -> bool:
+    """An int (not a bool) within [lo, hi]."""
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def valid_field(
+    field: str, v, items: set[int], rating_range: tuple[float, float] = (1.0, 5.0), first: int = 1
+) -> bool:
+    """Whether the serving parser must accept ``v`` in ``field`` of :func:`hostile_instance` (else a 400);
+    ``first``: the instance's first candidate (a second equal one is a duplicate)."""
+    if field == "user_id":
+        return is_int(v, *INT64)
+    if field == "candidates":
+        return isinstance(v, list) and 0 < len(v) and all(is_int(c, *INT64) and c in items for c in v) and len(set(v)) == len(v)
+    if field == "candidates[]":
+        return is_int(v, *INT64) and v in items and v != first
+    if field in ("timestamp", "history.timestamp"):
+        return (v is None and field == "timestamp") or is_int(v, 0, MAX_TIMESTAMP)
+    if field == "history":
+        return v is None or v == []
+    if field == "history.item_id":
+        return is_int(v, *INT64) and v in items
+    if field == "history.rating":
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return num and math.isfinite(v) and rating_range[0] <= v <= rating_range[1]
+    raise AssertionError(field)
+
+
+def hostile_instance(field: str, v, candidates: tuple[int, int] = (1, 2), known: int = 3) -> dict:
+    """A V1 instance whose ``field`` holds ``v`` and every other field a valid value."""
+    inst = {"user_id": 7, "candidates": list(candidates), "timestamp": 900_000_000,
+            "history": [{"item_id": known, "rating": 4.0, "timestamp": 800_000_000}]}  # fmt: skip
+    if field == "candidates[]":
+        inst["candidates"] = [candidates[0], v]
+    elif field.startswith("history."):
+        inst["history"][0][field.split(".")[1]] = v
+    else:
+        inst[field] = v
+    return inst
+
+
+# the words the 400 must contain for a hostile value in each field
+NAMED = {"user_id": "instances[0].user_id", "candidates": "instances[0].candidates",
+         "candidates[]": "instances[0].candidates", "timestamp": "instances[0].timestamp",
+         "history": "instances[0].history", "history.item_id": "instances[0].history[0]",
+         "history.rating": "instances[0].history[0].rating", "history.timestamp": "instances[0].history[0].timestamp"}  # fmt: skip

@@ -354,7 +354,7 @@ def register_stage(
         adapter_dir=reclora_dir,
         retrieval_dir=retrieved_dir,
         items_path=data_dir,
-        params={k: p[k] for k in ("data", "retrieval", "crm", "adapter", "train") if k in p},
+        params={k: p[k] for k in ("data", "retrieval", "crm", "adapter", "train", "validation") if k in p},
         metrics=read_json(Path(evaluation_dir) / "metrics.json"),
         lineage={"data_version": data_version, "pipeline_run_id": run_id},
         base_model=str(adapter_meta.get("base_model", "")),

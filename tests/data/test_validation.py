@@ -239,6 +239,23 @@ def test_positive_rate_and_row_count_bounds(tmp_path, params):
     assert rows["reason"] == "interactions: row count is 200, expected within [1000, 50000000]"
 
 
+def test_timestamp_before_the_lower_bound(tmp_path, params):
+    t = make_tables()
+    t["interactions"].loc[3, "timestamp"] = 631152000  # 1990-01-01, before the bundled data sets' era
+    result = run(tmp_path, params, t)
+    f = only(result, "interactions", "expect_column_min_to_be_between", "timestamp")
+    assert "earliest timestamp is 631152000 (1990-01-01" in f["reason"]
+    assert ">= 788918400 (1995-01-01 00:00:00 UTC, validation.min_timestamp)" in f["reason"]
+    assert len(result.failures) == 1
+    # configurable: an epoch bound (the generic table's default) lets the same data pass
+    relaxed = dict(params, min_timestamp={**params["min_timestamp"], "ml-100k": 0})
+    assert run(tmp_path / "relaxed", relaxed, t).success
+    with pytest.raises(ConfigError, match=r"validation.min_timestamp.ml-100k must be a date"):
+        run(tmp_path / "bad", dict(params, min_timestamp={"ml-100k": "the nineties"}), t)
+    with pytest.raises(ConfigError, match="min_timestamp has no entry for dataset 'ml-100k'"):
+        run(tmp_path / "none", dict(params, min_timestamp={"table": 0}), t)
+
+
 def test_missing_inputs_raise_data_error(tmp_path, params):
     with pytest.raises(DataError, match="not found"):
         validate_prepared(tmp_path / "nope", tmp_path / "report", params=params)

@@ -15,7 +15,9 @@ import time
 import httpx
 import numpy as np
 import pytest
-from helpers import reclora
+from helpers import FIELDS, HOSTILE, NAMED, hostile_instance, reclora, valid_field
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_local_pipeline import SMALL  # the same small pipeline profile
 
 pytestmark = pytest.mark.slow
@@ -196,7 +198,21 @@ BAD_V1 = [
     b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 999999, "rating": 3}]}]}',
     b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2}]}]}',
     b'{"instances": [{"user_id": 1, "candidates": [1], "history": "abc"}]}',
+    # issue 10: beyond the 64-bit range, outside the data set's rating range, times beyond year 9999
+    b'{"instances": [{"user_id": 18446744073709551615, "candidates": [1]}]}',
+    b'{"instances": [{"user_id": -9223372036854775809, "candidates": [1]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [18446744073709551615]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "timestamp": 9223372036854775807}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2, "rating": 7}]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2, "rating": 4, "timestamp": -1}]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2, "rating": true}]}]}',
+    b'{"instances": [{"user_id": 100000000000000000000000, "candidates": [1]}]}',
+    b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2, "rating": NaN}]}]}',
 ]
+# the field each of the issue-10 bodies above must be named in its 400 (None: not valid JSON for the parser)
+BAD_V1_FIELD = ["instances[0].user_id", "instances[0].user_id", "instances[0].candidates", "instances[0].timestamp",
+                "instances[0].history[0].rating", "instances[0].history[0].timestamp",
+                "instances[0].history[0].rating", None, None]  # fmt: skip
 BAD_V2 = [
     b"{not json",
     b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}]}',
@@ -206,17 +222,33 @@ BAD_V2 = [
     b' {"name": "candidates", "shape": [1], "datatype": "BYTES", "data": ["[1, "]}]}',
     b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
     b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [999999]}]}',
+    # issue 10: data that does not fit its declared datatype
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1.5]},'
+    b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [18446744073709551615]},'
+    b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [4294967296]},'
+    b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+    b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
+    b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": ["3"]}]}',
 ]
+BAD_V2_FIELD = ["'user_id'", "'user_id'", "'user_id'", "'candidates'"]
 
 
 def test_bad_input_is_400_and_server_stays_healthy(client):
+    named = dict(zip(BAD_V1[-len(BAD_V1_FIELD) :], BAD_V1_FIELD))
     for body in BAD_V1:
         r = client.post(f"/v1/models/{NAME}:predict", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400, (body, r.status_code, r.text)
         assert r.json().get("error"), r.text
+        if named.get(body):
+            assert named[body] in r.json()["error"], (body, r.text)
+    named = dict(zip(BAD_V2[-len(BAD_V2_FIELD) :], BAD_V2_FIELD))
     for body in BAD_V2:
         r = client.post(f"/v2/models/{NAME}/infer", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400, (body, r.status_code, r.text)
+        if named.get(body):
+            assert named[body] in r.json()["error"], (body, r.text)
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
     # a JSON body sent without the JSON content type (curl -d) is still read as JSON
@@ -225,6 +257,40 @@ def test_bad_input_is_400_and_server_stays_healthy(client):
     assert form.status_code == 200, form.text
     ok = client.post(f"/v1/models/{NAME}:predict", json={"instances": INSTANCES[:1]})
     assert ok.status_code == 200
+
+
+def test_the_handed_case_user_id_2_64_minus_1_is_a_400_naming_the_field(client):
+    r = client.post(f"/v1/models/{NAME}:predict", json={"instances": [{"user_id": 2**64 - 1, "candidates": [3]}]})
+    assert r.status_code == 400, r.text
+    assert "instances[0].user_id must be an integer within the 64-bit range, got 18446744073709551615" in r.json()["error"]
+
+
+def _json_safe(v) -> bool:
+    """A value JSON can carry and kserve's parser (orjson: integers within 64 bits, no NaN) reads."""
+    if isinstance(v, float):
+        return v == v and v not in (float("inf"), float("-inf"))
+    if isinstance(v, int) and not isinstance(v, bool):
+        return -(2**63) <= v < 2**64
+    if isinstance(v, (list, dict)):
+        return all(_json_safe(x) for x in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=HOSTILE)
+def test_hostile_fields_over_http_are_400s_naming_the_field(client, local, field, value):
+    """A bounded property test over real HTTP: never a 500; a 400 names the field; a 200 only for valid input."""
+    inst = hostile_instance(field, value, candidates=(3, 14), known=8)
+    body = json.dumps({"instances": [inst]}).encode()
+    r = client.post(f"/v1/models/{NAME}:predict", content=body, headers={"content-type": "application/json"})
+    assert local.rating_range == (1.0, 5.0)  # the synthetic data set's range, from the version's params
+    ok = valid_field(field, value, local.item_set, local.rating_range, first=3)
+    if not _json_safe(value):  # kserve refuses the body before our parser sees it
+        assert r.status_code == 400, (field, value, r.text)
+        return
+    assert r.status_code == (200 if ok else 400), (field, value, r.status_code, r.text)
+    if not ok:
+        assert NAMED[field] in r.json()["error"], (field, value, r.text)
 
 
 def test_metrics_endpoint(client):

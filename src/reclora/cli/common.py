@@ -1,11 +1,34 @@
-"""What every command shares: one clear line for a user error, never a traceback."""
+"""What every command shares: one clear line for a user error, never a traceback.
+
+``run_cli(app)`` is how the ``reclora`` command (and ``python -m reclora.cli.serve``) runs its typer
+app: usage errors (an unknown option, a missing or invalid value) become one ``error:`` line and exit
+2 instead of click's usage box; a :class:`~reclora.errors.RecLoRAError` is ``error: <message>`` and
+exit 2; any other exception is ``error: <Type>: <first line>`` and exit 2, with the traceback only
+when ``RECLORA_DEBUG=1``.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Callable
+import traceback
+from typing import Any, Callable
 
 from reclora.errors import RecLoRAError
+
+DEBUG_ENV = "RECLORA_DEBUG"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def error_line(e: BaseException) -> str:
+    """The ``error:`` line for an exception: the product's own message, else its type and first line."""
+    if isinstance(e, RecLoRAError):  # one line: a multi-line message (pip's stderr, gate failures) joined by "; "
+        return "error: " + "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return f"error: {type(e).__name__}{': ' + first if first else ''} (run with {DEBUG_ENV}=1 for the traceback)"
 
 
 def run_guarded(fn: Callable[[], int | None]) -> int:
@@ -13,8 +36,35 @@ def run_guarded(fn: Callable[[], int | None]) -> int:
     try:
         return int(fn() or 0)
     except RecLoRAError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; outputs were left as they were before this run", file=sys.stderr)
         return 130
+
+
+def run_cli(app: Any, args: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Run a typer ``app`` as a command line (``args`` default: sys.argv[1:]); return its exit code.
+
+    See the module docstring for what each failure prints."""
+    from typer import Abort
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    try:
+        rv = app(args=args, prog_name=prog_name, standalone_mode=False)
+    except NoArgsIsHelpError as e:  # `reclora` or `reclora data` alone: the help, as asked
+        print(e.format_message())
+        return 0
+    except ClickException as e:  # usage: unknown option, missing or invalid value
+        where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) is not None else ""
+        print(f"error: {_one_line(e.format_message())}{where}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Abort):
+        print("interrupted; outputs were left as they were before this run", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the promise: never a traceback, one line and exit 2
+        if os.environ.get(DEBUG_ENV) == "1":
+            traceback.print_exc()
+        print(error_line(e), file=sys.stderr)
+        return 2
+    return rv if isinstance(rv, int) else 0

@@ -13,7 +13,7 @@ from reclora.cli import pipeline as pipeline_cli
 from reclora.cli import registry as registry_cli
 from reclora.cli import serve as serve_cli
 from reclora.cli import train as train_cli
-from reclora.cli.common import run_guarded
+from reclora.cli.common import run_cli, run_guarded
 
 app = typer.Typer(
     help="RecLoRA: a Kubeflow training pipeline for LLM recommenders with personalized LoRA.",
@@ -65,4 +65,5 @@ def demo(
 
 
 def main() -> None:
-    sys.exit(app())
+    """The `reclora` command: bad input is one `error:` line and exit 2, never a usage box or a traceback."""
+    sys.exit(run_cli(app))

@@ -12,7 +12,7 @@ from reclora.cli.common import run_guarded
 app = typer.Typer(no_args_is_help=True)
 
 
-def _overrides(text: Optional[str]) -> dict:
+def _overrides(text: Optional[str], option: str = "--overrides") -> dict:
     from reclora.errors import ConfigError
 
     if not text:
@@ -20,9 +20,9 @@ def _overrides(text: Optional[str]) -> dict:
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--overrides must be a JSON object: {e}") from e
+        raise ConfigError(f"{option} must be a JSON object: {e}") from e
     if not isinstance(d, dict):
-        raise ConfigError("--overrides must be a JSON object")
+        raise ConfigError(f"{option} must be a JSON object, got {type(d).__name__}")
     return d
 
 
@@ -88,7 +88,7 @@ def submit_cmd(
     from pipelines.run import submit
 
     def _run() -> int:
-        r = submit(host, package, _overrides(arguments), namespace=namespace)
+        r = submit(host, package, _overrides(arguments, "--arguments"), namespace=namespace)
         typer.echo(f"submitted run {getattr(r, 'run_id', r)}")
         return 0
 
@@ -107,7 +107,7 @@ def schedule_cmd(
     from pipelines.run import schedule
 
     def _run() -> int:
-        r = schedule(host, package, cron, _overrides(arguments), namespace=namespace)
+        r = schedule(host, package, cron, _overrides(arguments, "--arguments"), namespace=namespace)
         typer.echo(f"scheduled recurring run {getattr(r, 'recurring_run_id', r)} with cron {cron!r}")
         return 0
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import run_cli, run_guarded
 
 
 def serve(
@@ -45,7 +45,7 @@ def serve(
 def main() -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(serve)
-    sys.exit(app())
+    sys.exit(run_cli(app))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,24 @@ column names and dtypes. Loaders reject *structural* problems (missing files,
 wrong column counts, unparsable numbers) with a :class:`DataError` naming the
 file; *value* problems (out-of-range ratings, empty titles, duplicates, future
 timestamps) are kept so the Great Expectations gate can name them.
+
+Ids and times are read exactly or refused: a value that is not an exact integer
+within the 64-bit range (``2.9``, ``inf``, ``nan``, ``1e30``, 2**64) is a
+:class:`DataError` naming the file, the column and an example, never truncated
+or wrapped. An empty cell is a null the gate names. Datetime columns of the
+generic table are converted by their own unit and zone (naive = UTC) to unix
+seconds (sub-second parts are floored). Raw text is decoded as UTF-8, falling
+back to latin-1 per file only where UTF-8 fails (the MovieLens ``.dat`` and
+``u.item`` releases are latin-1).
 """
 
 from __future__ import annotations
 
-
+import datetime as dt
+import io
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,11 +38,17 @@ ML100K_GENRES = [
 ]  # fmt: skip
 
 
+# where the order of a user's events comes from: real timestamps, or the row order of the raw file
+# (GoodBooks-10K has no times; there a repeated (user, item) pair is the same event twice)
+TIME_SOURCES = ("timestamp", "row_order")
+
+
 @dataclass
 class Tables:
     interactions: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
+    time_source: str = "timestamp"
 
 
 def _need(path: Path, *names: str) -> Path:
@@ -50,16 +68,28 @@ def _read(path: Path, reader: Callable[..., pd.DataFrame], **kw: Any) -> pd.Data
         raise DataError(f"{path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
 
-def _read_sep(path: Path, sep: str, names: list[str], encoding: str = "latin-1", **kw: Any) -> pd.DataFrame:
-    """Read a headerless separated file whose separator may be multi-character (``::``)."""
+def decode_text(path: Path) -> str:
+    """The text of ``path``: UTF-8 when it decodes as UTF-8, else latin-1 (every byte is valid latin-1)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _read_sep(path: Path, sep: str, names: list[str], **kw: Any) -> pd.DataFrame:
+    """Read a headerless separated file (all cells as str) whose separator may be multi-character (``::``)."""
+    text = decode_text(path)
     if len(sep) > 1:
-        text = path.read_bytes().decode(encoding)
         rows = [line.split(sep) for line in text.splitlines() if line.strip()]
         bad = next((i for i, r in enumerate(rows) if len(r) != len(names)), None)
         if bad is not None:
             raise DataError(f"{path}: line {bad + 1} has {len(rows[bad])} fields, expected {len(names)}")
-        return pd.DataFrame(rows, columns=names)
-    df = _read(path, pd.read_csv, sep=sep, header=None, encoding=encoding, dtype=str,
+        return pd.DataFrame(rows, columns=names, dtype=object)
+    df = _read(path, lambda _p, **k: pd.read_csv(io.StringIO(text), **k), sep=sep, header=None, dtype=str,
                keep_default_na=False, quoting=3, **kw)  # fmt: skip
     if df.shape[1] != len(names):
         raise DataError(f"{path}: {df.shape[1]} columns, expected {len(names)}")
@@ -67,26 +97,176 @@ def _read_sep(path: Path, sep: str, names: list[str], encoding: str = "latin-1",
     return df
 
 
-def _to_num(df: pd.DataFrame, col: str, dtype: str, where: Path) -> pd.Series:
-    s = pd.to_numeric(df[col].astype(str).str.strip() if df[col].dtype == object else df[col], errors="coerce")
-    bad = s.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
-    if bad.any():
-        ex = df.loc[bad, col].astype(str).head(3).tolist()
-        raise DataError(f"{where}: column {col!r} has non-numeric values, e.g. {ex}")
-    if dtype.startswith("int"):
-        if s.isna().any():
-            return s.astype("Int64")  # keep nulls visible to the validation gate
-        return s.astype(dtype)
-    return s.astype(dtype)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# a decimal number in ASCII (what Decimal may parse exactly); no inf/nan, no unicode digits
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
-def _canonical_interactions(df: pd.DataFrame, where: Path) -> pd.DataFrame:
+def _exact_int(text: str) -> int | None:
+    """The integer ``text`` denotes exactly (``"7"``, ``"7.0"``, ``"7e2"``) within int64, else None."""
+    if not _DECIMAL.fullmatch(text):
+        return None
+    d = Decimal(text)
+    if d.is_zero():
+        return 0
+    if d.adjusted() > 18 or d != d.to_integral_value():  # adjusted() first: never build a 10**30 integer
+        return None
+    i = int(d)
+    return i if INT64_MIN <= i <= INT64_MAX else None
+
+
+def _with_nulls(values: np.ndarray, null: np.ndarray) -> pd.Series:
+    """int64 ``values`` as a series: ``int64``, or ``Int64`` with nulls where ``null`` (kept for the gate)."""
+    out = pd.Series(np.where(null, 0, values).astype("int64"))
+    if null.any():
+        out = out.astype("Int64")
+        out[null] = pd.NA
+    return out
+
+
+def _refuse(where: Path, col: str, what: str, examples: list[Any]) -> DataError:
+    shown = ", ".join(repr(str(e)) for e in examples[:3])
+    return DataError(f"{where}: column {col!r} must hold {what}, e.g. got {shown}")
+
+
+def exact_int64(values: pd.Series, where: Path, col: str, what: str = "ids") -> pd.Series:
+    """Read ``values`` (text or numbers) as exact 64-bit integers.
+
+    Returns an ``int64`` series, or ``Int64`` with nulls where cells are empty/null
+    (kept so the validation gate names them). Raises :class:`DataError` naming
+    ``where``, ``col`` and up to three examples for any value that is not an
+    exact integer in [-2**63, 2**63 - 1]: fractions, inf, nan, words, booleans,
+    datetimes, 1e30. ``what`` words the requirement ("ids", "unix seconds").
+    """
+    need = f"{what} as exact integers (whole numbers within the 64-bit range)"
+    s = values.reset_index(drop=True)
+    kind = s.dtype.kind
+    if kind in "iu":  # numpy or nullable integers: exact already, only uint64 may exceed int64
+        bad = s.notna() & (s > INT64_MAX) if kind == "u" else pd.Series(False, index=s.index)
+        if bad.any():
+            raise _refuse(where, col, need, s[bad].tolist())
+        return s.astype("Int64" if s.isna().any() else "int64")
+    if kind == "f":  # NaN is a null (parquet nulls arrive as NaN); inf and fractions are refused
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        null = np.isnan(v)
+        with np.errstate(invalid="ignore"):
+            ok = null | (np.isfinite(v) & (np.floor(v) == v) & (v >= -(2.0**63)) & (v < 2.0**63))
+        if not ok.all():
+            raise _refuse(where, col, need, s[~ok].tolist())
+        return _with_nulls(v, null)
+    if kind != "O" and not isinstance(s.dtype, pd.StringDtype):
+        raise _refuse(where, col, need, [f"{s.dtype} values"])
+    if pd.api.types.infer_dtype(s, skipna=False) == "string":  # fast path: all plain int64 literals
+        num = pd.to_numeric(s, errors="coerce")  # int64 only when every value is one (spaces allowed)
+        if num.dtype == np.int64:
+            return num.astype("int64")
+    null = s.isna()
+    booleans = s.map(lambda v: isinstance(v, (bool, np.bool_)))  # str(True) is not an id either
+    if booleans.any():
+        raise _refuse(where, col, need, s[booleans].tolist())
+    text = s.where(null, s.astype(str).str.strip())
+    empty = null | (text == "")
+    vals = text[~empty]
+    num = pd.to_numeric(vals, errors="coerce")
+    if num.dtype != np.int64:  # something is not a plain int64 literal: decide value by value, exactly
+        exact = {u: _exact_int(u) for u in pd.unique(vals)}
+        bad = vals.map(exact).isna()
+        if bad.any():
+            raise _refuse(where, col, need, list(dict.fromkeys(vals[bad].tolist())))
+        num = vals.map(exact).astype("int64")
+    full = np.zeros(len(s), dtype="int64")
+    full[~empty.to_numpy()] = num.to_numpy(dtype="int64")
+    return _with_nulls(full, empty.to_numpy())
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _datetime_seconds(v: Any) -> int | None:
+    """Unix seconds (floored) of an ISO 8601 string or a date/datetime object, naive = UTC; None if neither.
+
+    Each value is parsed on its own (``datetime.fromisoformat``), so every value keeps its own offset
+    (pandas' vectorized ISO parser applies an earlier value's offset to a later naive one)."""
+    if isinstance(v, str):
+        try:
+            v = dt.datetime.fromisoformat(v.strip())
+        except ValueError:
+            return None
+    if isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+        v = dt.datetime(v.year, v.month, v.day)
+    if not isinstance(v, dt.datetime):
+        return None
+    when = v if v.tzinfo is not None else v.replace(tzinfo=dt.timezone.utc)
+    secs = (when - _EPOCH) // dt.timedelta(seconds=1)
+    return secs if INT64_MIN <= secs <= INT64_MAX else None
+
+
+def unix_seconds(values: pd.Series, where: Path, col: str) -> pd.Series:
+    """Event times as exact unix seconds (int64, or Int64 with nulls for empty cells).
+
+    Accepts integers (already unix seconds, read exactly as by :func:`exact_int64`),
+    datetime columns of any unit (s, ms, us, ns) naive (= UTC) or zone-aware, and
+    text that is all integers or all ISO 8601 datetimes (each with its own offset,
+    or naive = UTC). Sub-second parts are floored. Raises :class:`DataError`
+    naming the column and an example for anything else.
+    """
+    s = values.reset_index(drop=True)
+    if not isinstance(s.dtype, pd.DatetimeTZDtype) and s.dtype.kind != "M":
+        try:
+            return exact_int64(s, where, col, "unix seconds")
+        except DataError:
+            if s.dtype.kind != "O" and not isinstance(s.dtype, pd.StringDtype):
+                raise
+            # text that is not all integers: then every value must be a datetime
+        empty = s.isna() | s.map(lambda v: isinstance(v, str) and not v.strip())
+        secs = {v: _datetime_seconds(v) for v in pd.unique(s[~empty])}
+        bad = [v for v, x in secs.items() if x is None]
+        if bad:
+            raise _refuse(where, col, "unix seconds (integers) or ISO 8601 datetimes, one kind per column", bad)
+        full = np.zeros(len(s), dtype="int64")
+        full[~empty.to_numpy()] = s[~empty].map(secs).to_numpy(dtype="int64")
+        return _with_nulls(full, empty.to_numpy())
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    # numpy floors to the second whatever the unit; NaT becomes a null
+    return _with_nulls(s.to_numpy().astype("datetime64[s]").astype("int64"), s.isna().to_numpy())
+
+
+def _to_float(df: pd.DataFrame, col: str, where: Path, name: str | None = None) -> pd.Series:
+    """A numeric column as float64 (ratings); nulls and out-of-range values are kept for the gate."""
+    raw = df[col].reset_index(drop=True)
+    if raw.dtype.kind in "iuf":
+        return raw.astype("float64")
+    s = pd.to_numeric(raw.astype(str) if raw.dtype.kind == "b" else raw, errors="coerce")  # spaces allowed
+    missing = s.isna()
+    if missing.any():  # an empty cell is a null for the gate; anything else that is not a number is refused
+        bad = missing & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            raise _refuse(where, name or col, "numbers", raw[bad].tolist())
+    return s.astype("float64")
+
+
+def _ids(df: pd.DataFrame, col: str, where: Path, name: str | None = None) -> pd.Series:
+    return exact_int64(df[col], where, name or col)
+
+
+def _canonical_interactions(
+    df: pd.DataFrame, where: Path, names: dict[str, str] | None = None, timestamps: bool = False
+) -> pd.DataFrame:
+    """The four canonical columns, read exactly; ``names`` maps canonical -> source column (for errors).
+
+    ``timestamps``: the time column may hold datetimes (generic tables); else it must be unix seconds.
+    """
+    n = names or {}
+    ts = (unix_seconds if timestamps else lambda v, w, c: exact_int64(v, w, c, "unix seconds"))(
+        df["timestamp"], where, n.get("timestamp", "timestamp")
+    )
     out = pd.DataFrame(
         {
-            "user_id": _to_num(df, "user_id", "int64", where),
-            "item_id": _to_num(df, "item_id", "int64", where),
-            "rating": _to_num(df, "rating", "float64", where),
-            "timestamp": _to_num(df, "timestamp", "int64", where),
+            "user_id": _ids(df, "user_id", where, n.get("user_id")),
+            "item_id": _ids(df, "item_id", where, n.get("item_id")),
+            "rating": _to_float(df, "rating", where, n.get("rating")),
+            "timestamp": ts,
         }
     )
     return out.reset_index(drop=True)
@@ -98,7 +278,7 @@ def _users_from_interactions(inter: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_ml100k(path: str | Path) -> Tables:
-    """MovieLens-100K: u.data (tab), u.item and u.user ('|', latin-1)."""
+    """MovieLens-100K: u.data (tab), u.item and u.user ('|'; UTF-8, else latin-1 as released)."""
     path = Path(path)
     inter = _read_sep(_need(path, "u.data"), "\t", ["user_id", "item_id", "rating", "timestamp"])
     inter = _canonical_interactions(inter, path / "u.data")
@@ -108,7 +288,7 @@ def load_ml100k(path: str | Path) -> Tables:
     genres = ["|".join(g for g, f in zip(ML100K_GENRES, row) if f) for row in flags]
     items = pd.DataFrame(
         {
-            "item_id": _to_num(items, "item_id", "int64", path / "u.item"),
+            "item_id": _ids(items, "item_id", path / "u.item"),
             "title": items["title"].str.strip(),
             "genres": genres,
             "release_date": items["release_date"],
@@ -117,8 +297,8 @@ def load_ml100k(path: str | Path) -> Tables:
     users = _read_sep(_need(path, "u.user"), "|", ["user_id", "age", "gender", "occupation", "zip"])
     users = pd.DataFrame(
         {
-            "user_id": _to_num(users, "user_id", "int64", path / "u.user"),
-            "age": _to_num(users, "age", "int64", path / "u.user"),
+            "user_id": _ids(users, "user_id", path / "u.user"),
+            "age": exact_int64(users["age"], path / "u.user", "age", "ages"),
             "gender": users["gender"],
             "occupation": users["occupation"],
         }
@@ -135,28 +315,32 @@ ML1M_OCCUPATIONS = [
 
 
 def load_ml1m(path: str | Path) -> Tables:
-    """MovieLens-1M: ratings.dat, movies.dat, users.dat ('::'-separated, latin-1)."""
+    """MovieLens-1M: ratings.dat, movies.dat, users.dat ('::'-separated; UTF-8, else latin-1 as released)."""
     path = Path(path)
     inter = _read_sep(_need(path, "ratings.dat"), "::", ["user_id", "item_id", "rating", "timestamp"])
     inter = _canonical_interactions(inter, path / "ratings.dat")
     items = _read_sep(_need(path, "movies.dat"), "::", ["item_id", "title", "genres"])
-    items["item_id"] = _to_num(items, "item_id", "int64", path / "movies.dat")
+    items["item_id"] = _ids(items, "item_id", path / "movies.dat")
     items["title"] = items["title"].str.strip()
     users = _read_sep(_need(path, "users.dat"), "::", ["user_id", "gender", "age", "occupation", "zip"])
-    occ = _to_num(users, "occupation", "int64", path / "users.dat")
+    occ = exact_int64(users["occupation"], path / "users.dat", "occupation", "occupation codes")
     users = pd.DataFrame(
         {
-            "user_id": _to_num(users, "user_id", "int64", path / "users.dat"),
-            "age": _to_num(users, "age", "int64", path / "users.dat"),
+            "user_id": _ids(users, "user_id", path / "users.dat"),
+            "age": exact_int64(users["age"], path / "users.dat", "age", "ages"),
             "gender": users["gender"],
-            "occupation": [ML1M_OCCUPATIONS[o] if 0 <= o < len(ML1M_OCCUPATIONS) else "other" for o in occ],
+            "occupation": [
+                ML1M_OCCUPATIONS[o] if not pd.isna(o) and 0 <= o < len(ML1M_OCCUPATIONS) else "other" for o in occ
+            ],
         }
     )
     return Tables(inter, items, users)
 
 
 def _read_csv(path: Path, usecols: list[str]) -> pd.DataFrame:
-    df = _read(path, pd.read_csv, dtype=str, keep_default_na=False)
+    """A CSV with a header, every cell as str (no type guessing: ids and times are parsed exactly later)."""
+    text = decode_text(path)
+    df = _read(path, lambda _p, **k: pd.read_csv(io.StringIO(text), **k), dtype=str, keep_default_na=False)
     missing = [c for c in usecols if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
@@ -168,11 +352,11 @@ def load_ml25m(path: str | Path) -> Tables:
     path = Path(path)
     ratings = _read_csv(_need(path, "ratings.csv"), ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
-    inter = _canonical_interactions(ratings, path / "ratings.csv")
+    inter = _canonical_interactions(ratings, path / "ratings.csv", {"user_id": "userId", "item_id": "movieId"})
     movies = _read_csv(_need(path, "movies.csv"), ["movieId", "title", "genres"])
     items = pd.DataFrame(
         {
-            "item_id": _to_num(movies, "movieId", "int64", path / "movies.csv"),
+            "item_id": _ids(movies, "movieId", path / "movies.csv"),
             "title": movies["title"].str.strip(),
             "genres": movies["genres"].replace("(no genres listed)", ""),
         }
@@ -184,71 +368,84 @@ def load_goodbooks(path: str | Path) -> Tables:
     """GoodBooks-10K: ratings.csv (user_id, book_id, rating) + books.csv.
 
     The release has no timestamps; the row order of ratings.csv is used as the
-    event order (timestamp = row number), as is usual for this data set.
+    event order (timestamp = row number, ``time_source`` "row_order"), as is usual
+    for this data set. A repeated (user, book) pair is then the same event twice:
+    the gate refuses it and no sample is built from the later copy.
     """
     path = Path(path)
     ratings = _read_csv(_need(path, "ratings.csv"), ["user_id", "book_id", "rating"])
+    time_source = "timestamp"
     if "timestamp" not in ratings.columns:
         ratings["timestamp"] = np.arange(len(ratings)).astype(str)
-    inter = _canonical_interactions(ratings.rename(columns={"book_id": "item_id"}), path / "ratings.csv")
+        time_source = "row_order"
+    names = {"item_id": "book_id", "timestamp": "timestamp" if time_source == "timestamp" else "(row number)"}
+    inter = _canonical_interactions(ratings.rename(columns={"book_id": "item_id"}), path / "ratings.csv", names)
     books = _read_csv(_need(path, "books.csv"), ["book_id", "title"])
     title = books["title"].where(books["title"].str.strip() != "", books.get("original_title", books["title"]))
     items = pd.DataFrame(
         {
-            "item_id": _to_num(books, "book_id", "int64", path / "books.csv"),
+            "item_id": _ids(books, "book_id", path / "books.csv"),
             "title": title.str.strip(),
             "genres": books["authors"] if "authors" in books.columns else "",
         }
     )
-    return Tables(inter, items, _users_from_interactions(inter))
+    return Tables(inter, items, _users_from_interactions(inter), time_source=time_source)
 
 
-def _read_table(path: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
-    for ext, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        p = path / f"{stem}{ext}"
-        if p.is_file():
-            return _read(p, reader)
+def _read_table(path: Path, stem: str, required: bool = True) -> tuple[pd.DataFrame, Path] | None:
+    """``stem``.parquet (typed) or ``stem``.csv (every cell as str, parsed exactly later) and its path."""
+    p = path / f"{stem}.parquet"
+    if p.is_file():
+        return _read(p, pd.read_parquet), p
+    p = path / f"{stem}.csv"
+    if p.is_file():
+        return _read_csv(p, []), p
     if required:
         raise DataError(f"{path}: missing {stem}.parquet or {stem}.csv")
     return None
 
 
 def load_table(path: str | Path, spec: dict[str, Any]) -> Tables:
-    """Generic parquet/CSV tables mapped onto the canonical columns by ``spec`` (params data.table)."""
+    """Generic parquet/CSV tables mapped onto the canonical columns by ``spec`` (params data.table).
+
+    The timestamp column may be unix seconds (integers), a datetime column of any
+    unit and zone, or ISO 8601 text (see :func:`unix_seconds`).
+    """
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
     cols: dict[str, str] = spec.get("columns", {})
     src = {canon: cols.get(canon, canon) for canon in ("user_id", "item_id", "rating", "timestamp", "title", "genres")}
-    inter = _read_table(path, spec.get("interactions", "interactions"))
-    assert inter is not None
+    found = _read_table(path, spec.get("interactions", "interactions"))
+    assert found is not None
+    inter, where = found
     missing = [s for c, s in src.items() if c in ("user_id", "item_id", "rating", "timestamp") and s not in inter]
     if missing:
-        raise DataError(f"{path}: interactions table lacks columns {missing} (has {list(inter.columns)})")
-    ts = inter[src["timestamp"]]
-    if not pd.api.types.is_numeric_dtype(ts):
-        parsed = pd.to_datetime(ts, errors="coerce", utc=True)
-        if parsed.isna().any():
-            raise DataError(f"{path}: column {src['timestamp']!r} is neither unix seconds nor a date")
-        inter[src["timestamp"]] = parsed.astype("int64") // 10**9
-    inter = _canonical_interactions(inter.rename(columns={v: k for k, v in src.items()}), path)
-    items = _read_table(path, spec.get("items", "items"), required=False)
-    if items is None:
+        raise DataError(f"{where}: interactions table lacks columns {missing} (has {list(inter.columns)})")
+    inter = inter[[src[c] for c in ("user_id", "item_id", "rating", "timestamp")]]
+    inter.columns = ["user_id", "item_id", "rating", "timestamp"]
+    inter = _canonical_interactions(inter, where, src, timestamps=True)
+    found = _read_table(path, spec.get("items", "items"), required=False)
+    if found is None:
         ids = np.sort(inter["item_id"].dropna().unique())
         items = pd.DataFrame({"item_id": ids, "title": [f"item {i}" for i in ids], "genres": ""})
     else:
+        items, where = found
         items = items.rename(columns={src["item_id"]: "item_id", src["title"]: "title", src["genres"]: "genres"})
-        if "title" not in items:
-            raise DataError(f"{path}: items table lacks a title column ({src['title']!r})")
+        if "title" not in items or "item_id" not in items:
+            raise DataError(f"{where}: items table lacks an item id or a title column ({src['item_id']!r}, {src['title']!r})")
         if "genres" not in items:
             items["genres"] = ""
-        items["item_id"] = _to_num(items, "item_id", "int64", path)
-    users = _read_table(path, spec.get("users", "users"), required=False)
-    if users is None:
+        items["item_id"] = exact_int64(items["item_id"], where, src["item_id"]).set_axis(items.index)
+    found = _read_table(path, spec.get("users", "users"), required=False)
+    if found is None:
         users = _users_from_interactions(inter)
     else:
+        users, where = found
         users = users.rename(columns={src["user_id"]: "user_id"})
-        users["user_id"] = _to_num(users, "user_id", "int64", path)
+        if "user_id" not in users:
+            raise DataError(f"{where}: users table lacks the user id column ({src['user_id']!r})")
+        users["user_id"] = exact_int64(users["user_id"], where, src["user_id"]).set_axis(users.index)
     return Tables(inter, items, users)
 
 

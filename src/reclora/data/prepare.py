@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from reclora.config import load_params
 from reclora.data import schema
@@ -39,7 +41,7 @@ def sample_users(tables: Tables, max_users: int, seed: int) -> Tables:
     keep = np.random.default_rng(seed).choice(users, size=max_users, replace=False)
     inter = tables.interactions[tables.interactions["user_id"].isin(keep)].reset_index(drop=True)
     user_tab = tables.users[tables.users["user_id"].isin(keep)].reset_index(drop=True)
-    return Tables(inter, tables.items, user_tab)
+    return Tables(inter, tables.items, user_tab, tables.time_source)
 
 
 def prepare(
@@ -76,11 +78,13 @@ def prepare(
         min_history=int(data_p["min_history"]),
         max_history=int(data_p["max_history"]),
         fractions=tuple(data_p["split"]),
+        repeat_is_same_event=tables.time_source == "row_order",
     )
     summary: dict[str, Any] = {
         "dataset": dataset,
         "source": str(path) if path else None,
         "label_threshold": threshold,
+        "time_source": tables.time_source,
         "rows": int(len(inter)),
         "users": int(inter["user_id"].nunique()),
         "items": int(tables.items["item_id"].nunique()),
@@ -101,8 +105,10 @@ def prepare(
         tables.items.to_parquet(tmp / schema.ITEMS, index=False)
         tables.users.to_parquet(tmp / schema.USERS, index=False)
         (tmp / schema.SAMPLES_DIR).mkdir()
-        for split, df in samples.items():
-            df.to_parquet(tmp / schema.split_path(split), index=False)
+        sample_schema = schema.arrow_schema(schema.SAMPLE_COLUMNS)
+        for split, df in samples.items():  # typed by the schema: an empty split keeps its list columns
+            table = pa.Table.from_pandas(df[list(schema.SAMPLE_COLUMNS)], schema=sample_schema, preserve_index=False)
+            pq.write_table(table, tmp / schema.split_path(split))
         write_json(tmp / schema.META, summary)  # no wall time inside: the output stays byte-reproducible
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["out"] = str(out)
@@ -116,8 +122,10 @@ def read_prepared(data_dir: str | Path) -> tuple[Tables, dict[str, pd.DataFrame]
     missing = [n for n in need if not (d / n).is_file()]
     if missing:
         raise DataError(f"{d}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`")
+    meta = read_json(d / schema.META)
     tables = Tables(
-        pd.read_parquet(d / schema.INTERACTIONS), pd.read_parquet(d / schema.ITEMS), pd.read_parquet(d / schema.USERS)
-    )
+        pd.read_parquet(d / schema.INTERACTIONS), pd.read_parquet(d / schema.ITEMS), pd.read_parquet(d / schema.USERS),
+        meta.get("time_source", "timestamp"),
+    )  # fmt: skip
     samples = {s: pd.read_parquet(d / schema.split_path(s)) for s in schema.SPLITS}
-    return tables, samples, read_json(d / schema.META)
+    return tables, samples, meta

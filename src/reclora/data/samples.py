@@ -7,6 +7,11 @@ first. Samples with fewer than ``min_history`` earlier interactions are
 dropped. The split cuts the interactions ordered by (timestamp, user_id,
 item_id) at 80% and 90%, so every valid/test event is at or after every train
 event and no sample ever sees a later event in its history.
+
+Where time is only the row order of the raw file (``repeat_is_same_event``,
+GoodBooks-10K), a repeated (user, item) pair is the same event recorded twice:
+the later copy gets no sample, so no sample carries its own answer in its
+history (the validation gate names the repeated pairs).
 """
 
 from __future__ import annotations
@@ -38,8 +43,12 @@ def build_samples(
     min_history: int = 5,
     max_history: int = 100,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    repeat_is_same_event: bool = False,
 ) -> dict[str, pd.DataFrame]:
-    """Build the train/valid/test CTR samples from canonical interactions."""
+    """Build the train/valid/test CTR samples (columns of schema.SAMPLE_COLUMNS) from canonical interactions.
+
+    ``repeat_is_same_event``: drop the samples of a (user, item) pair's later copies (time is row order).
+    """
     if min_history < 0 or max_history < 1:
         raise ValueError("min_history must be >= 0 and max_history >= 1")
     df = inter[["user_id", "item_id", "rating", "timestamp"]].copy()
@@ -60,6 +69,8 @@ def build_samples(
     block_start = np.repeat(starts, ends - starts)
 
     keep = n_hist >= max(min_history, 1)
+    if repeat_is_same_event:
+        keep &= ~df.duplicated(["user_id", "item_id"], keep="first").to_numpy()
     idx = np.flatnonzero(keep)
     lo = block_start[idx] + np.maximum(0, n_hist[idx] - max_history)
     hi = block_start[idx] + n_hist[idx]
@@ -70,9 +81,10 @@ def build_samples(
     out = df.loc[idx, ["user_id", "item_id", "rating", "timestamp", "split"]].reset_index(drop=True)
     out["label"] = (out["rating"] >= threshold).astype("int8")
     out["n_history"] = n_hist[idx]
-    out["hist_item_ids"] = hist_items
-    out["hist_ratings"] = hist_ratings
-    out["hist_timestamps"] = hist_ts
+    # object columns of arrays, also when there are no samples (an empty list would become float64)
+    out["hist_item_ids"] = pd.Series(hist_items, dtype=object)
+    out["hist_ratings"] = pd.Series(hist_ratings, dtype=object)
+    out["hist_timestamps"] = pd.Series(hist_ts, dtype=object)
     out = out.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
     return {
         split: out[out["split"] == split].drop(columns="split").reset_index(drop=True) for split in SPLITS

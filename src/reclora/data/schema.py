@@ -14,6 +14,11 @@ Prepared directory (written atomically by ``reclora data prepare``)::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 INTERACTIONS = "interactions.parquet"
 ITEMS = "items.parquet"
 USERS = "users.parquet"
@@ -39,6 +44,19 @@ SAMPLE_COLUMNS = {
     "hist_ratings": "list<float64>",
     "hist_timestamps": "list<int64>",
 }
+
+
+def arrow_schema(columns: dict[str, str]) -> pa.Schema:
+    """The pyarrow schema of a ``{column: dtype}`` table above ("int64", "list<float64>", ...), so that an
+    empty table is written with the same column types as a full one."""
+    import pyarrow as pa
+
+    def one(t: str) -> pa.DataType:
+        if t.startswith("list<"):
+            return pa.list_(one(t[5:-1]))
+        return pa.string() if t == "object" else pa.from_numpy_dtype(t)
+
+    return pa.schema([(c, one(t)) for c, t in columns.items()])
 
 
 def split_path(split: str) -> str:

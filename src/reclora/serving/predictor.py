@@ -30,8 +30,11 @@ outputs:
                               (ragged BYTES candidates: padded with -1 up to the longest list)
     cold_start  BOOL [n]
 
-Bad input (unknown item ids, too many/empty/duplicate candidates, wrong types) raises
-kserve's InvalidInput, which the server turns into HTTP 400.
+Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 naming the field:
+unknown item ids, too many/empty/duplicate candidates, wrong types, ids outside the 64-bit range,
+timestamps outside [0, 253402300799] (unix seconds up to 9999-12-31), history ratings outside the
+data set's rating range (validation.rating_range of the version's params, else of params.yaml), V2 data that does not fit
+its declared datatype (1.5 or 2**40 in an INT32/INT64 input). A 500 is only a fault of the server.
 
 All rows of all instances of a request are scored in one batched forward; forwards are
 serialized with a lock because the personalized LoRA layers keep per-forward state.
@@ -52,14 +55,24 @@ import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
+from reclora.data.loaders import INT64_MAX, INT64_MIN
 from reclora.errors import DataError, RecLoRAError
 
 DEFAULT_NAME = "reclora"
 HISTORY_SOURCES = ("request", "feature_store", "none")
+INT_RANGES = {"INT64": (INT64_MIN, INT64_MAX), "INT32": (-(2**31), 2**31 - 1)}
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: the last second a datetime can show
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+def _is_int(v: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> bool:
+    """An integer (not a bool) within [lo, hi] (default: the 64-bit range)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and lo <= int(v) <= hi
+
+
+def _flat(data: Any) -> list[Any]:
+    if isinstance(data, (list, tuple)):
+        return [x for d in data for x in _flat(d)]
+    return [data]
 
 
 def _is_num(v: Any) -> bool:
@@ -103,6 +116,8 @@ class RecLoRAPredictor(Model):
         self.num_threads = num_threads
         self._lock = threading.Lock()
         self._store_lock = threading.Lock()
+        self.item_set: set[int] = set()  # filled by load(); the request parser needs only these two
+        self.rating_range: tuple[float, float] | None = None
         self.ready = False
 
     # ------------------------------------------------------------------ load
@@ -134,6 +149,7 @@ class RecLoRAPredictor(Model):
 
         self.noun = NOUNS.get(str(data.get("dataset")), "movie") if data.get("dataset") else "movie"
         self.threshold = float(data.get("label_threshold") or 4.0)
+        self.rating_range = self._rating_range(str(data.get("dataset")))
 
         crm_dir = vdir / "crm"
         if (crm_dir / "model").is_dir():
@@ -167,9 +183,29 @@ class RecLoRAPredictor(Model):
         return self.ready
 
     # ------------------------------------------------------------------ validation
+    def _rating_range(self, dataset: str) -> tuple[float, float] | None:
+        """validation.rating_range of the data set: the version's params, else params.yaml's default."""
+        from reclora.config import section
+        from reclora.errors import ConfigError
+
+        ranges = (self.params.get("validation") or {}).get("rating_range")
+        if not isinstance(ranges, Mapping):
+            try:
+                ranges = section("validation").get("rating_range")
+            except ConfigError:  # no params.yaml where the server runs: ratings need only be finite
+                ranges = None
+        rr = ranges.get(dataset) if isinstance(ranges, Mapping) else None
+        return (float(rr[0]), float(rr[1])) if isinstance(rr, (list, tuple)) and len(rr) == 2 else None
+
+    @staticmethod
+    def _check_ts(v: Any, what: str) -> int:
+        if not _is_int(v, 0, MAX_TIMESTAMP):
+            raise InvalidInput(f"{what} must be an integer of unix seconds in [0, {MAX_TIMESTAMP}], got {v!r}")
+        return int(v)
+
     def _check_item(self, v: Any, what: str) -> int:
         if not _is_int(v):
-            raise InvalidInput(f"{what}: item ids must be integers, got {v!r}")
+            raise InvalidInput(f"{what}: item ids must be integers within the 64-bit range, got {v!r}")
         if int(v) not in self.item_set:
             raise InvalidInput(f"{what}: unknown item id {int(v)}")
         return int(v)
@@ -188,10 +224,11 @@ class RecLoRAPredictor(Model):
             r = e.get("rating")
             if not _is_num(r):
                 raise InvalidInput(f"{w}.rating must be a finite number, got {r!r}")
-            ts = e.get("timestamp", j)
-            if not _is_int(ts):
-                raise InvalidInput(f"{w}.timestamp must be an integer (unix seconds), got {ts!r}")
-            out.append((iid, float(r), int(ts)))  # type: ignore[arg-type]
+            if self.rating_range and not self.rating_range[0] <= r <= self.rating_range[1]:
+                lo, hi = (f"{x:g}" for x in self.rating_range)
+                raise InvalidInput(f"{w}.rating must be within [{lo}, {hi}] (the data set's rating range), got {r!r}")
+            ts = self._check_ts(e.get("timestamp", j), f"{w}.timestamp")
+            out.append((iid, float(r), ts))
         return out
 
     def parse_instances(self, instances: Any) -> list[dict[str, Any]]:
@@ -207,7 +244,7 @@ class RecLoRAPredictor(Model):
                 raise InvalidInput(f"{w} must be an object with user_id and candidates")
             uid = inst.get("user_id")
             if not _is_int(uid):
-                raise InvalidInput(f"{w}.user_id must be an integer, got {uid!r}")
+                raise InvalidInput(f"{w}.user_id must be an integer within the 64-bit range, got {uid!r}")
             cands = inst.get("candidates")
             if not isinstance(cands, list) or not cands:
                 raise InvalidInput(f"{w}.candidates must be a non-empty list of item ids")
@@ -217,8 +254,8 @@ class RecLoRAPredictor(Model):
             if len(set(cands)) != len(cands):
                 raise InvalidInput(f"{w}.candidates has duplicate item ids")
             ts = inst.get("timestamp")
-            if ts is not None and not _is_int(ts):
-                raise InvalidInput(f"{w}.timestamp must be an integer (unix seconds), got {ts!r}")
+            if ts is not None:
+                ts = self._check_ts(ts, f"{w}.timestamp")
             out.append({"user_id": int(uid), "candidates": cands,  # type: ignore[arg-type]
                         "history": self._parse_history(inst.get("history"), w), "timestamp": ts})  # fmt: skip
         return out
@@ -330,6 +367,20 @@ class RecLoRAPredictor(Model):
                 raise InvalidInput(f"input {name!r}[{j}] is not valid JSON: {e}") from e
         return out
 
+    @staticmethod
+    def _v2_ints(inp: Any) -> np.ndarray:
+        """An INT64/INT32 input as int64; JSON data is checked element by element first, since numpy would
+        truncate 1.5 to 1 and fail with an OverflowError on 2**64."""
+        lo, hi = INT_RANGES[inp.datatype]
+        if inp._raw_data is None:
+            bad = [v for v in _flat(inp.data) if not _is_int(v, lo, hi)][:1]
+            if bad or not isinstance(inp.data, (list, tuple)):
+                shown = bad[0] if bad else inp.data
+                raise InvalidInput(
+                    f"input {inp.name!r} is {inp.datatype} but holds {shown!r} (integers in [{lo}, {hi}] only)"
+                )
+        return inp.as_numpy().astype(np.int64)
+
     def parse_v2(self, req: InferRequest) -> tuple[list[dict[str, Any]], int]:
         """InferRequest -> V1-style instances (validated later) and the output width k."""
         by_name = {i.name: i for i in req.inputs}
@@ -341,12 +392,12 @@ class RecLoRAPredictor(Model):
             raise InvalidInput(f"unknown V2 inputs {sorted(unknown)}; expected user_id, candidates, history")
         try:
             u_in, c_in = by_name["user_id"], by_name["candidates"]
-            if u_in.datatype not in ("INT64", "INT32"):
+            if u_in.datatype not in INT_RANGES:
                 raise InvalidInput(f"user_id must be INT64, got {u_in.datatype}")
-            users = u_in.as_numpy().reshape(-1)
+            users = self._v2_ints(u_in).reshape(-1)
             n = len(users)
-            if c_in.datatype in ("INT64", "INT32"):
-                c = c_in.as_numpy()
+            if c_in.datatype in INT_RANGES:
+                c = self._v2_ints(c_in)
                 if c.ndim != 2 or c.shape[0] != n:
                     raise InvalidInput(f"candidates must have shape [n, k] with n = {n}, got {list(c.shape)}")
                 cands = [[int(x) for x in row] for row in c]
@@ -366,7 +417,7 @@ class RecLoRAPredictor(Model):
                     raise InvalidInput(f"history must hold one JSON list per user: {len(hist)} != {n}")
         except InvalidInput:
             raise
-        except (ValueError, TypeError, KeyError, IndexError) as e:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
             raise InvalidInput(f"malformed V2 request: {e}") from e
         instances = [{"user_id": int(u), "candidates": c, **({"history": h} if h is not None else {})}
                      for u, c, h in zip(users, cands, hist)]  # fmt: skip

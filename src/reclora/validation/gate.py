@@ -37,7 +37,9 @@ SITE_NAME = "reclora_data_gate"
 SUMMARY = "summary.json"
 INDEX = "index.html"
 PARTIAL_UNEXPECTED_COUNT = 10
-REQUIRED_PARAMS = ("min_interactions", "max_interactions", "positive_rate", "rating_range", "future_slack_seconds")
+REQUIRED_PARAMS = (
+    "min_interactions", "max_interactions", "positive_rate", "rating_range", "future_slack_seconds", "min_timestamp",
+)  # fmt: skip
 
 
 @dataclass
@@ -77,7 +79,26 @@ def _check_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     for key, value in (("rating_range." + dataset, ranges[dataset]), ("positive_rate", params["positive_rate"])):
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and value[0] <= value[1]):
             raise ConfigError(f"validation.{key} must be [low, high], got {value!r}")
-    return params
+    lows = params["min_timestamp"]
+    if not isinstance(lows, dict) or dataset not in lows:
+        known = ", ".join(lows) if isinstance(lows, dict) else "none"
+        raise ConfigError(f"validation.min_timestamp has no entry for dataset {dataset!r} (has: {known})")
+    return {**params, "min_timestamp_seconds": min_timestamp_seconds(lows[dataset], f"validation.min_timestamp.{dataset}")}
+
+
+def min_timestamp_seconds(value: Any, key: str) -> int:
+    """A lower time bound from params (unix seconds, or an ISO date/datetime, naive = UTC) as unix seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a date (YYYY-MM-DD) or unix seconds, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):  # YAML reads an unquoted date as a date
+        value = dt.datetime(value.year, value.month, value.day)
+    try:
+        when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    except ValueError as e:
+        raise ConfigError(f"{key} must be a date (YYYY-MM-DD) or unix seconds, got {value!r}") from e
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp())
 
 
 def _context(site_dir: Path) -> Any:

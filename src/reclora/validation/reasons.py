@@ -33,7 +33,8 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
-def _iso(ts: Any) -> str:
+def iso_utc(ts: Any) -> str:
+    """Unix seconds as "YYYY-MM-DD HH:MM:SS UTC" ("?" when not a representable time)."""
     try:
         return dt.datetime.fromtimestamp(int(_scalar(ts)), tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (TypeError, ValueError, OverflowError, OSError):
@@ -89,6 +90,8 @@ def failure(table: str, result: Any, frame: pd.DataFrame | None = None) -> dict[
 
     if exc:
         reason = f"{where}: check {cfg.type} could not run: {(exc.splitlines() or [exc])[0]}"
+    elif meta.get("reason"):
+        reason = f"{where}: {meta['reason']}"
     elif r.get("unexpected_count") is not None and "bad" in meta:
         n = int(r["unexpected_count"])
         total = r.get("element_count")
@@ -111,7 +114,7 @@ def failure(table: str, result: Any, frame: pd.DataFrame | None = None) -> dict[
         expected = meta.get("expected") or _bounds(kwargs)
         shown = fmt_value(obs) if not isinstance(obs, float) else f"{obs:.4g}"
         if meta.get("timestamp"):
-            shown = f"{fmt_value(obs)} ({_iso(obs)})"
+            shown = f"{fmt_value(obs)} ({iso_utc(obs)})"
         if isinstance(obs, (list, tuple)):
             shown = "[" + ", ".join(fmt_value(o) for o in obs) + "]"
         reason = f"{where}: {stat} is {shown}, expected {expected}"
