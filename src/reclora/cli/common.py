@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Any, Callable, Optional
+
+import typer
 
 from reclora.errors import RecLoRAError
 
@@ -18,3 +20,18 @@ def run_guarded(fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted; outputs were left as they were before this run", file=sys.stderr)
         return 130
+
+
+def _remember_sets(values: Optional[list[str]]) -> Optional[list[str]]:
+    from reclora.config import set_cli_overrides
+
+    set_cli_overrides(values)
+    return values
+
+
+# `--set section.key=value` (repeatable) on every command that reads params.yaml: applied, typed by
+# the value params.yaml has there, whenever the command loads its params (bad ones: `error:`, exit 2).
+SET_OPTION: Any = typer.Option(
+    None, "--set", metavar="SECTION.KEY=VALUE", callback=_remember_sets,
+    help="Override one params.yaml value for this run, e.g. --set train.sample_size=64 (repeatable).",
+)  # fmt: skip

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -36,6 +36,7 @@ def run_cmd(
     overrides: Optional[str] = typer.Option(None, help='JSON merged into params.yaml, e.g. \'{"train": {"sample_size": 64}}\'.'),
     pipeline_root: Optional[str] = typer.Option(None, help="Where task outputs go (params pipeline.pipeline_root)."),
     registry: Optional[str] = typer.Option(None, help="Registry URI (params pipeline.registry_uri)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run the whole pipeline on this machine; print where the outputs and reports are."""
     from reclora.errors import ConfigError
@@ -69,6 +70,7 @@ def compile_cmd(
     out: str = typer.Option("pipeline.yaml", help="IR YAML to write."),
     cpu_image: Optional[str] = typer.Option(None, help="Image of the data steps (params pipeline.cpu_image)."),
     gpu_image: Optional[str] = typer.Option(None, help="Image of the training steps (params pipeline.gpu_image)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
     from pipelines.run import compile_pipeline
@@ -82,6 +84,7 @@ def submit_cmd(
     package: str = typer.Option("pipeline.yaml", help="Compiled pipeline (see `compile`)."),
     arguments: Optional[str] = typer.Option(None, help='Pipeline arguments as JSON, e.g. \'{"dataset": "ml-1m"}\'.'),
     namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Start one run on a KFP v2 backend."""
     from pipelines.run import submit
@@ -101,6 +104,7 @@ def schedule_cmd(
     package: str = typer.Option("pipeline.yaml", help="Compiled pipeline (see `compile`)."),
     arguments: Optional[str] = typer.Option(None, help="Pipeline arguments as JSON."),
     namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Create the recurring run for scheduled retraining (no catch-up, one run at a time)."""
     from pipelines.run import schedule

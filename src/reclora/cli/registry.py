@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -22,7 +22,7 @@ URI = typer.Option(None, "--uri", help="Registry URI (params pipeline.registry_u
 
 
 @app.command("list")
-def list_cmd(uri: Optional[str] = URI) -> None:
+def list_cmd(uri: Optional[str] = URI, set_: Optional[list[str]] = SET_OPTION) -> None:
     """Every version with its status, AUC, LogLoss and creation time."""
     from reclora.registry import list_versions
 
@@ -40,7 +40,10 @@ def list_cmd(uri: Optional[str] = URI) -> None:
 
 
 @app.command("show")
-def show_cmd(ref: str = typer.Argument("champion", help="champion, latest or vNNNN."), uri: Optional[str] = URI) -> None:
+def show_cmd(
+    ref: str = typer.Argument("champion", help="champion, latest or vNNNN."), uri: Optional[str] = URI,
+    set_: Optional[list[str]] = SET_OPTION,
+) -> None:
     """One version's manifest (files, metrics, lineage) as JSON."""
     from reclora.registry import show
 
@@ -48,7 +51,10 @@ def show_cmd(ref: str = typer.Argument("champion", help="champion, latest or vNN
 
 
 @app.command("promote")
-def promote_cmd(version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI) -> None:
+def promote_cmd(
+    version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI,
+    set_: Optional[list[str]] = SET_OPTION,
+) -> None:
     """Make a version the champion by hand (the previous one is kept for rollback)."""
     from reclora.registry import promote
 
@@ -56,7 +62,7 @@ def promote_cmd(version: str = typer.Argument(..., help="vNNNN"), uri: Optional[
 
 
 @app.command("rollback")
-def rollback_cmd(uri: Optional[str] = URI) -> None:
+def rollback_cmd(uri: Optional[str] = URI, set_: Optional[list[str]] = SET_OPTION) -> None:
     """Restore the previous champion."""
     from reclora.registry import rollback
 
