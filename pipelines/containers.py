@@ -84,13 +84,16 @@ def docker_api() -> Iterator[str]:
         deadline = time.time() + 30
         while True:
             try:
-                with docker.DockerClient(base_url=url, timeout=5) as client:
+                client = docker.DockerClient(base_url=url, timeout=5)
+                try:
                     client.ping()
+                finally:
+                    client.close()
                 break
-            except Exception:  # noqa: BLE001 - not up yet (socket missing, connection refused)
+            except Exception as e:  # noqa: BLE001 - not up yet (socket missing, connection refused)
                 if proc.poll() is not None or time.time() > deadline:
                     log.flush()
-                    raise ConfigError(f"podman system service did not start: "
+                    raise ConfigError(f"podman system service did not answer on {url}: {e}; "
                                       f"{(tmp / 'service.log').read_text()[-500:]}") from None  # fmt: skip
                 time.sleep(0.3)
         yield url

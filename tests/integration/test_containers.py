@@ -110,6 +110,7 @@ def served(docker_run, engine):
     assert docker_run["proc"].returncode == 0
     version = docker_run["registry"] / "reclora" / "versions" / "v0001"
     base = json.loads((version / "manifest.json").read_text())["base_model"]
+    os.chmod(base, 0o755)  # pytest's directories are private to their owner; the server runs as uid 1000
     port = _free_port()
     # as the InferenceService runs it (infra/k8s): its command, non-root, read-only root, no
     # capabilities, writable paths on tmpfs (emptyDirs there), the version where KServe's storage
@@ -126,7 +127,8 @@ def served(docker_run, engine):
     url = f"http://127.0.0.1:{port}"
 
     def logs() -> str:
-        return subprocess.run([engine, "logs", cid], capture_output=True, text=True, env=engine_env()).stdout[-3000:]
+        out = subprocess.run([engine, "logs", cid], capture_output=True, text=True, env=engine_env())
+        return (out.stdout + out.stderr)[-3000:]
 
     try:
         deadline = time.time() + 180
