@@ -115,7 +115,12 @@ def _stage_lines(terminal: TextIO | None, cache_hits: list[str], seen: dict[str,
             terminal.write(f"{stage:<15}")
             terminal.flush()
         t0 = time.time()
-        outputs, st = original(task_name, *args, **kwargs)
+        try:
+            outputs, st = original(task_name, *args, **kwargs)
+        except BaseException:
+            if terminal:
+                terminal.write(f"{'FAILED':<7}{time.time() - t0:7.1f} s\n")
+            raise
         ok = getattr(st, "name", str(st)) == "SUCCESS"
         status = ("cached" if task_name in cache_hits else "ok") if ok else "FAILED"
         if terminal:
@@ -144,14 +149,16 @@ def _output_to(log: Path | None) -> Iterator[TextIO | None]:
     saved = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(1), "w", buffering=1)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
+    os.dup2(fd, 1)  # children (SubprocessRunner tasks) inherit these
     os.dup2(fd, 2)
     os.close(fd)
+    streams = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = open(log, "a", buffering=1)  # also where sys.stdout is not fd 1
     try:
         yield terminal
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        sys.stdout.close()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for f in saved:
@@ -227,7 +234,11 @@ def run_local(
                 cache_hits.append(msg.split()[1])
 
     root.mkdir(parents=True, exist_ok=True)
-    log = Path(tempfile.mkstemp(prefix=".pipeline-", suffix=".log", dir=root)[1]) if log_file else None
+    log = None
+    if log_file:
+        fd, name = tempfile.mkstemp(prefix=".pipeline-", suffix=".log", dir=root)
+        os.close(fd)
+        log = Path(name)
 
     def _move_log(run_dir: Path) -> None:  # into the run directory as soon as kfp names it
         if log is not None and log.exists():
@@ -254,8 +265,9 @@ def run_local(
                 [cpu_image, gpu_image], root, binds=[registry, source_path, model_path], params=params_path()))  # fmt: skip
         else:
             local_runner = local.SubprocessRunner(use_venv=False)
+        to_stdout = terminal is sys.stdout
         real = stack.enter_context(_output_to(log))
-        if terminal is sys.stdout:  # sys.stdout now goes to the log: write to the real terminal
+        if to_stdout:  # sys.stdout now goes to the log: write to the real terminal
             terminal = real
         stack.enter_context(_stage_lines(terminal, cache_hits, seen))
         local.init(runner=local_runner, pipeline_root=str(root), enable_caching=True, raise_on_error=True)

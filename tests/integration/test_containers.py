@@ -110,7 +110,10 @@ def served(docker_run, engine):
     assert docker_run["proc"].returncode == 0
     version = docker_run["registry"] / "reclora" / "versions" / "v0001"
     base = json.loads((version / "manifest.json").read_text())["base_model"]
-    os.chmod(base, 0o755)  # pytest's directories are private to their owner; the server runs as uid 1000
+    # pytest's directories (and the tiny model's safetensors) are private to their owner; the server runs as uid 1000
+    os.chmod(base, 0o755)
+    for f in Path(base).iterdir():
+        os.chmod(f, 0o644)
     port = _free_port()
     # as the InferenceService runs it (infra/k8s): its command, non-root, read-only root, no
     # capabilities, writable paths on tmpfs (emptyDirs there), the version where KServe's storage
