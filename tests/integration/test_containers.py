@@ -195,4 +195,7 @@ def test_serving_container_is_non_root_read_only_and_answers_v1_and_v2(served, e
         want = {x["item_id"]: x["p_click"] for x in q["scores"]}
         assert all(0.0 < x < 1.0 for x in got.values())
         np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-5)
+    # V2 scored the cold-start user alone: compare with the same single-user batch here
+    alone = local.predict_instances([{"user_id": 100002, "candidates": [7, 9]}])["predictions"][0]["scores"]
+    want = {x["item_id"]: x["p_click"] for x in alone}
     np.testing.assert_allclose(out["p_click"]["data"], [want[7], want[9]], atol=1e-5)
