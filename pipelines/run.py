@@ -71,8 +71,9 @@ def _figure(task: str, outputs: dict[str, Any]) -> str:
         if task == "validate":
             return "PASS" if outputs.get("Output") else "FAIL (stopped before training)"
         if task == "features":
-            m = {k: v for k, v in meta("stats").items() if isinstance(v, (int, float))}
-            return ", ".join(f"{k} {int(v) if float(v).is_integer() else v}" for k, v in list(m.items())[:3])
+            m = meta("stats")
+            return (f"{int(m['training_rows']):,} training rows, {int(m['users'])} users, "
+                    f"point-in-time leaks {int(m['pit_leaks'])}")  # fmt: skip
         if task == "retrieve":
             m = meta("retrieved")
             return f"{m['mode']}, K long/short {int(m['k_long'])}/{int(m['k_short'])}"
