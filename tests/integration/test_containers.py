@@ -73,7 +73,8 @@ def test_pipeline_runs_every_component_in_its_image(docker_run):
     lines = proc.stdout.splitlines()
     assert len(lines) < 25, proc.stdout  # one screen: a line per stage and the summary
     stage_lines = [line.split() for line in lines if line.split() and line.split()[0] in STAGES]
-    assert [s[0] for s in stage_lines] == STAGES and all(s[1] == "ok" for s in stage_lines), proc.stdout
+    # features and retrieve are independent: kfp.local may run them in either order
+    assert sorted(s[0] for s in stage_lines) == sorted(STAGES) and all(s[1] == "ok" for s in stage_lines), proc.stdout
     assert "(docker runner)" in proc.stdout and "registered adapter: v0001" in proc.stdout
     log = Path(next(line.split(":", 1)[1].strip() for line in lines if line.startswith("full log:")))
     text = log.read_text()
