@@ -31,8 +31,10 @@ def local_model_path(path: str | Path) -> str:
     fetched copy of it; else unchanged (a hub id, or a clear error when it is loaded)."""
     from reclora.llm.fetch import default_model_dir, is_fetched
 
+    import os
+
     p = Path(path)
-    if p.is_absolute() and not p.exists():
+    if p.is_absolute() and not os.path.exists(p):  # False also where a parent is not readable (/root)
         d = default_model_dir()
         if p.name == d.name and is_fetched(d):
             return str(d)
