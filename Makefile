@@ -9,8 +9,11 @@ export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
+# podman/buildah: runc and capped ulimits (a Docker engine ignores it)
+export CONTAINERS_CONF ?= $(CURDIR)/infra/docker/containers.conf
+IMAGES ?= all
 
-.PHONY: install model demo test test-fast data clean help
+.PHONY: install model demo test test-fast data clean help images container-engine
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,11 +36,24 @@ model: install  ## fetch the embedded default LLM into the cache (once)
 demo: model  ## install, fetch the model, run the main job: the whole pipeline locally (kfp.local)
 	$(BIN)/reclora pipeline run --local --profile small
 
-test: model  ## install, fetch the model, run the whole test suite
+test: model container-engine  ## install, fetch the model, (podman if missing), run the whole test suite
 	$(BIN)/python -m pytest tests -q
 
 test-fast: install  ## tests not marked slow (no real LLM, DVC or S3 end to end; quick Feast/GE/torchrun tests run)
 	$(BIN)/python -m pytest tests -q -m "not slow"
+
+images: install  ## build the CPU and GPU images (IMAGES=cpu|gpu|all): docker, or podman with a local base image
+	PYTHON=$(abspath $(BIN)/python) scripts/images.sh $(IMAGES)
+
+# The container tests (pytest -m container) need docker or podman; install podman where apt can,
+# otherwise they are skipped with the reason.
+container-engine:
+	@if command -v podman >/dev/null || (command -v docker >/dev/null && docker info >/dev/null 2>&1); then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing podman (apt) for the container tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap uidmap >/dev/null) \
+	    || echo "podman could not be installed: the container tests will be skipped"; \
+	else echo "no docker or podman, and apt needs root: the container tests will be skipped"; fi
 
 data: install  ## the DVC data stages (prepare, validate) with params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -26,8 +26,89 @@ def params_path(path: str | os.PathLike[str] | None = None) -> Path:
     raise ConfigError("params.yaml not found (set RECLORA_PARAMS or run from the repository root)")
 
 
-def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    p = params_path(path)
+# `--set section.key=value` from the command line (reclora.cli.common.SET_OPTION): kept raw here and
+# applied, typed by params.yaml, whenever params are loaded, so a bad one is a ConfigError there.
+_CLI_SETS: list[str] = []
+
+
+def set_cli_overrides(items: list[str] | None) -> None:
+    """Remember ``--set`` items (``section.key=value``) for every later :func:`load_params` call."""
+    _CLI_SETS[:] = list(items or [])
+
+
+def cli_overrides(base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The remembered ``--set`` items as a nested overrides mapping, typed against ``base``
+    (default: params.yaml without them). Raises ConfigError on a malformed or unknown item."""
+    if not _CLI_SETS:
+        return {}
+    return parse_overrides(_CLI_SETS, base if base is not None else _read(params_path()))
+
+
+def _coerce(key: str, raw: str, current: Any) -> Any:
+    """``raw`` as the type of ``current`` (the value params.yaml has at ``key``)."""
+    if isinstance(current, str) or current is None and raw == "":
+        return raw
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}={raw}: not a valid value: {e}") from e
+    if current is None:
+        return value
+    if isinstance(value, str) and isinstance(current, (int, float)) and not isinstance(current, bool):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(raw) if isinstance(current, float) else int(raw)
+        except ValueError:
+            pass
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"--set {key}={raw}: params.yaml has a boolean there (true/false)")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"--set {key}={raw}: params.yaml has an integer there ({current})")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"--set {key}={raw}: params.yaml has a number there ({current})")
+        return float(value)
+    for kind, name in ((list, "list, e.g. [64, 32]"), (dict, "mapping, e.g. {a: 1}")):
+        if isinstance(current, kind):
+            if not isinstance(value, kind):
+                raise ConfigError(f"--set {key}={raw}: params.yaml has a {name} there")
+            return value
+    return value
+
+
+def parse_overrides(items: list[str], params: dict[str, Any]) -> dict[str, Any]:
+    """``["train.lr=0.01", "crm.mlp=[64, 32]"]`` -> ``{"train": {"lr": 0.01}, "crm": {"mlp": [64, 32]}}``.
+
+    Each value takes the type params.yaml has at its key (int, float, bool, str, list, mapping;
+    YAML syntax for lists and mappings); a later item for the same key wins.
+    Raises ConfigError for an item without ``=``, a key params.yaml does not have, or a value of
+    the wrong type.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set wants section.key=value, got {item!r}")
+        parts = key.split(".")
+        node: Any = params
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:i]) or "params.yaml"
+                known = ", ".join(sorted(map(str, node))) if isinstance(node, dict) else "no keys"
+                raise ConfigError(f"--set {key}: {where} has no key {part!r} (it has: {known})")
+            node = node[part]
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = _coerce(key, raw, node)
+    return out
+
+
+def _read(p: Path) -> dict[str, Any]:
     try:
         with open(p) as f:
             params = yaml.safe_load(f)
@@ -36,6 +117,15 @@ def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return params
+
+
+def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """params.yaml (see :func:`params_path`) with the command line's ``--set`` items applied.
+
+    Raises ConfigError if the file is missing or not a YAML mapping, or a ``--set`` item is bad.
+    """
+    params = _read(params_path(path))
+    return deep_merge(params, cli_overrides(params)) if _CLI_SETS else params
 
 
 def section(name: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -79,4 +169,5 @@ def load_params_with(overrides: dict[str, Any] | None = None, profile: str | Non
         if profile not in profiles:
             raise ConfigError(f"unknown profile {profile!r}; params.yaml has {sorted(profiles)}")
         params = deep_merge(params, profiles[profile])
-    return deep_merge(params, overrides)
+    # explicit overrides, then the command line's --set (last word) over the profile
+    return deep_merge(deep_merge(params, overrides), cli_overrides(params))

@@ -27,3 +27,56 @@ def test_profiles_and_overrides_stack():
     assert both["train"]["sample_size"] == 7
     with pytest.raises(ConfigError, match="unknown profile"):
         load_params_with(profile="nope")
+
+
+def _parse(*items):
+    from reclora.config import parse_overrides
+
+    return parse_overrides(list(items), load_params())
+
+
+def test_set_items_are_typed_by_params_yaml():
+    out = _parse("train.sample_size=64", "train.lr=1e-2", "train.bf16=false", "crm.mlp=[64, 32]",
+                 "data.dataset=ml-100k", "data.path=", "data.label_threshold.ml-100k=3", "pipeline.gpu={}")  # fmt: skip
+    assert out["train"] == {"sample_size": 64, "lr": 0.01, "bf16": False}
+    assert isinstance(out["train"]["sample_size"], int) and isinstance(out["train"]["lr"], float)
+    assert out["crm"] == {"mlp": [64, 32]} and out["data"]["dataset"] == "ml-100k" and out["data"]["path"] == ""
+    assert out["data"]["label_threshold"] == {"ml-100k": 3.0} and isinstance(out["data"]["label_threshold"]["ml-100k"], float)
+    assert out["pipeline"]["gpu"] == {}
+    # a string stays a string even when it looks like a number; the last item for a key wins
+    assert _parse("synthetic.start=2024", "train.epochs=1", "train.epochs=3") == {
+        "synthetic": {"start": "2024"}, "train": {"epochs": 3}}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.sample_size", "section.key=value"),
+    ("=3", "section.key=value"),
+    ("train..lr=1", "section.key=value"),
+    ("train.sampel_size=3", "train has no key 'sampel_size'"),
+    ("nosuch.key=1", "params.yaml has no key 'nosuch'"),
+    ("train.lr.x=1", "train.lr has no key 'x'"),
+    ("train.sample_size=1.5", "integer"),
+    ("train.sample_size=true", "integer"),
+    ("train.lr=fast", "number"),
+    ("train.bf16=1", "boolean"),
+    ("crm.mlp=64", "list"),
+    ("crm.mlp=[64", "not a valid value"),
+])  # fmt: skip
+def test_bad_set_items_are_config_errors(item, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        _parse(item)
+
+
+def test_cli_sets_apply_to_every_load_and_win_over_profiles():
+    from reclora.config import cli_overrides, section, set_cli_overrides
+
+    try:
+        set_cli_overrides(["train.sample_size=50", "crm.max_epochs=1"])
+        assert load_params()["train"]["sample_size"] == 50 and section("crm")["max_epochs"] == 1
+        small = load_params_with(profile="small")  # the profile sets both; --set has the last word
+        assert small["train"]["sample_size"] == 50 and small["crm"]["max_epochs"] == 1
+        assert load_params_with({"train": {"sample_size": 7}})["train"]["sample_size"] == 50
+        assert cli_overrides() == {"train": {"sample_size": 50}, "crm": {"max_epochs": 1}}
+    finally:
+        set_cli_overrides([])
+    assert load_params()["train"]["sample_size"] != 50 and cli_overrides() == {}

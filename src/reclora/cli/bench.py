@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -23,6 +23,7 @@ def quality_cmd(
     max_users: Optional[int] = typer.Option(None, help="Seeded user sample for large data (params bench.quality.max_users)."),
     ablations: Optional[bool] = typer.Option(None, "--ablations/--no-ablations", help="Also uniform-gate and recent-K RecLoRA."),
     model: Optional[str] = typer.Option(None, help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """CRM vs vanilla LoRA vs RecLoRA on one data set: test AUC, LogLoss, sample counts, wall time."""
     from reclora.bench.quality import bench_quality
@@ -72,6 +73,7 @@ def speed_cmd(
     dataset: str = typer.Option("synthetic", help="Data set of the real prompts for the Few2Many samples/s figure."),
     path: Optional[str] = typer.Option(None, help="Its raw data directory (e.g. ../shared/data/ml-100k with --dataset ml-100k)."),
     few2many_samples: Optional[int] = typer.Option(None, help="Prompts in that comparison (params bench.speed.few2many_samples)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Train-step time of vanilla LoRA and RecLoRA (fp32, bf16), their ratio, tokens/s, MFU, peak RSS; Few2Many
     training samples/s on real prompts for the reference configuration and the default, and the speedup."""
@@ -93,6 +95,7 @@ def serve_bench_cmd(
     single_requests: Optional[int] = typer.Option(
         None, help="Requests of the single-user phase (the throughput reference; default --requests)."
     ),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Bounded load test: requests/s, p50/p95/p99 latency and errors for single- and mixed-user batches."""
     from reclora.bench.serve import bench_serve
@@ -118,6 +121,7 @@ def pipeline_bench_cmd(
     path: str = typer.Option("", help="Raw data directory."),
     profile: str = typer.Option("small", help="params.yaml profile."),
     model: str = typer.Option("", help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Wall time of the local KFP pipeline against the same stages called directly from the library."""
     from pipelines.bench import bench_pipeline

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+import typer
 
 from reclora.errors import RecLoRAError
 
@@ -68,3 +70,18 @@ def run_cli(app: Any, args: list[str] | None = None, prog_name: str | None = Non
         print(error_line(e), file=sys.stderr)
         return 2
     return rv if isinstance(rv, int) else 0
+
+
+def _remember_sets(values: Optional[list[str]]) -> Optional[list[str]]:
+    from reclora.config import set_cli_overrides
+
+    set_cli_overrides(values)
+    return values
+
+
+# `--set section.key=value` (repeatable) on every command that reads params.yaml: applied, typed by
+# the value params.yaml has there, whenever the command loads its params (bad ones: `error:`, exit 2).
+SET_OPTION: Any = typer.Option(
+    None, "--set", metavar="SECTION.KEY=VALUE", callback=_remember_sets,
+    help="Override one params.yaml value for this run, e.g. --set train.sample_size=64 (repeatable).",
+)  # fmt: skip

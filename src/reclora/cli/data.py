@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 from reclora.data.loaders import DATASETS
 
 app = typer.Typer(no_args_is_help=True)
@@ -24,6 +24,7 @@ def prepare_cmd(
     max_history: Optional[int] = typer.Option(None, help="Most recent earlier interactions kept per sample."),
     max_users: Optional[int] = typer.Option(None, help="Seeded sample of N users (0 = all)."),
     params: Optional[str] = typer.Option(None, help="params.yaml to use (default: the repository's)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Write canonical tables and train/valid/test CTR samples; print one JSON summary line."""
     from reclora.config import load_params
@@ -50,6 +51,7 @@ def validate_cmd(
     data: str = typer.Option(..., help="A prepared data directory."),
     report: str = typer.Option(..., help="Where to write the Data Docs HTML and summary.json."),
     params: Optional[str] = typer.Option(None, help="params.yaml to use (default: the repository's)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run the Great Expectations suites. Exit 0 = pass, 1 = fail (reasons on stderr), 2 = bad input."""
     from reclora.config import section

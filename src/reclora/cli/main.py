@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -13,7 +14,7 @@ from reclora.cli import pipeline as pipeline_cli
 from reclora.cli import registry as registry_cli
 from reclora.cli import serve as serve_cli
 from reclora.cli import train as train_cli
-from reclora.cli.common import run_cli, run_guarded
+from reclora.cli.common import SET_OPTION, run_cli, run_guarded
 
 app = typer.Typer(
     help="RecLoRA: a Kubeflow training pipeline for LLM recommenders with personalized LoRA.",
@@ -33,6 +34,7 @@ app.add_typer(pipeline_cli.app, name="pipeline", help="The KFP pipeline: run loc
 @app.command()
 def demo(
     out: str = typer.Option("runs/demo", help="Directory for the demo's outputs."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run the data stages (prepare + validate) on the synthetic data set and say what was done."""
     from pathlib import Path

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -16,6 +16,7 @@ app = typer.Typer(no_args_is_help=True)
 def fetch_cmd(
     cache_dir: Optional[str] = typer.Option(None, help="Cache root (default $RECLORA_CACHE or the user cache dir)."),
     force: bool = typer.Option(False, help="Fetch and convert again even if cached."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Get the embedded default LLM (SmolLM2-135M-Instruct), convert it to safetensors, verify it."""
     from reclora.llm.fetch import fetch_default_model, model_info
@@ -29,7 +30,7 @@ def fetch_cmd(
 
 
 @app.command("info")
-def info_cmd() -> None:
+def info_cmd(set_: Optional[list[str]] = SET_OPTION) -> None:
     """Where the default model is and what it is."""
     from reclora.llm.fetch import default_model_dir, is_fetched, model_info
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,9 +27,22 @@ def _overrides(text: Optional[str], option: str = "--overrides") -> dict:
     return d
 
 
+def _arguments(text: Optional[str]) -> dict:
+    """Pipeline arguments (JSON) with the command line's --set items merged into their `overrides`."""
+    from reclora.config import cli_overrides, deep_merge
+
+    args = _overrides(text, "--arguments")
+    sets = cli_overrides()
+    if sets:
+        args["overrides"] = deep_merge(args.get("overrides") or {}, sets)
+    return args
+
+
 @app.command("run")
 def run_cmd(
-    local: bool = typer.Option(True, "--local/--no-local", help="Run with kfp.local's SubprocessRunner (the only mode here)."),
+    local: bool = typer.Option(True, "--local/--no-local", help="Run with kfp.local on this machine (the only mode here)."),
+    runner: str = typer.Option("subprocess", "--runner", help="subprocess: components in this environment; "
+                               "docker: each in its image (docker, or podman's Docker API; `make images` first)."),
     dataset: str = typer.Option("synthetic", help="Data set (see `reclora data prepare`)."),
     path: str = typer.Option("", help="Raw data directory (not needed for synthetic)."),
     profile: str = typer.Option("small", help="Named overrides from params.yaml `profiles:` ('' for none)."),
@@ -36,19 +50,32 @@ def run_cmd(
     overrides: Optional[str] = typer.Option(None, help='JSON merged into params.yaml, e.g. \'{"train": {"sample_size": 64}}\'.'),
     pipeline_root: Optional[str] = typer.Option(None, help="Where task outputs go (params pipeline.pipeline_root)."),
     registry: Optional[str] = typer.Option(None, help="Registry URI (params pipeline.registry_uri)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Stream the full logs (kfp, components) here instead of "
+                                 "into <run dir>/pipeline.log."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
-    """Run the whole pipeline on this machine; print where the outputs and reports are."""
+    """Run the whole pipeline on this machine: one line per stage, then where the outputs and reports are."""
     from reclora.errors import ConfigError
 
     def _run() -> int:
         if not local:
             raise ConfigError("only --local runs here; for a cluster use `reclora pipeline submit --host URL`")
         from pipelines.run import run_local
+        from reclora.config import cli_overrides, deep_merge
 
-        r = run_local(dataset, path, profile, model, _overrides(overrides), pipeline_root, registry)
-        typer.echo(f"pipeline run finished in {r['seconds']:.0f} s; outputs under {r['run_dir']}")
+        # --set items travel to the components as part of the pipeline's `overrides`
+        merged = deep_merge(_overrides(overrides), cli_overrides())
+        try:
+            r = run_local(dataset, path, profile, model, merged, pipeline_root, registry, runner=runner,
+                          terminal=sys.stdout, log_file=not verbose)  # fmt: skip
+        except RuntimeError as e:  # a task failed; kfp says which, the log says why
+            typer.echo(f"pipeline run FAILED: {e}", err=True)
+            return 1
+        typer.echo(f"pipeline run finished in {r['seconds']:.0f} s ({r['runner']} runner); outputs under {r['run_dir']}")
         if r["cached_steps"]:
             typer.echo(f"reused cached data steps: {', '.join(r['cached_steps'])}")
+        if r.get("log"):
+            typer.echo(f"full log:           {r['log']}")
         typer.echo(f"validation report:  {r.get('validation_report')}")
         if not r.get("validation_passed"):
             typer.echo("STOPPED at validation: the data failed the Great Expectations gate; nothing was trained or registered.", err=True)
@@ -70,6 +97,7 @@ def compile_cmd(
     cpu_image: Optional[str] = typer.Option(None, help="Image of the data steps (params pipeline.cpu_image)."),
     gpu_image: Optional[str] = typer.Option(None, help="Image of the training steps (params pipeline.gpu_image)."),
     profile: Optional[str] = typer.Option(None, help="params.yaml profile for the defaults, e.g. cluster."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
     from pipelines.run import compile_pipeline
@@ -83,12 +111,13 @@ def submit_cmd(
     package: str = typer.Option("pipeline.yaml", help="Compiled pipeline (see `compile`)."),
     arguments: Optional[str] = typer.Option(None, help='Pipeline arguments as JSON, e.g. \'{"dataset": "ml-1m"}\'.'),
     namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Start one run on a KFP v2 backend."""
     from pipelines.run import submit
 
     def _run() -> int:
-        r = submit(host, package, _overrides(arguments, "--arguments"), namespace=namespace)
+        r = submit(host, package, _arguments(arguments), namespace=namespace)
         typer.echo(f"submitted run {getattr(r, 'run_id', r)}")
         return 0
 
@@ -102,12 +131,13 @@ def schedule_cmd(
     package: str = typer.Option("pipeline.yaml", help="Compiled pipeline (see `compile`)."),
     arguments: Optional[str] = typer.Option(None, help="Pipeline arguments as JSON."),
     namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Create the recurring run for scheduled retraining (no catch-up, one run at a time)."""
     from pipelines.run import schedule
 
     def _run() -> int:
-        r = schedule(host, package, cron, _overrides(arguments, "--arguments"), namespace=namespace)
+        r = schedule(host, package, cron, _arguments(arguments), namespace=namespace)
         typer.echo(f"scheduled recurring run {getattr(r, 'recurring_run_id', r)} with cron {cron!r}")
         return 0
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -40,7 +40,7 @@ def _guarded(fn) -> int:
 
 
 @app.command("list")
-def list_cmd(uri: Optional[str] = URI) -> None:
+def list_cmd(uri: Optional[str] = URI, set_: Optional[list[str]] = SET_OPTION) -> None:
     """Every version with its status, AUC, LogLoss and creation time."""
     from reclora.registry import list_versions
 
@@ -58,7 +58,10 @@ def list_cmd(uri: Optional[str] = URI) -> None:
 
 
 @app.command("show")
-def show_cmd(ref: str = typer.Argument("champion", help="champion, latest or vNNNN."), uri: Optional[str] = URI) -> None:
+def show_cmd(
+    ref: str = typer.Argument("champion", help="champion, latest or vNNNN."), uri: Optional[str] = URI,
+    set_: Optional[list[str]] = SET_OPTION,
+) -> None:
     """One version's manifest (files, metrics, lineage) as JSON."""
     from reclora.registry import show
 
@@ -101,13 +104,15 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
 @app.command("promote")
 def promote_cmd(
     version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI, deploy: bool = DEPLOY,
-    dry_run: bool = DRY_RUN,
+    dry_run: bool = DRY_RUN, set_: Optional[list[str]] = SET_OPTION,
 ) -> None:  # fmt: skip
     """Make a version the champion by hand (the previous one is kept for rollback)."""
     raise typer.Exit(_guarded(lambda: _champion_change("promote", version, uri, deploy, dry_run)))
 
 
 @app.command("rollback")
-def rollback_cmd(uri: Optional[str] = URI, deploy: bool = DEPLOY, dry_run: bool = DRY_RUN) -> None:
+def rollback_cmd(
+    uri: Optional[str] = URI, deploy: bool = DEPLOY, dry_run: bool = DRY_RUN, set_: Optional[list[str]] = SET_OPTION
+) -> None:
     """Restore the previous champion."""
     raise typer.Exit(_guarded(lambda: _champion_change("rollback", None, uri, deploy, dry_run)))

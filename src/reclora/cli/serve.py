@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_cli, run_guarded
+from reclora.cli.common import SET_OPTION, run_cli, run_guarded
 
 
 def serve(
@@ -26,6 +26,7 @@ def serve(
     name: str = typer.Option("reclora", "--name", help="Model name in the URLs (/v1/models/NAME:predict)."),
     max_candidates: int = typer.Option(100, "--max-candidates", help="Most candidates per user in one request."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Serve a registered RecLoRA version (V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer, /metrics)."""
     from reclora.serving.server import serve as _serve

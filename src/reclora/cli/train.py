@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import run_guarded
+from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -23,6 +23,7 @@ def retrieve_cmd(
     out: str = typer.Option(..., help="Output directory (samples with long/short histories)."),
     mode: Optional[str] = typer.Option(None, help="relevance | recent (params retrieval.mode)."),
     model: Optional[str] = typer.Option(None, help="Base LLM for item embeddings."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Long-short modality retrieval: top-K relevant earlier behaviours per sample, in time order."""
     from reclora.stages import retrieve_stage
@@ -35,6 +36,7 @@ def crm_cmd(
     data: str = typer.Option(..., help="Prepared data directory."),
     retrieved: str = typer.Option(..., help="Output of `reclora train retrieve`."),
     out: str = typer.Option(..., help="Output directory (model, predictions, metrics)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Train the DIN-style CRM on the full training split (early stopping on valid)."""
     from reclora.stages import crm_stage
@@ -51,6 +53,7 @@ def llm_cmd(
     out: str = typer.Option(..., help="Output directory (adapter, predictions, metrics)."),
     gate: str = typer.Option("crm", help="crm | uniform (ablation without the CRM signal)."),
     model: Optional[str] = typer.Option(None, help="Base LLM path or id."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Few2Many: train an adapter on a seeded sample of train; resumes from its checkpoint if killed."""
     from reclora.stages import llm_stage
@@ -62,6 +65,7 @@ def llm_cmd(
 def evaluate_cmd(
     run: list[str] = typer.Option(..., help="NAME=DIR of a stage output with predictions.parquet; repeat."),
     out: str = typer.Option(..., help="Report directory (metrics.json, PNG plots, report.html)."),
+    set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Score the models on their common samples; write the HTML report and the metrics JSON."""
     from reclora.errors import ConfigError

@@ -24,6 +24,23 @@ def resolve_model_path(path: str | Path | None = None) -> str:
     return str(d)
 
 
+def local_model_path(path: str | Path) -> str:
+    """``path`` as a base model on this machine: itself if it exists here; else, when it names the
+    embedded default model (a version registered on another machine or in another image, whose
+    model cache lay elsewhere, e.g. /opt/reclora/cache/models/NAME in the images), this machine's
+    fetched copy of it; else unchanged (a hub id, or a clear error when it is loaded)."""
+    from reclora.llm.fetch import default_model_dir, is_fetched
+
+    import os
+
+    p = Path(path)
+    if p.is_absolute() and not os.path.exists(p):  # False also where a parent is not readable (/root)
+        d = default_model_dir()
+        if p.name == d.name and is_fetched(d):
+            return str(d)
+    return str(path)
+
+
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) from a directory or hub id; the tokenizer pads on the left."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

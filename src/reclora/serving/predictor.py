@@ -129,6 +129,7 @@ class RecLoRAPredictor(Model):
         from reclora.few2many import load_adapter
         from reclora.io import read_json
         from reclora.llm import load_causal_lm, resolve_model_path
+        from reclora.llm.model import local_model_path
 
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
@@ -166,7 +167,9 @@ class RecLoRAPredictor(Model):
             e = load_file(str(emb_file))
             self.item_ids, self.embeddings, self.mode = e["item_ids"], e["embeddings"], "relevance"
 
-        self.base_model_path = resolve_model_path(self.base_model_override or self.manifest.get("base_model") or None)
+        recorded = self.manifest.get("base_model")  # where training found it; maybe another machine's cache
+        base = self.base_model_override or (recorded and local_model_path(recorded))
+        self.base_model_path = resolve_model_path(base or None)
         base, self.tokenizer = load_causal_lm(self.base_model_path)
         self.adapter = load_adapter(base, vdir / "adapter")
         self.adapter.train(False)
