@@ -288,15 +288,19 @@ def _param_groups(named: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> lis
 
 @torch.no_grad()
 def _predict_set(model: AdapterModel, data: PromptSet, batch_size: int, bf16: bool, token_ids: Sequence[int],
-                 progress: bool = False, desc: str = "predict") -> np.ndarray:  # fmt: skip
-    """p(Yes) for every prompt of ``data`` (batched by length), eval mode."""
+                 progress: bool = False, desc: str = "predict", rank: int = 0, world: int = 1) -> np.ndarray:  # fmt: skip
+    """p(Yes) for the prompts of ``data`` (batched by length), eval mode. With ``world`` > 1 this rank
+    scores every world-th batch and leaves 0 in the other rows (the caller sums over the ranks)."""
     was = model.module.training
     model.train(False)
     device = next(model.module.parameters()).device
     order = np.argsort(data.lengths, kind="stable")
-    out = np.empty(len(data), dtype=np.float64)
+    out = np.zeros(len(data), dtype=np.float64)
     try:
-        for i in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+        starts = range(0, len(order), batch_size)
+        for b, i in enumerate(tqdm(starts, desc=desc, disable=not progress, unit="batch")):
+            if b % world != rank:
+                continue
             idx = order[i : i + batch_size]
             with _autocast(device, bf16):
                 pair = _forward(model, data.batch(idx, device), token_ids)
@@ -581,22 +585,11 @@ def predict_adapter(
         rank, world, main = 0, 1, True
     if model.uses_anchor and anchors is None:
         raise ValueError("the crm_residual readout needs the CRM logits (anchors)")
-    model.train(False)
-    device = next(model.module.parameters()).device
-    yes_no = yes_no_token_ids(tokenizer)
     data = PromptSet(tokenizer, prompts, max_length, signals, anchors if model.uses_anchor else None)
     if cache_dir is not None:
         data.cache(model, batch_size, bf16, progress and main, "cache frozen layers", cache_dir)
-    order = np.argsort(data.lengths, kind="stable")
-    out = np.zeros(len(prompts), dtype=np.float64) if ddp else np.empty(len(prompts), dtype=np.float64)
-    starts = range(0, len(prompts), batch_size)
-    for b, i in enumerate(tqdm(starts, desc=f"predict {model.kind}", disable=not (progress and main), unit="batch")):
-        if b % world != rank:
-            continue
-        idx = order[i : i + batch_size]
-        with _autocast(device, bf16):
-            pair = _forward(model, data.batch(idx, device), yes_no)
-        out[idx] = torch.softmax(pair, -1)[:, 0].cpu().numpy()
+    out = _predict_set(model, data, batch_size, bf16, yes_no_token_ids(tokenizer), progress and main,
+                       f"predict {model.kind}", rank, world)  # fmt: skip
     if ddp:
         t = torch.from_numpy(out)
         D.all_reduce_sum_(t)  # each row was filled by exactly one rank
