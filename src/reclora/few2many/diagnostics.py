@@ -67,26 +67,20 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
 
 
 @torch.no_grad()
-def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size: int = 16, bf16: bool = True) -> dict[str, float]:
-    """p(Yes) + p(No) under the full next-token softmax at the answer position: mean, min and median."""
+def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size: int = 16, bf16: bool = True,
+                states: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+    """p(Yes) + p(No) under the full next-token softmax at the answer position: mean, min and median.
+
+    ``states``: the prompts' answer states from :func:`answer_states`, when already computed.
+    """
     yes, no = yes_no_token_ids(tokenizer)
-    was = model.module.training
-    model.train(False)
-    device = next(model.module.parameters()).device
-    masses: list[np.ndarray] = []
-    try:
-        for i in range(0, len(data), batch_size):
-            idx = np.arange(i, min(i + batch_size, len(data)))
-            b = data.batch(idx, device)
-            with _autocast(device, bf16):
-                h = model.answer_hidden(b["input_ids"], b["attention_mask"], b["signal"], b["lower"])
-            logits = torch.nn.functional.linear(h.float(), model.output_head().weight.float())
-            prob = torch.softmax(logits, -1)
-            masses.append((prob[:, yes] + prob[:, no]).cpu().numpy())
-    finally:
-        model.train(was)
-    m = np.concatenate(masses) if masses else np.zeros(0)
-    return {"mean": round(float(m.mean()), 6), "min": round(float(m.min()), 6), "median": round(float(np.median(m)), 6)} if len(m) else {}
+    h = answer_states(model, data, batch_size, bf16) if states is None else states
+    if not len(h):
+        return {}
+    logits = torch.nn.functional.linear(torch.from_numpy(h), model.output_head().weight.detach().float().cpu())
+    prob = torch.softmax(logits, -1)
+    m = (prob[:, yes] + prob[:, no]).numpy()
+    return {"mean": round(float(m.mean()), 6), "min": round(float(m.min()), 6), "median": round(float(np.median(m)), 6)}
 
 
 def diagnose(model: AdapterModel, tokenizer: Any, train: PromptSet, train_y: Sequence[int], valid: PromptSet,
@@ -95,7 +89,7 @@ def diagnose(model: AdapterModel, tokenizer: Any, train: PromptSet, train_y: Seq
     features and the Yes+No mass of the base model, on the given prompt sets."""
     tr = answer_states(model, train, batch_size, bf16)
     va = answer_states(model, valid, batch_size, bf16)
-    out: dict[str, Any] = {"yes_no_mass_base": yes_no_mass(model, tokenizer, valid, batch_size, bf16)}
+    out: dict[str, Any] = {"yes_no_mass_base": yes_no_mass(model, tokenizer, valid, states=va)}
     try:
         out["linear_probe"] = linear_probe(tr, np.asarray(train_y), va, np.asarray(valid_y)) | {
             "fitted_on": int(len(tr)), "scored_on": int(len(va))
