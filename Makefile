@@ -24,7 +24,7 @@ $(BIN)/python:
 
 # requirements.lock pins every transitive dependency (constraints), pyproject.toml the direct ones.
 $(STAMP): $(BIN)/python pyproject.toml requirements.lock
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[test,cloud]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[test,cloud,peer]"
 	$(BIN)/pip check
 	touch $(STAMP)
 

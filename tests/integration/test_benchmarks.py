@@ -31,7 +31,10 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
     assert saved["models"] == r["models"]
     names = {"CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA + CRM residual", "RecLoRA (uniform gate)",
              "RecLoRA (recent-K)", "RecLoRA + CRM residual (no text path)"}  # fmt: skip
+    # the peer DIN of a maintained CTR library (the `peer` extra, installed by `make install`) is its own row
+    names.add("Peer DIN (DeepCTR-Torch)")
     assert set(saved["models"]) == names
+    assert saved["peer"]["library"] == "deepctr-torch 0.3.0" and saved["models"]["Peer DIN (DeepCTR-Torch)"]["auc"] > 0.6
     # the anchored readout without its text path is the CRM, exactly
     no_text = saved["models"]["RecLoRA + CRM residual (no text path)"]
     assert no_text["auc"] == saved["models"]["CRM"]["auc"]
@@ -51,7 +54,7 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
     # the CRM learns the synthetic taste x genre signal
     assert saved["crm_full_test"]["auc"] > 0.6
     assert saved["samples"]["few2many_train"] == 32 and saved["samples"]["evaluated"] == 48
-    assert {"prepare", "validate", "retrieve", "crm", "lora", "reclora", "reclora-residual", "evaluate"} <= set(saved["seconds"])
+    assert {"prepare", "validate", "retrieve", "crm", "peer_din", "lora", "reclora", "reclora-residual", "evaluate"} <= set(saved["seconds"])
     report = tmp_path / "work" / "report"
     assert (report / "report.html").is_file() and (report / "roc.png").is_file()
     # adapters are saved as safetensors + JSON, checkpoints are cleaned up after success

@@ -119,6 +119,16 @@ def bench_quality(
                           work / key, **(common | kw))  # fmt: skip
         runs[name] = work / key
 
+    peer_note, peer = None, None
+    if qp.get("peer", True):
+        from reclora.bench.peer import PEER_NAME, peer_available, peer_stage
+
+        if peer_available():
+            peer = timed("peer_din", peer_stage, work / "prepared", work / "retrieved", work / "crm", work / "peer-din", p)
+            runs[PEER_NAME] = work / "peer-din"
+        else:
+            peer_note = "peer DIN skipped: install the benchmark extra, pip install -e '.[peer]'"
+            print(f"[bench quality] {peer_note}", flush=True)
     llm_run("Vanilla LoRA", "lora", "lora", "retrieved", None)
     llm_run("RecLoRA", "reclora", "reclora", "retrieved", "crm")
     llm_run("RecLoRA + CRM residual", "reclora-residual", "reclora", "retrieved", "crm", params=residual)
@@ -150,6 +160,7 @@ def bench_quality(
             "evaluated": report.get("context", {}).get("evaluated_samples"),
         },  # fmt: skip
         "auc_diff_vs_crm": intervals,
+        "peer": peer or {"skipped": peer_note},
         "llm_train": {n: r["train"] for n, r in llm.items()},
         "diagnostics": {n: r.get("diagnostics") for n, r in llm.items() if r.get("diagnostics")},
         "readout_scale": {n: r["readout_scale"] for n, r in llm.items() if r.get("readout_scale") is not None},
