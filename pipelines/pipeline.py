@@ -84,14 +84,15 @@ def build_pipeline(
                              overrides=overrides).set_display_name("samples + retrieve")  # fmt: skip
             ret.set_caching_options(enable_caching=True)
             _with_storage_secret(ret, secret)  # model_path may be a bucket URI
-            crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"], profile=profile,
+            crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
+                              feature_store=feat.outputs["feature_store"], profile=profile,
                               overrides=overrides).set_display_name("train CRM")  # fmt: skip
             crm.set_retry(num_retries=retries).set_caching_options(enable_caching=False)
-            crm.after(feat)
             llm = {}
             for kind in ("lora", "reclora"):
                 t = c.train_llm(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
-                                crm=crm.outputs["crm"], model_path=model_path, gate="crm", profile=profile,
+                                crm=crm.outputs["crm"], feature_store=feat.outputs["feature_store"],
+                                model_path=model_path, gate="crm", profile=profile,
                                 overrides=overrides, nproc_per_node=nproc, num_nodes=nodes,
                                 checkpoint_uri=checkpoint_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                                 task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER)  # fmt: skip

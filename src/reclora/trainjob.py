@@ -139,6 +139,7 @@ def train_llm_multinode(
     model_path: str | None = None,
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
+    features_uri: str | None = None,
 ) -> dict[str, Any]:
     """The LLM stage on ``pipeline.gpu.num_nodes`` nodes x ``accelerator_limit`` GPUs through a TrainJob.
 
@@ -161,6 +162,8 @@ def train_llm_multinode(
         args += ["--crm", crm_uri]
     if model_path:
         args += ["--model-path", model_path]
+    if features_uri:
+        args += ["--features", features_uri]
     n_gpu = int(gpu["accelerator_limit"])
     res = json.loads(json.dumps(tj.get("resources_per_node") or {}))
     for side in ("requests", "limits"):

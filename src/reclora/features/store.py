@@ -36,7 +36,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -408,6 +408,33 @@ def _source_file(store: "FeatureStore", view: str) -> str:
     return FileSource.get_uri_for_file_path(store.repo_path, src.path)
 
 
+# offline stores that read a FileSource's relative path against the working directory rather than
+# the feature repo (Feast's file/dask store resolves it against the repo itself)
+CWD_RELATIVE_STORES = ("duckdb",)
+
+
+@contextlib.contextmanager
+def offline_reads(store: "FeatureStore") -> Iterator[None]:
+    """The context of every offline read (point-in-time joins, materialization).
+
+    The file (dask) store: the fast dask token for list-valued features. The DuckDB store reads a
+    source's relative path against the working directory, so the repo directory is the working
+    directory while the block runs (the rendered repo stores its sources relative to itself so it
+    can move). Not thread-safe for the DuckDB store (``os.chdir`` is per process).
+    """
+    kind = str(getattr(store.config.offline_store, "type", "file"))
+    with fast_object_tokens():
+        if kind not in CWD_RELATIVE_STORES:
+            yield
+            return
+        here = os.getcwd()
+        os.chdir(store.repo_path)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
 def latest_event(store: "FeatureStore") -> pd.Timestamp:
     """The latest ``event_timestamp`` in the user_history source (the newest snapshot)."""
     col = pq.read_table(_source_file(store, "user_history"), columns=[TIMESTAMP_FIELD])[TIMESTAMP_FIELD]
@@ -426,7 +453,7 @@ def materialize(store: "FeatureStore", end: Any = None, start: Any = None) -> di
         raise ConfigError(f"materialize: end {end_ts} is before start {start_ts}")
     t0 = time.perf_counter()
     # Feast prints its progress to stdout; keep stdout clean for callers that print JSON there
-    with contextlib.redirect_stdout(sys.stderr), fast_object_tokens():
+    with contextlib.redirect_stdout(sys.stderr), offline_reads(store):
         store.materialize(start_date=start_ts.to_pydatetime(), end_date=end_ts.to_pydatetime())
     return {
         "start": start_ts.isoformat(),
@@ -489,7 +516,7 @@ def historical_user_features(
         # or before its time, which would take the other views' features with it
         refs = feature_refs(store, view)
         names = [r.split(":", 1)[1] for r in refs]
-        with fast_object_tokens():
+        with offline_reads(store):
             parts = [
                 store.get_historical_features(entity_df=chunk, features=refs).to_df()[
                     ["user_id", TIMESTAMP_FIELD, *names]
