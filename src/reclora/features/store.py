@@ -264,10 +264,13 @@ def build_feature_sources(
     prof = _user_profile_frame(users, inter)
     meta = _item_metadata_frame(items)
     hist = history_snapshots(inter, int(history_len))
+    # timestamps in microseconds: every offline store reads them (Spark refuses nanosecond parquet);
+    # event times are whole seconds, so nothing is truncated
+    us = {"coerce_timestamps": "us", "allow_truncated_timestamps": False}
     with atomic_dir(out_dir) as tmp:
-        prof.to_parquet(tmp / USER_PROFILE_FILE, index=False)
-        meta.to_parquet(tmp / ITEM_METADATA_FILE, index=False)
-        pq.write_table(hist, tmp / USER_HISTORY_FILE)
+        prof.to_parquet(tmp / USER_PROFILE_FILE, index=False, **us)
+        meta.to_parquet(tmp / ITEM_METADATA_FILE, index=False, **us)
+        pq.write_table(hist, tmp / USER_HISTORY_FILE, **us)
     t_min, t_max = int(inter["timestamp"].min()), int(inter["timestamp"].max())
     return {
         "sources_dir": str(out_dir),
