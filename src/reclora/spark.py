@@ -127,8 +127,9 @@ def features_on_spark(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """The features step as a SparkApplication: ``data_uri`` (prepared data) -> ``out_uri`` (the
-    features stage's output), both object-store URIs. Returns the final SparkApplication object.
-    Raises ConfigError when a URI is local (the driver pod shares no volume with this step)."""
+    features stage's output), both object-store URIs. Returns the stage summary the application
+    wrote (``<out_uri>/summary.json``). Raises ConfigError when a URI is local (the driver pod shares
+    no volume with this step), RuntimeError when the application fails."""
     from reclora import storage
     from reclora.trainjob import namespace, secret_env
 
@@ -150,8 +151,11 @@ def features_on_spark(
         service_account=sp.get("service_account") or None, spark_conf=fp.get("spark_conf") or {},
         env=secret_env(p.get("storage_secret")),
     )  # fmt: skip
-    return run_spark_application(body, api=api, poll_s=float(sp.get("poll_seconds", 15)),
-                                 timeout_s=sp.get("timeout_seconds"), sleep=sleep)  # fmt: skip
+    run_spark_application(body, api=api, poll_s=float(sp.get("poll_seconds", 15)),
+                          timeout_s=sp.get("timeout_seconds"), sleep=sleep)  # fmt: skip
+    fs, path = storage.filesystem(f"{out_uri.rstrip('/')}/summary.json")
+    with fs.open(path) as f:
+        return json.load(f)
 
 
 __all__ = ["application_name", "features_on_spark", "run_spark_application", "spark_application_body"]

@@ -4,7 +4,10 @@ client with its HTTP layer replaced by the recorder of test_kube_requests)."""
 
 import json
 import sys
+import uuid
 from pathlib import Path
+
+import fsspec
 
 import pytest
 import yaml
@@ -63,8 +66,11 @@ def test_the_spark_step_creates_the_application_and_waits_for_it():
 
     rec, naps = Recorder(reply), []
     params = _params()
-    out = "s3://art/run-1/features"
-    spark.features_on_spark("s3://art/run-1/data", out, params, api=rec.api, sleep=naps.append)
+    out = f"memory://art-{uuid.uuid4().hex[:8]}/run-1/features"  # the application writes the stage output here
+    with fsspec.open(f"{out}/summary.json", "w") as f:
+        json.dump({"training_rows": 12, "pit_leaks": 0}, f)
+    s = spark.features_on_spark("s3://art/run-1/data", out, params, api=rec.api, sleep=naps.append)
+    assert s == {"training_rows": 12, "pit_leaks": 0}
     name = spark.application_name(out)
     assert [c[:2] for c in rec.calls] == [("POST", BASE)] + [("GET", f"{BASE}/{name}")] * 3 and len(naps) == 2
     body = rec.calls[0][3]
@@ -95,7 +101,7 @@ def test_a_failed_application_fails_the_step_and_a_retry_replaces_it():
         return 200, {"status": {"applicationState": {"state": "FAILED", "errorMessage": "driver OOMKilled"}}}
 
     with pytest.raises(RuntimeError, match="OOMKilled"):
-        spark.features_on_spark("s3://a/d", "s3://a/f", _params(), api=Recorder(failed).api, sleep=lambda s: None)
+        spark.features_on_spark("s3://a/d", "memory://a/f", _params(), api=Recorder(failed).api, sleep=lambda s: None)
 
     seen = {"posts": 0}
 
@@ -108,8 +114,10 @@ def test_a_failed_application_fails_the_step_and_a_retry_replaces_it():
         state = "FAILED" if seen["posts"] == 1 else "COMPLETED"
         return 200, {"status": {"applicationState": {"state": state}}}
 
-    rec = Recorder(retry)
-    spark.features_on_spark("s3://a/d", "s3://a/f", _params(), api=rec.api, sleep=lambda s: None)
+    rec, out = Recorder(retry), f"memory://a-{uuid.uuid4().hex[:8]}/f"
+    with fsspec.open(f"{out}/summary.json", "w") as f:
+        f.write("{}")
+    spark.features_on_spark("s3://a/d", out, _params(), api=rec.api, sleep=lambda s: None)
     assert [c[0] for c in rec.calls] == ["POST", "GET", "DELETE", "POST", "GET"]
 
 
