@@ -29,11 +29,13 @@ class Components:
     train_llm: Any
     evaluate: Any
     register: Any
+    features_spark: Any = None  # features.offline_store spark: the features step as a SparkApplication
 
 
 def build_components(cpu_image: str, gpu_image: str) -> Components:
     from components.evaluate.component import evaluate
     from components.features.component import features
+    from components.features_spark.component import features_spark
     from components.prepare.component import prepare
     from components.register.component import register
     from components.retrieve.component import retrieve
@@ -50,4 +52,5 @@ def build_components(cpu_image: str, gpu_image: str) -> Components:
         train_llm=lightweight(train_llm, gpu_image),
         evaluate=lightweight(evaluate, cpu_image),
         register=lightweight(register, cpu_image),
+        features_spark=lightweight(features_spark, cpu_image),
     )

@@ -3,6 +3,7 @@
 the same ones); this file exposes them to the `feast` CLI.
 
 Sources directory: $RECLORA_FEATURE_SOURCES (absolute, or relative to this repo), default "data/sources".
+Offline store the sources are declared for: $RECLORA_FEAST_OFFLINE_STORE (file | duckdb | spark), default "file".
 """
 
 import os
@@ -11,7 +12,8 @@ from pathlib import Path
 from reclora.features.definitions import feature_definitions
 
 SOURCES = os.environ.get("RECLORA_FEATURE_SOURCES", "data/sources")
-_defs = feature_definitions(SOURCES, repo_path=Path(__file__).resolve().parent)
+OFFLINE_STORE = os.environ.get("RECLORA_FEAST_OFFLINE_STORE", "file")
+_defs = feature_definitions(SOURCES, repo_path=Path(__file__).resolve().parent, offline_store=OFFLINE_STORE)
 
 user = _defs["user"]
 item = _defs["item"]

@@ -50,7 +50,9 @@ def build_pipeline(
     """The pipeline function for the given images; ``gpu=False`` leaves the training steps unplaced (and one
     rank each). ``profile``: a params.yaml profile for the pipeline's defaults (e.g. "cluster"); it is also
     the default of the pipeline's ``profile`` parameter, so every step reads the same settings."""
-    p = load_params_with(None, profile)["pipeline"]
+    params = load_params_with(None, profile)
+    p = params["pipeline"]
+    on_spark = (params.get("features") or {}).get("offline_store") == "spark"
     c = build_components(cpu_image or p["cpu_image"], gpu_image or p["gpu_image"])
     retries = int(p["train_retries"])
     secret = p.get("storage_secret")
@@ -78,20 +80,26 @@ def build_pipeline(
         val = c.validate(data=prep.outputs["data"], profile=profile, overrides=overrides)
         val.set_display_name("validate (Great Expectations)").set_caching_options(enable_caching=True)
         with dsl.If(val.outputs["Output"] == True, name="data-passed-validation"):  # noqa: E712
-            feat = c.features(data=prep.outputs["data"]).set_display_name("features (Feast)")
+            if on_spark:  # a SparkApplication (Kubeflow Spark Operator) runs the stage on Feast's Spark store
+                feat = c.features_spark(data=prep.outputs["data"], profile=profile, overrides=overrides)
+                feat.set_display_name("features (Feast on Spark)")
+                _with_storage_secret(feat, secret)
+            else:
+                feat = c.features(data=prep.outputs["data"]).set_display_name("features (Feast)")
             feat.set_caching_options(enable_caching=True)
             ret = c.retrieve(data=prep.outputs["data"], model_path=model_path, mode=retrieval_mode, profile=profile,
                              overrides=overrides).set_display_name("samples + retrieve")  # fmt: skip
             ret.set_caching_options(enable_caching=True)
             _with_storage_secret(ret, secret)  # model_path may be a bucket URI
-            crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"], profile=profile,
+            crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
+                              feature_store=feat.outputs["feature_store"], profile=profile,
                               overrides=overrides).set_display_name("train CRM")  # fmt: skip
             crm.set_retry(num_retries=retries).set_caching_options(enable_caching=False)
-            crm.after(feat)
             llm = {}
             for kind in ("lora", "reclora"):
                 t = c.train_llm(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
-                                crm=crm.outputs["crm"], model_path=model_path, gate="crm", profile=profile,
+                                crm=crm.outputs["crm"], feature_store=feat.outputs["feature_store"],
+                                model_path=model_path, gate="crm", profile=profile,
                                 overrides=overrides, nproc_per_node=nproc, num_nodes=nodes,
                                 checkpoint_uri=checkpoint_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                                 task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER)  # fmt: skip

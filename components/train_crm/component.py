@@ -2,12 +2,15 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
 def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, overrides: dict, crm: Output[Model],
-              stats: Output[Metrics]):  # fmt: skip
-    """The DIN-style CRM on the full training split; its hidden vector is RecLoRA's signal."""
+              stats: Output[Metrics], feature_store: Input[Dataset] = None):  # fmt: skip
+    """The DIN-style CRM on the full training split; its hidden vector is RecLoRA's signal. User
+    attributes and item genres come from Feast's offline store (the features step's repo; without
+    it, from the prepared tables)."""
     from reclora.config import load_params_with
     from reclora.stages import crm_stage
 
-    s = crm_stage(data.path, retrieved.path, crm.path, load_params_with(overrides, profile or None), progress=False)
+    s = crm_stage(data.path, retrieved.path, crm.path, load_params_with(overrides, profile or None), progress=False,
+                  features_dir=feature_store.path if feature_store else None)
     for k in ("auc", "logloss", "accuracy"):
         stats.log_metric(f"test_{k}", s["test"][k])
     crm.metadata.update({"framework": "torch", "format": "safetensors", "hidden_dim": s["hidden_dim"]})

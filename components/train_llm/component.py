@@ -5,12 +5,15 @@ def train_llm(
     kind: str, data: Input[Dataset], retrieved: Input[Dataset], crm: Input[Model], model_path: str, gate: str,
     profile: str, overrides: dict, adapter: Output[Model], stats: Output[Metrics], nproc_per_node: int = 1,
     num_nodes: int = 1, checkpoint_uri: str = "", run_id: str = "", task_name: str = "",
+    feature_store: Input[Dataset] = None,
 ):
     """Few2Many: RecLoRA (or the vanilla LoRA baseline) on a seeded sample of train; scores the eval subset.
 
     ``nproc_per_node`` > 1: that many data-parallel ranks in this pod (one per GPU); ``num_nodes`` > 1:
     a Kubeflow Trainer TrainJob on that many nodes, awaited. With ``checkpoint_uri`` the checkpoints are
-    mirrored to <checkpoint_uri>/<run_id>/<task_name>, so a retry in a new pod resumes from the bucket."""
+    mirrored to <checkpoint_uri>/<run_id>/<task_name>, so a retry in a new pod resumes from the bucket.
+    ``feature_store`` (the features step's output): the prompts' profiles and titles from Feast
+    (without it: from the prepared tables)."""
     from reclora.config import load_params_with
     from reclora.launch import train_llm as run_ranks
     from reclora.trainjob import train_llm_multinode
@@ -20,10 +23,12 @@ def train_llm(
     crm_in = crm if kind == "reclora" else None
     if num_nodes > 1:
         s = train_llm_multinode(kind, data.uri, retrieved.uri, crm_in.uri if crm_in else None, adapter.path, params,
-                                ckpt, gate=gate, model_path=model_path or None)  # fmt: skip
+                                ckpt, gate=gate, model_path=model_path or None,
+                                features_uri=feature_store.uri if feature_store else None)  # fmt: skip
     else:
         s = run_ranks(nproc_per_node, kind, data.path, retrieved.path, crm_in.path if crm_in else None, adapter.path,
-                      params, gate=gate, model_path=model_path or None, checkpoint_uri=ckpt)  # fmt: skip
+                      params, gate=gate, model_path=model_path or None, checkpoint_uri=ckpt,
+                      features_dir=feature_store.path if feature_store else None)  # fmt: skip
     for k in ("auc", "logloss", "accuracy"):
         stats.log_metric(f"eval_{k}", s["eval"][k])
     stats.log_metric("train_samples", s["train_samples"])

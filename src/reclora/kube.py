@@ -1,12 +1,15 @@
 """The Kubernetes API client, configured from the pod's service account (or ~/.kube/config outside a cluster).
 
-Only :mod:`reclora.trainjob` (multi-node training) and :mod:`reclora.registry.deploy` (KServe
-rollout) talk to the API server, through ``CustomObjectsApi``; tests pass their own ``api``.
+Only :mod:`reclora.trainjob` (multi-node training), :mod:`reclora.spark` (SparkApplications of the
+Kubeflow Spark Operator) and :mod:`reclora.registry.deploy` (KServe rollout) talk to the API server,
+through ``CustomObjectsApi``; tests pass their own ``api``. :func:`create_and_wait` is the one
+create-or-follow-then-poll loop of the custom resources a pipeline step runs and awaits.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable, Literal, Mapping, Optional
 
 from reclora.errors import ConfigError
 
@@ -26,3 +29,52 @@ def custom_objects_api() -> Any:
         except (config.ConfigException, FileNotFoundError, TypeError) as e:
             raise ConfigError(f"no Kubernetes API access (not in a cluster and no usable kubeconfig: {e})") from None
     return client.CustomObjectsApi()
+
+
+State = Optional[Literal["done", "failed"]]
+
+
+def create_and_wait(
+    body: Mapping[str, Any],
+    group: str,
+    version: str,
+    plural: str,
+    state: Callable[[Mapping[str, Any]], tuple[State, str]],
+    api: Any = None,
+    poll_s: float = 15.0,
+    timeout_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Create the custom object ``body`` (or follow the one of the same name from an earlier attempt of
+    the step) and poll it until ``state(obj)`` says ``"done"`` or ``"failed"`` (with a message).
+
+    An object found already failed is deleted and created again. Returns the final object; raises
+    RuntimeError when it fails or ``timeout_s`` passes. ``api``: a ``CustomObjectsApi`` (default:
+    :func:`custom_objects_api`).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    if api is None:
+        api = custom_objects_api()
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    kind = body.get("kind", plural)
+    kw = {"group": group, "version": version, "namespace": ns, "plural": plural}
+    try:
+        api.create_namespaced_custom_object(body=dict(body), **kw)
+    except ApiException as e:
+        if e.status != 409:  # 409: this step's object exists already (a retry): follow it
+            raise
+        if state(api.get_namespaced_custom_object(name=name, **kw))[0] == "failed":
+            api.delete_namespaced_custom_object(name=name, **kw)
+            api.create_namespaced_custom_object(body=dict(body), **kw)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        obj = api.get_namespaced_custom_object(name=name, **kw)
+        st, msg = state(obj)
+        if st == "done":
+            return obj
+        if st == "failed":
+            raise RuntimeError(f"{kind} {ns}/{name} failed: {msg}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise RuntimeError(f"{kind} {ns}/{name} did not finish within {timeout_s} s")
+        sleep(poll_s)

@@ -167,6 +167,7 @@ def run_llm_stage(
     model_path: str | None = None,
     progress: bool = True,
     checkpoint_uri: str | None = None,
+    features_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """``reclora.stages.llm_stage`` on every rank of the process group (data-parallel training).
 
@@ -182,12 +183,13 @@ def run_llm_stage(
         tmp = Path(t)
         data, ret = _localize(data_dir, tmp, "data"), _localize(retrieved_dir, tmp, "retrieved")
         crm = _localize(crm_dir, tmp, "crm")
+        feats = _localize(features_dir, tmp, "features")
         model_path = storage.fetch_model(model_path)
         out = tmp / "out" / "adapter" if storage.is_remote(str(out_dir)) else Path(out_dir)
         # llm_stage writes its output on rank 0 only and holds the other ranks at a barrier
         summary = llm_stage(
             kind, data, ret, crm, out, params, gate=gate, model_path=model_path,
-            progress=progress and is_main(), checkpoint_uri=checkpoint_uri,
+            progress=progress and is_main(), checkpoint_uri=checkpoint_uri, features_dir=feats,
         )  # fmt: skip
         if is_main() and out != Path(out_dir):
             storage.upload_dir(out, str(out_dir))
@@ -208,6 +210,7 @@ def train_llm(
     checkpoint_uri: str | None = None,
     progress: bool = False,
     timeout: float | None = None,
+    features_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The LLM stage with ``nproc`` data-parallel ranks on this node; returns rank 0's summary.
 
@@ -223,7 +226,7 @@ def train_llm(
         from reclora.stages import llm_stage
 
         return llm_stage(kind, data_dir, retrieved_dir, crm_dir, out_dir, params, gate=gate, model_path=model_path,
-                         progress=progress, checkpoint_uri=checkpoint_uri)  # fmt: skip
+                         progress=progress, checkpoint_uri=checkpoint_uri, features_dir=features_dir)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="reclora-launch-") as t:
         pfile, sfile = Path(t) / "params.json", Path(t) / "summary.json"
         pfile.write_text(json.dumps(dict(params), default=str))
@@ -233,6 +236,8 @@ def train_llm(
             args += ["--crm", str(crm_dir)]
         if model_path:
             args += ["--model-path", str(model_path)]
+        if features_dir is not None:
+            args += ["--features", str(features_dir)]
         if checkpoint_uri:
             args += ["--checkpoint-uri", checkpoint_uri]
         if not progress:
@@ -268,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
     llm.add_argument("--crm", default=None, help="CRM stage output (RecLoRA; or object-store URI)")
     llm.add_argument("--out", required=True, help="output directory or object-store URI (written by rank 0)")
     llm.add_argument("--gate", default="crm")
+    llm.add_argument("--features", default=None, help="features stage output (Feast; or object-store URI)")
     llm.add_argument("--model-path", default=None)
     llm.add_argument("--params", default=None, help="a params file (YAML or JSON) instead of params.yaml")
     llm.add_argument("--profile", default=None, help="a profile of params.yaml")
@@ -286,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = run_llm_stage(
             args.kind, args.data, args.retrieved, args.crm, args.out, _load_params(args),
             gate=args.gate, model_path=args.model_path, progress=not args.no_progress,
-            checkpoint_uri=args.checkpoint_uri,
+            checkpoint_uri=args.checkpoint_uri, features_dir=args.features,
         )  # fmt: skip
         if is_main():
             print(json.dumps(s, default=str))

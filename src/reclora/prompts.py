@@ -21,9 +21,15 @@ def _stars(r: float) -> str:
 
 
 def profile_text(user: Mapping[str, Any] | None) -> str:
-    """'The user is a 24-year-old male technician.' from whatever attributes exist."""
+    """'The user is a 24-year-old male technician.' from whatever attributes exist.
+
+    A mapping that carries ``profile_text`` (the Feast ``user_profile`` feature, which is computed
+    by this function once, when the feature sources are built) is answered with it as is.
+    """
     if not user:
         return ""
+    if "profile_text" in user:
+        return str(user["profile_text"] or "")
     parts = []
     age = user.get("age")
     if age is not None and not (isinstance(age, float) and np.isnan(age)):

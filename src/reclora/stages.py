@@ -46,6 +46,23 @@ def eval_subset(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return test.iloc[sample_few(len(test), n, seed)].reset_index(drop=True)
 
 
+def shared_features(
+    features_dir: str | Path | None, tables: Any, samples: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(items, users for the CRM, users for the prompts) of a training stage.
+
+    With ``features_dir`` (the features stage's output) they come from Feast's offline store on the
+    samples' (entity, time) rows plus the prepared tables' ids (see
+    ``reclora.features.inputs.training_inputs``); without, from the prepared tables (as before Feast).
+    """
+    if features_dir is None:
+        return tables.items, tables.users, tables.users
+    from reclora.features.inputs import training_inputs
+
+    mi = training_inputs(features_dir, samples, tables.users["user_id"], tables.items["item_id"])
+    return mi.items, mi.crm_users(), mi.users
+
+
 # ------------------------------------------------------------------ retrieve
 def retrieve_stage(
     data_dir: str | Path,
@@ -96,7 +113,9 @@ def crm_stage(
     out_dir: str | Path,
     params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    features_dir: str | Path | None = None,
 ) -> dict[str, Any]:
+    """The CRM on the training split; user attributes and item genres from Feast with ``features_dir``."""
     from reclora.crm import CRMConfig, predict, save_crm, train_crm
     from reclora.evaluation import ctr_metrics
 
@@ -108,7 +127,8 @@ def crm_stage(
         {**p["crm"], "max_len": int(p["retrieval"]["k_long"]),
          "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
     )  # fmt: skip
-    model, feat, history = train_crm(s["train"], s["valid"], tables.items, tables.users, cfg, progress=progress)
+    items, users, _ = shared_features(features_dir, tables, s["train"])
+    model, feat, history = train_crm(s["train"], s["valid"], items, users, cfg, progress=progress)
     out = Path(out_dir)
     preds = s["test"][KEY + ["label"]].assign(p=predict(model, feat, s["test"]))
     test_metrics = ctr_metrics(preds["label"].to_numpy(), preds["p"].to_numpy())  # one pass over test, not two
@@ -142,6 +162,7 @@ def llm_stage(
     cache_dir: str | Path | None = None,
     text_path: bool = True,
     checkpoint_uri: str | None = None,
+    features_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
 
@@ -152,6 +173,7 @@ def llm_stage(
     (ablation, crm_residual readout only): nothing is trained, s stays 0, so the predictions are the CRM's.
     ``checkpoint_uri`` (any fsspec URI): the checkpoints are also mirrored there, and a run
     whose local run directory is gone (a retry in a new pod) resumes from that copy.
+    ``features_dir``: the features stage's output; the prompts' profiles and titles then come from Feast.
     """
     from reclora.crm import crm_signals, load_crm, signal_width
     from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
@@ -169,8 +191,10 @@ def llm_stage(
     n_val = int(tp.get("valid_samples", 0) or 0)
     va = eval_subset(s["valid"], n_val, seed) if n_val > 0 and len(s["valid"]) else None
     kw = {"noun": NOUNS.get(meta["dataset"], "item"), "threshold": float(meta["label_threshold"])}
-    train_prompts = build_prompts(few, tables.items, tables.users, **kw)
-    eval_prompts = build_prompts(ev, tables.items, tables.users, **kw)
+    used = pd.concat([f for f in (few, ev, va) if f is not None], ignore_index=True)
+    items, _, users = shared_features(features_dir, tables, used)
+    train_prompts = build_prompts(few, items, users, **kw)
+    eval_prompts = build_prompts(ev, items, users, **kw)
 
     frames = {"train": few, "eval": ev} | ({"valid": va} if va is not None else {})
     sig: dict[str, np.ndarray | None] = dict.fromkeys(frames)
@@ -202,7 +226,7 @@ def llm_stage(
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
     valid = None
     if va is not None:
-        valid = {"prompts": build_prompts(va, tables.items, tables.users, **kw), "labels": va["label"].to_numpy(),
+        valid = {"prompts": build_prompts(va, items, users, **kw), "labels": va["label"].to_numpy(),
                  "signals": sig["valid"], "anchors": anchor["valid"]}  # fmt: skip
     if not text_path and readout != "crm_residual":
         raise DataError("text_path=False is the crm_residual readout's ablation; set adapter.readout: crm_residual")

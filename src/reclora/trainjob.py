@@ -80,6 +80,15 @@ def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
 
 
+def _state(obj: Mapping[str, Any]) -> tuple[Any, str]:
+    cond = _conditions(obj)
+    if "Complete" in cond:
+        return "done", ""
+    if "Failed" in cond:
+        return "failed", str(cond["Failed"].get("message", ""))
+    return None, ""
+
+
 def run_trainjob(
     body: Mapping[str, Any],
     api: Any = None,
@@ -93,33 +102,9 @@ def run_trainjob(
     RuntimeError when the job fails or ``timeout_s`` passes. ``api``: a ``CustomObjectsApi``
     (default: :func:`reclora.kube.custom_objects_api`).
     """
-    from kubernetes.client.exceptions import ApiException
+    from reclora.kube import create_and_wait
 
-    if api is None:
-        from reclora.kube import custom_objects_api
-
-        api = custom_objects_api()
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    kw = {"group": GROUP, "version": VERSION, "namespace": ns, "plural": PLURAL}
-    try:
-        api.create_namespaced_custom_object(body=dict(body), **kw)
-    except ApiException as e:
-        if e.status != 409:  # 409: this step's job exists already (a retry): follow it
-            raise
-        if "Failed" in _conditions(api.get_namespaced_custom_object(name=name, **kw)):
-            api.delete_namespaced_custom_object(name=name, **kw)
-            api.create_namespaced_custom_object(body=dict(body), **kw)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        obj = api.get_namespaced_custom_object(name=name, **kw)
-        cond = _conditions(obj)
-        if "Complete" in cond:
-            return obj
-        if "Failed" in cond:
-            raise RuntimeError(f"TrainJob {ns}/{name} failed: {cond['Failed'].get('message', '')}")
-        if deadline is not None and time.monotonic() > deadline:
-            raise RuntimeError(f"TrainJob {ns}/{name} did not finish within {timeout_s} s")
-        sleep(poll_s)
+    return create_and_wait(body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep)
 
 
 def namespace(default: str) -> str:
@@ -139,6 +124,7 @@ def train_llm_multinode(
     model_path: str | None = None,
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
+    features_uri: str | None = None,
 ) -> dict[str, Any]:
     """The LLM stage on ``pipeline.gpu.num_nodes`` nodes x ``accelerator_limit`` GPUs through a TrainJob.
 
@@ -161,6 +147,8 @@ def train_llm_multinode(
         args += ["--crm", crm_uri]
     if model_path:
         args += ["--model-path", model_path]
+    if features_uri:
+        args += ["--features", features_uri]
     n_gpu = int(gpu["accelerator_limit"])
     res = json.loads(json.dumps(tj.get("resources_per_node") or {}))
     for side in ("requests", "limits"):

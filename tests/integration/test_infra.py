@@ -35,7 +35,8 @@ K8S = INFRA / "k8s"
 DOCKER = INFRA / "docker"
 OVERLAYS = ("cpu", "gpu", "local")
 KUSTOMIZATIONS = ["base", "trainer"] + [f"overlays/{o}" for o in OVERLAYS]
-STANDALONE = {K8S / "trainer" / "trainjob.yaml"}  # applied with `kubectl create -f`, not by kustomize
+TRAINJOBS = [K8S / "trainer" / "trainjob.yaml", K8S / "trainer" / "trainjob-crm.yaml"]  # LLM and CRM
+STANDALONE = set(TRAINJOBS)  # applied with `kubectl create -f`, not by kustomize
 
 UID = 10001
 CACHE_MOUNT = "/var/cache/reclora"
@@ -511,8 +512,9 @@ def test_pod_templates_inside_custom_resources_validate_as_pods():
             job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": rj["name"]},
                    "spec": rj["template"]["spec"]}
             validate_k8s(job, f"{ident(rt)} replicatedJob {rj['name']}")
-    tj = load_docs(K8S / "trainer" / "trainjob.yaml")[0]
-    validate_k8s(trainjob_pod(tj, trainer), "TrainJob node pod")
+    for f in TRAINJOBS:
+        tj = load_docs(f)[0]
+        validate_k8s(trainjob_pod(tj, trainer), f"{f.name}: TrainJob node pod")
 
 
 def test_negative_schema_validation_catches_typos():
@@ -531,8 +533,9 @@ def all_pods() -> list[tuple[str, str, dict]]:
     for rel in ("overlays/cpu", "overlays/gpu", "overlays/local", "trainer"):
         out += [(rel, label, spec) for label, spec in pod_specs(render(rel))]
     trainer = render("trainer")
-    for tj in load_docs(K8S / "trainer" / "trainjob.yaml"):
-        out.append(("trainer/trainjob.yaml", ident(tj), trainjob_pod(tj, trainer)["spec"]))
+    for f in TRAINJOBS:
+        for tj in load_docs(f):
+            out.append((f"trainer/{f.name}", ident(tj), trainjob_pod(tj, trainer)["spec"]))
     return out
 
 
@@ -883,6 +886,26 @@ def test_trainjob_args_parse_with_the_reclora_cli():
     pod = trainjob_pod(tj, render("trainer"))["spec"]
     ws = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/workspace"]
     assert ws and not ws[0].get("readOnly")
+
+
+def test_crm_trainjob_runs_the_crm_stage_on_the_same_runtime_with_feast_features():
+    import typer.main
+
+    from reclora.cli.train import app
+
+    llm, crm = (load_docs(f)[0] for f in TRAINJOBS)
+    assert crm["spec"]["runtimeRef"] == llm["spec"]["runtimeRef"]  # one launcher (torchrun) for both
+    tr = crm["spec"]["trainer"]
+    assert set(crm["spec"]) <= TRAINJOB_SPEC and set(tr) <= TRAINER_FIELDS and tr["numNodes"] >= 2
+    assert tr["command"] == ["torchrun"] and tr["image"] == llm["spec"]["trainer"]["image"]
+    gpu = params()["pipeline"]["gpu"]["accelerator_type"]
+    assert all(int(tr["resourcesPerNode"][p][gpu]) == tr["numProcPerNode"] for p in ("requests", "limits"))
+    args = tr["args"][2:]
+    assert tr["args"][:2] == ["--module", "reclora"] and args[0] == "train"
+    _, sctx = sub_context(typer.main.get_command(app), "train", args[1:])
+    assert sctx.info_name == "crm"
+    for key in ("data", "retrieved", "features", "out"):  # features: Feast's offline store for the attributes
+        assert sctx.params[key].startswith("/workspace/"), key
 
 
 # ----------------------------------------------------------------------------------------------

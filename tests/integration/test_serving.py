@@ -126,8 +126,8 @@ def test_scores_equal_offline_batch_scoring(local):
     import pandas as pd
 
     parsed = local.parse_instances(INSTANCES)
-    df, cold, _, profiles = local.samples(parsed)
-    offline = local.score_samples(df, profiles)  # retrieve -> CRM h -> prompts -> predict_adapter, one batch
+    df, cold, _, shared = local.samples(parsed)  # shared: profiles and titles from the online store
+    offline = local.score_samples(df, shared.users, shared.items)  # retrieve -> CRM h -> prompts -> predict_adapter
     served = np.concatenate(local.score(parsed)[0])
     np.testing.assert_allclose(served, offline, atol=1e-6)
     assert isinstance(df, pd.DataFrame) and len(df) == 9 and cold == [False, False, True]

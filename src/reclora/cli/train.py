@@ -36,12 +36,13 @@ def crm_cmd(
     data: str = typer.Option(..., help="Prepared data directory."),
     retrieved: str = typer.Option(..., help="Output of `reclora train retrieve`."),
     out: str = typer.Option(..., help="Output directory (model, predictions, metrics)."),
+    features: Optional[str] = typer.Option(None, help="Output of the features stage: user attributes and item genres from Feast."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Train the DIN-style CRM on the full training split (early stopping on valid)."""
     from reclora.stages import crm_stage
 
-    raise typer.Exit(run_guarded(lambda: _echo(crm_stage(data, retrieved, out))))
+    raise typer.Exit(run_guarded(lambda: _echo(crm_stage(data, retrieved, out, features_dir=features))))
 
 
 @app.command("llm")
@@ -53,12 +54,14 @@ def llm_cmd(
     out: str = typer.Option(..., help="Output directory (adapter, predictions, metrics)."),
     gate: str = typer.Option("crm", help="crm | uniform (ablation without the CRM signal)."),
     model: Optional[str] = typer.Option(None, help="Base LLM path or id."),
+    features: Optional[str] = typer.Option(None, help="Output of the features stage: profiles and titles from Feast."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Few2Many: train an adapter on a seeded sample of train; resumes from its checkpoint if killed."""
     from reclora.stages import llm_stage
 
-    raise typer.Exit(run_guarded(lambda: _echo(llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model))))
+    raise typer.Exit(run_guarded(lambda: _echo(
+        llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model, features_dir=features))))
 
 
 @app.command("evaluate")

@@ -52,6 +52,11 @@ HISTORY_FEATURES = ("hist_item_ids", "hist_ratings", "hist_timestamps", "n_histo
 # env var read by feature_repo/features.py: where the parquet sources are (absolute, or relative
 # to the feature repo); default "data/sources" inside the repo
 SOURCES_ENV = "RECLORA_FEATURE_SOURCES"
+# env var read by feature_repo/features.py: the offline store type the sources are declared for
+# ("spark" -> SparkSource, anything else -> FileSource)
+OFFLINE_STORE_ENV = "RECLORA_FEAST_OFFLINE_STORE"
+# offline stores that read the parquet sources as Feast FileSources (Spark takes SparkSources)
+FILE_SOURCE_STORES = ("file", "dask", "duckdb")
 DEFAULT_SOURCES = "data/sources"
 
 RESERVED = {"user_id", "item_id", TIMESTAMP_FIELD, PROFILE_TEXT, *HISTORY_FEATURES, *ITEM_FEATURES}
@@ -100,8 +105,27 @@ def _source_path(sources_dir: str, name: str, repo_path: Path | None) -> tuple[s
     return str(p), str(local)
 
 
+def _source(name: str, path: str, repo: Path | None, offline_store: str) -> Any:
+    """A parquet source for ``offline_store``: a FileSource, or for Spark a SparkSource whose path is
+    absolute (Spark resolves relative paths against its working directory) or an object-store URI."""
+    from feast import FileSource
+
+    if offline_store in FILE_SOURCE_STORES or "." in offline_store:  # a custom store class: its own sources
+        return FileSource(name=name, path=path, timestamp_field=TIMESTAMP_FIELD)
+    if offline_store != "spark":
+        from reclora.errors import ConfigError
+
+        raise ConfigError(f"offline store {offline_store!r}: the feature sources support file, duckdb or spark")
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    if "://" not in path and not Path(path).is_absolute() and repo is not None:
+        path = str((repo / path).resolve())
+    return SparkSource(name=name, path=path, file_format="parquet", timestamp_field=TIMESTAMP_FIELD)
+
+
 def feature_definitions(
-    sources_dir: str | os.PathLike[str], repo_path: str | os.PathLike[str] | None = None
+    sources_dir: str | os.PathLike[str], repo_path: str | os.PathLike[str] | None = None,
+    offline_store: str = "file",
 ) -> dict[str, Any]:
     """Build the repo's Feast objects by name.
 
@@ -111,9 +135,10 @@ def feature_definitions(
     The ``user_profile`` schema is read from its source when it exists: whatever
     attributes the users table has (age, gender, occupation, ...) become fields,
     and ``profile_text`` is always present, so a users table with only
-    ``user_id`` still gives a valid view.
+    ``user_id`` still gives a valid view. ``offline_store`` (the store's ``type``): file, duckdb
+    (FileSources) or spark (SparkSources over the same parquet files); ConfigError otherwise.
     """
-    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureView, Field, ValueType
     from feast.types import Array, Float32, Int64, String
 
     sources_dir = str(sources_dir)
@@ -125,15 +150,10 @@ def feature_definitions(
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a user")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="an item")
 
-    user_profile_source = FileSource(
-        name="user_profile_source", path=profile_path, timestamp_field=TIMESTAMP_FIELD
-    )
-    item_metadata_source = FileSource(
-        name="item_metadata_source", path=items_path, timestamp_field=TIMESTAMP_FIELD
-    )
-    user_history_source = FileSource(
-        name="user_history_source", path=history_path, timestamp_field=TIMESTAMP_FIELD
-    )
+    kind = str(offline_store)
+    user_profile_source = _source("user_profile_source", profile_path, repo, kind)
+    item_metadata_source = _source("item_metadata_source", items_path, repo, kind)
+    user_history_source = _source("user_history_source", history_path, repo, kind)
 
     user_profile = FeatureView(
         name="user_profile",

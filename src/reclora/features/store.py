@@ -36,7 +36,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ from reclora.data import schema
 from reclora.errors import ConfigError, DataError
 from reclora.features.definitions import (
     DEFAULT_SOURCES,
+    OFFLINE_STORE_ENV,
     HISTORY_DELAY,
     HISTORY_FEATURES,
     ITEM_METADATA_FILE,
@@ -78,6 +79,7 @@ SUMMARY = "summary.json"
 # the checked-in repo (template and `feast` CLI entry point); never rendered over
 TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "feature_repo"
 
+OFFLINE_STORES = ("file", "duckdb", "spark")  # params features.offline_store
 DEFAULT_STORE_CONFIG: dict[str, Any] = {
     "project": PROJECT,
     "provider": "local",
@@ -94,6 +96,7 @@ FEATURES_PY = '''\
 the same ones); this file exposes them to the `feast` CLI.
 
 Sources directory: ${env} (absolute, or relative to this repo), default "{default}".
+Offline store the sources are declared for: ${store_env} (file | duckdb | spark), default "{store}".
 """
 
 import os
@@ -102,7 +105,8 @@ from pathlib import Path
 from reclora.features.definitions import feature_definitions
 
 SOURCES = os.environ.get("{env}", "{default}")
-_defs = feature_definitions(SOURCES, repo_path=Path(__file__).resolve().parent)
+OFFLINE_STORE = os.environ.get("{store_env}", "{store}")
+_defs = feature_definitions(SOURCES, repo_path=Path(__file__).resolve().parent, offline_store=OFFLINE_STORE)
 
 user = _defs["user"]
 item = _defs["item"]
@@ -112,9 +116,13 @@ user_history = _defs["user_history"]
 '''
 
 
-def features_py(default_sources: str = DEFAULT_SOURCES) -> str:
-    """The text of a repo's ``features.py`` whose sources default to ``default_sources``."""
-    return FEATURES_PY.replace("{env}", SOURCES_ENV).replace("{default}", default_sources)
+def features_py(default_sources: str = DEFAULT_SOURCES, offline_store: str = "file") -> str:
+    """The text of a repo's ``features.py`` whose sources default to ``default_sources``, declared
+    for the ``offline_store`` type."""
+    return (
+        FEATURES_PY.replace("{env}", SOURCES_ENV).replace("{default}", default_sources)
+        .replace("{store_env}", OFFLINE_STORE_ENV).replace("{store}", offline_store)
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,10 +264,13 @@ def build_feature_sources(
     prof = _user_profile_frame(users, inter)
     meta = _item_metadata_frame(items)
     hist = history_snapshots(inter, int(history_len))
+    # timestamps in microseconds: every offline store reads them (Spark refuses nanosecond parquet);
+    # event times are whole seconds, so nothing is truncated
+    us = {"coerce_timestamps": "us", "allow_truncated_timestamps": False}
     with atomic_dir(out_dir) as tmp:
-        prof.to_parquet(tmp / USER_PROFILE_FILE, index=False)
-        meta.to_parquet(tmp / ITEM_METADATA_FILE, index=False)
-        pq.write_table(hist, tmp / USER_HISTORY_FILE)
+        prof.to_parquet(tmp / USER_PROFILE_FILE, index=False, **us)
+        meta.to_parquet(tmp / ITEM_METADATA_FILE, index=False, **us)
+        pq.write_table(hist, tmp / USER_HISTORY_FILE, **us)
     t_min, t_max = int(inter["timestamp"].min()), int(inter["timestamp"].max())
     return {
         "sources_dir": str(out_dir),
@@ -291,7 +302,9 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 
 
 def store_overrides(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Store-config overrides: ``$RECLORA_FEAST_STORE_CONFIG`` (a YAML file), else params' ``features.store``."""
+    """Store-config overrides: ``$RECLORA_FEAST_STORE_CONFIG`` (a YAML file), else params'
+    ``features``: ``offline_store`` (file | duckdb | spark; spark with ``spark_conf``) and then the
+    ``store`` mapping (any feature_store.yaml keys) over it."""
     path = os.environ.get(STORE_CONFIG_ENV)
     if path:
         p = Path(path)
@@ -305,10 +318,24 @@ def store_overrides(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
             raise ConfigError(f"{p}: top level must be a mapping")
         return over
     if params and isinstance(params.get("features"), Mapping):
-        over = params["features"].get("store") or {}
+        fp = params["features"]
+        over = fp.get("store") or {}
         if not isinstance(over, Mapping):
             raise ConfigError("params.yaml: features.store must be a mapping")
-        return dict(over)
+        kind = fp.get("offline_store")
+        if not kind:
+            return dict(over)
+        if kind not in OFFLINE_STORES:
+            raise ConfigError(f"params.yaml: features.offline_store must be one of {', '.join(OFFLINE_STORES)}, got {kind!r}")
+        block: dict[str, Any] = {"type": kind}
+        if kind == "spark":
+            conf = fp.get("spark_conf") or {}
+            if not isinstance(conf, Mapping):
+                raise ConfigError("params.yaml: features.spark_conf must be a mapping")
+            block["spark_conf"] = {str(k): str(v) for k, v in conf.items()}
+            if fp.get("spark_staging_location"):
+                block["staging_location"] = str(fp["spark_staging_location"])
+        return _deep_merge({"offline_store": block}, over)
     return {}
 
 
@@ -357,7 +384,7 @@ def render_feature_repo(
     tmp.write_text(head + yaml.safe_dump(cfg, sort_keys=False))
     os.replace(tmp, repo / "feature_store.yaml")
     tmp = repo / ".features.py.tmp"
-    tmp.write_text(features_py(src))
+    tmp.write_text(features_py(src, str(cfg["offline_store"].get("type", "file"))))
     os.replace(tmp, repo / "features.py")
     return repo, src
 
@@ -390,7 +417,7 @@ def apply_feature_repo(
     overrides = store_config if store_config is not None else store_overrides()
     repo, rel = render_feature_repo(repo_dir, src, online_path, overrides)
     store = open_feature_store(repo)
-    defs = feature_definitions(rel, repo_path=repo.resolve())
+    defs = feature_definitions(rel, repo_path=repo.resolve(), offline_store=str(store.config.offline_store.type))
     store.apply(list(defs.values()))
     return store
 
@@ -403,9 +430,39 @@ def _source_file(store: "FeatureStore", view: str) -> str:
     from feast.infra.offline_stores.file_source import FileSource
 
     src = store.get_feature_view(view).batch_source
-    if not isinstance(src, FileSource):
-        raise ConfigError(f"feature view {view!r}: source is {type(src).__name__}, expected a parquet FileSource")
-    return FileSource.get_uri_for_file_path(store.repo_path, src.path)
+    path = getattr(src, "path", None)
+    if not path:
+        raise ConfigError(f"feature view {view!r}: source is {type(src).__name__} without a parquet path")
+    if isinstance(src, FileSource):
+        return FileSource.get_uri_for_file_path(store.repo_path, path)
+    return str(path)  # SparkSource: absolute path or object-store URI
+
+
+# offline stores that read a FileSource's relative path against the working directory rather than
+# the feature repo (Feast's file/dask store resolves it against the repo itself)
+CWD_RELATIVE_STORES = ("duckdb",)
+
+
+@contextlib.contextmanager
+def offline_reads(store: "FeatureStore") -> Iterator[None]:
+    """The context of every offline read (point-in-time joins, materialization).
+
+    The file (dask) store: the fast dask token for list-valued features. The DuckDB store reads a
+    source's relative path against the working directory, so the repo directory is the working
+    directory while the block runs (the rendered repo stores its sources relative to itself so it
+    can move). Not thread-safe for the DuckDB store (``os.chdir`` is per process).
+    """
+    kind = str(getattr(store.config.offline_store, "type", "file"))
+    with fast_object_tokens():
+        if kind not in CWD_RELATIVE_STORES:
+            yield
+            return
+        here = os.getcwd()
+        os.chdir(store.repo_path)
+        try:
+            yield
+        finally:
+            os.chdir(here)
 
 
 def latest_event(store: "FeatureStore") -> pd.Timestamp:
@@ -426,7 +483,7 @@ def materialize(store: "FeatureStore", end: Any = None, start: Any = None) -> di
         raise ConfigError(f"materialize: end {end_ts} is before start {start_ts}")
     t0 = time.perf_counter()
     # Feast prints its progress to stdout; keep stdout clean for callers that print JSON there
-    with contextlib.redirect_stdout(sys.stderr), fast_object_tokens():
+    with contextlib.redirect_stdout(sys.stderr), offline_reads(store):
         store.materialize(start_date=start_ts.to_pydatetime(), end_date=end_ts.to_pydatetime())
     return {
         "start": start_ts.isoformat(),
@@ -489,7 +546,7 @@ def historical_user_features(
         # or before its time, which would take the other views' features with it
         refs = feature_refs(store, view)
         names = [r.split(":", 1)[1] for r in refs]
-        with fast_object_tokens():
+        with offline_reads(store):
             parts = [
                 store.get_historical_features(entity_df=chunk, features=refs).to_df()[
                     ["user_id", TIMESTAMP_FIELD, *names]

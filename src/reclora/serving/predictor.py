@@ -264,14 +264,14 @@ class RecLoRAPredictor(Model):
         return out
 
     # ------------------------------------------------------------------ scoring
-    def _store_lookup(self, user_ids: Sequence[int]) -> tuple[dict[int, list], pd.DataFrame | None]:
-        """Histories and profiles of ``user_ids`` from the Feast online store (empty without one)."""
+    def _store_lookup(self, user_ids: Sequence[int]) -> dict[int, list]:
+        """Histories of ``user_ids`` from the Feast online store (empty without one)."""
         if self.store is None or not user_ids:
-            return {}, None
+            return {}
         from reclora.features.store import online_user_features
 
         with self._store_lock:  # the SQLite online store is not shared across threads safely
-            f = online_user_features(self.store, list(user_ids))
+            f = online_user_features(self.store, list(user_ids), views=("user_history",))
         hist: dict[int, list] = {}
         for _, row in f.iterrows():
             ids, rats, tss = row.get("hist_item_ids"), row.get("hist_ratings"), row.get("hist_timestamps")
@@ -279,15 +279,23 @@ class RecLoRAPredictor(Model):
                 continue
             tss = tss if tss is not None and len(tss) == len(ids) else range(len(ids))
             hist[int(row["user_id"])] = [(int(a), float(b), int(c)) for a, b, c in zip(ids, rats, tss)]
-        prof_cols = [c for c in ("age", "gender", "occupation") if c in f.columns]
-        profiles = f[["user_id", *prof_cols]] if prof_cols else None
-        return hist, profiles
+        return hist
 
-    def samples(self, parsed: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[bool], list[str], pd.DataFrame | None]:
-        """One CTR sample row per (instance, candidate), with the user's history; cold-start flags."""
-        # profiles of every user (also those who bring their history inline); the store's history
-        # only for those who do not
-        store_hist, profiles = self._store_lookup(sorted({p["user_id"] for p in parsed}))
+    def shared_features(self, user_ids: Sequence[int], item_ids: Sequence[int]) -> Any:
+        """User profiles and item metadata of these ids from the online store, through the same
+        ``model_inputs`` as training (a ``ModelInputs``); None without a feature store."""
+        if self.store is None:
+            return None
+        from reclora.features.inputs import model_inputs, online_feature_frames
+
+        with self._store_lock:
+            return model_inputs(*online_feature_frames(self.store, user_ids, item_ids))
+
+    def samples(self, parsed: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[bool], list[str], Any]:
+        """One CTR sample row per (instance, candidate), with the user's history; cold-start flags;
+        the shared features (``ModelInputs`` from the online store, or None without a store)."""
+        # the store's history only for users who do not bring theirs inline
+        store_hist = self._store_lookup(sorted({p["user_id"] for p in parsed if p["history"] is None}))
         rows, cold, source = [], [], []
         now = int(time.time())
         for p in parsed:
@@ -313,9 +321,14 @@ class RecLoRAPredictor(Model):
             for c in p["candidates"]:
                 rows.append({"user_id": p["user_id"], "item_id": c, "timestamp": int(ts), "n_history": len(h),
                              "hist_item_ids": hi, "hist_ratings": hr, "hist_timestamps": ht})  # fmt: skip
-        return pd.DataFrame(rows), cold, source, profiles
+        df = pd.DataFrame(rows)
+        # profiles of every user (also those who bring their history inline), titles of every item
+        item_ids = set(df["item_id"].tolist()) | {int(i) for h in df["hist_item_ids"] for i in h}
+        shared = self.shared_features(sorted({p["user_id"] for p in parsed}), sorted(item_ids))
+        return df, cold, source, shared
 
-    def score_samples(self, df: pd.DataFrame, users: pd.DataFrame | None = None) -> np.ndarray:
+    def score_samples(self, df: pd.DataFrame, users: pd.DataFrame | None = None,
+                      items: pd.DataFrame | None = None) -> np.ndarray:  # fmt: skip
         """p(click) per sample row: retrieval -> CRM hidden vectors -> prompts -> personalized LoRA
         (-> the CRM logit as the anchor when the adapter's readout is crm_residual)."""
         from reclora.crm import crm_signals
@@ -324,7 +337,7 @@ class RecLoRAPredictor(Model):
         from reclora.retrieval import retrieve
 
         r = retrieve(df, self.k_long, self.k_short, self.mode, self.item_ids, self.embeddings)
-        prompts = build_prompts(r, self.items, users, noun=self.noun, threshold=self.threshold)
+        prompts = build_prompts(r, self.items if items is None else items, users, noun=self.noun, threshold=self.threshold)
         with self._lock:
             gi = str(self.adapter.config.get("gate_input", "hidden"))
             sig = crm_signals(self.crm, self.featurizer, r, gi) if self.adapter.uses_signal else None
@@ -336,9 +349,9 @@ class RecLoRAPredictor(Model):
 
     def score(self, parsed: list[dict[str, Any]]) -> tuple[list[np.ndarray], list[bool], list[str]]:
         """Per instance: p(click) of its candidates in request order; cold-start flags; history sources."""
-        df, cold, source, profiles = self.samples(parsed)
+        df, cold, source, shared = self.samples(parsed)
         try:
-            p = self.score_samples(df, profiles)
+            p = self.score_samples(df, *((shared.users, shared.items) if shared is not None else (None, None)))
         except RecLoRAError as e:
             raise InvalidInput(str(e)) from e
         out, i = [], 0

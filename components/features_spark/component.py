@@ -1,0 +1,15 @@
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+
+def features_spark(data: Input[Dataset], profile: str, overrides: dict, feature_store: Output[Dataset],
+                   stats: Output[Metrics]):  # fmt: skip
+    """The features step beyond one machine: a SparkApplication (Kubeflow Spark Operator) runs the Feast
+    sources, `feast apply`, materialization and the point-in-time joins on Spark (Feast's Spark offline
+    store); this step creates it, waits for it, and reports the stage summary it wrote."""
+    from reclora.config import load_params_with
+    from reclora.spark import features_on_spark
+
+    s = features_on_spark(data.uri, feature_store.uri, load_params_with(overrides, profile or None))
+    for k, v in s.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            stats.log_metric(k, v)

@@ -1,0 +1,235 @@
+"""Feast -> model inputs: the one path by which training and serving get the shared user and item features.
+
+The user attributes (``user_profile``: whatever the users table has, plus the prompt's
+``profile_text``) and the item metadata (``item_metadata``: ``title``, ``genres``) are defined once
+in the Feast repo (:mod:`reclora.features.definitions`). Nothing else computes them:
+
+* training reads them with Feast's ``get_historical_features`` on the samples' (entity,
+  ``event_timestamp``) rows, plus one row per known entity at the training cut-off so that the
+  model's vocabularies cover the whole catalogue (:func:`offline_feature_frames`);
+* serving reads them from the online store (:func:`online_feature_frames`);
+* :func:`model_inputs` turns either pair of Feast feature frames into the same
+  :class:`ModelInputs`: the users table the CRM featurizer fits its user fields on and the prompt
+  builder takes ``profile_text`` from, and the items table of titles and genres.
+
+Feature frames have one row per requested (entity, time); :func:`model_inputs` keeps, per entity,
+the row with the latest ``event_timestamp`` (online rows count as "now"), drops entities Feast
+knows nothing of (all features null), and gives every column one type on both sides (numeric
+attributes float64 with NaN for missing, text attributes object with None), so the offline and the
+online path give equal frames for the same entity at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from reclora.errors import DataError
+from reclora.features.definitions import ITEM_FEATURES, PROFILE_TEXT, TIMESTAMP_FIELD, feature_refs
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+USER_VIEW = "user_profile"
+ITEM_VIEW = "item_metadata"
+ITEM_COLUMNS = ["item_id", *ITEM_FEATURES]
+DEFAULT_CHUNK_ROWS = 1_000_000  # entity rows per get_historical_features request (bounded memory)
+
+
+@dataclass
+class ModelInputs:
+    """The shared features as the models take them.
+
+    ``users``: one row per user: ``user_id`` (int64), the profile attributes (numeric: float64,
+    NaN = missing; text: object, None = missing), ``profile_text`` (str, "" = no attributes).
+    ``items``: one row per item: ``item_id`` (int64), ``title``, ``genres`` ("A|B") as str.
+    Both sorted by id.
+    """
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+
+    @property
+    def attributes(self) -> list[str]:
+        """The profile attribute columns (the CRM's candidate user fields)."""
+        return [c for c in self.users.columns if c not in ("user_id", PROFILE_TEXT)]
+
+    def crm_users(self) -> pd.DataFrame:
+        """``users`` without ``profile_text``: the table :meth:`CRMFeaturizer.fit` takes."""
+        return self.users.drop(columns=[PROFILE_TEXT])
+
+
+def _times(values: Any) -> pd.Series:
+    """unix seconds or datetimes -> tz-aware UTC datetimes (ns)."""
+    s = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(s):
+        return pd.to_datetime(s.astype("int64"), unit="s", utc=True)
+    return pd.to_datetime(s, utc=True)
+
+
+def _view_names(store: "FeatureStore", view: str) -> tuple[list[str], list[str]]:
+    refs = feature_refs(store, view)
+    return refs, [r.split(":", 1)[1] for r in refs]
+
+
+def historical_view(
+    store: "FeatureStore", entity_df: pd.DataFrame, view: str, key: str, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> pd.DataFrame:
+    """Point-in-time features of one view for the distinct (``key``, ``event_timestamp``) rows of
+    ``entity_df`` (times as unix seconds or datetimes), through ``get_historical_features``.
+
+    Returns one row per distinct (key, time): ``key`` (int64), ``event_timestamp`` (UTC), the view's
+    features (null where Feast has no row at or before that time). Requests are split into
+    ``chunk_rows`` entity rows each (0 = one request). Raises DataError on missing columns.
+    """
+    from reclora.features.store import offline_reads
+
+    for c in (key, TIMESTAMP_FIELD):
+        if c not in entity_df.columns:
+            raise DataError(f"entity rows need columns {key} and {TIMESTAMP_FIELD}, got {list(entity_df.columns)}")
+    keys = pd.DataFrame(
+        {key: entity_df[key].astype("int64").to_numpy(), TIMESTAMP_FIELD: _times(entity_df[TIMESTAMP_FIELD]).to_numpy()}
+    ).drop_duplicates(ignore_index=True)
+    keys[TIMESTAMP_FIELD] = pd.to_datetime(keys[TIMESTAMP_FIELD], utc=True)
+    refs, names = _view_names(store, view)
+    step = len(keys) if chunk_rows <= 0 else int(chunk_rows)
+    parts = []
+    with offline_reads(store):
+        for s in range(0, max(len(keys), 1), max(step, 1)):
+            chunk = keys.iloc[s : s + step]
+            got = store.get_historical_features(entity_df=chunk, features=refs).to_df()
+            got[TIMESTAMP_FIELD] = pd.to_datetime(got[TIMESTAMP_FIELD], utc=True)
+            # Feast may drop entity rows without a feature row: merge back onto the asked rows
+            parts.append(chunk.merge(got[[key, TIMESTAMP_FIELD, *names]], on=[key, TIMESTAMP_FIELD], how="left"))
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def offline_feature_frames(
+    store: "FeatureStore",
+    samples: pd.DataFrame,
+    user_ids: Iterable[Any] = (),
+    item_ids: Iterable[Any] = (),
+    as_of: Any = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training: (user frame, item frame) from the offline store.
+
+    Entity rows: every sample's (``user_id``, ``timestamp``) and (``item_id``, ``timestamp``)
+    (unix seconds), plus ``user_ids`` / ``item_ids`` (the known catalogue, ids only) at ``as_of``
+    (default: the latest sample time), so every id the model has a vocabulary entry for gets its
+    features as of the training cut-off. Returns the frames :func:`model_inputs` takes.
+    """
+    for c in ("user_id", "item_id", "timestamp"):
+        if c not in samples.columns:
+            raise DataError(f"samples lack column {c!r}")
+    ts = pd.to_numeric(samples["timestamp"], errors="coerce")
+    if ts.isna().any():
+        raise DataError("samples have missing or non-numeric timestamps")
+    t_ref = int(ts.max()) if as_of is None and len(ts) else int(as_of if as_of is not None else 0)
+    uids = np.asarray(list(user_ids), dtype=np.int64)
+    iids = np.asarray(list(item_ids), dtype=np.int64)
+    u_rows = pd.DataFrame(
+        {"user_id": np.r_[samples["user_id"].to_numpy(np.int64), uids],
+         TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(uids), t_ref, np.int64)]}
+    )  # fmt: skip
+    i_rows = pd.DataFrame(
+        {"item_id": np.r_[samples["item_id"].to_numpy(np.int64), iids],
+         TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(iids), t_ref, np.int64)]}
+    )  # fmt: skip
+    return (
+        historical_view(store, u_rows, USER_VIEW, "user_id", chunk_rows),
+        historical_view(store, i_rows, ITEM_VIEW, "item_id", chunk_rows),
+    )
+
+
+def online_feature_frames(
+    store: "FeatureStore", user_ids: Iterable[Any], item_ids: Iterable[Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Serving: (user frame, item frame) of the given ids from the online store (one row per id)."""
+    out = []
+    for view, key, ids in ((USER_VIEW, "user_id", user_ids), (ITEM_VIEW, "item_id", item_ids)):
+        ids = sorted({int(i) for i in ids})
+        refs, names = _view_names(store, view)
+        if ids:
+            frame = pd.DataFrame(store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict())
+        else:
+            frame = pd.DataFrame({key: pd.Series([], dtype="int64"), **{n: pd.Series([], dtype=object) for n in names}})
+        out.append(frame[[key, *names]])
+    return out[0], out[1]
+
+
+def _latest(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
+    f = frame.dropna(subset=[key])
+    f = f[f[names].notna().any(axis=1)] if names else f  # entities Feast knows nothing of
+    if TIMESTAMP_FIELD in f.columns:
+        f = f.sort_values([key, TIMESTAMP_FIELD], kind="stable")
+    f = f.drop_duplicates(key, keep="last")
+    out = f[[key, *names]].astype({key: "int64"}).sort_values(key).reset_index(drop=True)
+    return out
+
+
+def _uniform(col: pd.Series) -> pd.Series:
+    """One type per column on both sides: numbers -> float64 (NaN missing), else object (None missing)."""
+    vals = col.astype(object).where(col.notna(), None)
+    present = [v for v in vals if v is not None]
+    if present and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                       for v in present):  # fmt: skip
+        return pd.to_numeric(col, errors="coerce").astype("float64")
+    return vals
+
+
+def model_inputs(user_frame: pd.DataFrame, item_frame: pd.DataFrame) -> ModelInputs:
+    """The one function from Feast feature frames (offline or online) to the models' inputs.
+
+    ``user_frame``: ``user_id`` + the ``user_profile`` features (optionally ``event_timestamp``);
+    ``item_frame``: ``item_id`` + ``title``, ``genres`` (optionally ``event_timestamp``). Per
+    entity the latest row is kept; entities without any feature value are dropped. Returns
+    :class:`ModelInputs` (types in its docstring). Raises DataError when a key column is missing.
+    """
+    if "user_id" not in user_frame.columns or "item_id" not in item_frame.columns:
+        raise DataError("feature frames need user_id (users) and item_id (items) columns")
+    u_names = [c for c in user_frame.columns if c not in ("user_id", TIMESTAMP_FIELD)]
+    users = _latest(user_frame, "user_id", u_names)
+    for c in u_names:
+        users[c] = _uniform(users[c]) if c != PROFILE_TEXT else users[c].fillna("").astype(str)
+    if PROFILE_TEXT not in users.columns:
+        users[PROFILE_TEXT] = ""
+    attrs = [c for c in u_names if c != PROFILE_TEXT]
+    users = users[["user_id", *attrs, PROFILE_TEXT]]
+    i_names = [c for c in ITEM_FEATURES if c in item_frame.columns]
+    items = _latest(item_frame, "item_id", i_names)
+    for c in ITEM_FEATURES:
+        items[c] = items[c].fillna("").astype(str) if c in items.columns else ""
+    return ModelInputs(users=users, items=items[ITEM_COLUMNS])
+
+
+def training_inputs(
+    features_dir: str | os.PathLike[str],
+    samples: pd.DataFrame,
+    user_ids: Iterable[Any] = (),
+    item_ids: Iterable[Any] = (),
+    as_of: Any = None,
+) -> ModelInputs:
+    """Training's :class:`ModelInputs`: the features stage's store (``features_dir``: its OUT, or
+    the ``repo`` inside it) read offline on the samples' rows plus the catalogue ids (see
+    :func:`offline_feature_frames`), through :func:`model_inputs`."""
+    from reclora.features.store import open_feature_store
+
+    d = Path(features_dir)
+    store = open_feature_store(d / "repo" if (d / "repo" / "feature_store.yaml").is_file() else d)
+    return model_inputs(*offline_feature_frames(store, samples, user_ids, item_ids, as_of))
+
+
+__all__ = [
+    "ModelInputs",
+    "historical_view",
+    "model_inputs",
+    "offline_feature_frames",
+    "online_feature_frames",
+    "training_inputs",
+]
