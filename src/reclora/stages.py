@@ -129,41 +129,92 @@ def retrieve_stage(
 
 
 # ------------------------------------------------------------------ CRM
+def _crm_train(data_dir: str, retrieved_dir: str, params: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Train the CRM on the streaming layout (every rank of a process group runs this):
+    ``(model, featurizer, history)``."""
+    from reclora.crm import CRMConfig
+    from reclora.crm.stream import EventArrays, train_crm_streaming
+    from reclora.retrieval.layout import open_retrieved
+
+    tables, _, _ = read_prepared(data_dir, histories=False)
+    s = open_retrieved(retrieved_dir)
+    cfg = CRMConfig.from_dict(
+        {**params["crm"], "max_len": int(params["retrieval"]["k_long"]),
+         "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
+    )  # fmt: skip
+    events = EventArrays(s["train"].events.frame)
+    return train_crm_streaming(s["train"], s["valid"], events, tables.items, tables.users, cfg, progress=progress)
+
+
+def _crm_rank(data_dir: str, retrieved_dir: str, params: dict[str, Any], progress: bool, tmp: str) -> dict[str, Any]:
+    """One rank of data-parallel CRM training; rank 0 saves the model to ``tmp``."""
+    import torch.distributed as dist
+
+    from reclora.crm import save_crm
+
+    model, feat, history = _crm_train(data_dir, retrieved_dir, params, progress)
+    if dist.get_rank() == 0:
+        save_crm(tmp, model, feat, history)
+    return {"history": history}
+
+
 def crm_stage(
     data_dir: str | Path,
     retrieved_dir: str | Path,
     out_dir: str | Path,
     params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    ranks: int = 1,
 ) -> dict[str, Any]:
-    from reclora.crm import CRMConfig, predict, save_crm, train_crm
+    """Retrieved samples -> trained CRM (OUT/model), its test predictions and metrics.json.
+
+    Batches stream from the retrieved layout (reclora.crm.stream): memory does not grow with the number
+    of samples. ``ranks`` > 1: data-parallel training on that many gloo ranks on this machine (under
+    torchrun, an initialised process group is used as it is: rank 0 writes). Deterministic per seed.
+    """
+    import tempfile
+
+    from reclora.crm import load_crm, save_crm
+    from reclora.crm.stream import EventArrays, predict_split, run_ranks
     from reclora.evaluation import ctr_metrics
+    from reclora.few2many import distributed as dist
+    from reclora.retrieval.layout import open_retrieved
 
     p = _params(params)
     t0 = time.perf_counter()
-    tables, _, meta = read_prepared(data_dir)
-    s = _read_samples(Path(retrieved_dir))
-    cfg = CRMConfig.from_dict(
-        {**p["crm"], "max_len": int(p["retrieval"]["k_long"]),
-         "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
-    )  # fmt: skip
-    model, feat, history = train_crm(s["train"], s["valid"], tables.items, tables.users, cfg, progress=progress)
-    out = Path(out_dir)
-    preds = s["test"][KEY + ["label"]].assign(p=predict(model, feat, s["test"]))
+    _, _, meta = read_prepared(data_dir, histories=False)
+    s = open_retrieved(retrieved_dir)
+    if int(ranks) < 1:
+        raise DataError(f"ranks must be >= 1, got {ranks}")
+    if int(ranks) > 1 and not dist.active():
+        with tempfile.TemporaryDirectory(prefix="crm-ranks-") as td:
+            run_ranks(int(ranks), _crm_rank, (str(data_dir), str(retrieved_dir), p, progress, f"{td}/model"))
+            model, feat = load_crm(f"{td}/model")
+            history = read_json(Path(td) / "model" / "crm_history.json")
+    else:
+        dist.init_from_env()
+        model, feat, history = _crm_train(str(data_dir), str(retrieved_dir), p, progress)
+    events = EventArrays(s["test"].events.frame)
+    preds = pd.DataFrame({c: s["test"].column(c) for c in KEY + ["label"]})
+    preds["p"] = predict_split(model, feat, s["test"], events)
     test_metrics = ctr_metrics(preds["label"].to_numpy(), preds["p"].to_numpy())  # one pass over test, not two
     summary = {
         "model": "CRM",
         "dataset": meta["dataset"],
         "test": test_metrics,
-        "valid_auc_by_epoch": history.get("valid_auc"),
+        "valid_auc_by_epoch": [e.get("valid_auc") for e in history["epochs"]],
         "train_samples": int(len(s["train"])),
+        "train_samples_per_s": history.get("train_samples_per_s"),
+        "ranks": int(history.get("ranks", 1)),
         "hidden_dim": int(model.hidden_dim),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    with atomic_dir(out) as tmp:
-        save_crm(tmp / "model", model, feat, history)
-        preds.to_parquet(tmp / PREDICTIONS, index=False)
-        write_json(tmp / "metrics.json", summary)
+    if dist.is_main():
+        with atomic_dir(Path(out_dir)) as tmp:
+            save_crm(tmp / "model", model, feat, history)
+            preds.to_parquet(tmp / PREDICTIONS, index=False)
+            write_json(tmp / "metrics.json", summary)
+    dist.barrier()
     return summary
 
 
