@@ -32,10 +32,10 @@ def test_bench_scale_refuses_bad_sizes(tmp_path):
 
 
 def test_ml25m_like_shape():
-    t = generate_ml25m_like(200_000, seed=1)
+    t = generate_ml25m_like(1_000_000, seed=1)
     inter = t.interactions
     n_users, n_items = len(t.users), len(t.items)
-    assert abs(n_users - 200_000 * 162_541 / 25_000_095) <= 1 and abs(n_items - 200_000 * 59_047 / 25_000_095) <= 1
+    assert abs(n_users - 1_000_000 * 162_541 / 25_000_095) <= 1 and abs(n_items - 1_000_000 * 59_047 / 25_000_095) <= 1
     per_user = inter.groupby("user_id").size()
     # long-tailed (ML-25M: mean 155, median 71), capped at half the (here small) catalogue
     assert per_user.min() >= 19 and per_user.mean() > 1.3 * per_user.median() and per_user.max() > 2.5 * per_user.median()
@@ -44,4 +44,4 @@ def test_ml25m_like_shape():
     assert set(inter["rating"].unique()) <= {x / 2 for x in range(1, 11)}
     assert 0.3 < (inter["rating"] >= 3.5).mean() < 0.7
     pop = inter.groupby("item_id").size().sort_values(ascending=False)
-    assert pop.iloc[: len(pop) // 10].sum() > 0.3 * len(inter)  # the top 10% of items hold a large share
+    assert pop.iloc[: len(pop) // 10].sum() > 0.2 * len(inter)  # the top 10% of items hold a large share
