@@ -95,3 +95,30 @@ def test_prepare_writes_the_event_store_and_reads_back_the_old_samples(tmp_path)
             for a, b in zip(samples[split][c], old[split][c]):
                 np.testing.assert_array_equal(a, b)
         assert len(read_split(out, split, histories=False)) == len(old[split])
+
+
+def test_ml25m_release_format_prepares_whole_without_max_users(tmp_path):
+    from reclora.data.loaders import load_ml25m
+    from reclora.data.synthetic import generate_ml25m_like, write_ml25m_csv
+
+    t = generate_ml25m_like(20_000, seed=2)
+    raw = write_ml25m_csv(t, tmp_path / "raw")
+    head = (raw / "ratings.csv").read_text().splitlines()[:2]
+    assert head[0] == "userId,movieId,rating,timestamp" and head[1].split(",")[2] in {f"{x / 2:.1f}" for x in range(1, 11)}
+    assert (raw / "movies.csv").read_text().splitlines()[0] == "movieId,title,genres"
+    loaded = load_ml25m(raw)  # the typed (pyarrow) reader
+    assert loaded.interactions.dtypes.astype(str).to_dict() == {"user_id": "int64", "item_id": "int64", "rating": "float64", "timestamp": "int64"}
+    params = load_params()
+    params["data"] = dict(params["data"], max_users=0)
+    summary = prepare("ml-25m", raw, tmp_path / "out", params)
+    assert summary["users"] == len(t.users) and summary["rows"] == len(t.interactions)  # every user, no sampling
+    old = build_samples(loaded.interactions, threshold=3.5)
+    assert summary["samples"] == {s: len(old[s]) for s in SPLITS}
+    # a bad cell falls back to the exact text reader, which names it
+    text = (raw / "ratings.csv").read_text().splitlines()
+    text[5] = "1.5," + text[5].split(",", 1)[1]
+    (raw / "ratings.csv").write_text("\n".join(text) + "\n")
+    from reclora.errors import DataError
+
+    with pytest.raises(DataError, match="userId"):
+        load_ml25m(raw)
