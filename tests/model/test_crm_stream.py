@@ -139,3 +139,22 @@ def test_two_gloo_ranks_equal_one_process(retrieved, tmp_path):
 
     init = predict_split(DIN.from_featurizer(CRMConfig(**SMALL), feat), feat, s["test"], events)
     assert np.abs(one - init).max() > 100 * max(diff.max(), 1e-6)
+
+
+def test_streaming_training_equals_the_in_memory_trainer_on_small_data(retrieved):
+    """A split that fits one shuffle buffer trains on the same batches, in the same order, with the same
+    dropout masks as crm.train.train_crm on the materialized frames: the same model up to float noise."""
+    from reclora.crm import predict, train_crm
+
+    tmp, _ = retrieved
+    torch.set_num_threads(1)
+    s = open_retrieved(tmp / "ret")
+    events = EventArrays(s["train"].events.frame)
+    cfg = CRMConfig(**{**SMALL, "dropout": 0.2})
+    m1, f1, h1 = train_crm_streaming(s["train"], s["valid"], events, None, None, cfg, progress=False, buffer_groups=10**6)
+    frames = {k: v.iloc[np.arange(len(v))] for k, v in s.items()}
+    m2, f2, h2 = train_crm(frames["train"], frames["valid"], None, None, cfg, progress=False)
+    p1 = predict_split(m1, f1, s["test"], events)
+    p2 = predict(m2, f2, frames["test"])
+    assert np.abs(p1 - p2).max() < 1e-4, np.abs(p1 - p2).max()
+    assert [e["train_loss"] for e in h1["epochs"]] == pytest.approx([e["train_loss"] for e in h2["epochs"]], abs=1e-5)

@@ -123,14 +123,23 @@ class StreamingBatches(torch.utils.data.IterableDataset):
     def _buffers(self) -> Iterator[dict[str, np.ndarray]]:
         n_groups = self.split.num_row_groups
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(n_groups) if self.shuffle else np.arange(n_groups)
+        order = rng.permutation(n_groups) if self.shuffle and n_groups > self.buffer_groups else np.arange(n_groups)
         for a in range(0, n_groups, self.buffer_groups):
             parts = [_table_arrays(self.split.read_group(int(g), _READ_COLUMNS), self.split.k_long) for g in order[a : a + self.buffer_groups]]
             buf = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             if self.shuffle:
-                perm = rng.permutation(len(buf["label"]))
+                perm = self._whole_split_perm(len(buf["label"])) if n_groups <= self.buffer_groups else rng.permutation(len(buf["label"]))
                 buf = {k: v[perm] for k, v in buf.items()}
             yield buf
+
+    def _whole_split_perm(self, n: int) -> np.ndarray:
+        """The split fits one buffer: epoch e's order is the e-th torch.randperm(n) of a generator seeded
+        with ``seed``, the order the in-memory trainer (crm.train.train_crm) used, so small data sets
+        (MovieLens-100K) train on the same batches as before."""
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(max(self.epoch, 1) - 1):
+            torch.randperm(n, generator=gen)
+        return torch.randperm(n, generator=gen).numpy()
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         carry: dict[str, np.ndarray] | None = None
@@ -229,7 +238,9 @@ def train_crm_streaming(
     has_valid = valid_split is not None and len(valid_split) > 0
     y_valid = valid_split.column("label").astype(np.float64) if has_valid else None
     data = StreamingBatches(train_split, events, featurizer, cfg.batch_size, True, cfg.seed, rank, world, buffer_groups)
-    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=0)
+    # its own generator: a DataLoader draws a base seed per epoch, which must not come from the global
+    # RNG that the dropout masks use
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed))
     epochs: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
     stopped_early = False
@@ -242,7 +253,8 @@ def train_crm_streaming(
         # find_unused_parameters: e.g. the user-field table when the users table has no attributes
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        torch.manual_seed(cfg.seed + 1 + rank)  # dropout masks: per rank
+        if rank:  # dropout masks: rank 0 (and a single process) continue the seeded stream, as train_crm
+            torch.manual_seed(cfg.seed + rank)
         for epoch in range(1, cfg.max_epochs + 1):
             t0 = time.perf_counter()
             model.train()
