@@ -153,3 +153,26 @@ def test_retrieve_stage_stores_positions_and_materializes_the_old_lists(tmp_path
         assert list(got["timestamp"]) == list(exp["timestamp"]) and list(got["user_id"]) == list(exp["user_id"])
         for c in ("hist_item_ids", "long_item_ids", "long_ratings", "short_item_ids", "short_ratings"):
             assert all(np.array_equal(a, b) for a, b in zip(got[c], exp[c])), c
+
+
+def test_few2many_sample_and_eval_subset_come_from_their_own_splits(tmp_path):
+    from reclora.few2many import sample_few
+    from reclora.stages import _read_samples, eval_subset
+
+    p = load_params()
+    p["synthetic"] = dict(p["synthetic"], n_users=40, n_items=60, mean_interactions=20)
+    prepare("synthetic", None, tmp_path / "prep", p)
+    retrieve_stage(tmp_path / "prep", tmp_path / "ret", p, mode="recent", progress=False)
+    s = _read_samples(tmp_path / "ret")  # what llm_stage reads
+    few = s["train"].iloc[sample_few(len(s["train"]), 50, 0)].reset_index(drop=True)
+    ev = eval_subset(s["test"], 40, 0)
+    assert len(few) == 50 and len(ev) == 40
+    key = ["user_id", "item_id", "timestamp"]
+    train_keys = set(map(tuple, s["train"].index()[key].to_numpy().tolist()))
+    test_keys = set(map(tuple, s["test"].index()[key].to_numpy().tolist()))
+    assert set(map(tuple, few[key].to_numpy().tolist())) <= train_keys
+    assert set(map(tuple, ev[key].to_numpy().tolist())) <= test_keys and not test_keys & train_keys
+    assert few["timestamp"].max() <= ev["timestamp"].min()  # the time split: test never precedes train
+    for df in (few, ev):  # the prompt's short history is strictly earlier than its target
+        for t, items, hts, short in zip(df["timestamp"], df["hist_item_ids"], df["hist_timestamps"], df["short_item_ids"]):
+            assert (np.asarray(hts) < t).all() and set(short.tolist()) <= set(items.tolist())
