@@ -250,8 +250,9 @@ def train_crm_streaming(
     with torch.random.fork_rng(devices=[]), _threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
         model = DIN.from_featurizer(cfg, featurizer)
-        # find_unused_parameters: e.g. the user-field table when the users table has no attributes
-        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
+        # without user attributes the user-field table takes no part in the forward pass
+        unused = not getattr(model, "n_fields", 0)
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if ddp else model
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if rank:  # dropout masks: rank 0 (and a single process) continue the seeded stream, as train_crm
             torch.manual_seed(cfg.seed + rank)
