@@ -98,7 +98,9 @@ def retrieve_positions(
         raise ValueError(f"histories longer than {np.iinfo(POSITION_DTYPE).max} events cannot be indexed")
     long_pos = np.full((n, k_long), -1, dtype=POSITION_DTYPE)
     short_pos = np.full((n, k_short), -1, dtype=POSITION_DTYPE)
-    emb = _Embeddings(item_ids, embeddings) if mode == "relevance" else None
+    if mode == "recent":  # the last min(k, length) positions, directly: no scores needed
+        return _recent(lens, k_long), _recent(lens, k_short)
+    emb = _Embeddings(item_ids, embeddings)
     if emb is not None and event_rows is None:
         event_rows = emb.rows(event_item_ids)
     for a in range(0, n, chunk):
@@ -107,17 +109,21 @@ def retrieve_positions(
         pos = np.arange(width, dtype=np.int64)
         valid = pos[None, :] < ln[:, None]
         rows = np.where(valid, s[:, None] + pos[None, :], 0)
-        if emb is None:  # later positions score higher
-            scores = np.broadcast_to(pos.astype(np.float64), valid.shape)
-        else:
-            h_idx = event_rows[rows]
-            t_idx = emb.rows(np.asarray(target_item_ids[a : a + chunk]))
-            scores = np.einsum("nld,nd->nl", emb.matrix[h_idx], emb.matrix[t_idx], optimize=True).astype(np.float64)
-            scores[h_idx == emb.unknown] = -1e9  # unknown items rank last but stay eligible
-            scores += pos * 1e-9  # ties (e.g. identical texts) break toward the more recent behaviour
+        h_idx = event_rows[rows]
+        t_idx = emb.rows(np.asarray(target_item_ids[a : a + chunk]))
+        scores = np.einsum("nld,nd->nl", emb.matrix[h_idx], emb.matrix[t_idx], optimize=True).astype(np.float64)
+        scores[h_idx == emb.unknown] = -1e9  # unknown items rank last but stay eligible
+        scores += pos * 1e-9  # ties (e.g. identical texts) break toward the more recent behaviour
         long_pos[a : a + chunk] = _top_positions(scores, valid, k_long)
         short_pos[a : a + chunk] = _top_positions(scores, valid, k_short)
     return long_pos, short_pos
+
+
+def _recent(lens: np.ndarray, k: int) -> np.ndarray:
+    """[n, k]: positions max(len - k, 0) .. len - 1 per row, -1 padded."""
+    j = np.arange(k, dtype=np.int64)[None, :]
+    pos = np.maximum(lens - k, 0)[:, None] + j
+    return np.where(j < np.minimum(lens, k)[:, None], pos, -1).astype(POSITION_DTYPE)
 
 
 def positions_to_rows(history_start: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
