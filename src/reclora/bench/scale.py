@@ -142,8 +142,11 @@ def _run_child(name: str, work: Path, opts: dict[str, Any], timeout_s: float | N
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s} s", "seconds": round(time.perf_counter() - t0, 2)}
     if p.returncode != 0 or not res.is_file():
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {p.returncode}: {' | '.join(tail)}", "seconds": round(time.perf_counter() - t0, 2)}
+        if p.returncode < 0:
+            why = f"killed by signal {-p.returncode} (out of memory, or stopped from outside)"
+        else:
+            why = f"exit {p.returncode}: " + " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+        return {"error": why, "seconds": round(time.perf_counter() - t0, 2)}
     return json.loads(res.read_text())
 
 
