@@ -49,6 +49,14 @@ def test_recent_mode_keeps_the_last_k():
     assert sp.tolist() == [[4], [7], [-1]]
 
 
+@pytest.mark.parametrize("mode", ["relevance", "recent"])
+def test_only_empty_histories(mode):
+    # a serving request whose history holds nothing earlier than the target
+    df = pd.DataFrame({"item_id": [1, 2], "hist_item_ids": [np.zeros(0, np.int64)] * 2, "hist_ratings": [np.zeros(0)] * 2})
+    out = retrieve(df, 3, 2, mode, np.array([1, 2]), _unit([[1, 0], [0, 1]]))
+    assert [len(x) for x in out["long_item_ids"]] == [0, 0] and [len(x) for x in out["short_ratings"]] == [0, 0]
+
+
 def test_frame_retrieve_equals_brute_force():
     rng = np.random.default_rng(0)
     ids = np.arange(1, 41, dtype=np.int64)

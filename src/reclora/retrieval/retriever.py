@@ -98,7 +98,7 @@ def retrieve_positions(
         raise ValueError(f"histories longer than {np.iinfo(POSITION_DTYPE).max} events cannot be indexed")
     long_pos = np.full((n, k_long), -1, dtype=POSITION_DTYPE)
     short_pos = np.full((n, k_short), -1, dtype=POSITION_DTYPE)
-    if mode == "recent":  # the last min(k, length) positions, directly: no scores needed
+    if mode == "recent" or not lens.any():  # the last min(k, length) positions, directly: no scores needed
         return _recent(lens, k_long), _recent(lens, k_short)
     emb = _Embeddings(item_ids, embeddings)
     if emb is not None and event_rows is None:
@@ -150,8 +150,9 @@ def materialize_retrieved(
 ) -> dict[str, pd.Series]:
     """The RETRIEVED_COLUMNS (item id and rating lists, oldest first) of the given samples, from the event
     store (columns item_id, rating) and their chosen positions. Memory O(n x (k_long + k_short))."""
-    items = events["item_id"].to_numpy(np.int64)
-    ratings = events["rating"].to_numpy(np.float64)
+    # one padding row, so that padded positions (row 0) can be gathered even from an empty store
+    items = np.r_[events["item_id"].to_numpy(np.int64), 0]
+    ratings = np.r_[events["rating"].to_numpy(np.float64), np.nan]
     out = {}
     for prefix, p in (("long", long_pos), ("short", short_pos)):
         rows, mask = positions_to_rows(history_start, np.asarray(p))
