@@ -32,11 +32,12 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(params) if params is not None else load_params()
 
 
-def _read_samples(retrieved_dir: Path) -> dict[str, pd.DataFrame]:
-    missing = [s for s in SPLITS if not (retrieved_dir / "samples" / f"{s}.parquet").is_file()]
-    if missing:
-        raise DataError(f"{retrieved_dir}: no retrieved samples for {missing}; run the retrieve stage first")
-    return {s: pd.read_parquet(retrieved_dir / "samples" / f"{s}.parquet") for s in SPLITS}
+def _read_samples(retrieved_dir: Path) -> dict[str, Any]:
+    """The retrieved splits, lazily: ``len(s[split])`` and ``s[split].iloc[rows]`` (a DataFrame of those
+    rows with histories and retrieved lists materialized); see reclora.retrieval.layout."""
+    from reclora.retrieval.layout import open_retrieved
+
+    return open_retrieved(retrieved_dir)
 
 
 def eval_subset(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -72,34 +73,72 @@ def retrieve_stage(
     model_path: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Prepared data -> retrieved directory (layout: reclora.retrieval.layout): for every sample the
+    positions of its k_long / k_short retrieved behaviours in the event store. Reads the sample index
+    one row group at a time and writes it the same way: memory O(events + row group), not O(samples)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reclora.data import schema
+    from reclora.data.prepare import read_events
     from reclora.llm import resolve_model_path
-    from reclora.retrieval import load_or_embed_items, retrieve
+    from reclora.retrieval import load_or_embed_items, retrieve_positions
+    from reclora.retrieval.layout import ROW_GROUP, positions_column, retrieved_schema
+    from reclora.retrieval.retriever import _Embeddings
 
     p = _params(params)
     rp = p["retrieval"]
     mode = mode or rp["mode"]
+    k_long, k_short = int(rp["k_long"]), int(rp["k_short"])
     t0 = time.perf_counter()
-    tables, samples, meta = read_prepared(data_dir)
-    ids = emb = None
+    data_dir = Path(data_dir)
+    tables_check = [data_dir / schema.META, data_dir / schema.ITEMS] + [data_dir / schema.split_path(x) for x in SPLITS]
+    missing = [str(f.name) for f in tables_check if not f.is_file()]
+    if missing:
+        raise DataError(f"{data_dir}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`")
+    meta = read_json(data_dir / schema.META)
+    event_items = read_events(data_dir, ["item_id"])["item_id"].to_numpy(np.int64)
+    ids = emb = event_rows = None
     if mode == "relevance":
         src = rp.get("embedding_model") or resolve_model_path(model_path)
-        ids, emb = load_or_embed_items(tables.items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress)
+        items = pd.read_parquet(data_dir / schema.ITEMS)
+        ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress)
+        event_rows = _Embeddings(ids, emb).rows(event_items)
     out = Path(out_dir)
+    counts: dict[str, int] = {}
+    out_schema = retrieved_schema(k_long, k_short)
+    cols = list(schema.SAMPLE_INDEX_COLUMNS)
     with atomic_dir(out) as tmp:
         (tmp / "samples").mkdir()
-        for split, df in samples.items():
-            r = retrieve(df, int(rp["k_long"]), int(rp["k_short"]), mode, ids, emb)
-            r.to_parquet(tmp / "samples" / f"{split}.parquet", index=False)
+        shutil.copyfile(data_dir / schema.EVENTS, tmp / schema.EVENTS)
+        for split in SPLITS:
+            src_file = pq.ParquetFile(data_dir / schema.split_path(split))
+            if "history_start" not in src_file.schema_arrow.names:
+                raise DataError(f"{data_dir}: prepared by an older version (no sample index); run `reclora data prepare` again")
+            counts[split] = 0
+            with pq.ParquetWriter(tmp / "samples" / f"{split}.parquet", out_schema) as w:
+                for batch in src_file.iter_batches(batch_size=ROW_GROUP, columns=cols):
+                    t = pa.Table.from_batches([batch]).select(cols)
+                    lp, sp = retrieve_positions(
+                        t.column("history_start").to_numpy(), t.column("history_length").to_numpy(),
+                        t.column("item_id").to_numpy(), event_items, k_long, k_short, mode, ids, emb,
+                        event_rows=event_rows,
+                    )  # fmt: skip
+                    t = t.append_column("long_pos", positions_column(lp)).append_column("short_pos", positions_column(sp))
+                    w.write_table(t.cast(out_schema), row_group_size=ROW_GROUP)
+                    counts[split] += t.num_rows
         if emb is not None:
             from safetensors.numpy import save_file
 
             save_file({"item_ids": ids, "embeddings": emb}, str(tmp / "item_embeddings.safetensors"))
         summary = {
             "mode": mode,
-            "k_long": int(rp["k_long"]),
-            "k_short": int(rp["k_short"]),
+            "k_long": k_long,
+            "k_short": k_short,
             "dataset": meta["dataset"],
-            "samples": {s: int(len(df)) for s, df in samples.items()},
+            "samples": counts,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         write_json(tmp / "retrieval.json", summary)
@@ -107,44 +146,99 @@ def retrieve_stage(
 
 
 # ------------------------------------------------------------------ CRM
+def _crm_train(data_dir: str, retrieved_dir: str, params: dict[str, Any], progress: bool,
+               features_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train the CRM on the streaming layout (every rank of a process group runs this):
+    ``(model, featurizer, history)``; user and item features from Feast with ``features_dir``."""
+    from reclora.crm import CRMConfig
+    from reclora.crm.stream import EventArrays, train_crm_streaming
+    from reclora.retrieval.layout import open_retrieved
+
+    tables, _, _ = read_prepared(data_dir, histories=False)
+    s = open_retrieved(retrieved_dir)
+    cfg = CRMConfig.from_dict(
+        {**params["crm"], "max_len": int(params["retrieval"]["k_long"]),
+         "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
+    )  # fmt: skip
+    events = EventArrays(s["train"].events.frame)
+    keys = pd.DataFrame({c: s["train"].column(c) for c in ("user_id", "item_id", "timestamp")})
+    items, users, _ = shared_features(features_dir, tables, keys)
+    return train_crm_streaming(s["train"], s["valid"], events, items, users, cfg, progress=progress)
+
+
+def _crm_rank(data_dir: str, retrieved_dir: str, params: dict[str, Any], progress: bool, tmp: str,
+              features_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """One rank of data-parallel CRM training; rank 0 saves the model to ``tmp``."""
+    import torch.distributed as dist
+
+    from reclora.crm import save_crm
+
+    model, feat, history = _crm_train(data_dir, retrieved_dir, params, progress, features_dir)
+    if dist.get_rank() == 0:
+        save_crm(tmp, model, feat, history)
+    return {"history": history}
+
+
 def crm_stage(
     data_dir: str | Path,
     retrieved_dir: str | Path,
     out_dir: str | Path,
     params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    ranks: int = 1,
     features_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The CRM on the training split; user attributes and item genres from Feast with ``features_dir``."""
-    from reclora.crm import CRMConfig, predict, save_crm, train_crm
+    """Retrieved samples -> trained CRM (OUT/model), its test predictions and metrics.json.
+
+    Batches stream from the retrieved layout (reclora.crm.stream): memory does not grow with the number
+    of samples. ``ranks`` > 1: data-parallel training on that many gloo ranks on this machine (under
+    torchrun, an initialised process group is used as it is: rank 0 writes). Deterministic per seed.
+    ``features_dir`` (the features stage's output): user attributes and item genres from Feast's
+    offline store (``shared_features``); without it, from the prepared tables.
+    """
+    import tempfile
+
+    from reclora.crm import load_crm, save_crm
+    from reclora.crm.stream import EventArrays, predict_split, run_ranks
     from reclora.evaluation import ctr_metrics
+    from reclora.few2many import distributed as dist
+    from reclora.retrieval.layout import open_retrieved
 
     p = _params(params)
     t0 = time.perf_counter()
-    tables, _, meta = read_prepared(data_dir)
-    s = _read_samples(Path(retrieved_dir))
-    cfg = CRMConfig.from_dict(
-        {**p["crm"], "max_len": int(p["retrieval"]["k_long"]),
-         "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
-    )  # fmt: skip
-    items, users, _ = shared_features(features_dir, tables, s["train"])
-    model, feat, history = train_crm(s["train"], s["valid"], items, users, cfg, progress=progress)
-    out = Path(out_dir)
-    preds = s["test"][KEY + ["label"]].assign(p=predict(model, feat, s["test"]))
+    _, _, meta = read_prepared(data_dir, histories=False)
+    s = open_retrieved(retrieved_dir)
+    if int(ranks) < 1:
+        raise DataError(f"ranks must be >= 1, got {ranks}")
+    if int(ranks) > 1 and not dist.active():
+        with tempfile.TemporaryDirectory(prefix="crm-ranks-") as td:
+            run_ranks(int(ranks), _crm_rank, (str(data_dir), str(retrieved_dir), p, progress, f"{td}/model", features_dir))
+            model, feat = load_crm(f"{td}/model")
+            history = read_json(Path(td) / "model" / "crm_history.json")
+    else:
+        dist.init_from_env()
+        model, feat, history = _crm_train(str(data_dir), str(retrieved_dir), p, progress, features_dir)
+    events = EventArrays(s["test"].events.frame)
+    preds = pd.DataFrame({c: s["test"].column(c) for c in KEY + ["label"]})
+    preds["p"] = predict_split(model, feat, s["test"], events)
     test_metrics = ctr_metrics(preds["label"].to_numpy(), preds["p"].to_numpy())  # one pass over test, not two
     summary = {
         "model": "CRM",
         "dataset": meta["dataset"],
         "test": test_metrics,
-        "valid_auc_by_epoch": history.get("valid_auc"),
+        "valid_auc_by_epoch": [e.get("valid_auc") for e in history["epochs"]],
         "train_samples": int(len(s["train"])),
+        "train_samples_per_s": history.get("train_samples_per_s"),
+        "ranks": int(history.get("ranks", 1)),
         "hidden_dim": int(model.hidden_dim),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    with atomic_dir(out) as tmp:
-        save_crm(tmp / "model", model, feat, history)
-        preds.to_parquet(tmp / PREDICTIONS, index=False)
-        write_json(tmp / "metrics.json", summary)
+    if dist.is_main():
+        with atomic_dir(Path(out_dir)) as tmp:
+            save_crm(tmp / "model", model, feat, history)
+            preds.to_parquet(tmp / PREDICTIONS, index=False)
+            write_json(tmp / "metrics.json", summary)
+    dist.barrier()
     return summary
 
 
@@ -183,7 +277,7 @@ def llm_stage(
     p = _params(params)
     tp, ap = p["train"], dict(p["adapter"])
     t0 = time.perf_counter()
-    tables, _, meta = read_prepared(data_dir)
+    tables, _, meta = read_prepared(data_dir, histories=False)
     s = _read_samples(Path(retrieved_dir))
     seed = int(tp["seed"])
     few = s["train"].iloc[sample_few(len(s["train"]), int(tp["sample_size"]), seed)].reset_index(drop=True)

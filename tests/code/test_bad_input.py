@@ -87,8 +87,7 @@ def test_one_row_writes_typed_empty_splits_and_the_gate_says_why(tmp_path, param
     out = tmp_path / "out"
     for split in ("train", "valid", "test"):
         sch = pq.read_schema(out / "samples" / f"{split}.parquet")
-        assert sch.field("hist_item_ids").type == pa.list_(pa.int64())
-        assert sch.field("hist_ratings").type == pa.list_(pa.float64())
+        assert sch.field("history_start").type == pa.int64() and sch.field("history_length").type == pa.int64()
         assert sch.field("label").type == pa.int8() and pq.read_metadata(out / "samples" / f"{split}.parquet").num_rows == 0
     rep = tmp_path / "rep"
     v = reclora("data", "validate", "--data", str(out), "--report", str(rep), "--params", str(params_file))

@@ -133,10 +133,12 @@ def stage(tmp_path_factory):
 
 
 def test_training_features_only_hold_earlier_events(stage):
+    from reclora.data import read_prepared
+
     root, summary = stage
     feats = pd.read_parquet(root / "features" / "training_features.parquet")
     samples = pd.concat(
-        [pd.read_parquet(root / "prepared" / "samples" / f"{s}.parquet") for s in ("train", "valid", "test")],
+        list(read_prepared(root / "prepared")[1].values()),  # histories sliced from the event store
         ignore_index=True,
     )
     assert len(samples) > 100

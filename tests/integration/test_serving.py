@@ -141,7 +141,10 @@ def test_served_scores_equal_the_pipelines_offline_predictions(client, version):
     run = next((version["tmp"] / "root").glob("reclora-training-*"))
     reclora_dir = next(d for d in run.glob("train-llm*/adapter") if json.loads((d / "metrics.json").read_text())["model"] == "reclora")
     offline = pd.read_parquet(reclora_dir / "predictions.parquet")
-    test = pd.read_parquet(run / "retrieve" / "retrieved" / "samples" / "test.parquet")
+    from reclora.retrieval.layout import open_retrieved
+
+    t = open_retrieved(run / "retrieve" / "retrieved")["test"]
+    test = t.iloc[np.arange(len(t))]  # histories sliced from the retrieved event store
     rows = offline.merge(test, on=["user_id", "item_id", "timestamp", "label"]).head(12)
     assert len(rows) == 12 and rows["n_history"].min() > 0
     instances = [

@@ -84,6 +84,35 @@ def speed_cmd(
     ))  # fmt: skip
 
 
+@app.command("scale")
+def scale_cmd(
+    events: str = typer.Option("1000000,5000000,25000000", help="Data sizes (events), comma-separated."),
+    out: str = typer.Option(..., help="JSON file with every figure; the plot goes beside it as a PNG."),
+    work: Optional[str] = typer.Option(None, help="Scratch directory (default: OUT's stem + '-work')."),
+    mode: str = typer.Option("recent", help="Retrieval mode: recent, or relevance (embeds the catalogue with the base LLM)."),
+    crm_batches: int = typer.Option(50, help="CRM training batches timed per size (the first is warm-up)."),
+    stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), help="Stages to run, comma-separated."),
+    keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep each size's data in the scratch directory."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds one stage may run (default: no limit)."),
+) -> None:
+    """Wall time and peak RSS of prepare, validate, features, retrieve and CRM batches on MovieLens-25M-shaped
+    synthetic data of each size (each stage in its own process), CRM samples/s, and a PNG against size."""
+    from reclora.bench.scale import bench_scale
+    from reclora.errors import ConfigError
+
+    def _run() -> int:
+        try:
+            ns = [int(x) for x in events.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--events must be comma-separated integers, got {events!r}") from None
+        st = tuple(x.strip() for x in stages.split(",") if x.strip())
+        r = bench_scale(ns, out, work, mode, crm_batches, stages=st, keep=keep, timeout_s=timeout)
+        typer.echo(json.dumps({"sizes": r["sizes"], "plot": r["plot"]}, indent=2))
+        return 0
+
+    raise typer.Exit(run_guarded(_run))
+
+
 @app.command("serve")
 def serve_bench_cmd(
     url: str = typer.Option(..., help="A running `reclora serve` on loopback, e.g. http://127.0.0.1:8080."),

@@ -37,12 +37,13 @@ def crm_cmd(
     retrieved: str = typer.Option(..., help="Output of `reclora train retrieve`."),
     out: str = typer.Option(..., help="Output directory (model, predictions, metrics)."),
     features: Optional[str] = typer.Option(None, help="Output of the features stage: user attributes and item genres from Feast."),
+    ranks: int = typer.Option(1, help="Data-parallel gloo ranks on this machine (under torchrun: its process group)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
-    """Train the DIN-style CRM on the full training split (early stopping on valid)."""
+    """Train the DIN-style CRM on the full training split (streamed batches; early stopping on valid)."""
     from reclora.stages import crm_stage
 
-    raise typer.Exit(run_guarded(lambda: _echo(crm_stage(data, retrieved, out, features_dir=features))))
+    raise typer.Exit(run_guarded(lambda: _echo(crm_stage(data, retrieved, out, ranks=ranks, features_dir=features))))
 
 
 @app.command("llm")

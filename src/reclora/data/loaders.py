@@ -347,10 +347,35 @@ def _read_csv(path: Path, usecols: list[str]) -> pd.DataFrame:
     return df
 
 
+def _read_typed_csv(path: Path, types: dict[str, str]) -> pd.DataFrame | None:
+    """A large CSV with a header read by pyarrow's multi-threaded reader straight into typed columns
+    (memory ~ the numbers, not Python strings: 25M MovieLens ratings in about 1 GB). None when any
+    cell does not convert (or a column is missing): the caller falls back to the exact text path."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.from_numpy_dtype(t) for c, t in types.items()}, include_columns=list(types),
+                strings_can_be_null=False, quoted_strings_can_be_null=False,
+            ),
+        )  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError):
+        return None
+    if any(table.column(c).null_count for c in types):
+        return None
+    return table.to_pandas()
+
+
 def load_ml25m(path: str | Path) -> Tables:
     """MovieLens CSV releases (25M, 20M, latest, latest-small): ratings.csv + movies.csv."""
     path = Path(path)
-    ratings = _read_csv(_need(path, "ratings.csv"), ["userId", "movieId", "rating", "timestamp"])
+    ratings = _read_typed_csv(_need(path, "ratings.csv"), {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"})
+    if ratings is None:  # not plainly typed: read every cell as text, so the exact parsers name the bad values
+        ratings = _read_csv(path / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     inter = _canonical_interactions(ratings, path / "ratings.csv", {"user_id": "userId", "item_id": "movieId"})
     movies = _read_csv(_need(path, "movies.csv"), ["movieId", "title", "genres"])

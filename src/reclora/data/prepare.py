@@ -14,10 +14,13 @@ import pyarrow.parquet as pq
 from reclora.config import load_params
 from reclora.data import schema
 from reclora.data.loaders import DATASETS, LOADERS, Tables, load_table
-from reclora.data.samples import build_samples
+from reclora.data.samples import build_sample_index, materialize_histories
 from reclora.data.synthetic import generate
 from reclora.errors import ConfigError, DataError
 from reclora.io import atomic_dir, read_json, write_json
+
+
+SAMPLE_ROW_GROUP = 65536  # rows per parquet row group of the sample index (the unit streaming readers read)
 
 
 def load_dataset(dataset: str, path: str | Path | None, params: dict[str, Any]) -> Tables:
@@ -72,7 +75,7 @@ def prepare(
         )
     else:
         sample_src = inter
-    samples = build_samples(
+    events, samples = build_sample_index(
         sample_src,
         threshold=threshold,
         min_history=int(data_p["min_history"]),
@@ -104,19 +107,37 @@ def prepare(
         tables.interactions.to_parquet(tmp / schema.INTERACTIONS, index=False)
         tables.items.to_parquet(tmp / schema.ITEMS, index=False)
         tables.users.to_parquet(tmp / schema.USERS, index=False)
+        events_schema = schema.arrow_schema(schema.EVENT_COLUMNS)
+        pq.write_table(pa.Table.from_pandas(events, schema=events_schema, preserve_index=False), tmp / schema.EVENTS)
+        del events
         (tmp / schema.SAMPLES_DIR).mkdir()
-        sample_schema = schema.arrow_schema(schema.SAMPLE_COLUMNS)
-        for split, df in samples.items():  # typed by the schema: an empty split keeps its list columns
-            table = pa.Table.from_pandas(df[list(schema.SAMPLE_COLUMNS)], schema=sample_schema, preserve_index=False)
-            pq.write_table(table, tmp / schema.split_path(split))
+        sample_schema = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS)
+        for split, df in samples.items():  # typed by the schema: an empty split keeps its column types
+            table = pa.Table.from_pandas(df[list(schema.SAMPLE_INDEX_COLUMNS)], schema=sample_schema, preserve_index=False)
+            pq.write_table(table, tmp / schema.split_path(split), row_group_size=SAMPLE_ROW_GROUP)
         write_json(tmp / schema.META, summary)  # no wall time inside: the output stays byte-reproducible
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["out"] = str(out)
     return summary
 
 
-def read_prepared(data_dir: str | Path) -> tuple[Tables, dict[str, pd.DataFrame], dict[str, Any]]:
-    """Read a prepared directory back: (tables, samples by split, meta)."""
+def read_events(data_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The event store of a prepared directory (events.parquet: sorted by user_id, timestamp, item_id)."""
+    path = Path(data_dir) / schema.EVENTS
+    if not path.is_file():
+        raise DataError(f"{data_dir}: no {schema.EVENTS} (prepared by an older version?); run `reclora data prepare` again")
+    return pd.read_parquet(path, columns=columns)
+
+
+def read_prepared(
+    data_dir: str | Path, histories: bool = True
+) -> tuple[Tables, dict[str, pd.DataFrame], dict[str, Any]]:
+    """Read a prepared directory back: (tables, samples by split, meta).
+
+    ``histories=True``: samples with SAMPLE_COLUMNS, histories materialized as lists from events.parquet
+    (memory grows with samples x history length: for small data and tests). ``histories=False``: the
+    sample index only (SAMPLE_INDEX_COLUMNS), which is what the scalable stages read.
+    """
     d = Path(data_dir)
     need = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.META] + [schema.split_path(s) for s in schema.SPLITS]
     missing = [n for n in need if not (d / n).is_file()]
@@ -127,5 +148,23 @@ def read_prepared(data_dir: str | Path) -> tuple[Tables, dict[str, pd.DataFrame]
         pd.read_parquet(d / schema.INTERACTIONS), pd.read_parquet(d / schema.ITEMS), pd.read_parquet(d / schema.USERS),
         meta.get("time_source", "timestamp"),
     )  # fmt: skip
-    samples = {s: pd.read_parquet(d / schema.split_path(s)) for s in schema.SPLITS}
+    events = read_events(d, ["item_id", "rating", "timestamp"]) if histories and (d / schema.EVENTS).is_file() else None
+    samples = {s: read_split(d, s, histories, events) for s in schema.SPLITS}
     return tables, samples, meta
+
+
+def read_split(data_dir: str | Path, split: str, histories: bool = True, events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One split's samples: the index (``histories=False``) or SAMPLE_COLUMNS with list histories."""
+    d = Path(data_dir)
+    path = d / schema.split_path(split)
+    names = pq.read_schema(path).names
+    if "hist_item_ids" in names:  # a directory prepared before the event store: histories stored per sample
+        if not histories:
+            raise DataError(f"{d}: prepared by an older version (no sample index); run `reclora data prepare` again")
+        return pd.read_parquet(path)
+    index = pd.read_parquet(path)
+    if not histories:
+        return index
+    if events is None:
+        events = read_events(d, ["item_id", "rating", "timestamp"])
+    return materialize_histories(events, index)

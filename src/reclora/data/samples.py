@@ -89,3 +89,105 @@ def build_samples(
     return {
         split: out[out["split"] == split].drop(columns="split").reset_index(drop=True) for split in SPLITS
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# The layout that scales: every event stored once, samples as an index into it
+EVENT_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+
+
+def split_codes(inter: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> np.ndarray:
+    """Split per interaction row as int8 codes (0 train, 1 valid, 2 test); same cut as :func:`assign_splits`."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    order = np.lexsort((inter["item_id"].to_numpy(), inter["user_id"].to_numpy(), inter["timestamp"].to_numpy()))
+    n = len(inter)
+    c1 = int(round(n * fractions[0]))
+    c2 = int(round(n * (fractions[0] + fractions[1])))
+    code = np.empty(n, dtype=np.int8)
+    code[order[:c1]] = 0
+    code[order[c1:c2]] = 1
+    code[order[c2:]] = 2
+    return code
+
+
+def build_sample_index(
+    inter: pd.DataFrame,
+    threshold: float,
+    min_history: int = 5,
+    max_history: int = 100,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    repeat_is_same_event: bool = False,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The scalable form of :func:`build_samples`: ``(events, index by split)``.
+
+    ``events``: the interactions (columns EVENT_COLUMNS) sorted by (user_id, timestamp, item_id), each
+    stored once; a user's events are one contiguous block, oldest first.
+    ``index[split]``: one row per sample (columns ``schema.SAMPLE_INDEX_COLUMNS``), in the same order
+    as :func:`build_samples`; its history is ``events[history_start : history_start + history_length]``
+    (all strictly earlier than ``timestamp``), so nothing is copied per sample. ``event_pos`` is the
+    target's own row in ``events``. Memory: O(events) numpy arrays, no Python loop over samples.
+    """
+    if min_history < 0 or max_history < 1:
+        raise ValueError("min_history must be >= 0 and max_history >= 1")
+    users = inter["user_id"].to_numpy(np.int64)
+    ts = inter["timestamp"].to_numpy(np.int64)
+    items = inter["item_id"].to_numpy(np.int64)
+    code = split_codes(inter, fractions)
+    order = np.lexsort((items, ts, users))  # stable: = sort_values([user, timestamp, item], kind="stable")
+    users, ts, items, code = users[order], ts[order], items[order], code[order]
+    ratings = inter["rating"].to_numpy(np.float64)[order]
+    n = len(order)
+    events = pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings, "timestamp": ts})
+    dup = events.duplicated(["user_id", "item_id"], keep="first").to_numpy() if repeat_is_same_event else None
+    ar = np.arange(n, dtype=np.int64)
+    new_user = np.r_[True, users[1:] != users[:-1]] if n else np.zeros(0, bool)
+    block_start = np.maximum.accumulate(np.where(new_user, ar, 0)) if n else ar
+    new_time = new_user | np.r_[True, ts[1:] != ts[:-1]] if n else new_user
+    first_same_time = np.maximum.accumulate(np.where(new_time, ar, 0)) if n else ar
+    n_hist = first_same_time - block_start  # events of the user strictly before this one's timestamp
+    keep = n_hist >= max(min_history, 1)
+    if dup is not None:
+        keep &= ~dup
+    idx = np.flatnonzero(keep)
+    del new_user, new_time, first_same_time
+    length = np.minimum(n_hist[idx], max_history)
+    index = pd.DataFrame(
+        {
+            "user_id": users[idx], "item_id": items[idx], "rating": ratings[idx], "timestamp": ts[idx],
+            "label": (ratings[idx] >= threshold).astype("int8"), "n_history": n_hist[idx],
+            "event_pos": idx, "history_start": block_start[idx] + n_hist[idx] - length, "history_length": length,
+        }
+    )  # fmt: skip
+    split = code[idx]
+    o = np.lexsort((index["item_id"].to_numpy(), index["user_id"].to_numpy(), index["timestamp"].to_numpy()))
+    index, split = index.iloc[o].reset_index(drop=True), split[o]
+    out = {s: index[split == c].reset_index(drop=True) for s, c in SPLIT_CODES.items()}
+    return events, out
+
+
+def history_rows(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(flat event rows, per-sample offsets [n + 1]) of the histories of ``index`` rows, oldest first."""
+    starts = index["history_start"].to_numpy(np.int64)
+    lens = index["history_length"].to_numpy(np.int64)
+    offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    rows = np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
+    return rows, offsets
+
+
+def materialize_histories(events: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """The old sample frame (``schema.SAMPLE_COLUMNS``: hist_item_ids/hist_ratings/hist_timestamps as
+    object columns of numpy arrays) for the given index rows, sliced from ``events``. Memory grows with
+    ``len(index)`` times the history length: call it on the rows you need (a batch, the LLM's sample)."""
+    import pyarrow as pa
+
+    rows, offsets = history_rows(index)
+    out = index[["user_id", "item_id", "rating", "timestamp", "label", "n_history"]].reset_index(drop=True)
+    off = pa.array(offsets, pa.int64())
+    for col, name in (("item_id", "hist_item_ids"), ("rating", "hist_ratings"), ("timestamp", "hist_timestamps")):
+        values = events[col].to_numpy()[rows]
+        lists = pa.LargeListArray.from_arrays(off, pa.array(values))
+        out[name] = pd.Series(lists.to_pandas(), dtype=object) if len(out) else pd.Series([], dtype=object)
+    return out

@@ -6,7 +6,10 @@ Prepared directory (written atomically by ``reclora data prepare``)::
       interactions.parquet   user_id:int64 item_id:int64 rating:float64 timestamp:int64 (unix s)
       items.parquet          item_id:int64 title:str genres:str ("A|B", may be "") [+ extra cols]
       users.parquet          user_id:int64 [+ optional attributes: age, gender, occupation, ...]
-      samples/train.parquet  one CTR sample per row, see SAMPLE_COLUMNS
+      events.parquet         the interactions samples are built from, each stored once, sorted by
+                             (user_id, timestamp, item_id): a user's events are one block, oldest first
+      samples/train.parquet  one CTR sample per row as an index into events.parquet (SAMPLE_INDEX_COLUMNS):
+                             its history is events[history_start : history_start + history_length]
       samples/valid.parquet
       samples/test.parquet
       meta.json              dataset, label threshold, counts, params used (see prepare.py)
@@ -43,6 +46,25 @@ SAMPLE_COLUMNS = {
     "hist_item_ids": "list<int64>",
     "hist_ratings": "list<float64>",
     "hist_timestamps": "list<int64>",
+}
+
+
+EVENTS = "events.parquet"
+EVENT_COLUMNS = dict(INTERACTION_COLUMNS)
+
+# What samples/<split>.parquet holds: the target, its label and where its history lies in events.parquet
+# (rows history_start .. history_start + history_length - 1, all strictly earlier than the target).
+# read_prepared() turns it into SAMPLE_COLUMNS (histories as lists) for the rows a caller asks for.
+SAMPLE_INDEX_COLUMNS = {
+    "user_id": "int64",
+    "item_id": "int64",
+    "rating": "float64",
+    "timestamp": "int64",
+    "label": "int8",
+    "n_history": "int64",
+    "event_pos": "int64",  # the target's own row in events.parquet
+    "history_start": "int64",  # first history row in events.parquet
+    "history_length": "int64",  # min(n_history, max_history)
 }
 
 

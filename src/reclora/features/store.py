@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from reclora.data import schema
+from reclora.data import read_split, schema
 from reclora.errors import ConfigError, DataError
 from reclora.features.definitions import (
     DEFAULT_SOURCES,
@@ -603,7 +603,7 @@ def _read_samples(data_dir: Path) -> pd.DataFrame:
     cols = ["user_id", "timestamp", "n_history", "hist_item_ids", "hist_timestamps"]
     frames = []
     for s in schema.SPLITS:
-        df = _read_parquet(data_dir / schema.split_path(s), cols, f"{s} samples")[cols]
+        df = read_split(data_dir, s)[cols]  # histories sliced from the event store (reclora.data)
         frames.append(df.assign(split=s))
     return pd.concat(frames, ignore_index=True)
 

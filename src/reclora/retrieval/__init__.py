@@ -1,6 +1,11 @@
 """Long-short modality retriever: item text embeddings and top-K relevant history per sample."""
 
-from reclora.retrieval.embeddings import item_texts, load_or_embed_items
-from reclora.retrieval.retriever import RETRIEVED_COLUMNS, retrieve
+from reclora.retrieval.embeddings import embedding_cache_key, item_texts, load_or_embed_items
+from reclora.retrieval.retriever import (
+    POSITION_COLUMNS, RETRIEVED_COLUMNS, materialize_retrieved, retrieve, retrieve_positions,
+)  # fmt: skip
 
-__all__ = ["RETRIEVED_COLUMNS", "item_texts", "load_or_embed_items", "retrieve"]
+__all__ = [
+    "POSITION_COLUMNS", "RETRIEVED_COLUMNS", "embedding_cache_key", "item_texts", "load_or_embed_items",
+    "materialize_retrieved", "retrieve", "retrieve_positions",
+]  # fmt: skip

@@ -69,6 +69,15 @@ def embed_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 
     return out
 
 
+def embedding_cache_key(item_ids: np.ndarray, texts: list[str], model_path: str) -> str:
+    """The cache file stem (32 hex chars): SHA-256 of the model's identity (its directory, config.json and
+    weight file sizes, or the id as given) and every (item id, text) pair in order."""
+    h = hashlib.sha256(_model_identity(model_path).encode())
+    for i, t in zip(item_ids, texts):
+        h.update(f"{i}\x1f{t}\x1e".encode())
+    return h.hexdigest()[:32]
+
+
 def load_or_embed_items(
     items: pd.DataFrame, model_path: str, batch_size: int = 64, cache: Path | None = None, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +86,7 @@ def load_or_embed_items(
 
     texts = item_texts(items)
     ids = items["item_id"].to_numpy(dtype=np.int64)
-    h = hashlib.sha256(_model_identity(model_path).encode())
-    for i, t in zip(ids, texts):
-        h.update(f"{i}\x1f{t}\x1e".encode())
-    path = (cache or cache_dir() / "embeddings") / f"{h.hexdigest()[:32]}.safetensors"
+    path = (cache or cache_dir() / "embeddings") / f"{embedding_cache_key(ids, texts, model_path)}.safetensors"
     if path.is_file():
         d = load_file(str(path))
         return d["item_ids"], d["embeddings"]

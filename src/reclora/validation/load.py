@@ -111,11 +111,31 @@ def read_table(data_dir: Path, rel: str, required: dict[str, str]) -> pd.DataFra
     return _to_pandas(_read(path, list(required)))
 
 
+def _safe_names(path: Path) -> list[str]:
+    try:
+        return pq.read_schema(path).names
+    except Exception:  # unreadable: _open reports it
+        return []
+
+
 def read_samples(data_dir: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     frames = []
     rows: dict[str, int] = {}
     for split in schema.SPLITS:
-        path, sch = _open(data_dir, schema.split_path(split), schema.SAMPLE_COLUMNS)
+        rel = schema.split_path(split)
+        if (data_dir / rel).is_file() and "history_start" in _safe_names(data_dir / rel):
+            # the sample index into events.parquet: every history list is history_length long
+            path, _ = _open(data_dir, rel, schema.SAMPLE_INDEX_COLUMNS)
+            table = _read(path, [*SCALAR_SAMPLE_COLUMNS, "history_length"])
+            scalars = table.select(list(SCALAR_SAMPLE_COLUMNS))
+            for c in LIST_COLUMNS:
+                scalars = scalars.append_column(length_column(c), table.column("history_length").cast(pa.int64()))
+            df = _to_pandas(scalars)
+            df.insert(0, "split", split)
+            rows[split] = len(df)
+            frames.append(df)
+            continue
+        path, sch = _open(data_dir, rel, schema.SAMPLE_COLUMNS)
         for c in LIST_COLUMNS:
             t = sch.field(c).type
             if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):

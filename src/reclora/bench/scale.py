@@ -1,0 +1,254 @@
+"""`reclora bench scale`: wall time and peak RSS of each data-plane stage against the data size.
+
+For each size (events) a MovieLens-25M-shaped synthetic data set (reclora.data.synthetic.
+generate_ml25m_like) is written in the real ML-25M CSV format (not timed), then each stage runs in a
+child process of its own, which reports the stage's wall seconds and its own peak RSS
+(``getrusage(RUSAGE_SELF).ru_maxrss``, so one stage's peak is never another's):
+
+    prepare    reclora.data.prepare(ml-25m)               raw CSV -> events + sample index
+    validate   reclora.validation.validate_prepared         the Great Expectations gate
+    features   reclora.features.store.features_stage        Feast repo, materialize, PIT check
+    retrieve   reclora.stages.retrieve_stage                positions of the retrieved histories
+    crm        streaming featurizer fit + a fixed number of CRM training batches (samples/s)
+
+Output JSON: ``sizes.<events>.<stage>.{seconds, peak_rss_gb}`` (+ ``error`` when a stage fails: the
+benchmark goes on with the next size), ``sizes.<events>.crm_samples_per_s``, the data shape, and a PNG
+of time and memory against size beside the JSON. A benchmark, never a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STAGES = ("prepare", "validate", "features", "retrieve", "crm")
+
+
+# ------------------------------------------------------------------ the stages (run in a child process)
+def _stage(name: str, work: Path, params: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage on ``work`` (raw/, prepared/, ...); returns extra figures."""
+    if name == "generate":
+        from reclora.data.synthetic import generate_ml25m_like, write_ml25m_csv
+
+        t = generate_ml25m_like(int(opts["events"]), seed=int(opts["seed"]))
+        write_ml25m_csv(t, work / "raw")
+        return {"events": int(len(t.interactions)), "users": int(len(t.users)), "items": int(len(t.items))}
+    if name == "prepare":
+        from reclora.data import prepare
+
+        s = prepare("ml-25m", work / "raw", work / "prepared", params)
+        return {"samples": s["samples"]}
+    if name == "validate":
+        from reclora.validation import validate_prepared
+
+        r = validate_prepared(work / "prepared", work / "validation", params=params["validation"])
+        return {"passed": bool(r.success), "failures": len(r.failures)}
+    if name == "features":
+        from reclora.features.store import features_stage
+
+        s = features_stage(work / "prepared", work / "features", params=params)
+        return {"samples": s.get("samples")}
+    if name == "retrieve":
+        from reclora.stages import retrieve_stage
+
+        s = retrieve_stage(work / "prepared", work / "retrieved", params, mode=opts["mode"], progress=False)
+        return {"samples": s["samples"], "mode": s["mode"]}
+    if name == "crm":
+        return _crm_batches(work, params, int(opts["crm_batches"]))
+    raise ValueError(f"unknown stage {name!r}")
+
+
+def _crm_batches(work: Path, params: dict[str, Any], n_batches: int) -> dict[str, Any]:
+    """Fit the featurizer (one streaming pass over train) and run ``n_batches`` training steps."""
+    import torch
+
+    from reclora.crm import DIN, CRMConfig
+    from reclora.crm.stream import EventArrays, StreamingBatches, fit_featurizer
+    from reclora.data import read_prepared
+    from reclora.retrieval.layout import open_retrieved
+
+    tables, _, _ = read_prepared(work / "prepared", histories=False)
+    s = open_retrieved(work / "retrieved")
+    cfg = CRMConfig.from_dict({**params["crm"], "max_len": int(params["retrieval"]["k_long"]),
+                               "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"})  # fmt: skip
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    events = EventArrays(s["train"].events.frame)
+    feat = fit_featurizer(s["train"], events, tables.items, tables.users, cfg.max_len)
+    torch.manual_seed(cfg.seed)
+    model = DIN.from_featurizer(cfg, feat)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    done, t_first, n_timed = 0, None, 0
+    for batch, y in StreamingBatches(s["train"], events, feat, cfg.batch_size, seed=cfg.seed):
+        batch.pop("n_global")
+        loss = loss_fn(model(batch), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += 1
+        if done == 1:
+            t_first = time.perf_counter()  # the first batch is warm-up
+        else:
+            n_timed += len(y)
+        if done >= n_batches:
+            break
+    dt = time.perf_counter() - t_first if t_first is not None else 0.0
+    return {"batches": done, "batch_size": cfg.batch_size, "crm_samples_per_s": round(n_timed / dt, 1) if dt > 0 else None}
+
+
+_IMPORTS = {
+    "generate": ["reclora.data.synthetic"], "prepare": ["reclora.data"], "validate": ["reclora.validation"],
+    "features": ["reclora.features.store"], "retrieve": ["reclora.stages", "reclora.retrieval", "reclora.llm"],
+    "crm": ["torch", "reclora.crm", "reclora.crm.stream", "reclora.retrieval.layout"],
+}  # fmt: skip
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m reclora.bench.scale STAGE WORK OPTS_JSON RESULT_JSON``: run and report one stage."""
+    name, work, opts_json, result = argv
+    opts = json.loads(opts_json)
+    from reclora.config import load_params
+
+    params = load_params(opts.get("params"))
+    import importlib
+
+    for m in _IMPORTS.get(name, []):  # imports are not the stage's time
+        importlib.import_module(m)
+    t0 = time.perf_counter()
+    extra = _stage(name, Path(work), params, opts)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux: KiB
+    Path(result).write_text(json.dumps({"seconds": round(seconds, 2), "peak_rss_gb": round(peak, 3), **extra}))
+    return 0
+
+
+def _run_child(name: str, work: Path, opts: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+    res = work / f".{name}.json"
+    res.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "reclora.bench.scale", name, str(work), json.dumps(opts), str(res)]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s} s", "seconds": round(time.perf_counter() - t0, 2)}
+    if p.returncode != 0 or not res.is_file():
+        if p.returncode < 0:
+            why = f"killed by signal {-p.returncode} (out of memory, or stopped from outside)"
+        else:
+            why = f"exit {p.returncode}: " + " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+        return {"error": why, "seconds": round(time.perf_counter() - t0, 2)}
+    return json.loads(res.read_text())
+
+
+# ------------------------------------------------------------------ the benchmark
+def bench_scale(
+    sizes: list[int],
+    out: str | Path,
+    work: str | Path | None = None,
+    mode: str = "recent",
+    crm_batches: int = 50,
+    seed: int = 7,
+    params_path: str | None = None,
+    stages: tuple[str, ...] = STAGES,
+    keep: bool = False,
+    timeout_s: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the stages at each size (events) and write OUT (JSON) and OUT's stem + '.png'.
+
+    ``mode``: retrieval mode (recent | relevance: relevance embeds the catalogue with the base LLM
+    first, cached). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
+    deleted after it unless ``keep``. Raises ConfigError on bad sizes/stages/mode.
+    """
+    from reclora.errors import ConfigError
+    from reclora.io import write_json
+
+    if not sizes or any(int(n) < 1000 for n in sizes):
+        raise ConfigError(f"--events: sizes must be integers >= 1000, got {sizes}")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ConfigError(f"unknown stage(s) {bad}; choose from {', '.join(STAGES)}")
+    if mode not in ("recent", "relevance"):
+        raise ConfigError(f"--mode must be recent or relevance, got {mode!r}")
+    if crm_batches < 2:
+        raise ConfigError("--crm-batches must be >= 2 (the first batch is warm-up)")
+    out = Path(out)
+    work = Path(work) if work else out.with_name(out.stem + "-work")
+    result: dict[str, Any] = {
+        "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "sizes": {},
+    }  # fmt: skip
+    opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params_path}
+    for n in sizes:
+        d = work / str(n)
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        opts = {**opts_base, "events": int(n)}
+        gen = _run_child("generate", d, opts, timeout_s)
+        entry: dict[str, Any] = {"data": {k: gen.get(k) for k in ("events", "users", "items")}}
+        if "error" in gen:
+            entry["error"] = f"generate: {gen['error']}"
+        else:
+            for st in stages:
+                r = _run_child(st, d, opts, timeout_s)
+                entry[st] = r
+                if progress:
+                    msg = r.get("error") or f"{r['seconds']} s, peak RSS {r['peak_rss_gb']} GB"
+                    print(f"[{n} events] {st}: {msg}", file=sys.stderr, flush=True)
+                if st == "crm" and "crm_samples_per_s" in r:
+                    entry["crm_samples_per_s"] = r["crm_samples_per_s"]
+        result["sizes"][str(n)] = entry
+        write_json(out, result)  # what is done so far survives a later failure
+        if not keep:
+            shutil.rmtree(d, ignore_errors=True)
+    result["plot"] = str(plot_scale(result, out.with_suffix(".png")))
+    write_json(out, result)
+    return result
+
+
+def plot_scale(result: dict[str, Any], path: Path) -> Path:
+    """Two panels: wall seconds and peak RSS (GB) of each stage against the number of events (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(int(k) for k in result["sizes"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for st in result["stages"]:
+        xs, ts, ms = [], [], []
+        for n in sizes:
+            r = result["sizes"][str(n)].get(st, {})
+            if "peak_rss_gb" in r:
+                xs.append(n)
+                ts.append(r["seconds"])
+                ms.append(r["peak_rss_gb"])
+        if xs:
+            axes[0].plot(xs, ts, marker="o", label=st)
+            axes[1].plot(xs, ms, marker="o", label=st)
+    for ax, what in zip(axes, ("wall time (s)", "peak RSS (GB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("events")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"reclora bench scale (retrieval: {result['mode']}, CRM: {result['crm_batches']} batches)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))

@@ -1,0 +1,166 @@
+"""The retrieve stage's output layout and its lazy reader.
+
+Retrieved directory (written atomically by ``reclora train retrieve``)::
+
+    OUT/
+      events.parquet          a copy of the prepared event store (so the directory stands alone)
+      samples/<split>.parquet the sample index (schema.SAMPLE_INDEX_COLUMNS) + long_pos [k_long] and
+                              short_pos [k_short]: int16 offsets from history_start of the retrieved
+                              behaviours, ascending (time order), -1 padded; row groups of ROW_GROUP rows
+      item_embeddings.safetensors (relevance mode) and retrieval.json
+
+:class:`RetrievedSplit` reads a split without loading it: ``len()``, ``.iloc[rows]`` (a DataFrame of
+just those rows with the history and retrieved lists materialized: what the prompt builder, the LLM
+stage and serving-style code read), and :meth:`RetrievedSplit.batches` (row groups, for streaming).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reclora.data import schema
+from reclora.data.samples import materialize_histories
+from reclora.errors import DataError
+from reclora.retrieval.retriever import POSITION_COLUMNS, POSITION_DTYPE, materialize_retrieved
+
+ROW_GROUP = 65536
+
+
+def retrieved_schema(k_long: int, k_short: int) -> pa.Schema:
+    """Schema of samples/<split>.parquet in a retrieved directory."""
+    base = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS)
+    pos = pa.from_numpy_dtype(POSITION_DTYPE)
+    return base.append(pa.field("long_pos", pa.list_(pos, k_long))).append(pa.field("short_pos", pa.list_(pos, k_short)))
+
+
+def positions_column(p: np.ndarray) -> pa.FixedSizeListArray:
+    """[n, k] int16 -> a fixed-size list column (zero copy of the values)."""
+    p = np.ascontiguousarray(p, dtype=POSITION_DTYPE)
+    return pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), p.shape[1])
+
+
+def positions_array(col: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:
+    """A fixed-size list column back to [n, k] int16."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(POSITION_DTYPE, copy=False).reshape(-1, k)
+
+
+class EventStore:
+    """events.parquet of a prepared or retrieved directory, read once on first use (item_id, rating, timestamp)."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise DataError(f"{path}: not found (prepared or retrieved by an older version?); run the stage again")
+        self.path = path
+        self._df: pd.DataFrame | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        if self._df is None:
+            self._df = pd.read_parquet(self.path, columns=["item_id", "rating", "timestamp"])
+        return self._df
+
+
+class _ILoc:
+    def __init__(self, split: "RetrievedSplit") -> None:
+        self.split = split
+
+    def __getitem__(self, rows: Any) -> pd.DataFrame:
+        return self.split.rows(rows)
+
+
+class RetrievedSplit:
+    """One split of a retrieved directory, read lazily (see the module docstring)."""
+
+    def __init__(self, path: Path, events: EventStore) -> None:
+        self.path = Path(path)
+        self.events = events
+        self._file = pq.ParquetFile(self.path)
+        sch = self._file.schema_arrow
+        missing = [c for c in (*schema.SAMPLE_INDEX_COLUMNS, *POSITION_COLUMNS) if c not in sch.names]
+        if missing:
+            raise DataError(f"{self.path}: not a retrieved split (missing {', '.join(missing)}); run the retrieve stage again")
+        self.k_long = sch.field("long_pos").type.list_size
+        self.k_short = sch.field("short_pos").type.list_size
+        meta = self._file.metadata
+        self._group_rows = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], dtype=np.int64)
+        self._group_start = np.r_[0, np.cumsum(self._group_rows)].astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self._group_start[-1])
+
+    @property
+    def iloc(self) -> _ILoc:
+        """``split.iloc[rows]``: the materialized rows (a DataFrame with a fresh RangeIndex)."""
+        return _ILoc(self)
+
+    @property
+    def num_row_groups(self) -> int:
+        return len(self._group_rows)
+
+    def read_group(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
+        return self._file.read_row_group(i, columns=list(columns) if columns else None)
+
+    def batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """Every row group in order (at most ROW_GROUP rows each)."""
+        for i in range(self.num_row_groups):
+            yield self.read_group(i, columns)
+
+    def column(self, name: str) -> np.ndarray:
+        """One scalar column of the whole split (e.g. label, for metrics)."""
+        return self._file.read(columns=[name]).column(name).to_numpy()
+
+    def index(self, rows: Any = None) -> pd.DataFrame:
+        """The index rows (SAMPLE_INDEX_COLUMNS + long_pos/short_pos as [k] arrays), read group by group."""
+        n = len(self)
+        want = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(want) and (want.min() < -n or want.max() >= n):
+            raise IndexError(f"{self.path}: row out of range for {n} samples")
+        want = np.where(want < 0, want + n, want)
+        group = np.searchsorted(self._group_start, want, side="right") - 1
+        parts, where = [], []
+        for g in np.unique(group):
+            sel = np.flatnonzero(group == g)
+            t = self.read_group(int(g)).take(pa.array(want[sel] - self._group_start[g]))
+            parts.append(t)
+            where.append(sel)
+        cols = list(schema.SAMPLE_INDEX_COLUMNS)
+        if not parts:
+            df = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS).empty_table().to_pandas()
+            return df.assign(long_pos=pd.Series([], dtype=object), short_pos=pd.Series([], dtype=object))
+        t = pa.concat_tables(parts)
+        order = np.argsort(np.concatenate(where), kind="stable")
+        t = t.take(pa.array(order))
+        df = t.select(cols).to_pandas()
+        df["long_pos"] = list(positions_array(t.column("long_pos"), self.k_long))
+        df["short_pos"] = list(positions_array(t.column("short_pos"), self.k_short))
+        return df
+
+    def rows(self, rows: Any) -> pd.DataFrame:
+        """Materialized samples: SAMPLE_COLUMNS + RETRIEVED_COLUMNS for ``rows`` (positions, in that order)."""
+        if isinstance(rows, slice):
+            rows = np.arange(len(self))[rows]
+        ix = self.index(rows)
+        ev = self.events.frame
+        out = materialize_histories(ev, ix)
+        lp = np.vstack(ix["long_pos"].to_list()) if len(ix) else np.zeros((0, self.k_long), POSITION_DTYPE)
+        sp = np.vstack(ix["short_pos"].to_list()) if len(ix) else np.zeros((0, self.k_short), POSITION_DTYPE)
+        for c, v in materialize_retrieved(ev, ix["history_start"].to_numpy(), lp, sp).items():
+            out[c] = v.to_numpy() if len(ix) else pd.Series([], dtype=object)
+        return out
+
+
+def open_retrieved(retrieved_dir: str | Path) -> dict[str, RetrievedSplit]:
+    """The three splits of a retrieved directory, lazily (one shared event store)."""
+    d = Path(retrieved_dir)
+    missing = [s for s in schema.SPLITS if not (d / "samples" / f"{s}.parquet").is_file()]
+    if missing:
+        raise DataError(f"{d}: no retrieved samples for {missing}; run the retrieve stage first")
+    events = EventStore(d / schema.EVENTS)
+    return {s: RetrievedSplit(d / "samples" / f"{s}.parquet", events) for s in schema.SPLITS}

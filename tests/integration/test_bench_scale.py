@@ -1,0 +1,47 @@
+"""`reclora bench scale` smoke test on a very small size (the benchmark itself is never run by the tests)."""
+
+import json
+
+from helpers import reclora
+
+from reclora.data.synthetic import generate_ml25m_like
+
+
+def test_bench_scale_cli_small(tmp_path):
+    out = tmp_path / "scale.json"
+    proc = reclora("bench", "scale", "--events", "4000", "--out", str(out), "--stages", "prepare,retrieve,crm",
+                   "--crm-batches", "2", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    size = r["sizes"]["4000"]
+    assert size["data"]["events"] > 1000 and size["data"]["users"] >= 20
+    for stage in ("prepare", "retrieve", "crm"):
+        assert "error" not in size[stage], size[stage]
+        assert size[stage]["seconds"] > 0 and 0.05 < size[stage]["peak_rss_gb"] < 10
+    assert size["prepare"]["samples"] == size["retrieve"]["samples"]
+    assert size["crm"]["batches"] == 2 and size["crm_samples_per_s"] > 0
+    assert (tmp_path / "scale.png").stat().st_size > 1000
+    assert not (tmp_path / "scale-work" / "4000").exists()  # the data is removed after each size
+
+
+def test_bench_scale_refuses_bad_sizes(tmp_path):
+    proc = reclora("bench", "scale", "--events", "10,x", "--out", str(tmp_path / "s.json"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "--events" in proc.stderr
+    proc = reclora("bench", "scale", "--events", "500", "--out", str(tmp_path / "s.json"))
+    assert proc.returncode == 2 and ">= 1000" in proc.stderr
+
+
+def test_ml25m_like_shape():
+    t = generate_ml25m_like(1_000_000, seed=1)
+    inter = t.interactions
+    n_users, n_items = len(t.users), len(t.items)
+    assert abs(n_users - 1_000_000 * 162_541 / 25_000_095) <= 1 and abs(n_items - 1_000_000 * 59_047 / 25_000_095) <= 1
+    per_user = inter.groupby("user_id").size()
+    # long-tailed (ML-25M: mean 155, median 71), capped at half the (here small) catalogue
+    assert per_user.min() >= 19 and per_user.mean() > 1.3 * per_user.median() and per_user.max() > 2.5 * per_user.median()
+    assert 120 <= len(inter) / n_users <= 170
+    assert not inter.duplicated(["user_id", "item_id"]).any()
+    assert set(inter["rating"].unique()) <= {x / 2 for x in range(1, 11)}
+    assert 0.3 < (inter["rating"] >= 3.5).mean() < 0.7
+    pop = inter.groupby("item_id").size().sort_values(ascending=False)
+    assert pop.iloc[: len(pop) // 10].sum() > 0.2 * len(inter)  # the top 10% of items hold a large share
