@@ -38,7 +38,10 @@ def ml100k(tmp_path_factory):
     features_stage(root / "prepared", root / "features", params=params)
     retrieve_stage(root / "prepared", root / "retrieved", params, mode="recent", progress=False)
     tables, _, _ = read_prepared(root / "prepared")
-    train = pd.read_parquet(root / "retrieved" / "samples" / "train.parquet")
+    from reclora.retrieval.layout import open_retrieved
+
+    split = open_retrieved(root / "retrieved")["train"]
+    train = split.iloc[np.arange(len(split))]  # materialized: histories and retrieved lists
     return root, params, tables, train
 
 
