@@ -15,7 +15,6 @@ is False and the quality benchmark leaves the row out (and says so).
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import threading
 import time
@@ -123,19 +122,17 @@ def train_peer_din(
     model.compile(torch.optim.AdamW(model.parameters(), lr=float(cp["lr"]), weight_decay=float(cp["weight_decay"])),
                   "binary_crossentropy")  # fmt: skip
     yt, yv = train["label"].to_numpy().astype(np.float32), valid["label"].to_numpy()
-    best, best_state, since, aucs = -1.0, None, 0, []
+    from reclora.crm.train import EpochLog
+
+    log = EpochLog(int(cp["patience"]))  # the CRM's early stopping on validation AUC
     t0 = time.perf_counter()
-    for _ in range(int(cp["max_epochs"])):
+    for epoch in range(1, int(cp["max_epochs"]) + 1):
         model.fit(xt, yt, batch_size=int(cp["batch_size"]), epochs=1, verbose=0, shuffle=True)
         auc = float(roc_auc_score(yv, model.predict(xv, batch_size=4096).reshape(-1)))
-        aucs.append(round(auc, 6))
-        if auc > best:
-            best, best_state, since = auc, copy.deepcopy(model.state_dict()), 0
-        else:
-            since += 1
-            if since >= int(cp["patience"]):
-                break
-    model.load_state_dict(best_state)
+        if log.end_epoch(model, {"epoch": epoch, "valid_auc": auc}, time.perf_counter(), progress=False):
+            break
+    best = log.restore_best(model)["valid_auc"]
+    aucs = [round(e["valid_auc"], 6) for e in log.epochs]
     p = model.predict(xs, batch_size=4096).reshape(-1).astype(np.float64)
     return p, {"valid_auc_by_epoch": aucs, "best_valid_auc": round(best, 6), "seconds": round(time.perf_counter() - t0, 1),
                "library": f"deepctr-torch {_version()}"}  # fmt: skip

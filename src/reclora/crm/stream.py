@@ -16,8 +16,6 @@ single-process gradients of the global batch (up to float summation order).
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 import socket
 import time
@@ -241,11 +239,10 @@ def train_crm_streaming(
     # its own generator: a DataLoader draws a base seed per epoch, which must not come from the global
     # RNG that the dropout masks use
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed))
-    epochs: list[dict[str, Any]] = []
-    best_score, best_epoch, best_state = -math.inf, 0, None
-    stopped_early = False
+    from reclora.crm.train import EpochLog, _threads
+
+    log = EpochLog(cfg.patience)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
-    from reclora.crm.train import _threads
 
     with torch.random.fork_rng(devices=[]), _threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
@@ -281,32 +278,16 @@ def train_crm_streaming(
             if has_valid:
                 m = ctr_metrics(y_valid, predict_split(model, featurizer, valid_split, events))
                 rec.update(valid_auc=m["auc"], valid_logloss=m["logloss"], valid_accuracy=m["accuracy"])
-                score = m["auc"] if m["auc"] is not None else -m["logloss"]
-            else:
-                score = float(epoch)
-            rec["seconds"] = round(time.perf_counter() - t0, 3)
-            epochs.append(rec)
-            if progress and rank == 0:
-                msg = f"CRM epoch {epoch}: train_loss={rec['train_loss']:.4f}"
-                if has_valid:
-                    msg += f" valid_auc={rec['valid_auc']:.4f} valid_logloss={rec['valid_logloss']:.4f}"
-                tqdm.write(msg + f" ({rec['seconds']:.1f}s)")
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= cfg.patience:
-                stopped_early = True
+            if log.end_epoch(model, rec, t0, progress and rank == 0):
                 break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        best = log.restore_best(model)
     model.eval()
-    best = epochs[best_epoch - 1]
     history: dict[str, Any] = {
-        "epochs": epochs, "best_epoch": best_epoch, "best_valid_auc": best.get("valid_auc"),
-        "best_valid_logloss": best.get("valid_logloss"), "stopped_early": stopped_early,
+        "epochs": log.epochs, "best_epoch": log.best_epoch, "best_valid_auc": best.get("valid_auc"),
+        "best_valid_logloss": best.get("valid_logloss"), "stopped_early": log.stopped_early,
         "n_train": int(len(train_split)), "n_valid": int(len(valid_split)) if valid_split is not None else 0,
         "seconds": round(time.perf_counter() - t_start, 3), "config": cfg.to_dict(), "ranks": world,
-        "train_samples_per_s": round(len(train_split) * len(epochs) / max(sum(e["train_seconds"] for e in epochs), 1e-9), 1),
+        "train_samples_per_s": round(len(train_split) * len(log.epochs) / max(sum(e["train_seconds"] for e in log.epochs), 1e-9), 1),
     }  # fmt: skip
     return model, featurizer, history
 

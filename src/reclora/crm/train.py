@@ -136,6 +136,53 @@ def evaluate_crm(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame) -> dic
 
 
 # ----------------------------------------------------------------- training
+
+class EpochLog:
+    """Per-epoch records of CRM training, the best epoch's weights and patience-based early stopping.
+
+    The best epoch is the one with the highest valid AUC (minus valid LogLoss when AUC is undefined);
+    without validation records the last epoch is the best. Shared by :func:`train_crm` and the
+    streamed trainer (``reclora.crm.stream``).
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.epochs: list[dict[str, Any]] = []
+        self.best_score, self.best_epoch, self.best_state = -math.inf, 0, None
+        self.stopped_early = False
+
+    def end_epoch(self, model: torch.nn.Module, rec: dict[str, Any], t0: float, progress: bool) -> bool:
+        """Record ``rec`` (epoch, train_loss[, valid_auc, valid_logloss, ...]; its wall seconds since
+        ``t0`` are added), print one line when ``progress``, keep the weights of a new best epoch.
+        Returns True when training should stop (``patience`` epochs without a better score)."""
+        epoch = int(rec["epoch"])
+        has_valid = "valid_auc" in rec
+        if has_valid:
+            score = rec["valid_auc"] if rec["valid_auc"] is not None else -rec["valid_logloss"]
+        else:
+            score = float(epoch)  # no validation: the last epoch is the best
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        self.epochs.append(rec)
+        if progress:
+            msg = f"CRM epoch {epoch}: train_loss={rec['train_loss']:.4f}"
+            if has_valid:
+                msg += f" valid_auc={rec['valid_auc']:.4f} valid_logloss={rec['valid_logloss']:.4f}"
+            tqdm.write(msg + f" ({rec['seconds']:.1f}s)")
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(model.state_dict())
+        elif epoch - self.best_epoch >= self.patience:
+            self.stopped_early = True
+            return True
+        return False
+
+    def restore_best(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Load the best epoch's weights into ``model``; returns that epoch's record."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        return self.epochs[self.best_epoch - 1]
+
+
 def train_crm(
     train_df: pd.DataFrame,
     valid_df: pd.DataFrame | None,
@@ -167,9 +214,7 @@ def train_crm(
         y_valid = _labels(valid_df)
     n = len(y_train)
 
-    epochs: list[dict[str, Any]] = []
-    best_score, best_epoch, best_state = -math.inf, 0, None
-    stopped_early = False
+    log = EpochLog(cfg.patience)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     with torch.random.fork_rng(devices=[]), _threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
@@ -201,33 +246,16 @@ def train_crm(
                 p = torch.sigmoid(_run(model, valid_t, "logits")).double().numpy()
                 m = ctr_metrics(y_valid, p)
                 rec.update(valid_auc=m["auc"], valid_logloss=m["logloss"], valid_accuracy=m["accuracy"])
-                score = m["auc"] if m["auc"] is not None else -m["logloss"]
-            else:
-                score = float(epoch)  # no validation: the last epoch is the best
-            rec["seconds"] = round(time.perf_counter() - t0, 3)
-            epochs.append(rec)
-            if progress:
-                msg = f"CRM epoch {epoch}: train_loss={rec['train_loss']:.4f}"
-                if has_valid:
-                    msg += f" valid_auc={rec['valid_auc']:.4f} valid_logloss={rec['valid_logloss']:.4f}"
-                tqdm.write(msg + f" ({rec['seconds']:.1f}s)")
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= cfg.patience:
-                stopped_early = True
+            if log.end_epoch(model, rec, t0, progress):
                 break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        best = log.restore_best(model)
     model.eval()
-
-    best = epochs[best_epoch - 1]
     history: dict[str, Any] = {
-        "epochs": epochs,
-        "best_epoch": best_epoch,
+        "epochs": log.epochs,
+        "best_epoch": log.best_epoch,
         "best_valid_auc": best.get("valid_auc"),
         "best_valid_logloss": best.get("valid_logloss"),
-        "stopped_early": stopped_early,
+        "stopped_early": log.stopped_early,
         "n_train": int(n),
         "n_valid": int(len(valid_df)) if valid_df is not None else 0,
         "seconds": round(time.perf_counter() - t_start, 3),
