@@ -1,5 +1,5 @@
 """The RecLoRA Feast repo: entities `user`, `item`; feature views `user_profile`, `item_metadata`,
-`user_history`. The objects are defined once in reclora.features.definitions (the library applies
+`user_history`, `user_activity`. The objects are defined once in reclora.features.definitions (the library applies
 the same ones); this file exposes them to the `feast` CLI.
 
 Sources directory: $RECLORA_FEATURE_SOURCES (absolute, or relative to this repo), default "data/sources".
@@ -20,3 +20,4 @@ item = _defs["item"]
 user_profile = _defs["user_profile"]
 item_metadata = _defs["item_metadata"]
 user_history = _defs["user_history"]
+user_activity = _defs["user_activity"]

@@ -74,8 +74,8 @@ def _figure(task: str, outputs: dict[str, Any]) -> str:
             return "PASS" if outputs.get("Output") else "FAIL (stopped before training)"
         if task == "features":
             m = meta("stats")
-            return (f"{int(m['training_rows']):,} training rows, {int(m['users'])} users, "
-                    f"point-in-time leaks {int(m['pit_leaks'])}")  # fmt: skip
+            return (f"{int(m['samples']):,} sample rows joined, {int(m['users'])} users, "
+                    f"point-in-time leaks {int(m['pit_leaks'])} of {int(m['pit_check_rows']):,} checked")  # fmt: skip
         if task == "retrieve":
             m = meta("retrieved")
             return f"{m['mode']}, K long/short {int(m['k_long'])}/{int(m['k_short'])}"

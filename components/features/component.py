@@ -2,8 +2,8 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 
 
 def features(data: Input[Dataset], feature_store: Output[Dataset], stats: Output[Metrics]):
-    """Feast: write the feature sources, `feast apply`, materialize the SQLite online store,
-    and the point-in-time user features of every sample."""
+    """Feast: write the feature sources, `feast apply`, materialize the SQLite online store, join the
+    shared features on every sample row (training's model inputs) and check point-in-time correctness."""
     from reclora.features import features_stage
 
     s = features_stage(data.path, feature_store.path)

@@ -43,8 +43,9 @@ def test_key_figure_per_stage():
     assert _figure("validate", {"Output": False}).startswith("FAIL")
     assert _figure("retrieve", {"retrieved": _art(mode="relevance", k_long=60.0, k_short=10.0)}) == \
         "relevance, K long/short 60/10"
-    assert _figure("features", {"stats": _art(users=80.0, items=100.0, training_rows=1933.0, pit_leaks=0.0)}) == \
-        "1,933 training rows, 80 users, point-in-time leaks 0"
+    assert _figure("features", {"stats": _art(users=80.0, items=100.0, samples=1933.0, pit_leaks=0.0,
+                                              pit_check_rows=1900.0)}) == \
+        "1,933 sample rows joined, 80 users, point-in-time leaks 0 of 1,900 checked"
     assert _figure("train-crm", {"stats": _art(test_auc=0.62909)}) == "CRM test AUC 0.6291"
     assert _figure("train-llm-2", {"stats": _art(eval_auc=0.5, train_samples=16.0), "adapter": _art(kind="reclora")}) \
         == "RecLoRA eval AUC 0.5000 (16 training samples)"

@@ -29,7 +29,8 @@ def _params(**features):
 
 
 def test_offline_store_is_chosen_by_params_only():
-    assert store_overrides(_params())["offline_store"] == {"type": "file"}
+    assert store_overrides(_params())["offline_store"] == {"type": "duckdb"}  # params' default
+    assert store_overrides(_params(offline_store="file"))["offline_store"] == {"type": "file"}
     assert store_config(None, store_overrides(_params(offline_store="duckdb")))["offline_store"] == {"type": "duckdb"}
     cfg = store_config(None, store_overrides(_params(offline_store="spark", spark_staging_location="s3://b/stage")))
     assert cfg["offline_store"]["type"] == "spark" and cfg["offline_store"]["staging_location"] == "s3://b/stage"

@@ -1,5 +1,5 @@
 """The features stage against real Feast: real `apply` (registry file), real SQLite online store,
-real point-in-time joins of the file offline store. Everything lives in tmp_path; small data."""
+real point-in-time joins of the file (toy) and DuckDB (stage, params' default) offline stores. Everything lives in tmp_path; small data."""
 
 from __future__ import annotations
 
@@ -22,8 +22,14 @@ from reclora.features import (
     online_user_features,
     open_feature_store,
 )
-from reclora.features.definitions import HISTORY_FEATURES, PROFILE_TEXT
-from reclora.features.store import features_py, store_config
+from reclora.features.definitions import ACTIVITY_FEATURES, HISTORY_FEATURES, PROFILE_TEXT
+from reclora.features.store import (
+    activity_snapshots,
+    features_py,
+    history_snapshots,
+    point_in_time_check,
+    store_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,9 +66,10 @@ def toy_store(tmp_path_factory):
     return store, src, root
 
 
-def test_history_is_strictly_before_the_asked_time(toy_store):
+def test_activity_is_strictly_before_the_asked_time(toy_store):
     store, src, _ = toy_store
-    assert src["history_rows"] == 4  # user 1: 3 seconds; user 2: 1 second
+    assert src["activity_rows"] == 4  # user 1: 3 seconds; user 2: 1 second
+    assert src["history_rows"] == 2  # one latest snapshot per user
     asked = pd.DataFrame(
         {"user_id": [1, 1, 1, 1, 1, 1, 2, 2], "event_timestamp": [50, 100, 200, 250, 300, 301, 150, 151]},
         index=list("abcdefgh"),
@@ -70,24 +77,31 @@ def test_history_is_strictly_before_the_asked_time(toy_store):
     got = historical_user_features(store, asked)
     assert list(got.index) == list("abcdefgh")  # same rows, same order
     assert list(got["user_id"]) == [1, 1, 1, 1, 1, 1, 2, 2]
-    hist_ts = {k: _ids(v) for k, v in got["hist_timestamps"].items()}
+    n = got["n_history"].astype("float").fillna(0).astype(int)
+    last = got["last_event_timestamp"].astype("float")
     # before the first event, and at it: nothing
-    assert hist_ts["a"] == [] and hist_ts["b"] == []
-    assert got.loc[["a", "b"], "n_history"].isna().all()
-    # at 200: only the event at 100; at 250 and at 300: 100 and 200, never the event at 300
-    assert hist_ts["c"] == [100]
-    assert hist_ts["d"] == [100, 200] and _ids(got.loc["d", "hist_item_ids"]) == [10, 11]
-    assert list(got.loc["d", "hist_ratings"]) == [4.0, 3.0]
-    assert hist_ts["e"] == [100, 200]
-    assert all(300 not in hist_ts[k] for k in "abcde")
-    # after 300: the last history_len=2 events, while n_history counts all 3
-    assert hist_ts["f"] == [200, 300] and _ids(got.loc["f", "hist_item_ids"]) == [11, 12]
-    assert int(got.loc["f", "n_history"]) == 3
-    # events in the same second are not history for each other; one second later both are (by item id)
-    assert hist_ts["g"] == [] and hist_ts["h"] == [150, 150]
-    assert _ids(got.loc["h", "hist_item_ids"]) == [10, 13]
+    assert got.loc[["a", "b"], "n_history"].isna().all() and last[["a", "b"]].isna().all()
+    # at 200: only the event at 100; at 250 and 300: 100 and 200, never the event at 300
+    assert n["c"] == 1 and last["c"] == 100
+    assert n["d"] == 2 and last["d"] == 200 and got.loc["d", "mean_rating"] == pytest.approx(3.5)
+    assert n["e"] == 2 and last["e"] == 200
+    assert n["f"] == 3 and last["f"] == 300 and got.loc["f", "mean_rating"] == pytest.approx(4.0)
+    # events in the same second are not history for each other; one second later both are
+    assert n["g"] == 0 and n["h"] == 2 and got.loc["h", "mean_rating"] == pytest.approx(3.25)
     # users with only user_id: the profile view still works (empty profile sentence)
     assert set(got[PROFILE_TEXT]) == {""}
+
+
+def test_history_view_is_the_latest_snapshot_only(toy_store):
+    store, _, _ = toy_store
+    asked = pd.DataFrame({"user_id": [1, 1, 2], "event_timestamp": [300, 301, 151]})
+    got = historical_user_features(store, asked, views=("user_history",))
+    # before user 1's last event there is no row (nothing leaks); after it, the last history_len=2
+    # events while n_history counts all 3; same-second events ordered by item id
+    assert got.loc[0, "hist_item_ids"] is None and pd.isna(got.loc[0, "n_history"])
+    assert _ids(got.loc[1, "hist_timestamps"]) == [200, 300] and _ids(got.loc[1, "hist_item_ids"]) == [11, 12]
+    assert int(got.loc[1, "n_history"]) == 3 and list(got.loc[1, "hist_ratings"]) == [3.0, 5.0]
+    assert _ids(got.loc[2, "hist_item_ids"]) == [10, 13]
 
 
 def test_historical_accepts_datetimes_duplicates_and_chunks(toy_store):
@@ -96,16 +110,34 @@ def test_historical_accepts_datetimes_duplicates_and_chunks(toy_store):
         {"user_id": [1, 2, 1, 1], "event_timestamp": pd.to_datetime([250, 151, 200, 250], unit="s", utc=True)}
     )
     whole = historical_user_features(store, asked)
-    assert [_ids(v) for v in whole["hist_timestamps"]] == [[100, 200], [150, 150], [100], [100, 200]]
+    assert list(whole["last_event_timestamp"]) == [200, 150, 100, 200] and list(whole["n_history"]) == [2, 2, 1, 2]
     chunked = historical_user_features(store, asked, max_join_rows=2)  # several Feast requests
     pd.testing.assert_frame_equal(chunked, whole)
 
 
+def test_activity_snapshots_match_a_plain_count():
+    """The vectorized aggregates equal a per-row recount (random data with ties in a second)."""
+    rng = np.random.default_rng(3)
+    inter = pd.DataFrame({"user_id": rng.integers(0, 20, 600), "item_id": rng.integers(0, 50, 600),
+                          "rating": rng.integers(1, 6, 600).astype(float), "timestamp": rng.integers(0, 80, 600)})  # fmt: skip
+    act = activity_snapshots(inter)
+    assert len(act) == len(inter[["user_id", "timestamp"]].drop_duplicates())
+    for r in act.sample(60, random_state=0).itertuples(index=False):
+        seen = inter[(inter.user_id == r.user_id) & (inter.timestamp <= r.last_event_timestamp)]
+        assert r.n_history == len(seen) and r.mean_rating == pytest.approx(seen.rating.mean(), rel=1e-6)
+        assert r.event_timestamp == pd.Timestamp(r.last_event_timestamp + 1, unit="s", tz="UTC")
+    hist = history_snapshots(inter, 5, latest_only=True).to_pandas()
+    assert len(hist) == inter["user_id"].nunique()
+    for r in hist.itertuples(index=False):
+        mine = inter[inter.user_id == r.user_id].sort_values(["timestamp", "item_id"], kind="stable")
+        assert list(r.hist_item_ids) == list(mine.item_id[-5:]) and r.n_history == len(mine)
+
+
 def test_materialize_as_of_and_latest(toy_store):
     store, _, _ = toy_store
-    materialize(store, end=250)  # the online store as of t=250
-    on = online_user_features(store, [1])
-    assert _ids(on.loc[0, "hist_timestamps"]) == [100, 200]
+    materialize(store, end=250)  # the online store as of t=250: user 1's snapshot (stamped 301) not yet in
+    on = online_user_features(store, [1, 2])
+    assert on.loc[0, "hist_timestamps"] is None and _ids(on.loc[1, "hist_item_ids"]) == [10, 13]
     window = materialize(store)  # default: up to the latest event
     assert window["end"].startswith("1970-01-01T00:05:0")
     on = online_user_features(store, [1, 2])
@@ -132,38 +164,62 @@ def stage(tmp_path_factory):
     return root, summary
 
 
-def test_training_features_only_hold_earlier_events(stage):
+def test_stage_checks_point_in_time_and_writes_model_inputs(stage):
     from reclora.data import read_prepared
+    from reclora.features.inputs import model_inputs
 
     root, summary = stage
-    feats = pd.read_parquet(root / "features" / "training_features.parquet")
-    samples = pd.concat(
-        list(read_prepared(root / "prepared")[1].values()),  # histories sliced from the event store
-        ignore_index=True,
-    )
+    samples = pd.concat(list(read_prepared(root / "prepared", histories=False)[1].values()), ignore_index=True)
     assert len(samples) > 100
     assert summary["samples"] == len(samples) and summary["pit_leaks"] == 0 and summary["pit_mismatches"] == 0
-    assert len(feats) == len(samples[["user_id", "timestamp"]].drop_duplicates())
-    f = feats.set_index(["user_id", "timestamp"])
-    for s in samples.itertuples(index=False):
-        row = f.loc[(s.user_id, s.timestamp)]
-        ts = np.asarray(row["hist_timestamps"], dtype=np.int64)
-        assert (ts < s.timestamp).all(), (s.user_id, s.timestamp, ts)
-        # history_len == max_history (100): Feast gives exactly the sample's own history
-        assert list(ts) == list(s.hist_timestamps)
-        assert list(row["hist_item_ids"]) == list(s.hist_item_ids)
-        assert np.allclose(row["hist_ratings"], s.hist_ratings)
-        assert int(row["n_history"]) == s.n_history
-    # the synthetic users' attributes became profile features
-    assert {"age", "gender", "occupation"} <= set(summary["profile_attributes"])
-    assert feats[PROFILE_TEXT].str.startswith("The user is a").all()
+    keys = samples[["user_id", "timestamp"]].drop_duplicates()
+    assert summary["pit_check_rows"] == len(keys)  # small data: every row checked
+    feats = pd.read_parquet(root / "features" / "pit_check.parquet")
+    m = samples.merge(feats, on=["user_id", "timestamp"], suffixes=("", "_feast"))
+    assert len(m) == len(samples)
+    assert (m["last_event_timestamp"] < m["timestamp"]).all()  # strictly earlier
+    assert (m["n_history_feast"].astype(int) == m["n_history"]).all()
+    # the model inputs are Feast's: every catalogue user and item, the synthetic users' attributes
+    users = pd.read_parquet(root / "features" / "model_inputs" / "users.parquet")
+    items = pd.read_parquet(root / "features" / "model_inputs" / "items.parquet")
+    assert {"age", "gender", "occupation"} <= set(summary["profile_attributes"]) <= set(users.columns)
+    assert users[PROFILE_TEXT].str.startswith("The user is a").all()
+    prepared_items = pd.read_parquet(root / "prepared" / "items.parquet")
+    assert len(items) == len(prepared_items) and len(users) == summary["users"]
+    # chunked requests reduced per chunk give what one request gives
+    store = open_feature_store(root / "features" / "repo")
+    from reclora.features.inputs import offline_feature_frames
+
+    one = model_inputs(*offline_feature_frames(store, samples, users["user_id"], items["item_id"]))
+    many = model_inputs(*offline_feature_frames(store, samples, users["user_id"], items["item_id"],
+                                                chunk_rows=97, latest_per_key=True))  # fmt: skip
+    pd.testing.assert_frame_equal(one.users, many.users)
+    pd.testing.assert_frame_equal(one.items, many.items)
+    pd.testing.assert_frame_equal(many.users.astype({c: users[c].dtype for c in users.columns}), users)
+
+
+def test_pit_check_finds_a_leak_and_a_mismatch():
+    samples = pd.DataFrame({"user_id": [1, 1, 2], "timestamp": [100, 200, 50], "n_history": [3, 4, 1]})
+    feats = pd.DataFrame({"user_id": [1, 1, 2], "timestamp": [100, 200, 50], "n_history": [3, 5, 1],
+                          "last_event_timestamp": [99, 150, 50]})  # fmt: skip
+    assert point_in_time_check(samples, feats) == {"leaks": 1, "mismatches": 1, "checked": 3}
+
+
+def test_check_subset_is_seeded():
+    from reclora.features.store import _check_rows
+
+    samples = pd.DataFrame({"user_id": np.arange(1000) % 7, "timestamp": np.arange(1000)})
+    a, b = _check_rows(samples, 50, seed=1), _check_rows(samples, 50, seed=1)
+    assert len(a) == 50 and a.equals(b) and not a.equals(_check_rows(samples, 50, seed=2))
+    assert len(_check_rows(samples, 0, seed=1)) == 1000
 
 
 def test_online_features_after_materialize(stage):
     root, _ = stage
     store = open_feature_store(root / "features" / "repo")  # the renamed-into-place repo still works
     hist = pd.read_parquet(root / "features" / "sources" / "user_history.parquet")
-    latest = hist.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
+    assert hist["user_id"].is_unique  # one (the latest) snapshot per user
+    latest = hist.set_index("user_id")
     users = [int(u) for u in latest.index[:5]]
     on = online_user_features(store, users)
     assert list(on["user_id"]) == users
@@ -190,10 +246,11 @@ def test_feast_apply_is_real(stage):
         n = con.execute("select count(*) from reclora_user_history").fetchone()[0]
     assert {"reclora_user_profile", "reclora_item_metadata", "reclora_user_history"} <= tables
     assert n > 0
-    assert summary["store"] == {"provider": "local", "offline_store": "file", "online_store": "sqlite"}
+    assert summary["store"] == {"provider": "local", "offline_store": "duckdb", "online_store": "sqlite"}
     assert summary["features"]["user_history"] == [f"user_history:{f}" for f in HISTORY_FEATURES]
+    assert summary["features"]["user_activity"] == [f"user_activity:{f}" for f in ACTIVITY_FEATURES]
     summ = yaml.safe_load((root / "features" / "summary.json").read_text())
-    assert summ["training_rows"] == summary["training_rows"]
+    assert summ["training_join_rows"] == summary["training_join_rows"] > 2 * summary["samples"]
     assert not list((root / "features").parent.glob(".features.tmp-*"))  # nothing half-written left
 
 

@@ -38,13 +38,12 @@ def test_spark_store_gives_the_file_stores_point_in_time_features(tmp_path):
     assert stores["spark"].config.offline_store.type == "spark"
     asked = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "event_timestamp": [50, 200, 301, 150, 151]})
     got = {k: historical_user_features(s, asked) for k, s in stores.items()}
-    want = {"hist_item_ids": [None, [10], [11, 12], None, [10, 13]],
-            "hist_timestamps": [None, [100], [200, 300], None, [150, 150]]}  # strictly earlier, last 2
-    for c in want:
-        assert [None if v is None else list(v) for v in got["spark"][c]] == want[c]
-        assert [None if v is None else list(v) for v in got["file"][c]] == [None if v is None else list(v)
-                                                                           for v in got["spark"][c]]  # fmt: skip
+    want = [None, 100, 300, None, 150]  # the latest event strictly earlier than the asked time
+    for k in ("file", "spark"):
+        assert [None if pd.isna(v) else int(v) for v in got[k]["last_event_timestamp"]] == want
     assert list(got["spark"]["n_history"].astype("float").fillna(0)) == [0, 1, 3, 0, 2]
+    latest = {k: historical_user_features(s, asked, views=("user_history",)) for k, s in stores.items()}
+    assert [None if v is None else list(v) for v in latest["spark"]["hist_item_ids"]] == [None, None, [11, 12], None, [10, 13]]
     items = pd.DataFrame({"item_id": [10, 13, 12], "event_timestamp": 100})
     mi = {k: model_inputs(historical_view(s, asked, "user_profile", "user_id"),
                           historical_view(s, items, "item_metadata", "item_id")) for k, s in stores.items()}  # fmt: skip

@@ -11,15 +11,27 @@ Sources are parquet files in one *sources directory* written by
 relative to the feature repo when they can be, so a rendered repo and its
 sources can be moved (or renamed into place atomically) together.
 
-Point-in-time semantics of ``user_history``
--------------------------------------------
-One row per (user, distinct event second t). The row holds the user's events
-with timestamp <= t (the most recent ``history_len``, oldest first, and the
-count of all of them), and it is stamped ``t + HISTORY_DELAY`` (one second).
-Feast's point-in-time join returns, for an entity row at time T, the latest
-feature row stamped <= T. Event times are whole unix seconds, so that row
-holds exactly the events with timestamp <= T - 1 s, i.e. timestamp < T:
-strictly earlier events, the same rule the CTR samples use for their history.
+Point-in-time semantics of ``user_activity``
+--------------------------------------------
+One row per (user, distinct event second t): scalar aggregates of the user's
+events with timestamp <= t (their count, the latest event time, the mean
+rating), stamped ``t + HISTORY_DELAY`` (one second). Feast's point-in-time
+join returns, for an entity row at time T, the latest feature row stamped
+<= T. Event times are whole unix seconds, so that row covers exactly the
+events with timestamp <= T - 1 s, i.e. timestamp < T: strictly earlier
+events, the same rule the CTR samples use for their history.
+
+``user_history``: the sequence store's online side
+--------------------------------------------------
+One row per user: the latest snapshot (the most recent ``history_len`` events,
+oldest first, and the count of all of them), stamped one second after the
+user's last event. Serving reads it from the online store. Training reads the
+same sequences offline from the prepared event store (``events.parquet``,
+sliced per sample), never a per-sample copy: a per-second snapshot of 100
+events per row would be ~100x the event table (about 50 GB at MovieLens-25M).
+A point-in-time lookup before a user's last event therefore finds no
+``user_history`` row (nothing leaks); ``user_activity`` is the view that
+answers "as of T".
 """
 
 from __future__ import annotations
@@ -35,7 +47,8 @@ PROJECT = "reclora"
 USER_PROFILE_FILE = "user_profile.parquet"
 ITEM_METADATA_FILE = "item_metadata.parquet"
 USER_HISTORY_FILE = "user_history.parquet"
-SOURCE_FILES = (USER_PROFILE_FILE, ITEM_METADATA_FILE, USER_HISTORY_FILE)
+USER_ACTIVITY_FILE = "user_activity.parquet"
+SOURCE_FILES = (USER_PROFILE_FILE, ITEM_METADATA_FILE, USER_HISTORY_FILE, USER_ACTIVITY_FILE)
 
 TIMESTAMP_FIELD = "event_timestamp"
 # rows that do not change over time (profiles, item metadata) are stamped at the epoch so every
@@ -48,6 +61,7 @@ HISTORY_DELAY = timedelta(seconds=1)
 PROFILE_TEXT = "profile_text"
 ITEM_FEATURES = ("title", "genres")
 HISTORY_FEATURES = ("hist_item_ids", "hist_ratings", "hist_timestamps", "n_history")
+ACTIVITY_FEATURES = ("n_history", "last_event_timestamp", "mean_rating")
 
 # env var read by feature_repo/features.py: where the parquet sources are (absolute, or relative
 # to the feature repo); default "data/sources" inside the repo
@@ -59,7 +73,7 @@ OFFLINE_STORE_ENV = "RECLORA_FEAST_OFFLINE_STORE"
 FILE_SOURCE_STORES = ("file", "dask", "duckdb")
 DEFAULT_SOURCES = "data/sources"
 
-RESERVED = {"user_id", "item_id", TIMESTAMP_FIELD, PROFILE_TEXT, *HISTORY_FEATURES, *ITEM_FEATURES}
+RESERVED = {"user_id", "item_id", TIMESTAMP_FIELD, PROFILE_TEXT, *HISTORY_FEATURES, *ACTIVITY_FEATURES, *ITEM_FEATURES}
 
 
 def profile_attributes(profile_path: str | os.PathLike[str]) -> list[tuple[str, Any]]:
@@ -146,6 +160,7 @@ def feature_definitions(
     profile_path, profile_local = _source_path(sources_dir, USER_PROFILE_FILE, repo)
     items_path, _ = _source_path(sources_dir, ITEM_METADATA_FILE, repo)
     history_path, _ = _source_path(sources_dir, USER_HISTORY_FILE, repo)
+    activity_path, _ = _source_path(sources_dir, USER_ACTIVITY_FILE, repo)
 
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a user")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="an item")
@@ -154,6 +169,7 @@ def feature_definitions(
     user_profile_source = _source("user_profile_source", profile_path, repo, kind)
     item_metadata_source = _source("item_metadata_source", items_path, repo, kind)
     user_history_source = _source("user_history_source", history_path, repo, kind)
+    user_activity_source = _source("user_activity_source", activity_path, repo, kind)
 
     user_profile = FeatureView(
         name="user_profile",
@@ -194,9 +210,28 @@ def feature_definitions(
         source=user_history_source,
         online=True,
         description=(
-            "The user's behaviour history as of a time T: the most recent events with timestamp < T "
-            "(oldest first) and the count of all of them. Row for the events of second t is stamped "
-            "t + 1 s."
+            "The user's latest behaviour history (serving's sequence store): the most recent events "
+            "(oldest first) and the count of all of them; one row per user, stamped 1 s after the "
+            "user's last event. Training reads the same sequences from the prepared event store."
+        ),
+        tags={"owner": "reclora"},
+    )
+    user_activity = FeatureView(
+        name="user_activity",
+        entities=[user],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="user_id", dtype=Int64),
+            Field(name="n_history", dtype=Int64),
+            Field(name="last_event_timestamp", dtype=Int64),
+            Field(name="mean_rating", dtype=Float32),
+        ],
+        source=user_activity_source,
+        online=False,  # a point-in-time aggregate for training and the stage's check
+        description=(
+            "Point-in-time user aggregates as of T over the events with timestamp < T: their count, "
+            "the latest event time (unix s) and the mean rating. Row for the events of second t is "
+            "stamped t + 1 s."
         ),
         tags={"owner": "reclora"},
     )
@@ -206,9 +241,11 @@ def feature_definitions(
         "user_profile_source": user_profile_source,
         "item_metadata_source": item_metadata_source,
         "user_history_source": user_history_source,
+        "user_activity_source": user_activity_source,
         "user_profile": user_profile,
         "item_metadata": item_metadata,
         "user_history": user_history,
+        "user_activity": user_activity,
     }
 
 

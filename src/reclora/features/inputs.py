@@ -78,14 +78,23 @@ def _view_names(store: "FeatureStore", view: str) -> tuple[list[str], list[str]]
 
 
 def historical_view(
-    store: "FeatureStore", entity_df: pd.DataFrame, view: str, key: str, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    store: "FeatureStore",
+    entity_df: pd.DataFrame,
+    view: str,
+    key: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    latest_per_key: bool = False,
 ) -> pd.DataFrame:
     """Point-in-time features of one view for the distinct (``key``, ``event_timestamp``) rows of
     ``entity_df`` (times as unix seconds or datetimes), through ``get_historical_features``.
 
-    Returns one row per distinct (key, time): ``key`` (int64), ``event_timestamp`` (UTC), the view's
-    features (null where Feast has no row at or before that time). Requests are split into
-    ``chunk_rows`` entity rows each (0 = one request). Raises DataError on missing columns.
+    Returns one row per distinct (key, time), in the order the rows were first asked: ``key``
+    (int64), ``event_timestamp`` (UTC), the view's features (null where Feast has no row at or
+    before that time). Requests are split into ``chunk_rows`` entity rows each (0 = one request).
+    ``latest_per_key``: reduce every chunk's answer at once to the row :func:`model_inputs` would
+    keep per key (the latest with any feature value), so memory holds O(entities) rows, not
+    O(entity rows); :func:`model_inputs` gives the same result on it. Raises DataError on missing
+    columns.
     """
     from reclora.features.store import offline_reads
 
@@ -105,8 +114,11 @@ def historical_view(
             got = store.get_historical_features(entity_df=chunk, features=refs).to_df()
             got[TIMESTAMP_FIELD] = pd.to_datetime(got[TIMESTAMP_FIELD], utc=True)
             # Feast may drop entity rows without a feature row: merge back onto the asked rows
-            parts.append(chunk.merge(got[[key, TIMESTAMP_FIELD, *names]], on=[key, TIMESTAMP_FIELD], how="left"))
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            part = chunk.merge(got[[key, TIMESTAMP_FIELD, *names]], on=[key, TIMESTAMP_FIELD], how="left")
+            del got
+            parts.append(_latest_rows(part, key, names) if latest_per_key else part)
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return _latest_rows(out, key, names) if latest_per_key and len(parts) > 1 else out
 
 
 def offline_feature_frames(
@@ -116,13 +128,15 @@ def offline_feature_frames(
     item_ids: Iterable[Any] = (),
     as_of: Any = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    latest_per_key: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training: (user frame, item frame) from the offline store.
 
     Entity rows: every sample's (``user_id``, ``timestamp``) and (``item_id``, ``timestamp``)
     (unix seconds), plus ``user_ids`` / ``item_ids`` (the known catalogue, ids only) at ``as_of``
     (default: the latest sample time), so every id the model has a vocabulary entry for gets its
-    features as of the training cut-off. Returns the frames :func:`model_inputs` takes.
+    features as of the training cut-off. Returns the frames :func:`model_inputs` takes (one row per
+    entity row; with ``latest_per_key`` one per entity, see :func:`historical_view`).
     """
     for c in ("user_id", "item_id", "timestamp"):
         if c not in samples.columns:
@@ -141,9 +155,10 @@ def offline_feature_frames(
         {"item_id": np.r_[samples["item_id"].to_numpy(np.int64), iids],
          TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(iids), t_ref, np.int64)]}
     )  # fmt: skip
+    del ts
     return (
-        historical_view(store, u_rows, USER_VIEW, "user_id", chunk_rows),
-        historical_view(store, i_rows, ITEM_VIEW, "item_id", chunk_rows),
+        historical_view(store, u_rows, USER_VIEW, "user_id", chunk_rows, latest_per_key),
+        historical_view(store, i_rows, ITEM_VIEW, "item_id", chunk_rows, latest_per_key),
     )
 
 
@@ -163,12 +178,18 @@ def online_feature_frames(
     return out[0], out[1]
 
 
-def _latest(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
+def _latest_rows(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
+    """Per key, the row with the latest ``event_timestamp`` among those with any feature value
+    (ties: the later row); rows of entities Feast knows nothing of are dropped. Columns kept."""
     f = frame.dropna(subset=[key])
     f = f[f[names].notna().any(axis=1)] if names else f  # entities Feast knows nothing of
     if TIMESTAMP_FIELD in f.columns:
         f = f.sort_values([key, TIMESTAMP_FIELD], kind="stable")
-    f = f.drop_duplicates(key, keep="last")
+    return f.drop_duplicates(key, keep="last")
+
+
+def _latest(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
+    f = _latest_rows(frame, key, names)
     out = f[[key, *names]].astype({key: "int64"}).sort_values(key).reset_index(drop=True)
     return out
 

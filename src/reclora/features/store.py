@@ -11,14 +11,25 @@ Stage output (``features_stage(data_dir, OUT)``, written atomically)::
     OUT/
       sources/user_profile.parquet    user_id, event_timestamp (epoch), profile_text, [age, gender, ...]
       sources/item_metadata.parquet   item_id, event_timestamp (epoch), title, genres
-      sources/user_history.parquet    user_id, event_timestamp (t + 1 s), hist_item_ids, hist_ratings,
-                                      hist_timestamps, n_history  (one row per user and event second t)
+      sources/user_history.parquet    user_id, event_timestamp (last event + 1 s), hist_item_ids,
+                                      hist_ratings, hist_timestamps, n_history  (one row per user: the
+                                      latest snapshot, serving's sequences)
+      sources/user_activity.parquet   user_id, event_timestamp (t + 1 s), n_history, last_event_timestamp,
+                                      mean_rating  (one row per user and event second t: scalars)
       repo/feature_store.yaml         rendered config (paths relative to repo/, so OUT can move)
       repo/features.py                the repo's objects, for the `feast` CLI (`cd OUT/repo && feast ...`)
       repo/data/registry.db           the Feast registry written by apply
       repo/data/online_store.db       the SQLite online store, materialized up to the latest event
-      training_features.parquet       point-in-time user features for every sample's (user_id, timestamp)
-      summary.json                    counts, paths, materialization window, point-in-time check
+      model_inputs/users.parquet      the training side's shared features (reclora.features.inputs.
+      model_inputs/items.parquet      ModelInputs) from get_historical_features on every sample's
+                                      (entity, time) row plus the catalogue at the cut-off
+      pit_check.parquet               user_activity as of each checked sample's time (a seeded subset
+                                      of ``features.pit_check_rows`` distinct (user, time) rows; 0 = all)
+      summary.json                    counts, paths, materialization window, point-in-time check, seconds
+
+Memory stays bounded with the data size: no per-sample or per-second copy of a history (training
+slices sequences from the prepared event store), point-in-time requests go in chunks of
+``features.chunk_rows`` entity rows and each chunk is reduced to one row per entity at once.
 
 Store backends are configuration: ``store_config`` (or ``$RECLORA_FEAST_STORE_CONFIG``, a YAML
 file, or a ``features.store`` mapping in params.yaml) is deep-merged over the local default
@@ -60,6 +71,7 @@ from reclora.features.definitions import (
     SOURCES_ENV,
     STATIC_TIMESTAMP,
     TIMESTAMP_FIELD,
+    USER_ACTIVITY_FILE,
     USER_HISTORY_FILE,
     USER_PROFILE_FILE,
     feature_definitions,
@@ -74,7 +86,8 @@ if TYPE_CHECKING:
 STORE_CONFIG_ENV = "RECLORA_FEAST_STORE_CONFIG"
 REGISTRY_PATH = "data/registry.db"
 ONLINE_PATH = "data/online_store.db"
-TRAINING_FEATURES = "training_features.parquet"
+PIT_CHECK = "pit_check.parquet"
+FEATURE_VIEWS = ("user_profile", "item_metadata", "user_history", "user_activity")
 SUMMARY = "summary.json"
 # the checked-in repo (template and `feast` CLI entry point); never rendered over
 TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "feature_repo"
@@ -92,7 +105,7 @@ DEFAULT_STORE_CONFIG: dict[str, Any] = {
 
 FEATURES_PY = '''\
 """The RecLoRA Feast repo: entities `user`, `item`; feature views `user_profile`, `item_metadata`,
-`user_history`. The objects are defined once in reclora.features.definitions (the library applies
+`user_history`, `user_activity`. The objects are defined once in reclora.features.definitions (the library applies
 the same ones); this file exposes them to the `feast` CLI.
 
 Sources directory: ${env} (absolute, or relative to this repo), default "{default}".
@@ -113,6 +126,7 @@ item = _defs["item"]
 user_profile = _defs["user_profile"]
 item_metadata = _defs["item_metadata"]
 user_history = _defs["user_history"]
+user_activity = _defs["user_activity"]
 '''
 
 
@@ -206,15 +220,9 @@ def _item_metadata_frame(items: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("item_id").reset_index(drop=True)[["item_id", TIMESTAMP_FIELD, "title", "genres"]]
 
 
-def history_snapshots(inter: pd.DataFrame, history_len: int = 100) -> pa.Table:
-    """One row per (user, distinct event second t): the user's events with timestamp <= t.
-
-    Arrays hold the most recent ``history_len`` of them, oldest first (ties in a second ordered by
-    item id, as the samples order them); ``n_history`` counts all of them. The row is stamped
-    ``t + HISTORY_DELAY`` so that a point-in-time lookup at T sees only events with timestamp < T.
-    """
-    if history_len < 1:
-        raise ConfigError(f"history_len must be >= 1, got {history_len}")
+def _sorted_events(inter: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Events sorted by (user, time, item) and, per row: user, time, the first row of its user, and
+    whether it is the last row of its (user, second) group."""
     df = inter[["user_id", "item_id", "rating", "timestamp"]].sort_values(
         ["user_id", "timestamp", "item_id"], kind="stable"
     )
@@ -223,8 +231,27 @@ def history_snapshots(inter: pd.DataFrame, history_len: int = 100) -> pa.Table:
     n = len(df)
     new_user = np.r_[True, users[1:] != users[:-1]] if n else np.zeros(0, bool)
     user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0)) if n else np.zeros(0, np.int64)
-    # last row of every (user, second) group; the snapshot covers rows [user_start, end)
     last = np.r_[(users[1:] != users[:-1]) | (ts[1:] != ts[:-1]), True] if n else np.zeros(0, bool)
+    return df, users, ts, user_start, last
+
+
+def history_snapshots(inter: pd.DataFrame, history_len: int = 100, latest_only: bool = False) -> pa.Table:
+    """History rows: per (user, distinct event second t), the user's events with timestamp <= t.
+
+    Arrays hold the most recent ``history_len`` of them, oldest first (ties in a second ordered by
+    item id, as the samples order them); ``n_history`` counts all of them. The row is stamped
+    ``t + HISTORY_DELAY`` so that a point-in-time lookup at T sees only events with timestamp < T.
+    ``latest_only`` keeps one row per user, its latest (the ``user_history`` source: serving's
+    sequences; every second's row would be ~``history_len`` times the event table).
+    Returns an Arrow table (list columns; large lists past 2^31 values). ConfigError on history_len < 1.
+    """
+    if history_len < 1:
+        raise ConfigError(f"history_len must be >= 1, got {history_len}")
+    df, users, ts, user_start, last = _sorted_events(inter)
+    n = len(df)
+    if latest_only:  # only the last row of each user
+        last = np.r_[users[1:] != users[:-1], True] if n else last
+    # last row of every (user, second) group; the snapshot covers rows [user_start, end)
     end = np.flatnonzero(last) + 1
     ustart = user_start[end - 1]
     lo = np.maximum(ustart, end - history_len)
@@ -251,19 +278,43 @@ def history_snapshots(inter: pd.DataFrame, history_len: int = 100) -> pa.Table:
     )
 
 
+def activity_snapshots(inter: pd.DataFrame) -> pd.DataFrame:
+    """The ``user_activity`` source: one row per (user, distinct event second t) with scalar
+    aggregates of the user's events with timestamp <= t: ``n_history`` (count), ``last_event_timestamp``
+    (t, unix s) and ``mean_rating`` (float32), stamped ``t + HISTORY_DELAY`` (so "as of T" covers
+    timestamp < T). O(events) time and memory, no arrays."""
+    df, users, ts, user_start, last = _sorted_events(inter)
+    rows = np.flatnonzero(last)
+    csum = np.cumsum(df["rating"].to_numpy(np.float64))
+    before = np.where(user_start[rows] > 0, csum[np.maximum(user_start[rows] - 1, 0)], 0.0)
+    count = rows + 1 - user_start[rows]
+    out = pd.DataFrame(
+        {
+            "user_id": users[rows],
+            TIMESTAMP_FIELD: pd.to_datetime((ts[rows] + int(HISTORY_DELAY.total_seconds())) * 1_000_000_000, utc=True),
+            "n_history": count.astype(np.int64),
+            "last_event_timestamp": ts[rows],
+            "mean_rating": ((csum[rows] - before) / np.maximum(count, 1)).astype(np.float32),
+        }
+    )
+    return out
+
+
 def build_feature_sources(
     data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], history_len: int = 100
 ) -> dict[str, Any]:
     """Write the parquet sources of the feature views from a prepared data directory.
 
     ``out_dir`` is replaced atomically by a directory holding ``user_profile.parquet``,
-    ``item_metadata.parquet`` and ``user_history.parquet`` (``event_timestamp`` tz-aware UTC).
-    Returns counts and the event-time range.
+    ``item_metadata.parquet``, ``user_history.parquet`` (latest snapshot per user) and
+    ``user_activity.parquet`` (``event_timestamp`` tz-aware UTC). Returns counts and the event-time
+    range. Raises DataError on a missing or malformed prepared directory.
     """
     inter, items, users = _read_tables(data_dir)
     prof = _user_profile_frame(users, inter)
     meta = _item_metadata_frame(items)
-    hist = history_snapshots(inter, int(history_len))
+    hist = history_snapshots(inter, int(history_len), latest_only=True)
+    activity = activity_snapshots(inter)
     # timestamps in microseconds: every offline store reads them (Spark refuses nanosecond parquet);
     # event times are whole seconds, so nothing is truncated
     us = {"coerce_timestamps": "us", "allow_truncated_timestamps": False}
@@ -271,6 +322,7 @@ def build_feature_sources(
         prof.to_parquet(tmp / USER_PROFILE_FILE, index=False, **us)
         meta.to_parquet(tmp / ITEM_METADATA_FILE, index=False, **us)
         pq.write_table(hist, tmp / USER_HISTORY_FILE, **us)
+        activity.to_parquet(tmp / USER_ACTIVITY_FILE, index=False, **us)
     t_min, t_max = int(inter["timestamp"].min()), int(inter["timestamp"].max())
     return {
         "sources_dir": str(out_dir),
@@ -279,6 +331,7 @@ def build_feature_sources(
         "items": int(len(meta)),
         "interactions": int(len(inter)),
         "history_rows": int(hist.num_rows),
+        "activity_rows": int(len(activity)),
         "history_len": int(history_len),
         "profile_attributes": [c for c in prof.columns if c not in ("user_id", TIMESTAMP_FIELD, PROFILE_TEXT)],
         "first_event": t_min,
@@ -526,15 +579,16 @@ def _key_chunks(store: "FeatureStore", view: str, keys: pd.DataFrame, max_join_r
 def historical_user_features(
     store: "FeatureStore",
     entity_df: pd.DataFrame,
-    views: Iterable[str] = ("user_profile", "user_history"),
+    views: Iterable[str] = ("user_profile", "user_activity"),
     max_join_rows: int = 2_000_000,
 ) -> pd.DataFrame:
     """Point-in-time correct user features for ``entity_df`` (``user_id`` and ``event_timestamp``:
     tz-aware/naive-UTC datetimes or unix seconds), via Feast's ``get_historical_features``.
 
     Returns ``entity_df`` (same rows, same order, same index) with ``event_timestamp`` as UTC
-    datetimes and the features of ``views`` added. ``user_history`` at T holds only events with
-    timestamp < T; a user with no earlier event gets nulls (``n_history`` <NA>, arrays None).
+    datetimes and the features of ``views`` added. ``user_activity`` at T covers only events with
+    timestamp < T; a user with no earlier event gets nulls (``n_history`` <NA>). ``user_history``
+    holds only each user's latest snapshot: null before the user's last event.
     Large requests are split (``max_join_rows``, see :func:`_key_chunks`); 0 = one request.
     """
     out = entity_df.copy()
@@ -597,44 +651,45 @@ def online_item_features(store: "FeatureStore", item_ids: Iterable[Any]) -> pd.D
 
 
 def _read_samples(data_dir: Path) -> pd.DataFrame:
+    """Every split's sample index (no histories): user_id, item_id, timestamp, n_history, split."""
     missing = [schema.split_path(s) for s in schema.SPLITS if not (data_dir / schema.split_path(s)).is_file()]
     if missing:
         raise DataError(f"{data_dir}: samples missing ({', '.join(missing)}); run `reclora data prepare`")
-    cols = ["user_id", "timestamp", "n_history", "hist_item_ids", "hist_timestamps"]
-    frames = []
-    for s in schema.SPLITS:
-        df = read_split(data_dir, s)[cols]  # histories sliced from the event store (reclora.data)
-        frames.append(df.assign(split=s))
-    return pd.concat(frames, ignore_index=True)
+    cols = ["user_id", "item_id", "timestamp", "n_history"]
+    frames = [read_split(data_dir, s, histories=False)[cols].assign(split=s) for s in schema.SPLITS]
+    out = pd.concat(frames, ignore_index=True)
+    out["split"] = out["split"].astype("category")
+    return out
 
 
 def point_in_time_check(samples: pd.DataFrame, feats: pd.DataFrame) -> dict[str, int]:
-    """Compare Feast's history with each sample's own (strictly earlier) history.
+    """Compare Feast's ``user_activity`` as of each sample's time with the sample itself.
 
-    ``leaks``: samples whose Feast history holds an event at or after the sample's time (must be 0).
-    ``mismatches``: samples whose Feast history differs from the sample's ``hist_*`` (the
-    comparison covers the last min(len) events, so different history lengths still compare).
+    ``samples``: user_id, timestamp (unix s), n_history (the sample's count of strictly earlier
+    events). ``feats``: user_id, timestamp, n_history, last_event_timestamp (Feast's row as of that
+    time; null where Feast has none). Samples without a ``feats`` row are not counted.
+    ``leaks``: samples whose Feast aggregate covers an event at or after the sample's time (must be 0).
+    ``mismatches``: samples whose Feast ``n_history`` differs from their own. Vectorized, O(rows).
     """
     keys = ["user_id", "timestamp"]
-    got = feats[[*keys, "hist_item_ids", "hist_timestamps", "n_history"]].rename(
-        columns={"hist_item_ids": "_fi", "hist_timestamps": "_ft", "n_history": "_fn"}
+    got = feats[[*keys, "n_history", "last_event_timestamp"]].rename(
+        columns={"n_history": "_fn", "last_event_timestamp": "_fl"}
     )
-    m = samples[[*keys, "n_history", "hist_item_ids", "hist_timestamps"]].merge(got, on=keys, how="left")
-    leaks = mismatches = 0
-    for t, n, items, tss, fi, ft, fn in zip(
-        m["timestamp"], m["n_history"], m["hist_item_ids"], m["hist_timestamps"], m["_fi"], m["_ft"], m["_fn"]
-    ):
-        fi = np.asarray(fi if fi is not None else [], dtype=np.int64)
-        ft = np.asarray(ft if ft is not None else [], dtype=np.int64)
-        if len(ft) and ft.max() >= t:
-            leaks += 1
-        k = min(len(fi), len(items))
-        same = (0 if pd.isna(fn) else int(fn)) == int(n) and (
-            k == 0
-            or (np.array_equal(fi[-k:], np.asarray(items)[-k:]) and np.array_equal(ft[-k:], np.asarray(tss)[-k:]))
-        )
-        mismatches += not same
-    return {"leaks": leaks, "mismatches": mismatches}
+    m = samples[[*keys, "n_history"]].merge(got, on=keys, how="inner")
+    last = pd.to_numeric(m["_fl"], errors="coerce")
+    leaks = int((last >= m["timestamp"]).sum())
+    fn = pd.to_numeric(m["_fn"], errors="coerce").fillna(0).astype("int64")
+    mismatches = int((fn != m["n_history"].astype("int64")).sum())
+    return {"leaks": leaks, "mismatches": mismatches, "checked": int(len(m))}
+
+
+def _check_rows(samples: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The distinct (user_id, timestamp) rows of the point-in-time check: all (n = 0 or n >= their
+    number) or a seeded uniform subset of n."""
+    keys = samples[["user_id", "timestamp"]].drop_duplicates(ignore_index=True)
+    if 0 < n < len(keys):
+        keys = keys.sample(n=n, random_state=seed).sort_values(["user_id", "timestamp"], ignore_index=True)
+    return keys
 
 
 def features_stage(
@@ -646,14 +701,22 @@ def features_stage(
     store_config: Mapping[str, Any] | None = None,
     materialize_end: Any = None,
     max_join_rows: int | None = None,
+    pit_check_rows: int | None = None,
+    chunk_rows: int | None = None,
 ) -> dict[str, Any]:
     """The whole features step, written atomically into ``out_dir`` (layout in the module doc).
 
-    ``history_len`` defaults to params ``features.history_len`` or ``data.max_history`` (100);
-    ``max_join_rows`` (rows one point-in-time request may join) to ``features.max_join_rows`` or 2e6.
-    Raises DataError on bad input and if the point-in-time check finds any leak.
+    Steps: sources, ``apply``, materialize the online store, the training join (the shared user and
+    item features through ``get_historical_features`` on every sample's (entity, time) row plus the
+    catalogue at the cut-off, in requests of ``chunk_rows`` rows, turned into ModelInputs), and the
+    point-in-time check (``user_activity`` as of each checked sample's time against the sample).
+
+    Defaults from params ``features``: ``history_len`` (else ``data.max_history``, 100),
+    ``max_join_rows`` (2e6), ``pit_check_rows`` (200,000; 0 = every sample row), ``chunk_rows``
+    (1e6). Raises DataError on bad input and if the point-in-time check finds any leak.
     """
     from reclora.config import load_params
+    from reclora.features.inputs import DEFAULT_CHUNK_ROWS, historical_view, model_inputs, offline_feature_frames
 
     t0 = time.perf_counter()
     data = Path(data_dir)
@@ -664,41 +727,76 @@ def features_stage(
         history_len = int(fp.get("history_len") or params.get("data", {}).get("max_history", 100))
     if max_join_rows is None:
         max_join_rows = int(fp.get("max_join_rows") or 2_000_000)
+    if pit_check_rows is None:
+        pit_check_rows = int(fp.get("pit_check_rows", 200_000) or 0)
+    if chunk_rows is None:
+        chunk_rows = int(fp.get("chunk_rows") or DEFAULT_CHUNK_ROWS)
+    if pit_check_rows < 0 or chunk_rows < 0:
+        raise ConfigError("features.pit_check_rows and features.chunk_rows must be >= 0")
+    seed = int(params.get("data", {}).get("seed", 0))
     overrides = dict(store_config) if store_config is not None else store_overrides(params)
     _check_prepared(data)  # fail fast, with the clear message, before anything is written
     samples = _read_samples(data)
+    seconds: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        seconds[name] = round(now - since, 2)
+        return now
+
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
+        t = time.perf_counter()
         src_summary = build_feature_sources(data, tmp / "sources", history_len)
+        t = lap("sources", t)
         store = apply_feature_repo(tmp / "repo", tmp / "sources", online_path, overrides)
+        t = lap("apply", t)
         mat = materialize(store, end=materialize_end)
-        keys = samples[["user_id", "timestamp"]].drop_duplicates().reset_index(drop=True)
-        t1 = time.perf_counter()
-        feats = historical_user_features(
-            store, keys.assign(**{TIMESTAMP_FIELD: keys["timestamp"]}), max_join_rows=max_join_rows
+        t = lap("materialize", t)
+        # training's join: the shared features on every sample row + the catalogue at the cut-off
+        catalogue_users = pq.read_table(tmp / "sources" / USER_PROFILE_FILE, columns=["user_id"])["user_id"]
+        catalogue_items = pq.read_table(tmp / "sources" / ITEM_METADATA_FILE, columns=["item_id"])["item_id"]
+        uf, itf = offline_feature_frames(
+            store, samples, catalogue_users.to_numpy(), catalogue_items.to_numpy(), chunk_rows=chunk_rows,
+            latest_per_key=True,
         )
-        hist_seconds = round(time.perf_counter() - t1, 2)
+        mi = model_inputs(uf, itf)
+        join_rows = 2 * len(samples) + len(catalogue_users) + len(catalogue_items)
+        del uf, itf
+        (tmp / "model_inputs").mkdir()
+        mi.users.to_parquet(tmp / "model_inputs" / "users.parquet", index=False)
+        mi.items.to_parquet(tmp / "model_inputs" / "items.parquet", index=False)
+        t = lap("training_join", t)
+        # the point-in-time check: Feast's aggregates as of each checked row's time vs the samples
+        keys = _check_rows(samples, pit_check_rows, seed)
+        feats = historical_view(
+            store, keys.assign(**{TIMESTAMP_FIELD: keys["timestamp"]}), "user_activity", "user_id", chunk_rows
+        )
+        feats["timestamp"] = keys["timestamp"].to_numpy()  # historical_view keeps the asked rows' order
         check = point_in_time_check(samples, feats)
         if check["leaks"]:
             raise DataError(
-                f"point-in-time check failed: {check['leaks']} samples got history events at or after their own time"
+                f"point-in-time check failed: {check['leaks']} samples got activity at or after their own time"
             )
-        feats["hist_ratings"] = feats["hist_ratings"].map(lambda a: None if a is None else np.asarray(a, np.float32))
-        feats.to_parquet(tmp / TRAINING_FEATURES, index=False)
+        feats.to_parquet(tmp / PIT_CHECK, index=False)
+        t = lap("pit_check", t)
         summary: dict[str, Any] = {
             "users": src_summary["users"],
             "items": src_summary["items"],
             "interactions": src_summary["interactions"],
             "history_rows": src_summary["history_rows"],
+            "activity_rows": src_summary["activity_rows"],
             "history_len": int(history_len),
-            "training_rows": int(len(feats)),
             "samples": int(len(samples)),
+            "training_join_rows": int(join_rows),
+            "model_inputs": {"users": int(len(mi.users)), "items": int(len(mi.items)), "attributes": mi.attributes},
+            "pit_check_rows": check["checked"],
             "pit_leaks": check["leaks"],
             "pit_mismatches": check["mismatches"],
-            "historical_seconds": hist_seconds,
+            "chunk_rows": int(chunk_rows),
             "profile_attributes": src_summary["profile_attributes"],
-            "feature_views": ["user_profile", "item_metadata", "user_history"],
-            "features": {v: feature_refs(store, v) for v in ("user_profile", "item_metadata", "user_history")},
+            "feature_views": list(FEATURE_VIEWS),
+            "features": {v: feature_refs(store, v) for v in FEATURE_VIEWS},
             "materialized": mat,
             "store": {
                 "provider": store.config.provider,
@@ -710,12 +808,18 @@ def features_stage(
                 "repo": "repo",
                 "registry": f"repo/{REGISTRY_PATH}",
                 "online_store": f"repo/{ONLINE_PATH}" if online_path is None else str(online_path),
-                "training_features": TRAINING_FEATURES,
+                "model_inputs": "model_inputs",
+                "pit_check": PIT_CHECK,
             },
-            "semantics": "user_history at T holds the user's events with timestamp < T (rows stamped t + 1 s)",
+            "semantics": (
+                "user_activity at T covers the user's events with timestamp < T (rows stamped t + 1 s); "
+                "user_history holds each user's latest snapshot (serving); training slices sequences "
+                "from the prepared event store"
+            ),
             "data_dir": str(data),
         }
         summary["seconds"] = round(time.perf_counter() - t0, 2)
+        summary["stage_seconds"] = seconds
         write_json(tmp / SUMMARY, summary)
     summary["out"] = str(out)
     return summary
@@ -726,6 +830,7 @@ __all__ = [
     "build_feature_sources",
     "features_stage",
     "historical_user_features",
+    "activity_snapshots",
     "history_snapshots",
     "latest_event",
     "materialize",
