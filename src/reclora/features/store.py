@@ -716,7 +716,7 @@ def features_stage(
     (1e6). Raises DataError on bad input and if the point-in-time check finds any leak.
     """
     from reclora.config import load_params
-    from reclora.features.inputs import DEFAULT_CHUNK_ROWS, historical_view, model_inputs, offline_feature_frames
+    from reclora.features.inputs import DEFAULT_CHUNK_ROWS, model_inputs, offline_feature_frames
 
     t0 = time.perf_counter()
     data = Path(data_dir)
@@ -769,10 +769,10 @@ def features_stage(
         t = lap("training_join", t)
         # the point-in-time check: Feast's aggregates as of each checked row's time vs the samples
         keys = _check_rows(samples, pit_check_rows, seed)
-        feats = historical_view(
-            store, keys.assign(**{TIMESTAMP_FIELD: keys["timestamp"]}), "user_activity", "user_id", chunk_rows
+        # requests bounded by joined rows (Feast joins each entity row with all its user's rows)
+        feats = historical_user_features(
+            store, keys.assign(**{TIMESTAMP_FIELD: keys["timestamp"]}), ("user_activity",), max_join_rows
         )
-        feats["timestamp"] = keys["timestamp"].to_numpy()  # historical_view keeps the asked rows' order
         check = point_in_time_check(samples, feats)
         if check["leaks"]:
             raise DataError(
