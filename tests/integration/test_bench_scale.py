@@ -9,16 +9,16 @@ from reclora.data.synthetic import generate_ml25m_like
 
 def test_bench_scale_cli_small(tmp_path):
     out = tmp_path / "scale.json"
-    proc = reclora("bench", "scale", "--events", "4000", "--out", str(out), "--stages", "prepare,retrieve,crm",
+    proc = reclora("bench", "scale", "--events", "4000", "--out", str(out), "--stages", "prepare,features,retrieve,crm",
                    "--crm-batches", "2", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     size = r["sizes"]["4000"]
     assert size["data"]["events"] > 1000 and size["data"]["users"] >= 20
-    for stage in ("prepare", "retrieve", "crm"):
+    for stage in ("prepare", "features", "retrieve", "crm"):
         assert "error" not in size[stage], size[stage]
         assert size[stage]["seconds"] > 0 and 0.05 < size[stage]["peak_rss_gb"] < 10
-    assert size["prepare"]["samples"] == size["retrieve"]["samples"]
+    assert size["prepare"]["samples"] == size["retrieve"]["samples"] == size["features"]["samples"]
     assert size["crm"]["batches"] == 2 and size["crm_samples_per_s"] > 0
     assert (tmp_path / "scale.png").stat().st_size > 1000
     assert not (tmp_path / "scale-work" / "4000").exists()  # the data is removed after each size
@@ -45,3 +45,19 @@ def test_ml25m_like_shape():
     assert 0.3 < (inter["rating"] >= 3.5).mean() < 0.7
     pop = inter.groupby("item_id").size().sort_values(ascending=False)
     assert pop.iloc[: len(pop) // 10].sum() > 0.2 * len(inter)  # the top 10% of items hold a large share
+
+
+def test_embed_stage_embeds_every_item_uncached(tmp_path, tiny_llama_dir):
+    import pandas as pd
+
+    from reclora.bench.scale import _stage
+    from reclora.config import load_params
+
+    (tmp_path / "prepared").mkdir()
+    pd.DataFrame({"item_id": range(37), "title": [f"Movie {i} ({1990 + i})" for i in range(37)],
+                  "genres": ["Drama|Comedy"] * 37}).to_parquet(tmp_path / "prepared" / "items.parquet")  # fmt: skip
+    params = load_params()
+    params["retrieval"]["embedding_model"] = str(tiny_llama_dir)
+    r = _stage("embed", tmp_path, params, {})
+    assert r["items"] == 37 and r["dim"] > 0 and r["items_per_s"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # the uncached run leaves no cache behind

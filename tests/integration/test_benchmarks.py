@@ -100,7 +100,7 @@ def test_curve_benchmark_writes_points_and_a_plot(tmp_path, tiny_llama_dir, smal
     r = bench_curve("synthetic", None, out, [32, 16], tmp_path / "work", small_params, model_path=str(tiny_llama_dir),
                     progress=False)  # fmt: skip
     saved = json.loads(out.read_text())
-    assert list(saved["sizes"]) == ["16", "32"] and saved["evaluated"] == 48
+    assert list(saved["sizes"]) == ["16", "32"] and saved["evaluated"] == 48 and saved["complete"] is True
     for n, point in saved["sizes"].items():
         assert set(point) == {"Vanilla LoRA", "RecLoRA"}
         for m in point.values():

@@ -365,3 +365,32 @@ def test_config_round_trip_and_validation():
             CRMConfig(**bad)
 
 
+
+
+def test_batch_item_rows_equal_the_whole_catalogue_table():
+    """The forward pass takes the per-item work on the whole catalogue (small catalogues) or on the
+    batch's own item rows (large ones): the same logits either way, and gradients reach only the
+    rows the batch uses."""
+    from reclora.crm.model import DIN, CRMConfig
+
+    torch.manual_seed(0)
+    n_items, n_genres = 40, 5
+    genres = torch.rand(n_items, n_genres)
+    genres[0] = 0
+    model = DIN(CRMConfig(max_len=6), n_users=9, n_items=n_items, n_ratings=6, item_genres=genres / genres.sum(1, keepdim=True).clamp_min(1),
+                user_fields=torch.zeros(9, 0, dtype=torch.long), n_field_values=0).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    small = {"user": torch.randint(1, 9, (2,), generator=g), "item": torch.randint(1, n_items, (2,), generator=g),
+             "hist_items": torch.randint(0, n_items, (2, 6), generator=g), "hist_ratings": torch.randint(0, 6, (2, 6), generator=g)}  # fmt: skip
+    small["hist_mask"] = small["hist_items"] > 0
+    big = {k: v.repeat(20, *([1] * (v.dim() - 1))) for k, v in small.items()}  # 280 look-ups >= 4 x 40 items
+    with torch.no_grad():
+        rows = model(small)  # 14 look-ups < 4 x 40: the batch's own rows
+        whole = model(big)[:2]  # the whole table
+    assert torch.allclose(rows, whole, atol=1e-6)
+    model.zero_grad()
+    model(small).sum().backward()
+    used = torch.zeros(n_items, dtype=torch.bool)
+    used[torch.cat([small["item"], small["hist_items"].flatten()])] = True
+    touched = model.item_emb.weight.grad.abs().sum(1) > 0
+    assert not touched[~used].any() and touched[small["item"]].all()

@@ -60,8 +60,9 @@ def bench_curve(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train both LLM models at every size in ``sizes`` (positive ints); returns and writes
-    {"sizes": {n: {model: {auc, logloss, n, seconds, best_epoch}}}, "crm": {...}, ...} and a PNG
-    beside ``out`` (same stem). Raises ValueError for an empty or non-positive size list."""
+    {"sizes": {n: {model: {auc, logloss, n, seconds, best_epoch}}}, "crm": {...}, "complete", ...} and a
+    PNG beside ``out`` (same stem), both rewritten after every size (``complete`` is true after the
+    last). Raises ValueError for an empty or non-positive size list."""
     from reclora.bench.quality import Timer, machine_info, prepare_and_train_crm
     from reclora.evaluation import ctr_metrics
     from reclora.stages import PREDICTIONS, llm_stage
@@ -102,20 +103,21 @@ def bench_curve(
                 evaluated = int(len(c))
             print(f"[bench curve] {name} @ {n}: AUC {r['eval']['auc']:.4f}, LogLoss {r['eval']['logloss']:.4f} "
                   f"(CRM {crm_eval['auc']:.4f} / {crm_eval['logloss']:.4f})", flush=True)  # fmt: skip
-    result = {
-        "benchmark": "curve",
-        "dataset": dataset,
-        "source": str(path) if path else None,
-        "sizes": points,
-        "crm": crm_eval,
-        "evaluated": evaluated,
-        "samples": {"interactions": data["rows"], "splits": data["samples"]},
-        "config": {k: p[k] for k in ("retrieval", "crm", "adapter", "train")},
-        "seconds": secs,
-        "wall_seconds": round(time.perf_counter() - t_all, 1),
-        "machine": machine_info(),
-    }
-    write_json(out, result)
-    result["plot"] = str(plot_curve(result, out.with_suffix(".png")))
-    write_json(out, result)
+        # every finished size is on disk (JSON and PNG): a long run stopped later keeps its points
+        result = {
+            "benchmark": "curve",
+            "dataset": dataset,
+            "source": str(path) if path else None,
+            "sizes": points,
+            "crm": crm_eval,
+            "evaluated": evaluated,
+            "samples": {"interactions": data["rows"], "splits": data["samples"]},
+            "config": {k: p[k] for k in ("retrieval", "crm", "adapter", "train")},
+            "seconds": secs,
+            "wall_seconds": round(time.perf_counter() - t_all, 1),
+            "machine": machine_info(),
+            "complete": n == sizes[-1],
+        }
+        result["plot"] = str(plot_curve(result, out.with_suffix(".png")))
+        write_json(out, result)
     return result

@@ -239,7 +239,7 @@ def train_crm_streaming(
     # its own generator: a DataLoader draws a base seed per epoch, which must not come from the global
     # RNG that the dropout masks use
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed))
-    from reclora.crm.train import EpochLog, _threads
+    from reclora.crm.train import EpochLog, _threads, crm_optimizer
 
     log = EpochLog(cfg.patience)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
@@ -250,7 +250,7 @@ def train_crm_streaming(
         # without user attributes the user-field table takes no part in the forward pass
         unused = not getattr(model, "n_fields", 0)
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if ddp else model
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = crm_optimizer(model, cfg)
         if rank:  # dropout masks: rank 0 (and a single process) continue the seeded stream, as train_crm
             torch.manual_seed(cfg.seed + rank)
         for epoch in range(1, cfg.max_epochs + 1):
