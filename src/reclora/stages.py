@@ -104,7 +104,8 @@ def retrieve_stage(
     if mode == "relevance":
         src = rp.get("embedding_model") or resolve_model_path(model_path)
         items = pd.read_parquet(data_dir / schema.ITEMS)
-        ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress)
+        ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress,
+                                       layers=int(rp.get("embedding_layers") or 0))  # fmt: skip
         event_rows = _Embeddings(ids, emb).rows(event_items)
     out = Path(out_dir)
     counts: dict[str, int] = {}

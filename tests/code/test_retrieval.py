@@ -127,6 +127,8 @@ def test_embedding_cache_key_and_the_cache_is_used(tmp_path):
     changed[3] = changed[3] + " "
     assert key != embedding_cache_key(ids, changed, "model-a")  # a changed title
     assert key != embedding_cache_key(ids[::-1], texts[::-1], "model-a")  # another order
+    assert key == embedding_cache_key(ids, texts, "model-a", layers=0)  # 0 = all layers: the same key
+    assert key != embedding_cache_key(ids, texts, "model-a", layers=6)  # the first 6 layers only
     # a model directory: its config.json is part of the identity
     m = tmp_path / "m"
     m.mkdir()

@@ -127,9 +127,11 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     model = r.get("embedding_model") or resolve_model_path(params.get("model", {}).get("path") or None)
     with tempfile.TemporaryDirectory(dir=work) as cache:
         t0 = time.perf_counter()
-        _, emb = load_or_embed_items(items, model, int(r["embedding_batch_size"]), Path(cache), progress=False)
+        _, emb = load_or_embed_items(items, model, int(r["embedding_batch_size"]), Path(cache), progress=False,
+                                     layers=int(r.get("embedding_layers") or 0))  # fmt: skip
         dt = time.perf_counter() - t0
-    return {"items": int(len(items)), "dim": int(emb.shape[1]), "items_per_s": round(len(items) / dt, 1)}
+    return {"items": int(len(items)), "dim": int(emb.shape[1]), "items_per_s": round(len(items) / dt, 1),
+            "layers": int(r.get("embedding_layers") or 0)}  # fmt: skip
 
 
 _IMPORTS = {

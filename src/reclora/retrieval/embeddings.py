@@ -40,15 +40,26 @@ def _model_identity(model_path: str) -> str:
 
 
 @torch.no_grad()
-def embed_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+def embed_texts(
+    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True, layers: int = 0
+) -> np.ndarray:
     """Mean-pooled last hidden state for each text, L2-normalised, float32 [n, d].
 
     Runs the decoder stack only (no LM head: no vocabulary projection is computed), on batches of
     texts of about one length (little padding); the result is in the order of ``texts``.
+    ``layers`` > 0 runs only the first ``layers`` decoder layers (then the final norm): cost falls
+    in proportion (params ``retrieval.embedding_layers``; 0, or at least the model's layer count,
+    = all). ConfigError if negative or the model has no Llama-style decoder.
     """
+    from reclora.errors import ConfigError
     from reclora.llm.layers import decoder_stack
 
     decoder = decoder_stack(model)
+    full = decoder.layers
+    if layers < 0:
+        raise ConfigError(f"retrieval.embedding_layers must be >= 0 (0 = all layers), got {layers}")
+    if 0 < layers < len(full):
+        decoder.layers = full[:layers]  # restored below
     tokenizer.padding_side = "right"
     device = next(model.parameters()).device
     ids = tokenizer(texts, truncation=True, max_length=64)["input_ids"]
@@ -66,34 +77,44 @@ def embed_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 
             out[idx] = torch.nn.functional.normalize(v, dim=-1).cpu().numpy()
     finally:
         tokenizer.padding_side = "left"
+        decoder.layers = full
     return out
 
 
-def embedding_cache_key(item_ids: np.ndarray, texts: list[str], model_path: str) -> str:
+def embedding_cache_key(item_ids: np.ndarray, texts: list[str], model_path: str, layers: int = 0) -> str:
     """The cache file stem (32 hex chars): SHA-256 of the model's identity (its directory, config.json and
-    weight file sizes, or the id as given) and every (item id, text) pair in order."""
+    weight file sizes, or the id as given), the layer count (when not all) and every (item id, text)
+    pair in order."""
     h = hashlib.sha256(_model_identity(model_path).encode())
+    if layers:
+        h.update(f"|layers={int(layers)}".encode())
     for i, t in zip(item_ids, texts):
         h.update(f"{i}\x1f{t}\x1e".encode())
     return h.hexdigest()[:32]
 
 
 def load_or_embed_items(
-    items: pd.DataFrame, model_path: str, batch_size: int = 64, cache: Path | None = None, progress: bool = True
+    items: pd.DataFrame,
+    model_path: str,
+    batch_size: int = 64,
+    cache: Path | None = None,
+    progress: bool = True,
+    layers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(item_ids [n], embeddings [n, d]) for the catalogue, from the cache or computed once."""
+    """(item_ids [n], embeddings [n, d]) for the catalogue, from the cache or computed once
+    (``layers``: see :func:`embed_texts`)."""
     from safetensors.numpy import load_file, save_file
 
     texts = item_texts(items)
     ids = items["item_id"].to_numpy(dtype=np.int64)
-    path = (cache or cache_dir() / "embeddings") / f"{embedding_cache_key(ids, texts, model_path)}.safetensors"
+    path = (cache or cache_dir() / "embeddings") / f"{embedding_cache_key(ids, texts, model_path, layers)}.safetensors"
     if path.is_file():
         d = load_file(str(path))
         return d["item_ids"], d["embeddings"]
     from reclora.llm import load_causal_lm
 
     model, tok = load_causal_lm(model_path)
-    emb = embed_texts(model, tok, texts, batch_size=batch_size, progress=progress)
+    emb = embed_texts(model, tok, texts, batch_size=batch_size, progress=progress, layers=layers)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
