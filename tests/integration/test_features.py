@@ -284,3 +284,13 @@ def test_missing_data_dir_is_a_data_error(tmp_path):
         build_feature_sources(tmp_path / "half", tmp_path / "sources")
     with pytest.raises(DataError, match="feature sources missing"):
         apply_feature_repo(tmp_path / "repo", tmp_path / "no-sources")
+
+
+def test_event_order_check():
+    from reclora.features.store import _in_event_order
+
+    df = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "timestamp": [5, 5, 7, 1, 1], "item_id": [3, 4, 1, 9, 9]})
+    assert _in_event_order(df) and _in_event_order(df.iloc[:1])
+    assert not _in_event_order(df.iloc[[1, 0, 2, 3, 4]])  # items out of order within a second
+    assert not _in_event_order(df.iloc[[0, 1, 3, 2, 4]])  # users interleaved
+    assert not _in_event_order(df.assign(timestamp=[5, 6, 5, 1, 1]))  # time goes back within a user

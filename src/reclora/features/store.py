@@ -220,12 +220,27 @@ def _item_metadata_frame(items: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("item_id").reset_index(drop=True)[["item_id", TIMESTAMP_FIELD, "title", "genres"]]
 
 
+def _in_event_order(df: pd.DataFrame) -> bool:
+    """Whether the rows are sorted by (user_id, timestamp, item_id), ascending."""
+    if len(df) < 2:
+        return True
+    keys = [df[c].to_numpy(np.int64) for c in ("user_id", "timestamp", "item_id")]
+    ok = np.zeros(len(df) - 1, bool)  # pairs (i, i+1) decided as in order so far
+    tie = np.ones(len(df) - 1, bool)  # pairs equal on every key so far
+    for k in keys:
+        d = k[1:] - k[:-1]
+        ok |= tie & (d > 0)
+        tie &= d == 0
+    return bool((ok | tie).all())
+
+
 def _sorted_events(inter: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Events sorted by (user, time, item) and, per row: user, time, the first row of its user, and
-    whether it is the last row of its (user, second) group."""
-    df = inter[["user_id", "item_id", "rating", "timestamp"]].sort_values(
-        ["user_id", "timestamp", "item_id"], kind="stable"
-    )
+    whether it is the last row of its (user, second) group. Input already in that order (checked in
+    O(n)) is not sorted again: a stable sort would leave it as it is."""
+    df = inter[["user_id", "item_id", "rating", "timestamp"]]
+    if not _in_event_order(df):
+        df = df.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     users = df["user_id"].to_numpy(np.int64)
     ts = df["timestamp"].to_numpy(np.int64)
     n = len(df)
@@ -313,6 +328,7 @@ def build_feature_sources(
     inter, items, users = _read_tables(data_dir)
     prof = _user_profile_frame(users, inter)
     meta = _item_metadata_frame(items)
+    inter = _sorted_events(inter)[0]  # sorted once here; both snapshot tables find it in order
     hist = history_snapshots(inter, int(history_len), latest_only=True)
     activity = activity_snapshots(inter)
     # timestamps in microseconds: every offline store reads them (Spark refuses nanosecond parquet);
