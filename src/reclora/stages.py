@@ -52,15 +52,18 @@ def shared_features(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(items, users for the CRM, users for the prompts) of a training stage.
 
-    With ``features_dir`` (the features stage's output) they come from Feast's offline store on the
-    samples' (entity, time) rows plus the prepared tables' ids (see
+    With ``features_dir`` (the features stage's output) they come from Feast's offline store: the
+    ModelInputs its training join wrote (``model_inputs/``), or, for a store without them, a join on
+    the samples' (entity, time) rows plus the prepared tables' ids (see
     ``reclora.features.inputs.training_inputs``); without, from the prepared tables (as before Feast).
     """
     if features_dir is None:
         return tables.items, tables.users, tables.users
-    from reclora.features.inputs import training_inputs
+    from reclora.features.inputs import read_model_inputs, training_inputs
 
-    mi = training_inputs(features_dir, samples, tables.users["user_id"], tables.items["item_id"])
+    mi = read_model_inputs(features_dir)
+    if mi is None:
+        mi = training_inputs(features_dir, samples, tables.users["user_id"], tables.items["item_id"])
     return mi.items, mi.crm_users(), mi.users
 
 

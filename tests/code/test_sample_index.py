@@ -122,3 +122,23 @@ def test_ml25m_release_format_prepares_whole_without_max_users(tmp_path):
 
     with pytest.raises(DataError, match="userId"):
         load_ml25m(raw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(-3, 3), st.integers(-2, 2), st.integers(0, 3)), max_size=60),
+    wide=st.booleans(),
+)
+def test_sort_order_is_lexsort(rows, wide):
+    """The packed-key order equals np.lexsort (ties kept in input order), also when the key ranges
+    are too wide to pack (the np.lexsort fallback) and with negative values."""
+    from reclora.data.samples import sort_order
+
+    a, b, c = (np.array([r[i] for r in rows], dtype=np.int64) for i in range(3))
+    if wide and len(rows):
+        a = a * (1 << 40)
+        b = b * (1 << 30)
+    np.testing.assert_array_equal(sort_order(a, b, c), np.lexsort((c, b, a)))
+    assert sort_order(a, b, c).dtype == np.int64
+    with pytest.raises(ValueError, match="same length"):
+        sort_order(a, b, c[:-1] if len(c) else np.zeros(1, np.int64))

@@ -19,6 +19,7 @@ from reclora.features.inputs import (
     model_inputs,
     offline_feature_frames,
     online_feature_frames,
+    read_model_inputs,
     training_inputs,
 )
 from reclora.prompts import build_prompts, profile_text
@@ -65,6 +66,11 @@ def test_training_inputs_reproduce_the_prepared_tables(ml100k):
     p_feast = build_prompts(some, mi.items, mi.users, history_col="short_item_ids", ratings_col="short_ratings")
     p_tables = build_prompts(some, tables.items, tables.users, history_col="short_item_ids", ratings_col="short_ratings")
     assert p_feast == p_tables and all(p.startswith("The user is a") for p in p_feast)
+    # what the features stage wrote (its join on every sample row) is what the training stages read
+    written = read_model_inputs(root / "features")
+    pd.testing.assert_frame_equal(written.users, mi.users)
+    pd.testing.assert_frame_equal(written.items, mi.items)
+    assert read_model_inputs(root / "prepared") is None
 
 
 def test_crm_stage_results_unchanged_through_feast(ml100k, tmp_path):

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from reclora.few2many import (
     PromptSet, TrainConfig, build_adapter, encode, length_batches, load_adapter, predict_adapter, sample_few, train_adapter,
 )
+from reclora.errors import RecLoRAError
 from reclora.llm import load_causal_lm
 
 ADAPTER = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "n_experts": 4,
@@ -217,6 +218,32 @@ def test_crm_residual_readout_is_the_crm_when_s_is_zero(tiny_llama_dir, tmp_path
     np.testing.assert_allclose(predict_adapter(m3, tok, prompts, sig, anchors=z, progress=False, bf16=False), p1, atol=1e-6)
 
 
+def test_crm_residual_text_loss_gives_the_text_path_a_gradient_at_s_zero(tiny_llama_dir):
+    """At s = 0 the anchored loss alone leaves the adapter without gradient (a dead start: the first
+    step changes only s); train.text_loss_weight adds the text path's own loss, which trains it."""
+    prompts = _random_prompts(16, seed=3)
+    sig = np.random.default_rng(1).normal(size=(16, 16)).astype(np.float32)
+    z = np.linspace(-2, 2, 16).astype(np.float32)
+    labels = (np.arange(16) % 2).astype(int)
+    moved = {}
+    for w in (0.0, 1.0):
+        torch.manual_seed(0)
+        base, tok = load_causal_lm(tiny_llama_dir)
+        m = build_adapter("reclora", base, ADAPTER | {"readout": "crm_residual"})
+        before = {n: p.detach().clone() for n, p in m.named_trainable_parameters()}
+        cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=1, bf16=False, checkpoint_every=0, text_loss_weight=w)
+        train_adapter(m, tok, prompts, labels, sig, cfg, progress=False, anchors=z, stop_after=1)
+        after = dict(m.named_trainable_parameters())
+        moved[w] = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert moved[0.0] == {"readout.scale"}
+    assert "readout.scale" in moved[1.0] and any("lora_B" in n for n in moved[1.0])  # B starts at 0: it moves first
+    with pytest.raises(ValueError, match="text_loss_weight"):
+        TrainConfig(text_loss_weight=-1)
+    m = build_adapter("lora", load_causal_lm(tiny_llama_dir)[0], ADAPTER)
+    with pytest.raises(RecLoRAError, match="readout"):
+        m.anchored(torch.zeros(2, 2), torch.zeros(2))
+
+
 def test_lora_plus_and_gate_learning_rates_form_their_own_groups(tiny_llama_dir):
     from reclora.few2many.trainer import _param_groups
 
@@ -371,3 +398,36 @@ def test_reclora_without_signal_is_an_error(tiny_llama_dir):
     m, tok = _fresh("reclora", tiny_llama_dir)
     with pytest.raises(ValueError, match="needs the CRM signals"):
         train_adapter(m, tok, [PROMPT], np.array([1]), None, TrainConfig(), progress=False)
+
+
+def test_cached_frozen_layers_are_exact_for_per_layer_attention_kinds(tiny_llama_dir, tmp_path):
+    """Gemma 3 (like Qwen 3 and others) picks each layer's mask and rotary embedding by loop index from
+    config.layer_types: the cache path slices that list with the layers, so a full-attention top layer
+    keeps its own kind (a tiny Gemma 3 with a 3-token sliding window would differ otherwise)."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=3, max_position_embeddings=256,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    Gemma3ForCausalLM(cfg).save_pretrained(tmp_path / "g", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "g")
+    base, tok = load_causal_lm(tmp_path / "g")
+    m = build_adapter("lora", base, ADAPTER | {"layers": 1})
+    assert m.first_layer == 2
+    with torch.no_grad():
+        for _, p in m.named_trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    data = PromptSet(tok, _random_prompts(4, seed=5), 64)
+    full = data.batch(np.arange(4), torch.device("cpu"))
+    data.cache(m, batch_size=4, bf16=False)
+    cached = data.batch(np.arange(4), torch.device("cpu"))
+    with torch.no_grad():
+        a = m.answer_logits(full["input_ids"], full["attention_mask"], None, (4, 5))
+        b = m.answer_logits(None, cached["attention_mask"], None, (4, 5), lower=cached["lower"])
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert base.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]  # restored

@@ -24,6 +24,37 @@ import pandas as pd
 from reclora.data.schema import SPLITS
 
 
+def sort_order(major: np.ndarray, middle: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """Stable order of rows by (major, middle, minor): exactly ``np.lexsort((minor, middle, major))``.
+
+    Integer arrays of one length n; returns int64 row indices [n]. When the ranges of ``major`` and
+    ``middle`` fit in 63 bits together (ids x unix seconds do), one stable sort of a packed
+    (major, middle) key plus a lexsort of only the rows whose packed keys tie (same user and
+    second), instead of lexsort's three passes: about 3x faster at 25M rows; else np.lexsort.
+    """
+    n = len(major)
+    if not (len(middle) == len(minor) == n):
+        raise ValueError("sort_order: the three key arrays must have the same length")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    major, middle = np.asarray(major, np.int64), np.asarray(middle, np.int64)
+    lo_a, lo_b = int(major.min()), int(middle.min())
+    bits_b = (int(middle.max()) - lo_b).bit_length()
+    if (int(major.max()) - lo_a).bit_length() + bits_b > 63:
+        return np.lexsort((minor, middle, major))
+    key = ((major - lo_a) << bits_b) | (middle - lo_b)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    tie = key[1:] == key[:-1]
+    del key
+    if tie.any():  # rows sharing (major, middle): order each run by minor, stably
+        in_run = np.r_[tie, False] | np.r_[False, tie]
+        run = np.cumsum(in_run & ~np.r_[False, tie])[in_run]
+        rows = order[in_run]
+        order[in_run] = rows[np.lexsort((np.asarray(minor)[rows], run))]
+    return order.astype(np.int64, copy=False)
+
+
 def assign_splits(inter: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> np.ndarray:
     """Split name per interaction row, by rank in global time order."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
@@ -97,11 +128,15 @@ EVENT_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 
 
-def split_codes(inter: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> np.ndarray:
-    """Split per interaction row as int8 codes (0 train, 1 valid, 2 test); same cut as :func:`assign_splits`."""
+def split_codes(
+    inter: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), order: np.ndarray | None = None
+) -> np.ndarray:
+    """Split per interaction row as int8 codes (0 train, 1 valid, 2 test); same cut as :func:`assign_splits`.
+    ``order``: the rows' global time order (:func:`sort_order` of timestamp, user, item) if known."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    order = np.lexsort((inter["item_id"].to_numpy(), inter["user_id"].to_numpy(), inter["timestamp"].to_numpy()))
+    if order is None:
+        order = sort_order(inter["timestamp"].to_numpy(), inter["user_id"].to_numpy(), inter["item_id"].to_numpy())
     n = len(inter)
     c1 = int(round(n * fractions[0]))
     c2 = int(round(n * (fractions[0] + fractions[1])))
@@ -134,11 +169,15 @@ def build_sample_index(
     users = inter["user_id"].to_numpy(np.int64)
     ts = inter["timestamp"].to_numpy(np.int64)
     items = inter["item_id"].to_numpy(np.int64)
-    code = split_codes(inter, fractions)
-    order = np.lexsort((items, ts, users))  # stable: = sort_values([user, timestamp, item], kind="stable")
-    users, ts, items, code = users[order], ts[order], items[order], code[order]
+    t_order = sort_order(ts, users, items)  # global time order: the split, and the index's row order
+    code = split_codes(inter, fractions, t_order)
+    n = len(t_order)
+    t_rank = np.empty(n, dtype=np.int64)
+    t_rank[t_order] = np.arange(n, dtype=np.int64)
+    del t_order
+    order = sort_order(users, ts, items)  # stable: = sort_values([user, timestamp, item], kind="stable")
+    users, ts, items, code, t_rank = users[order], ts[order], items[order], code[order], t_rank[order]
     ratings = inter["rating"].to_numpy(np.float64)[order]
-    n = len(order)
     events = pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings, "timestamp": ts})
     dup = events.duplicated(["user_id", "item_id"], keep="first").to_numpy() if repeat_is_same_event else None
     ar = np.arange(n, dtype=np.int64)
@@ -161,7 +200,12 @@ def build_sample_index(
         }
     )  # fmt: skip
     split = code[idx]
-    o = np.lexsort((index["item_id"].to_numpy(), index["user_id"].to_numpy(), index["timestamp"].to_numpy()))
+    # rows in global time order (timestamp, user, item): the kept events' time ranks are distinct
+    # integers below n, so their order is a scan of a length-n table, not another sort
+    slot = np.full(n, -1, dtype=np.int64)
+    slot[t_rank[idx]] = np.arange(len(idx), dtype=np.int64)
+    o = slot[slot >= 0]
+    del slot, t_rank
     index, split = index.iloc[o].reset_index(drop=True), split[o]
     out = {s: index[split == c].reset_index(drop=True) for s, c in SPLIT_CODES.items()}
     return events, out

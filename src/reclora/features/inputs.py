@@ -246,11 +246,26 @@ def training_inputs(
     return model_inputs(*offline_feature_frames(store, samples, user_ids, item_ids, as_of))
 
 
+MODEL_INPUTS_DIR = "model_inputs"
+
+
+def read_model_inputs(features_dir: str | os.PathLike[str]) -> ModelInputs | None:
+    """The :class:`ModelInputs` the features stage wrote (``features_dir``/model_inputs/{users,items}.parquet:
+    its training join on every sample row plus the catalogue at the cut-off), or None when the
+    directory has none (a store built by hand). Training stages read these instead of joining again."""
+    d = Path(features_dir) / MODEL_INPUTS_DIR
+    if not ((d / "users.parquet").is_file() and (d / "items.parquet").is_file()):
+        return None
+    return ModelInputs(users=pd.read_parquet(d / "users.parquet"), items=pd.read_parquet(d / "items.parquet"))
+
+
 __all__ = [
+    "MODEL_INPUTS_DIR",
     "ModelInputs",
     "historical_view",
     "model_inputs",
     "offline_feature_frames",
     "online_feature_frames",
+    "read_model_inputs",
     "training_inputs",
 ]

@@ -732,7 +732,7 @@ def features_stage(
     (1e6). Raises DataError on bad input and if the point-in-time check finds any leak.
     """
     from reclora.config import load_params
-    from reclora.features.inputs import DEFAULT_CHUNK_ROWS, model_inputs, offline_feature_frames
+    from reclora.features.inputs import DEFAULT_CHUNK_ROWS, MODEL_INPUTS_DIR, model_inputs, offline_feature_frames
 
     t0 = time.perf_counter()
     data = Path(data_dir)
@@ -779,9 +779,9 @@ def features_stage(
         mi = model_inputs(uf, itf)
         join_rows = 2 * len(samples) + len(catalogue_users) + len(catalogue_items)
         del uf, itf
-        (tmp / "model_inputs").mkdir()
-        mi.users.to_parquet(tmp / "model_inputs" / "users.parquet", index=False)
-        mi.items.to_parquet(tmp / "model_inputs" / "items.parquet", index=False)
+        (tmp / MODEL_INPUTS_DIR).mkdir()
+        mi.users.to_parquet(tmp / MODEL_INPUTS_DIR / "users.parquet", index=False)
+        mi.items.to_parquet(tmp / MODEL_INPUTS_DIR / "items.parquet", index=False)
         t = lap("training_join", t)
         # the point-in-time check: Feast's aggregates as of each checked row's time vs the samples
         keys = _check_rows(samples, pit_check_rows, seed)

@@ -130,6 +130,7 @@ class AdapterModel:
         token_ids: Sequence[int] | None = None,
         lower: torch.Tensor | None = None,
         anchor: torch.Tensor | None = None,
+        readout: bool = True,
     ) -> torch.Tensor:
         """fp32 answer logits at the last position (prompts are left-padded: the answer slot).
 
@@ -140,19 +141,29 @@ class AdapterModel:
         ``lower``: cached frozen-layer states (see :meth:`answer_hidden`). ``anchor`` [B] or [B, 1]:
         the CRM logit, required by the crm_residual readout, which returns [B, 2] = [z + s (yes - no), 0]
         (so softmax(...)[:, 0] = sigmoid(z + s (yes - no))); ``token_ids`` must then be (yes, no).
+        ``readout=False``: the text path's own logits, without the anchor (see :meth:`anchored`).
         """
         last = self.answer_hidden(input_ids, attention_mask, signal, lower)
         head = self.output_head()
         weight = head.weight if token_ids is None else head.weight[list(token_ids)]
         with torch.autocast(last.device.type, enabled=False):
             logits = nn.functional.linear(last.float(), weight.float())
-            if self.readout_scale is None:
-                return logits
-            if token_ids is None or len(token_ids) != 2 or anchor is None:
-                raise RecLoRAError("the crm_residual readout needs token_ids=(yes, no) and the CRM logit (anchor)")
+        if self.readout_scale is None or not readout:
+            return logits
+        if token_ids is None or len(token_ids) != 2 or anchor is None:
+            raise RecLoRAError("the crm_residual readout needs token_ids=(yes, no) and the CRM logit (anchor)")
+        return self.anchored(logits, anchor)
+
+    def anchored(self, logits: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """The crm_residual readout of the text path's (yes, no) logits [B, 2] and the CRM logit z [B]
+        or [B, 1]: [B, 2] fp32 = [z + s (yes - no), 0], so softmax(...)[:, 0] = sigmoid(z + s (yes - no)).
+        Raises RecLoRAError when the readout is the LLM's own (no s)."""
+        if self.readout_scale is None:
+            raise RecLoRAError("anchored(): this adapter's readout is 'llm' (no CRM anchor)")
+        with torch.autocast(logits.device.type, enabled=False):
             z = anchor.reshape(-1).float().to(logits.device)
-            anchored = z + self.readout_scale * (logits[:, 0] - logits[:, 1])
-            return torch.stack([anchored, torch.zeros_like(anchored)], dim=-1)
+            out = z + self.readout_scale * (logits[:, 0].float() - logits[:, 1].float())
+            return torch.stack([out, torch.zeros_like(out)], dim=-1)
 
     def save(self, directory: str | Path) -> Path:
         """Adapter weights (safetensors) + config (JSON); the base model is referenced, not copied."""

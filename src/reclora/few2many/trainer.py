@@ -44,6 +44,9 @@ class TrainConfig:
     padding). cache_lower: compute the frozen layers below the first adapted one once per sample.
     lr_ratio_b: learning-rate multiplier of the LoRA B matrices (LoRA+, Hayou et al. 2024);
     gate_lr_mult: multiplier for the gates and the crm_residual readout scale.
+    text_loss_weight (crm_residual readout only): weight of the text path's own Yes/No log-loss,
+    added to the anchored readout's. The anchored loss alone gives the adapter no gradient while
+    s = 0 (d loss / d (yes - no) = s (p - y)), so without it the text path starts dead and s stays ~0.
     """
 
     lr: float = 1e-3
@@ -64,6 +67,7 @@ class TrainConfig:
     cache_lower: bool = True
     lr_ratio_b: float = 1.0
     gate_lr_mult: float = 1.0
+    text_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -71,8 +75,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.patience < 0 or self.lr_ratio_b <= 0 or self.gate_lr_mult <= 0:
-            raise ValueError("train.patience must be >= 0 and train.lr_ratio_b, gate_lr_mult > 0")
+        if self.patience < 0 or self.lr_ratio_b <= 0 or self.gate_lr_mult <= 0 or self.text_loss_weight < 0:
+            raise ValueError("train.patience and text_loss_weight must be >= 0 and train.lr_ratio_b, gate_lr_mult > 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -265,10 +269,11 @@ class PromptSet:
         }
 
 
-def _forward(model: AdapterModel, batch: dict[str, Any], token_ids: Sequence[int] | None) -> torch.Tensor:
+def _forward(model: AdapterModel, batch: dict[str, Any], token_ids: Sequence[int] | None, readout: bool = True) -> torch.Tensor:
     return model.answer_logits(
-        batch["input_ids"], batch["attention_mask"], batch["signal"], token_ids, lower=batch["lower"], anchor=batch["anchor"]
-    )
+        batch["input_ids"], batch["attention_mask"], batch["signal"], token_ids, lower=batch["lower"],
+        anchor=batch["anchor"], readout=readout,
+    )  # fmt: skip
 
 
 def _param_groups(named: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -370,6 +375,7 @@ def train_adapter(
         rank, world, main = 0, 1, True
     device = next(model.module.parameters()).device
     answer_ids, targets = _answer_targets(tokenizer, labels, cfg.loss)
+    text_loss = model.uses_anchor and cfg.text_loss_weight > 0
     yes_no = yes_no_token_ids(tokenizer)
     t_cache = time.perf_counter()
     data = PromptSet(tokenizer, prompts, cfg.max_length, signals, anchors)
@@ -467,9 +473,15 @@ def train_adapter(
                 seen += len(idx)
                 if len(part) == 0:
                     continue
+                y, batch = targets[part].to(device), data.batch(part, device)
                 with _autocast(device, cfg.bf16):
-                    logits = _forward(model, data.batch(part, device), answer_ids)
-                ce = torch.nn.functional.cross_entropy(logits, targets[part].to(device), reduction="sum")
+                    logits = _forward(model, batch, answer_ids, readout=not text_loss)
+                if text_loss:  # the anchored readout's loss + the text path's own
+                    anchored = model.anchored(logits, batch["anchor"])
+                    ce = torch.nn.functional.cross_entropy(anchored, y, reduction="sum")
+                    ce = ce + cfg.text_loss_weight * torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+                else:
+                    ce = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
                 loss = ce / n_step  # sum over ranks and micro-batches = the mean over the step's samples
                 loss.backward()
                 step_loss += loss.item()

@@ -97,13 +97,22 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def only_layers(decoder: nn.Module, start: int, stop: int | None = None, final_norm: bool = True) -> Iterator[None]:
     """Inside the block the decoder runs only ``layers[start:stop]`` (and its final norm if asked).
 
-    Not thread-safe: the decoder's layer list is swapped for the block's duration.
+    Models with per-layer attention kinds (Gemma 3, Qwen 3, ...: ``config.layer_types``) look the
+    kind up by the loop index, so the list is sliced the same way, else a full-attention layer
+    would get a sliding-window layer's mask and rotary embedding.
+    Not thread-safe: the decoder's layer list (and config.layer_types) is swapped for the block's duration.
     """
     layers, norm = decoder.layers, decoder.norm
+    config = getattr(decoder, "config", None)
+    types = getattr(config, "layer_types", None)
     try:
         decoder.layers = nn.ModuleList(list(layers)[start:stop])
+        if isinstance(types, (list, tuple)):
+            config.layer_types = list(types)[start:stop]
         if not final_norm:
             decoder.norm = nn.Identity()
         yield
     finally:
         decoder.layers, decoder.norm = layers, norm
+        if isinstance(types, (list, tuple)):
+            config.layer_types = types
