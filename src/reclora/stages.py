@@ -261,6 +261,7 @@ def llm_stage(
     text_path: bool = True,
     checkpoint_uri: str | None = None,
     features_dir: str | Path | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
 
@@ -272,14 +273,18 @@ def llm_stage(
     ``checkpoint_uri`` (any fsspec URI): the checkpoints are also mirrored there, and a run
     whose local run directory is gone (a retry in a new pod) resumes from that copy.
     ``features_dir``: the features stage's output; the prompts' profiles and titles then come from Feast.
+    ``init_from`` (RecLoRA only): two-stage RecLoRA, every meta-LoRA starts from this trained vanilla
+    LoRA (an OUT/adapter of kind "lora" with the same rank and targets; ``init_from_shared_lora``).
     """
     from reclora.crm import crm_signals, load_crm, signal_width
-    from reclora.few2many import TrainConfig, build_adapter, predict_adapter, sample_few, train_adapter
+    from reclora.few2many import TrainConfig, build_adapter, init_from_shared_lora, predict_adapter, sample_few, train_adapter
     from reclora.llm import load_causal_lm, resolve_model_path
     from reclora.prompts import NOUNS, build_prompts
 
     p = _params(params)
     tp, ap = p["train"], dict(p["adapter"])
+    if init_from is not None and kind != "reclora":
+        raise DataError(f"init_from (two-stage RecLoRA) needs kind reclora, got {kind!r}")
     t0 = time.perf_counter()
     tables, _, meta = read_prepared(data_dir, histories=False)
     s = _read_samples(Path(retrieved_dir))
@@ -319,6 +324,8 @@ def llm_stage(
     base.to(dist.device())
     torch.manual_seed(seed)  # the adapter's initial weights are part of the run's determinism
     adapter = build_adapter(kind, base, ap)
+    if init_from is not None:
+        init_from_shared_lora(adapter, init_from)
     cfg = TrainConfig.from_dict(tp)
     out = Path(out_dir)
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
@@ -348,7 +355,8 @@ def llm_stage(
 
     metrics = ctr_metrics(ev["label"].to_numpy(), probs)
     summary = {
-        "model": (kind if kind == "lora" or gate == "crm" else f"{kind}-{gate}") + ("+crm_residual" if readout == "crm_residual" else ""),
+        "model": (kind if kind == "lora" or gate == "crm" else f"{kind}-{gate}") + ("+crm_residual" if readout == "crm_residual" else "")
+        + ("+two_stage" if init_from is not None else ""),
         "base_model": path,
         "dataset": meta["dataset"],
         "train_samples": int(len(few)),
@@ -359,7 +367,7 @@ def llm_stage(
         "readout_scale": float(adapter.readout_scale.detach()) if adapter.readout_scale is not None else None,
         "valid_samples": int(len(va)) if va is not None else 0,
         "loss_first_last": [history["loss"][0], float(np.mean(history["loss"][-10:]))] if history["loss"] else None,
-        "adapter": ap | {"kind": kind},
+        "adapter": ap | {"kind": kind} | ({"init_from": str(init_from)} if init_from is not None else {}),
         "train_config": tp,
         "predict_seconds": round(t_pred - t_train, 2),
         "seconds": round(time.perf_counter() - t0, 2),

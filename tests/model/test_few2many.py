@@ -431,3 +431,37 @@ def test_cached_frozen_layers_are_exact_for_per_layer_attention_kinds(tiny_llama
         b = m.answer_logits(None, cached["attention_mask"], None, (4, 5), lower=cached["lower"])
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     assert base.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]  # restored
+
+
+def test_two_stage_reclora_starts_as_the_shared_lora(tiny_llama_dir, tmp_path):
+    """init_from_shared_lora copies the trained vanilla LoRA into every meta-LoRA: whatever the gates
+    say, the RecLoRA predicts what the LoRA does; training then lets the experts part."""
+    from reclora.few2many import init_from_shared_lora
+
+    prompts, labels, sig = _toy(16)
+    torch.manual_seed(0)
+    base, tok = load_causal_lm(tiny_llama_dir)
+    lora = build_adapter("lora", base, ADAPTER | {"alpha": 4})  # scaling 1 here, 2 in the RecLoRA: B is rescaled
+    with torch.no_grad():
+        for _, p in lora.named_trainable_parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    lora.save(tmp_path / "lora")
+    p_lora = predict_adapter(lora, tok, prompts, None, progress=False, bf16=False)
+    rec = build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER)
+    assert init_from_shared_lora(rec, tmp_path / "lora") == 4  # q and v in 2 layers
+    p_rec = predict_adapter(rec, tok, prompts, sig, progress=False, bf16=False)
+    np.testing.assert_allclose(p_rec, p_lora, atol=1e-5)
+    assert not np.allclose(p_lora, predict_adapter(build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER),
+                                                   tok, prompts, sig, progress=False, bf16=False), atol=1e-3)  # fmt: skip
+    cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=1, bf16=False, checkpoint_every=0)
+    train_adapter(rec, tok, prompts, labels, sig, cfg, progress=False)
+    a = dict(rec.named_trainable_parameters())
+    bank = next(n for n in a if n.endswith("lora_A"))
+    assert not torch.equal(a[bank][0], a[bank][1])  # the experts parted
+    with pytest.raises(RecLoRAError, match="not a RecLoRA"):
+        init_from_shared_lora(lora, tmp_path / "lora")
+    with pytest.raises(RecLoRAError, match="not a saved vanilla LoRA"):
+        init_from_shared_lora(rec, tmp_path)
+    other = build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER | {"rank": 2})
+    with pytest.raises(RecLoRAError, match="same rank"):
+        init_from_shared_lora(other, tmp_path / "lora")

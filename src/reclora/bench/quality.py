@@ -132,6 +132,8 @@ def bench_quality(
     llm_run("Vanilla LoRA", "lora", "lora", "retrieved", None)
     llm_run("RecLoRA", "reclora", "reclora", "retrieved", "crm")
     llm_run("RecLoRA + CRM residual", "reclora-residual", "reclora", "retrieved", "crm", params=residual)
+    # two-stage: every meta-LoRA starts from the vanilla LoRA just trained, then the mixing is learned
+    llm_run("RecLoRA (two-stage)", "reclora-two-stage", "reclora", "retrieved", "crm", init_from=work / "lora" / "adapter")
     if ablations:
         llm_run("RecLoRA (uniform gate)", "reclora-uniform", "reclora", "retrieved", "crm", gate="uniform")
         llm_run("RecLoRA + CRM residual (no text path)", "reclora-residual-no-text", "reclora", "retrieved", "crm",

@@ -56,13 +56,14 @@ def llm_cmd(
     gate: str = typer.Option("crm", help="crm | uniform (ablation without the CRM signal)."),
     model: Optional[str] = typer.Option(None, help="Base LLM path or id."),
     features: Optional[str] = typer.Option(None, help="Output of the features stage: profiles and titles from Feast."),
+    init_from: Optional[str] = typer.Option(None, help="Two-stage RecLoRA: a trained vanilla LoRA (`--kind lora` OUT/adapter) every meta-LoRA starts from."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Few2Many: train an adapter on a seeded sample of train; resumes from its checkpoint if killed."""
     from reclora.stages import llm_stage
 
     raise typer.Exit(run_guarded(lambda: _echo(
-        llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model, features_dir=features))))
+        llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model, features_dir=features, init_from=init_from))))
 
 
 @app.command("evaluate")

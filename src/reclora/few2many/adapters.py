@@ -215,6 +215,47 @@ def build_adapter(kind: str, base_model: nn.Module, config: dict[str, Any]) -> A
     raise RecLoRAError(f"unknown adapter kind {kind!r}; expected one of {KINDS}")
 
 
+def init_from_shared_lora(adapter: AdapterModel, lora_dir: str | Path) -> int:
+    """Two-stage RecLoRA: every meta-LoRA of every bank starts as the trained shared (vanilla) LoRA saved
+    in ``lora_dir`` (``AdapterModel.save`` of kind "lora"), as the official code's finetune mode does.
+
+    Module by module, A [r, in] is copied into all N slots of the bank's A [N, r, in] and B [out, r]
+    into B [N, out, r] (rescaled when the two scalings alpha / r differ), so whatever the gates say
+    the mixed update equals the shared LoRA's: the untrained RecLoRA predicts what the vanilla LoRA
+    does, and training then learns the CRM-conditioned mixing (the experts part as the gates weigh
+    them differently). Returns the number of banks set. Raises RecLoRAError when ``adapter`` is not a
+    RecLoRA, ``lora_dir`` holds no vanilla LoRA, or their modules or ranks differ.
+    """
+    from safetensors.torch import load_file
+
+    from reclora.lora.layer import PersonalizedLoRALinear
+
+    if adapter.kind != "reclora":
+        raise RecLoRAError(f"init_from_shared_lora: the adapter is {adapter.kind!r}, not a RecLoRA")
+    d = Path(lora_dir)
+    meta, cfg, weights = d / "reclora_adapter.json", d / "adapter_config.json", d / "adapter_model.safetensors"
+    if not (meta.is_file() and cfg.is_file() and weights.is_file()) or json.loads(meta.read_text()).get("kind") != "lora":
+        raise RecLoRAError(f"{d} is not a saved vanilla LoRA adapter (reclora_adapter.json of kind 'lora' + peft files)")
+    pc = json.loads(cfg.read_text())
+    shared_scale = float(pc["lora_alpha"]) / float(pc["r"])
+    w = load_file(str(weights))
+    shared = {k[: -len(".lora_A.weight")].removeprefix("base_model.model."): (w[k], w[k.replace(".lora_A.", ".lora_B.")])
+              for k in w if k.endswith(".lora_A.weight")}  # fmt: skip
+    banks = {n.removeprefix("base_model."): m for n, m in adapter.module.named_modules() if isinstance(m, PersonalizedLoRALinear)}
+    if set(banks) != set(shared):
+        only_b, only_s = sorted(set(banks) - set(shared))[:3], sorted(set(shared) - set(banks))[:3]
+        raise RecLoRAError(f"{d}: the shared LoRA adapts other modules than this RecLoRA (only here: {only_b}; only there: {only_s})")
+    with torch.no_grad():
+        for name, bank in banks.items():
+            a, b = shared[name]
+            if tuple(a.shape) != tuple(bank.lora_A.shape[1:]) or tuple(b.shape) != tuple(bank.lora_B.shape[1:]):
+                raise RecLoRAError(f"{d}: {name} has A {tuple(a.shape)}, B {tuple(b.shape)}; the bank needs "
+                                   f"{tuple(bank.lora_A.shape[1:])}, {tuple(bank.lora_B.shape[1:])} (same rank and targets)")  # fmt: skip
+            bank.lora_A.copy_(a.to(bank.lora_A).expand_as(bank.lora_A))
+            bank.lora_B.copy_((b.float() * (shared_scale / float(bank.scaling))).to(bank.lora_B).expand_as(bank.lora_B))
+    return len(banks)
+
+
 def load_adapter(base_model: nn.Module, directory: str | Path) -> AdapterModel:
     """Load a saved adapter onto ``base_model`` (safetensors + JSON only)."""
     directory = Path(directory)
