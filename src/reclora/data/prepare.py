@@ -21,6 +21,9 @@ from reclora.io import atomic_dir, read_json, write_json
 
 
 SAMPLE_ROW_GROUP = 65536  # rows per parquet row group of the sample index (the unit streaming readers read)
+# dictionary-encode only the few-valued index columns: ids and positions are nearly unique, where a
+# dictionary is built and then dropped (a quarter of the write time at 25M events)
+SAMPLE_DICTIONARY_COLUMNS = ["rating", "label", "history_length"]
 
 
 def load_dataset(dataset: str, path: str | Path | None, params: dict[str, Any]) -> Tables:
@@ -114,7 +117,8 @@ def prepare(
         sample_schema = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS)
         for split, df in samples.items():  # typed by the schema: an empty split keeps its column types
             table = pa.Table.from_pandas(df[list(schema.SAMPLE_INDEX_COLUMNS)], schema=sample_schema, preserve_index=False)
-            pq.write_table(table, tmp / schema.split_path(split), row_group_size=SAMPLE_ROW_GROUP)
+            pq.write_table(table, tmp / schema.split_path(split), row_group_size=SAMPLE_ROW_GROUP,
+                           use_dictionary=SAMPLE_DICTIONARY_COLUMNS)  # fmt: skip
         write_json(tmp / schema.META, summary)  # no wall time inside: the output stays byte-reproducible
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["out"] = str(out)

@@ -178,36 +178,42 @@ def build_sample_index(
     order = sort_order(users, ts, items)  # stable: = sort_values([user, timestamp, item], kind="stable")
     users, ts, items, code, t_rank = users[order], ts[order], items[order], code[order], t_rank[order]
     ratings = inter["rating"].to_numpy(np.float64)[order]
-    events = pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings, "timestamp": ts})
+    del order
+    # frames take the fresh arrays as they are (copy=False: no block consolidation, no second copy)
+    events = pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings, "timestamp": ts}, copy=False)
     dup = events.duplicated(["user_id", "item_id"], keep="first").to_numpy() if repeat_is_same_event else None
     ar = np.arange(n, dtype=np.int64)
     new_user = np.r_[True, users[1:] != users[:-1]] if n else np.zeros(0, bool)
     block_start = np.maximum.accumulate(np.where(new_user, ar, 0)) if n else ar
     new_time = new_user | np.r_[True, ts[1:] != ts[:-1]] if n else new_user
     first_same_time = np.maximum.accumulate(np.where(new_time, ar, 0)) if n else ar
+    del ar, new_user, new_time
     n_hist = first_same_time - block_start  # events of the user strictly before this one's timestamp
+    del first_same_time
     keep = n_hist >= max(min_history, 1)
     if dup is not None:
         keep &= ~dup
-    idx = np.flatnonzero(keep)
-    del new_user, new_time, first_same_time
-    length = np.minimum(n_hist[idx], max_history)
-    index = pd.DataFrame(
-        {
-            "user_id": users[idx], "item_id": items[idx], "rating": ratings[idx], "timestamp": ts[idx],
-            "label": (ratings[idx] >= threshold).astype("int8"), "n_history": n_hist[idx],
-            "event_pos": idx, "history_start": block_start[idx] + n_hist[idx] - length, "history_length": length,
-        }
-    )  # fmt: skip
-    split = code[idx]
-    # rows in global time order (timestamp, user, item): the kept events' time ranks are distinct
-    # integers below n, so their order is a scan of a length-n table, not another sort
+    # the kept events in global time order (timestamp, user, item): their time ranks are distinct
+    # integers below n, so the order is a scan of a length-n table, not another sort
     slot = np.full(n, -1, dtype=np.int64)
-    slot[t_rank[idx]] = np.arange(len(idx), dtype=np.int64)
-    o = slot[slot >= 0]
-    del slot, t_rank
-    index, split = index.iloc[o].reset_index(drop=True), split[o]
-    out = {s: index[split == c].reset_index(drop=True) for s, c in SPLIT_CODES.items()}
+    slot[t_rank[keep]] = np.flatnonzero(keep)
+    del t_rank, keep
+    rows = slot[slot >= 0]  # event positions of the samples, in time order
+    del slot
+    split = code[rows]
+    out = {}
+    for name, c in SPLIT_CODES.items():  # each split's frame built once from the arrays (no full-index copy)
+        r = rows[split == c]
+        h = n_hist[r]
+        length = np.minimum(h, max_history)
+        out[name] = pd.DataFrame(
+            {
+                "user_id": users[r], "item_id": items[r], "rating": ratings[r], "timestamp": ts[r],
+                "label": (ratings[r] >= threshold).astype("int8"), "n_history": h, "event_pos": r,
+                "history_start": block_start[r] + h - length, "history_length": length,
+            },
+            copy=False,
+        )  # fmt: skip
     return events, out
 
 
