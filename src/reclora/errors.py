@@ -13,5 +13,5 @@ class ValidationFailed(RecLoRAError):
     """Data failed the Great Expectations gate."""
 
 
-class ConfigError(RecLoRAError):
-    """params.yaml or an option is invalid."""
+class ConfigError(RecLoRAError, ValueError):
+    """params.yaml or an option is invalid (also a ValueError: a bad value)."""

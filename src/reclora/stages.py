@@ -283,8 +283,12 @@ def llm_stage(
 
     p = _params(params)
     tp, ap = p["train"], dict(p["adapter"])
-    if init_from is not None and kind != "reclora":
-        raise DataError(f"init_from (two-stage RecLoRA) needs kind reclora, got {kind!r}")
+    if init_from is not None:
+        if kind != "reclora":
+            raise DataError(f"init_from (two-stage RecLoRA) needs kind reclora, got {kind!r}")
+        from reclora.few2many.adapters import check_shared_lora_dir
+
+        init_from = check_shared_lora_dir(init_from)  # before any model loads
     t0 = time.perf_counter()
     tables, _, meta = read_prepared(data_dir, histories=False)
     s = _read_samples(Path(retrieved_dir))

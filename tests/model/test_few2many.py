@@ -237,8 +237,11 @@ def test_crm_residual_text_loss_gives_the_text_path_a_gradient_at_s_zero(tiny_ll
         moved[w] = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert moved[0.0] == {"readout.scale"}
     assert "readout.scale" in moved[1.0] and any("lora_B" in n for n in moved[1.0])  # B starts at 0: it moves first
-    with pytest.raises(ValueError, match="text_loss_weight"):
-        TrainConfig(text_loss_weight=-1)
+    for bad in (-1, float("nan"), float("inf")):  # never a silent no-op
+        with pytest.raises(ValueError, match="text_loss_weight"):
+            TrainConfig(text_loss_weight=bad)
+    with pytest.raises(ValueError, match=r"train\.lr must be a finite number > 0, got nan"):
+        TrainConfig(lr=float("nan"))
     m = build_adapter("lora", load_causal_lm(tiny_llama_dir)[0], ADAPTER)
     with pytest.raises(RecLoRAError, match="readout"):
         m.anchored(torch.zeros(2, 2), torch.zeros(2))
@@ -460,8 +463,13 @@ def test_two_stage_reclora_starts_as_the_shared_lora(tiny_llama_dir, tmp_path):
     assert not torch.equal(a[bank][0], a[bank][1])  # the experts parted
     with pytest.raises(RecLoRAError, match="not a RecLoRA"):
         init_from_shared_lora(lora, tmp_path / "lora")
-    with pytest.raises(RecLoRAError, match="not a saved vanilla LoRA"):
-        init_from_shared_lora(rec, tmp_path)
+    (tmp_path / "run").mkdir()
+    lora.save(tmp_path / "run" / "adapter")
+    rec.save(tmp_path / "rec")
+    for where, says in ((tmp_path / "run", "pass its adapter directory"), (tmp_path / "nowhere", "does not exist"),
+                        (tmp_path / "rec", "'reclora' adapter"), (tmp_path, "not a saved adapter"), ("", "empty")):  # fmt: skip
+        with pytest.raises(RecLoRAError, match=says):
+            init_from_shared_lora(rec, where)
     other = build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER | {"rank": 2})
     with pytest.raises(RecLoRAError, match="same rank"):
         init_from_shared_lora(other, tmp_path / "lora")

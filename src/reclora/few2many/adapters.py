@@ -215,6 +215,31 @@ def build_adapter(kind: str, base_model: nn.Module, config: dict[str, Any]) -> A
     raise RecLoRAError(f"unknown adapter kind {kind!r}; expected one of {KINDS}")
 
 
+def check_shared_lora_dir(lora_dir: str | Path) -> Path:
+    """``lora_dir`` as a saved vanilla LoRA adapter for two-stage RecLoRA, checked before any model
+    loads. Raises RecLoRAError saying what is there instead: nothing, a run directory (pass its
+    adapter/), a RecLoRA adapter, or something else."""
+    d = Path(lora_dir)
+    if not str(lora_dir).strip():
+        raise RecLoRAError("--init-from / init_from is empty: give the OUT/adapter of a `train llm --kind lora` run")
+    if not d.is_dir():
+        raise RecLoRAError(f"{d} does not exist: give the OUT/adapter of a `train llm --kind lora` run")
+    meta = d / "reclora_adapter.json"
+    if not meta.is_file():
+        if (d / "adapter" / "reclora_adapter.json").is_file():
+            raise RecLoRAError(f"{d} is a training run's output; pass its adapter directory: {d / 'adapter'}")
+        raise RecLoRAError(f"{d} is not a saved adapter (no reclora_adapter.json); give the OUT/adapter of a `train llm --kind lora` run")
+    try:
+        kind = json.loads(meta.read_text()).get("kind")
+    except (ValueError, AttributeError) as e:
+        raise RecLoRAError(f"{meta} is not valid adapter JSON: {e}") from None
+    if kind != "lora":
+        raise RecLoRAError(f"{d} is a {kind!r} adapter; two-stage RecLoRA starts from a vanilla LoRA (`train llm --kind lora`)")
+    if not ((d / "adapter_config.json").is_file() and (d / "adapter_model.safetensors").is_file()):
+        raise RecLoRAError(f"{d}: the peft files adapter_config.json and adapter_model.safetensors are missing")
+    return d
+
+
 def init_from_shared_lora(adapter: AdapterModel, lora_dir: str | Path) -> int:
     """Two-stage RecLoRA: every meta-LoRA of every bank starts as the trained shared (vanilla) LoRA saved
     in ``lora_dir`` (``AdapterModel.save`` of kind "lora"), as the official code's finetune mode does.
@@ -232,10 +257,8 @@ def init_from_shared_lora(adapter: AdapterModel, lora_dir: str | Path) -> int:
 
     if adapter.kind != "reclora":
         raise RecLoRAError(f"init_from_shared_lora: the adapter is {adapter.kind!r}, not a RecLoRA")
-    d = Path(lora_dir)
-    meta, cfg, weights = d / "reclora_adapter.json", d / "adapter_config.json", d / "adapter_model.safetensors"
-    if not (meta.is_file() and cfg.is_file() and weights.is_file()) or json.loads(meta.read_text()).get("kind") != "lora":
-        raise RecLoRAError(f"{d} is not a saved vanilla LoRA adapter (reclora_adapter.json of kind 'lora' + peft files)")
+    d = check_shared_lora_dir(lora_dir)
+    cfg, weights = d / "adapter_config.json", d / "adapter_model.safetensors"
     pc = json.loads(cfg.read_text())
     shared_scale = float(pc["lora_alpha"]) / float(pc["r"])
     w = load_file(str(weights))

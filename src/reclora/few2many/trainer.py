@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reclora.errors import ConfigError
 from reclora.few2many.adapters import AdapterModel
 from reclora.few2many.checkpoint import load_checkpoint, load_checkpoint_tensors, save_checkpoint
 from reclora.llm.model import chat_prompt, yes_no_token_ids
@@ -70,13 +71,20 @@ class TrainConfig:
     text_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        """Raises ConfigError (a ValueError) naming the setting and its value."""
         if self.loss not in LOSSES:
-            raise ValueError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
+            raise ConfigError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
         for name in ("batch_size", "grad_accum", "epochs"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.patience < 0 or self.lr_ratio_b <= 0 or self.gate_lr_mult <= 0 or self.text_loss_weight < 0:
-            raise ValueError("train.patience and text_loss_weight must be >= 0 and train.lr_ratio_b, gate_lr_mult > 0")
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.patience) < 0:
+            raise ConfigError(f"train.patience must be >= 0, got {self.patience!r}")
+        positive = ("lr", "lr_ratio_b", "gate_lr_mult")
+        for name in (*positive, "text_loss_weight", "weight_decay", "warmup_ratio", "max_grad_norm"):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (v <= 0 if name in positive else v < 0):  # NaN and inf included: never a silent no-op
+                raise ConfigError(f"train.{name} must be a finite number {'>' if name in positive else '>='} 0, got {v!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
