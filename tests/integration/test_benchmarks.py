@@ -29,7 +29,7 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
                       model_path=str(tiny_llama_dir), progress=False)  # fmt: skip
     saved = json.loads(out.read_text())
     assert saved["models"] == r["models"]
-    names = {"CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA + CRM residual", "RecLoRA (uniform gate)",
+    names = {"CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA + CRM residual", "RecLoRA (two-stage)", "RecLoRA (uniform gate)",
              "RecLoRA (recent-K)", "RecLoRA + CRM residual (no text path)"}  # fmt: skip
     # the peer DIN of a maintained CTR library (the `peer` extra, installed by `make install`) is its own row
     names.add("Peer DIN (DeepCTR-Torch)")
@@ -59,6 +59,9 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
     assert (report / "report.html").is_file() and (report / "roc.png").is_file()
     # adapters are saved as safetensors + JSON, checkpoints are cleaned up after success
     assert (tmp_path / "work" / "reclora" / "adapter" / "adapter_model.safetensors").is_file()
+    # two-stage RecLoRA started from the vanilla LoRA the same run trained
+    two = json.loads((tmp_path / "work" / "reclora-two-stage" / "metrics.json").read_text())
+    assert two["model"] == "reclora+two_stage" and two["adapter"]["init_from"] == str(tmp_path / "work" / "lora" / "adapter")
     assert not list((tmp_path / "work").glob(".*.run"))
 
 
