@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ def eval_subset(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def shared_features(
-    features_dir: str | Path | None, tables: Any, samples: pd.DataFrame
+    features_dir: str | Path | None, tables: Any, samples: pd.DataFrame | Callable[[], pd.DataFrame]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(items, users for the CRM, users for the prompts) of a training stage.
 
@@ -56,6 +56,8 @@ def shared_features(
     ModelInputs its training join wrote (``model_inputs/``), or, for a store without them, a join on
     the samples' (entity, time) rows plus the prepared tables' ids (see
     ``reclora.features.inputs.training_inputs``); without, from the prepared tables (as before Feast).
+    ``samples`` (user_id, item_id, timestamp) may be a function that builds them: it is called only
+    when the join is needed (the CRM's key frame holds every training sample: 0.6 GB at 25M events).
     """
     if features_dir is None:
         return tables.items, tables.users, tables.users
@@ -63,7 +65,8 @@ def shared_features(
 
     mi = read_model_inputs(features_dir)
     if mi is None:
-        mi = training_inputs(features_dir, samples, tables.users["user_id"], tables.items["item_id"])
+        keys = samples() if callable(samples) else samples
+        mi = training_inputs(features_dir, keys, tables.users["user_id"], tables.items["item_id"])
     return mi.items, mi.crm_users(), mi.users
 
 
@@ -165,7 +168,9 @@ def _crm_train(data_dir: str, retrieved_dir: str, params: dict[str, Any], progre
          "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
     )  # fmt: skip
     events = EventArrays(s["train"].events.frame)
-    keys = pd.DataFrame({c: s["train"].column(c) for c in ("user_id", "item_id", "timestamp")})
+    def keys() -> pd.DataFrame:
+        return pd.DataFrame({c: s["train"].column(c) for c in ("user_id", "item_id", "timestamp")})
+
     items, users, _ = shared_features(features_dir, tables, keys)
     return train_crm_streaming(s["train"], s["valid"], events, items, users, cfg, progress=progress)
 

@@ -73,6 +73,31 @@ def test_training_inputs_reproduce_the_prepared_tables(ml100k):
     assert read_model_inputs(root / "prepared") is None
 
 
+def test_shared_features_builds_the_sample_keys_only_for_a_join(ml100k, tmp_path):
+    """The training stages pass the sample keys as a function: with the features stage's
+    model_inputs/ it is never called; without them (an older store) it is, and the join gives the same inputs."""
+    from reclora.features.inputs import MODEL_INPUTS_DIR
+    from reclora.stages import shared_features
+
+    root, _, tables, train = ml100k
+    calls = []
+
+    def keys():
+        calls.append(1)
+        return train[["user_id", "item_id", "timestamp"]]
+
+    items, crm_users, users = shared_features(root / "features", tables, keys)
+    assert calls == []
+    old = tmp_path / "features"
+    shutil.copytree(root / "features", old)
+    shutil.rmtree(old / MODEL_INPUTS_DIR)
+    items2, crm_users2, users2 = shared_features(old, tables, keys)
+    assert calls == [1]
+    pd.testing.assert_frame_equal(items, items2)
+    pd.testing.assert_frame_equal(crm_users, crm_users2)
+    pd.testing.assert_frame_equal(users, users2)
+
+
 def test_crm_stage_results_unchanged_through_feast(ml100k, tmp_path):
     from reclora.stages import crm_stage
 

@@ -185,7 +185,7 @@ def bench_scale(
     out: str | Path,
     work: str | Path | None = None,
     mode: str = "recent",
-    crm_batches: int = 50,
+    crm_batches: int | None = None,
     seed: int = 7,
     params_path: str | None = None,
     stages: tuple[str, ...] = STAGES,
@@ -196,7 +196,8 @@ def bench_scale(
     """Run the stages at each size (events) and write OUT (JSON) and OUT's stem + '.png'.
 
     ``mode``: retrieval mode (recent | relevance: relevance embeds the catalogue with the base LLM
-    first, cached). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
+    first, cached). ``crm_batches``: CRM training steps timed per size (default params
+    ``bench.scale.crm_batches``). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
     deleted after it unless ``keep``. Raises ConfigError on bad sizes/stages/mode.
     """
     from reclora.errors import ConfigError
@@ -209,6 +210,10 @@ def bench_scale(
         raise ConfigError(f"unknown stage(s) {bad}; choose from {', '.join(STAGES + OPTIONAL_STAGES)}")
     if mode not in ("recent", "relevance"):
         raise ConfigError(f"--mode must be recent or relevance, got {mode!r}")
+    if crm_batches is None:
+        from reclora.config import load_params
+
+        crm_batches = int(load_params(params_path)["bench"]["scale"]["crm_batches"])
     if crm_batches < 2:
         raise ConfigError("--crm-batches must be >= 2 (the first batch is warm-up)")
     out = Path(out)

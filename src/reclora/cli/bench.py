@@ -90,7 +90,7 @@ def scale_cmd(
     out: str = typer.Option(..., help="JSON file with every figure; the plot goes beside it as a PNG."),
     work: Optional[str] = typer.Option(None, help="Scratch directory (default: OUT's stem + '-work')."),
     mode: str = typer.Option("recent", help="Retrieval mode: recent, or relevance (embeds the catalogue with the base LLM)."),
-    crm_batches: int = typer.Option(50, help="CRM training batches timed per size (the first is warm-up)."),
+    crm_batches: Optional[int] = typer.Option(None, help="CRM training batches timed per size, the first is warm-up (params bench.scale.crm_batches)."),
     stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), help="Stages to run, comma-separated; 'embed' (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep each size's data in the scratch directory."),
     timeout: Optional[float] = typer.Option(None, help="Seconds one stage may run (default: no limit)."),
