@@ -43,7 +43,8 @@ def spark():
         builder = builder.config(k, v)
     session = builder.getOrCreate()
     for k, v in CONF.items():  # also when a session of an earlier test module was picked up
-        session.conf.set(k, v)
+        if k.startswith("spark.sql."):  # (the runtime settings)
+            session.conf.set(k, v)
     yield session
     session.stop()
 

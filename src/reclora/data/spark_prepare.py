@@ -463,6 +463,7 @@ def prepare_spark(
             with _spark_errors(src.where):
                 stats = _stats(inter, threshold, checks=True)
             _refuse_bad_cells(src, stats)
+            read_stats = stats  # the loaded table's (its dtypes stay through the user sample, as in pandas)
 
             full, seen = inter, {}
 
@@ -486,7 +487,7 @@ def prepare_spark(
             if stats["rows"] == 0:
                 raise DataError(f"{dataset}: no interactions found in {path}")
             # interactions.parquet: the source rows in their order; ids/times nullable Int64 where a cell was empty
-            dtypes = dict(src.dtypes) if src.dtypes else {c: ("Int64" if stats.get(f"null_{c}") else "int64") for c in CANONICAL}
+            dtypes = dict(src.dtypes) if src.dtypes else {c: ("Int64" if read_stats.get(f"null_{c}") else "int64") for c in CANONICAL}
             dtypes["rating"] = dtypes.get("rating", "float64") if src.dtypes else "float64"
             _write_parts(inter.select("rid", *CANONICAL).orderBy("rid"), parts / "interactions")
             sink = _Sink(tmp / schema.INTERACTIONS, pandas_schema(dtypes), TABLE_ROW_GROUP)
