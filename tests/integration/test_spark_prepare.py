@@ -28,7 +28,8 @@ from reclora.io import read_json  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "5",
+CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "5",
         "spark.sql.adaptive.coalescePartitions.enabled": "false", "spark.sql.files.maxPartitionBytes": "2048",
         "spark.sql.files.openCostInBytes": "0"}  # fmt: skip
 FILES = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.EVENTS] + [schema.split_path(s) for s in schema.SPLITS]
