@@ -30,6 +30,7 @@ class Components:
     evaluate: Any
     register: Any
     features_spark: Any = None  # features.offline_store spark: the features step as a SparkApplication
+    prepare_spark: Any = None  # data.engine spark: the prepare step as a SparkApplication
 
 
 def build_components(cpu_image: str, gpu_image: str) -> Components:
@@ -37,6 +38,7 @@ def build_components(cpu_image: str, gpu_image: str) -> Components:
     from components.features.component import features
     from components.features_spark.component import features_spark
     from components.prepare.component import prepare
+    from components.prepare_spark.component import prepare_spark
     from components.register.component import register
     from components.retrieve.component import retrieve
     from components.train_crm.component import train_crm
@@ -53,4 +55,5 @@ def build_components(cpu_image: str, gpu_image: str) -> Components:
         evaluate=lightweight(evaluate, cpu_image),
         register=lightweight(register, cpu_image),
         features_spark=lightweight(features_spark, cpu_image),
+        prepare_spark=lightweight(prepare_spark, cpu_image),
     )

@@ -9,6 +9,8 @@ node pool (accelerator type/limit, node selector, tolerations from params.yaml).
 ``gpu.num_nodes`` > 1 it creates a Kubeflow Trainer TrainJob and waits for it. The steps that use
 the object store (prepare, retrieve, train, evaluate, register) get the credentials of the Kubernetes
 Secret ``pipeline.storage_secret`` as environment variables (kfp-kubernetes), never as parameters.
+With ``data.engine: spark`` the prepare step, and with ``features.offline_store: spark`` the features
+step, creates a SparkApplication (Kubeflow Spark Operator, ``pipeline.spark``) and waits for it.
 Compile with a params profile (``profile="cluster"``) for the cluster defaults.
 """
 
@@ -19,6 +21,7 @@ from kfp import dsl, kubernetes
 
 from components import build_components
 from reclora.config import load_params_with
+from reclora.data.spark_prepare import data_engine
 
 
 def _with_storage_secret(task: Any, secret: dict[str, Any] | None) -> Any:
@@ -53,6 +56,7 @@ def build_pipeline(
     params = load_params_with(None, profile)
     p = params["pipeline"]
     on_spark = (params.get("features") or {}).get("offline_store") == "spark"
+    prepare_on_spark = data_engine(params) == "spark"
     c = build_components(cpu_image or p["cpu_image"], gpu_image or p["gpu_image"])
     retries = int(p["train_retries"])
     secret = p.get("storage_secret")
@@ -73,9 +77,11 @@ def build_pipeline(
         checkpoint_uri: str = p.get("checkpoint_uri") or "",
         deploy: bool = bool(serving.get("deploy", False)),
     ):
-        prep = c.prepare(dataset=dataset, source_path=source_path, version_tag=data_version_tag, profile=profile,
-                         overrides=overrides)  # fmt: skip
-        prep.set_display_name("prepare data").set_caching_options(enable_caching=True)
+        prepare = c.prepare_spark if prepare_on_spark else c.prepare  # data.engine: a SparkApplication or this pod
+        prep = prepare(dataset=dataset, source_path=source_path, version_tag=data_version_tag, profile=profile,
+                       overrides=overrides)  # fmt: skip
+        prep.set_display_name("prepare data (Spark)" if prepare_on_spark else "prepare data")
+        prep.set_caching_options(enable_caching=True)
         _with_storage_secret(prep, secret)
         val = c.validate(data=prep.outputs["data"], profile=profile, overrides=overrides)
         val.set_display_name("validate (Great Expectations)").set_caching_options(enable_caching=True)

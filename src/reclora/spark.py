@@ -1,6 +1,14 @@
-"""Beyond one machine, the features step on Spark: a SparkApplication of the Kubeflow Spark Operator.
+"""Beyond one machine, the prepare and features steps on Spark: SparkApplications of the Kubeflow Spark Operator.
 
-The application runs :mod:`reclora.features.spark_job` on the driver: the prepared data is copied
+Both steps share one body (:func:`spark_application_body`) and one create-and-wait
+(:func:`run_on_spark`); they differ in the driver program and its arguments.
+
+Prepare (``data.engine: spark``): the application runs :mod:`reclora.data.spark_job`: the raw data is
+fetched onto the shared work volume, :func:`reclora.data.spark_prepare.prepare_spark` builds the
+event store and the sample index on the executors, and the prepared directory is uploaded to the
+step's output URI, with a report (summary + data version) at a second URI.
+
+Features (``features.offline_store: spark``): the application runs :mod:`reclora.features.spark_job` on the driver: the prepared data is copied
 from its object-store URI into a work directory on a volume that the driver and every executor
 mount (``pipeline.spark.work_claim``, ReadWriteMany), the Feast sources are written there, and
 Feast's Spark offline store (``features.offline_store: spark``, SparkSources over those parquet
@@ -25,16 +33,26 @@ DONE_STATES = {"COMPLETED"}
 FAILED_STATES = {"FAILED", "SUBMISSION_FAILED", "FAILING", "INVALIDATING"}
 
 
-def application_name(key: str) -> str:
-    """A DNS-1123 name unique to ``key`` (the step's output URI), so a retried step follows its own application."""
-    return f"reclora-features-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+STEPS = ("prepare", "features")
 
 
-def _role(spec: Mapping[str, Any], sa: str | None, env: Sequence[Mapping[str, Any]], claim: str) -> dict[str, Any]:
+def application_name(key: str, step: str = "features") -> str:
+    """A DNS-1123 name unique to ``step`` and ``key`` (the step's output URI), so a retried step follows
+    its own application."""
+    if step not in STEPS:
+        raise ValueError(f"unknown Spark step {step!r}; expected one of {STEPS}")
+    return f"reclora-{step}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _labels(step: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": step}
+
+
+def _role(spec: Mapping[str, Any], sa: str | None, env: Sequence[Mapping[str, Any]], step: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "cores": int(spec.get("cores", 1)),
         "memory": str(spec.get("memory", "4g")),
-        "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "features"},
+        "labels": _labels(step),
         "env": [dict(e) for e in env],
         "volumeMounts": [{"name": "work", "mountPath": WORK_MOUNT}],
     }
@@ -59,8 +77,9 @@ def spark_application_body(
     service_account: str | None = None,
     spark_conf: Mapping[str, Any] | None = None,
     env: Sequence[Mapping[str, Any]] = (),
+    step: str = "features",
 ) -> dict[str, Any]:
-    """The SparkApplication (``sparkoperator.k8s.io/v1beta2``) of one features run.
+    """The SparkApplication (``sparkoperator.k8s.io/v1beta2``) of one run of ``step`` (prepare, features).
 
     ``driver`` / ``executor``: ``cores``, ``memory`` (Spark notation, "4g"), executor ``instances``.
     ``work_claim``: a ReadWriteMany PersistentVolumeClaim mounted at ``/workspace`` on the driver and
@@ -74,8 +93,7 @@ def spark_application_body(
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "SparkApplication",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "features"}},
+        "metadata": {"name": name, "namespace": namespace, "labels": _labels(step)},
         "spec": {
             "type": "Python",
             "pythonVersion": "3",
@@ -88,8 +106,8 @@ def spark_application_body(
             "sparkConf": {str(k): str(v) for k, v in (spark_conf or {}).items()},
             "restartPolicy": {"type": "Never"},
             "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": work_claim}}],
-            "driver": _role(driver, service_account, env, work_claim),
-            "executor": _role({"instances": 1, **executor}, service_account, env, work_claim),
+            "driver": _role(driver, service_account, env, step),
+            "executor": _role({"instances": 1, **executor}, service_account, env, step),
         },
     }  # fmt: skip
 
@@ -119,6 +137,87 @@ def run_spark_application(
     return create_and_wait(body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep)
 
 
+def run_on_spark(
+    step: str,
+    key: str,
+    main_application_file: str,
+    arguments: Sequence[str],
+    params: Mapping[str, Any],
+    spark_conf: Mapping[str, Any] | None = None,
+    api: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Build the SparkApplication of ``step`` (named for ``key``, the step's output URI) from params
+    ``pipeline.spark`` and the storage Secret, create it and wait for COMPLETED; returns its name.
+    ``arguments``: the driver program's; the work directory ``/workspace/<name>`` is appended as
+    ``--work``. Raises ConfigError (missing settings), RuntimeError (the application failed)."""
+    from reclora.trainjob import namespace, secret_env
+
+    p = params["pipeline"]
+    sp = p.get("spark") or {}
+    if not main_application_file:
+        raise ConfigError(f"the Spark {step} step needs its driver program (pipeline.spark: "
+                          f"{'prepare_application_file' if step == 'prepare' else 'main_application_file'})")  # fmt: skip
+    name = application_name(key, step)
+    body = spark_application_body(
+        name=name, namespace=namespace(str(sp.get("namespace", "reclora"))), image=str(sp.get("image", "")),
+        main_application_file=main_application_file, arguments=[*arguments, "--work", f"{WORK_MOUNT}/{name}"],
+        spark_version=str(sp.get("spark_version", "")), driver=sp.get("driver") or {},
+        executor=sp.get("executor") or {}, work_claim=str(sp.get("work_claim", "")),
+        service_account=sp.get("service_account") or None, spark_conf=spark_conf or {},
+        env=secret_env(p.get("storage_secret")), step=step,
+    )  # fmt: skip
+    run_spark_application(body, api=api, poll_s=float(sp.get("poll_seconds", 15)),
+                          timeout_s=sp.get("timeout_seconds"), sleep=sleep)  # fmt: skip
+    return name
+
+
+def _read_json(uri: str) -> dict[str, Any]:
+    from reclora import storage
+
+    fs, path = storage.filesystem(uri)
+    with fs.open(path) as f:
+        return json.load(f)
+
+
+def _require_remote(step: str, **uris: str) -> None:
+    from reclora import storage
+
+    for what, uri in uris.items():
+        if not storage.is_remote(str(uri)):
+            raise ConfigError(f"the Spark {step} step needs an object-store {what} URI, got {uri!r}")
+
+
+def prepare_on_spark(
+    dataset: str,
+    source: str,
+    out_uri: str,
+    report_uri: str,
+    params: Mapping[str, Any],
+    api: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """The prepare step as a SparkApplication (``data.engine: spark``): raw ``source`` -> the prepared
+    directory at ``out_uri``; returns the report the driver wrote at ``report_uri`` (the stage summary
+    plus ``data_version``). ``source``: an object-store URI, a DVC reference, a path on the work volume
+    (``/workspace/...``), or "" for synthetic data. Raises ConfigError for local output URIs or a local
+    source the driver cannot see, RuntimeError when the application fails."""
+    from reclora import storage
+
+    _require_remote("prepare", output=out_uri, report=report_uri)
+    if source and not (storage.is_remote(source) or storage.is_dvc_ref(source) or source.startswith(f"{WORK_MOUNT}/")):
+        raise ConfigError(f"the Spark prepare step needs an object-store URI, a DVC reference or a path under "
+                          f"{WORK_MOUNT}/ as its source (the driver pod shares nothing else), got {source!r}")  # fmt: skip
+    sp = params["pipeline"].get("spark") or {}
+    data = dict(params.get("data") or {})
+    sections = {"data": {**data, "engine": "spark"}, "synthetic": dict(params.get("synthetic") or {})}
+    args = ["--dataset", dataset, "--source", source, "--out", out_uri, "--report", report_uri,
+            "--params", json.dumps(sections, default=str)]  # fmt: skip
+    run_on_spark("prepare", out_uri, str(sp.get("prepare_application_file", "")), args, params,
+                 spark_conf=data.get("spark_conf") or {}, api=api, sleep=sleep)  # fmt: skip
+    return _read_json(report_uri)
+
+
 def features_on_spark(
     data_uri: str,
     out_uri: str,
@@ -130,32 +229,15 @@ def features_on_spark(
     features stage's output), both object-store URIs. Returns the stage summary the application
     wrote (``<out_uri>/summary.json``). Raises ConfigError when a URI is local (the driver pod shares
     no volume with this step), RuntimeError when the application fails."""
-    from reclora import storage
-    from reclora.trainjob import namespace, secret_env
-
-    for what, uri in (("data", data_uri), ("output", out_uri)):
-        if not storage.is_remote(str(uri)):
-            raise ConfigError(f"the Spark features step needs an object-store {what} URI, got {uri!r}")
-    p = params["pipeline"]
-    sp = p.get("spark") or {}
+    _require_remote("features", data=data_uri, output=out_uri)
+    sp = params["pipeline"].get("spark") or {}
     fp = dict(params.get("features") or {})
-    name = application_name(out_uri)
     feat = {**fp, "offline_store": "spark"}
-    args = ["--data", data_uri, "--out", out_uri, "--work", f"{WORK_MOUNT}/{name}",
-            "--features", json.dumps(feat, default=str)]  # fmt: skip
-    body = spark_application_body(
-        name=name, namespace=namespace(str(sp.get("namespace", "reclora"))), image=str(sp.get("image", "")),
-        main_application_file=str(sp.get("main_application_file", "")), arguments=args,
-        spark_version=str(sp.get("spark_version", "")), driver=sp.get("driver") or {},
-        executor=sp.get("executor") or {}, work_claim=str(sp.get("work_claim", "")),
-        service_account=sp.get("service_account") or None, spark_conf=fp.get("spark_conf") or {},
-        env=secret_env(p.get("storage_secret")),
-    )  # fmt: skip
-    run_spark_application(body, api=api, poll_s=float(sp.get("poll_seconds", 15)),
-                          timeout_s=sp.get("timeout_seconds"), sleep=sleep)  # fmt: skip
-    fs, path = storage.filesystem(f"{out_uri.rstrip('/')}/summary.json")
-    with fs.open(path) as f:
-        return json.load(f)
+    args = ["--data", data_uri, "--out", out_uri, "--features", json.dumps(feat, default=str)]
+    run_on_spark("features", out_uri, str(sp.get("main_application_file", "")), args, params,
+                 spark_conf=fp.get("spark_conf") or {}, api=api, sleep=sleep)  # fmt: skip
+    return _read_json(f"{out_uri.rstrip('/')}/summary.json")
 
 
-__all__ = ["application_name", "features_on_spark", "run_spark_application", "spark_application_body"]
+__all__ = ["application_name", "features_on_spark", "prepare_on_spark", "run_on_spark", "run_spark_application",
+           "spark_application_body"]  # fmt: skip

@@ -23,16 +23,22 @@ def prepare_cmd(
     min_history: Optional[int] = typer.Option(None, help="Drop samples with fewer earlier interactions."),
     max_history: Optional[int] = typer.Option(None, help="Most recent earlier interactions kept per sample."),
     max_users: Optional[int] = typer.Option(None, help="Seeded sample of N users (0 = all)."),
+    engine: Optional[str] = typer.Option(None, help="pandas (one machine) or spark (Spark local mode here; the `spark` extra). Default: params data.engine."),
     params: Optional[str] = typer.Option(None, help="params.yaml to use (default: the repository's)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Write canonical tables and train/valid/test CTR samples; print one JSON summary line."""
     from reclora.config import load_params
     from reclora.data import prepare
+    from reclora.data.spark_prepare import data_engine, prepare_spark
 
     def _run() -> int:
-        summary = prepare(
-            dataset, path, out, load_params(params),
+        p = load_params(params)
+        if engine is not None:
+            p["data"]["engine"] = engine
+        run = prepare_spark if data_engine(p) == "spark" else prepare
+        summary = run(
+            dataset, path, out, p,
             min_history=min_history, max_history=max_history, max_users=max_users,
         )  # fmt: skip
         typer.echo(json.dumps(summary, sort_keys=True))

@@ -388,15 +388,20 @@ def load_ml25m(path: str | Path) -> Tables:
         ratings = _read_csv(path / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     inter = _canonical_interactions(ratings, path / "ratings.csv", {"user_id": "userId", "item_id": "movieId"})
+    return Tables(inter, ml25m_items(path), _users_from_interactions(inter))
+
+
+def ml25m_items(path: str | Path) -> pd.DataFrame:
+    """The items table of a MovieLens CSV release (movies.csv): item_id, title, genres ("" for none)."""
+    path = Path(path)
     movies = _read_csv(_need(path, "movies.csv"), ["movieId", "title", "genres"])
-    items = pd.DataFrame(
+    return pd.DataFrame(
         {
             "item_id": _ids(movies, "movieId", path / "movies.csv"),
             "title": movies["title"].str.strip(),
             "genres": movies["genres"].replace("(no genres listed)", ""),
         }
     )
-    return Tables(inter, items, _users_from_interactions(inter))
 
 
 def load_goodbooks(path: str | Path) -> Tables:
@@ -449,8 +454,7 @@ def load_table(path: str | Path, spec: dict[str, Any]) -> Tables:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
-    cols: dict[str, str] = spec.get("columns", {})
-    src = {canon: cols.get(canon, canon) for canon in ("user_id", "item_id", "rating", "timestamp", "title", "genres")}
+    src = table_source_columns(spec)
     found = _read_table(path, spec.get("interactions", "interactions"))
     assert found is not None
     inter, where = found
@@ -460,9 +464,25 @@ def load_table(path: str | Path, spec: dict[str, Any]) -> Tables:
     inter = inter[[src[c] for c in ("user_id", "item_id", "rating", "timestamp")]]
     inter.columns = ["user_id", "item_id", "rating", "timestamp"]
     inter = _canonical_interactions(inter, where, src, timestamps=True)
+    items = table_items(path, spec, lambda: np.sort(inter["item_id"].dropna().unique()))
+    users = table_users(path, spec, lambda: _users_from_interactions(inter))
+    return Tables(inter, items, users)
+
+
+def table_source_columns(spec: dict[str, Any]) -> dict[str, str]:
+    """canonical column -> source column of a generic table (params data.table.columns; default: the same name)."""
+    cols: dict[str, str] = spec.get("columns", {})
+    return {canon: cols.get(canon, canon) for canon in ("user_id", "item_id", "rating", "timestamp", "title", "genres")}
+
+
+def table_items(path: str | Path, spec: dict[str, Any], item_ids: Callable[[], Any]) -> pd.DataFrame:
+    """The items table of a generic table directory: ``items`` (parquet or CSV) mapped by ``spec``, else one
+    row per interacted item (``item_ids()``: the sorted distinct item ids) titled "item <id>"."""
+    path = Path(path)
+    src = table_source_columns(spec)
     found = _read_table(path, spec.get("items", "items"), required=False)
     if found is None:
-        ids = np.sort(inter["item_id"].dropna().unique())
+        ids = item_ids()
         items = pd.DataFrame({"item_id": ids, "title": [f"item {i}" for i in ids], "genres": ""})
     else:
         items, where = found
@@ -472,16 +492,24 @@ def load_table(path: str | Path, spec: dict[str, Any]) -> Tables:
         if "genres" not in items:
             items["genres"] = ""
         items["item_id"] = exact_int64(items["item_id"], where, src["item_id"]).set_axis(items.index)
+    return items
+
+
+def table_users(path: str | Path, spec: dict[str, Any], users_from_interactions: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The users table of a generic table directory: ``users`` (parquet or CSV) mapped by ``spec``, else
+    ``users_from_interactions()`` (one row per distinct user id, sorted)."""
+    path = Path(path)
+    src = table_source_columns(spec)
     found = _read_table(path, spec.get("users", "users"), required=False)
     if found is None:
-        users = _users_from_interactions(inter)
+        users = users_from_interactions()
     else:
         users, where = found
         users = users.rename(columns={src["user_id"]: "user_id"})
         if "user_id" not in users:
             raise DataError(f"{where}: users table lacks the user id column ({src['user_id']!r})")
         users["user_id"] = exact_int64(users["user_id"], where, src["user_id"]).set_axis(users.index)
-    return Tables(inter, items, users)
+    return users
 
 
 DATASETS = ("ml-100k", "ml-1m", "ml-25m", "goodbooks-10k", "synthetic", "table")
