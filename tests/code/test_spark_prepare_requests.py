@@ -44,6 +44,20 @@ def test_the_engine_switch_defaults_to_pandas_and_refuses_unknown_engines():
     assert data_engine(_params(engine="spark")) == "spark"
     with pytest.raises(ConfigError, match="data.engine must be one of pandas, spark, got 'dask'"):
         data_engine(_params(engine="dask"))
+    for empty in ("", None):  # an empty value is refused, never a silent pandas
+        with pytest.raises(ConfigError, match="data.engine must be one of pandas, spark"):
+            data_engine(_params(engine=empty))
+
+
+def test_a_missing_interactions_file_is_refused_before_spark_starts(tmp_path):
+    """Without pyspark installed too: the file check comes before the session (and the JVM)."""
+    from reclora.errors import DataError
+
+    with pytest.raises(DataError, match="missing ratings.csv"):
+        prepare_spark("ml-25m", tmp_path, tmp_path / "out", load_params())
+    with pytest.raises(DataError, match="missing interactions.parquet or interactions.csv"):
+        prepare_spark("table", tmp_path, tmp_path / "out", load_params())
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_prepare_step_creates_its_application_and_returns_the_drivers_report():

@@ -168,7 +168,7 @@ def test_cells_the_spark_path_cannot_read_are_refused_and_nothing_is_written(spa
         "userId,movieId,rating,timestamp\n1,1,4.0,978300000\n7.0,2,4.0,978300060\n": ("userId", "'7.0'"),
         "userId,movieId,rating,timestamp\n1,1,four,978300000\n": ("rating", "'four'"),
         "userId,movieId,rating,timestamp\n1,1,4.0,99999999999999999999\n": ("timestamp", "99999999999999999999"),
-        "userId,movieId,rating,timestamp\n1,1,4.0,978300000\n1,2,4.0,978300060,extra\n": ("cannot parse", ""),
+        "userId,movieId,rating,timestamp\n1,1,4.0,978300000\n1,2,4.0,978300060,extra\n": ("header's fields", "'1,2,4.0,978300060,extra'"),
         "userId,movieId,rating\n1,1,4.0\n": ("lacks columns ['timestamp']", ""),
     }
     for i, (text, (what, example)) in enumerate(cases.items()):

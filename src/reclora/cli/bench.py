@@ -25,7 +25,7 @@ def quality_cmd(
     model: Optional[str] = typer.Option(None, help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
-    """CRM vs vanilla LoRA vs RecLoRA on one data set: test AUC, LogLoss, sample counts, wall time."""
+    """CRM vs vanilla LoRA vs RecLoRA (+ CRM residual, two-stage, peer DIN) on one data set: test AUC, LogLoss, bootstrap intervals, wall time."""
     from reclora.bench.quality import bench_quality
 
     def _run() -> int:

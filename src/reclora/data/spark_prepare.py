@@ -71,7 +71,9 @@ _NUMBER_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
 
 def data_engine(params: dict[str, Any]) -> str:
     """``params["data"]["engine"]`` checked: "pandas" (default, one machine) or "spark"; ConfigError otherwise."""
-    engine = str((params.get("data") or {}).get("engine") or "pandas")
+    data = params.get("data") or {}
+    engine = data.get("engine", "pandas")
+    engine = "" if engine is None else str(engine)  # an empty value is an error, never a silent default
     if engine not in ENGINES:
         raise ConfigError(f"data.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     return engine
@@ -209,6 +211,16 @@ def _source(spark: SparkSession, dataset: str, path: Path | None, params: dict[s
                    lambda derived: table_users(path, spec, derived))  # fmt: skip
 
 
+def _check_source_file(dataset: str, path: Path | None, data_p: dict[str, Any]) -> None:
+    """DataError when the interactions file ``_source`` would read is missing (checked before Spark starts)."""
+    if dataset == "ml-25m" and path is not None and not (path / "ratings.csv").is_file():
+        raise DataError(f"{path}: missing ratings.csv")
+    if dataset == "table" and path is not None:
+        stem = data_p["table"].get("interactions", "interactions")
+        if not ((path / f"{stem}.parquet").is_file() or (path / f"{stem}.csv").is_file()):
+            raise DataError(f"{path}: missing {stem}.parquet or {stem}.csv")
+
+
 @contextlib.contextmanager
 def _spark_errors(where: Path) -> Iterator[None]:
     """Spark's parse failures (FAILFAST, unreadable files) as one DataError naming the file."""
@@ -219,8 +231,13 @@ def _spark_errors(where: Path) -> Iterator[None]:
     except Exception as e:
         if type(e).__module__.split(".")[0] not in ("pyspark", "py4j"):
             raise
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
-        raise DataError(f"{where}: cannot parse ({type(e).__name__}: {first[:300]})") from e
+        text = str(e)
+        bad_line = re.search(r"Malformed CSV record: ?(.*?)(?:\s+SQLSTATE: \S+)?\s*$", text, re.M)
+        if bad_line:  # FAILFAST: a line with the wrong number of fields (or an unclosed quote)
+            raise DataError(f"{where}: a line does not have the header's fields (wrong number of fields or an "
+                            f"unclosed quote): {bad_line.group(1).strip()[:200]!r}") from None  # fmt: skip
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        raise DataError(f"{where}: cannot parse ({type(e).__name__}: {first[:300]})") from None
 
 
 def _stats(inter: DataFrame, threshold: float, checks: bool) -> dict[str, int]:
@@ -242,7 +259,10 @@ def _refuse_bad_cells(src: _Source, stats: dict[str, int]) -> None:
             bad, name = src.checks[c]
             examples = [r[0] for r in src.raw.where(bad).select(f"`{name}`").limit(3).collect()]
             shown = ", ".join(repr(str(e)) for e in examples)
-            need = "numbers" if c == "rating" else "integers (plain integer text, integral numbers) for data.engine spark"
+            need = "numbers" if c == "rating" else (
+                "ids and times as integers: integer or integral float columns, or text of plain integers "
+                "such as 42 (text such as '7.0' or '1e3' needs data.engine pandas)"
+            )
             raise DataError(f"{src.where}: column {name!r} must hold {need}, e.g. got {shown}")
 
 
@@ -445,8 +465,12 @@ def prepare_spark(
         raise ValueError("min_history must be >= 0 and max_history >= 1")
     threshold = float(data_p["label_threshold"][dataset])
     max_users, seed = int(data_p.get("max_users") or 0), int(data_p.get("seed", 0))
+    _check_source_file(dataset, Path(path) if path else None, data_p)  # before Spark's JVM starts
     t0 = time.perf_counter()
     spark = spark if spark is not None else spark_session(data_p.get("spark_conf"))
+    if spark.conf.get("spark.master", "").startswith("local"):
+        # local mode: a failed task's executor log (a Java stack trace) would bury our one-line error
+        spark.sparkContext.setLogLevel(str(data_p.get("spark_log_level") or "OFF"))
     # every field of a CSV line is parsed, so a line with a field too many or too few fails (FAILFAST)
     # instead of being cut to the columns read
     spark.conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
