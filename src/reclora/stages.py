@@ -105,9 +105,10 @@ def retrieve_stage(
     if missing:
         raise DataError(f"{data_dir}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`")
     meta = read_json(data_dir / schema.META)
-    event_items = read_events(data_dir, ["item_id"])["item_id"].to_numpy(np.int64)
     ids = emb = event_rows = None
+    event_items = np.zeros(0, np.int64)  # recent mode reads no event: positions follow from the lengths
     if mode == "relevance":
+        event_items = read_events(data_dir, ["item_id"])["item_id"].to_numpy(np.int64)
         src = rp.get("embedding_model") or resolve_model_path(model_path)
         items = pd.read_parquet(data_dir / schema.ITEMS)
         ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress,

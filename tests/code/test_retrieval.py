@@ -186,3 +186,32 @@ def test_few2many_sample_and_eval_subset_come_from_their_own_splits(tmp_path):
     for df in (few, ev):  # the prompt's short history is strictly earlier than its target
         for t, items, hts, short in zip(df["timestamp"], df["hist_item_ids"], df["hist_timestamps"], df["short_item_ids"]):
             assert (np.asarray(hts) < t).all() and set(short.tolist()) <= set(items.tolist())
+
+
+def test_position_columns_round_trip_and_read_the_older_list_form():
+    import pyarrow as pa
+
+    from reclora.errors import DataError
+    from reclora.retrieval.layout import positions_array, positions_column, positions_width
+
+    rng = np.random.default_rng(3)
+    p = rng.integers(-1, 32767, size=(1000, 7)).astype(np.int16)
+    p[:, -2:] = -1
+    col = positions_column(p)
+    assert col.type == pa.binary(14) and positions_width(col.type) == 7 and len(col) == 1000
+    np.testing.assert_array_equal(positions_array(col, 7), p)
+    np.testing.assert_array_equal(positions_array(col.slice(10, 5), 7), p[10:15])  # an offset into the buffer
+    chunked = pa.chunked_array([col.slice(0, 400), col.slice(400)])
+    np.testing.assert_array_equal(positions_array(chunked, 7), p)
+    got = positions_array(col, 7)
+    got[0, 0] = 5  # a writable copy in native byte order
+    assert got.dtype == np.int16 and col.to_pylist()[0] == p[0].astype("<i2").tobytes()
+    old = pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), 7)  # retrieved before the binary layout
+    assert positions_width(old.type) == 7
+    np.testing.assert_array_equal(positions_array(old, 7), p)
+    with pytest.raises(DataError, match="7 positions per row, expected 6"):
+        positions_array(col, 6)
+    with pytest.raises(DataError, match="fixed_size_binary or fixed_size_list"):
+        positions_width(pa.int64())
+    with pytest.raises(DataError, match="null"):
+        positions_array(pa.array([p[0].astype("<i2").tobytes(), None], type=pa.binary(14)), 7)

@@ -62,3 +62,24 @@ def test_embed_stage_embeds_every_item_uncached(tmp_path, tiny_llama_dir):
     r = _stage("embed", tmp_path, params, {})
     assert r["items"] == 37 and r["dim"] > 0 and r["items_per_s"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # the uncached run leaves no cache behind
+
+
+def test_bench_scale_repeats_keeps_every_run(tmp_path):
+    out = tmp_path / "scale.json"
+    proc = reclora("bench", "scale", "--events", "3000,6000", "--out", str(out), "--stages", "prepare,retrieve",
+                   "--repeats", "2", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(run 2/2)" in proc.stderr
+    r = json.loads(out.read_text())
+    assert r["repeats"] == 2
+    for n in ("3000", "6000"):
+        for stage in ("prepare", "retrieve"):
+            e = r["sizes"][n][stage]
+            runs = e["seconds_runs"]
+            assert len(runs) == 2 and min(runs) <= e["seconds"] <= max(runs)
+            assert e["peak_rss_gb"] == max(e["peak_rss_gb_runs"])
+    t = r["ratios"]["time"]["6000/3000"]
+    assert t["events"] > 1.5
+    assert t["prepare"] == round(r["sizes"]["6000"]["prepare"]["seconds"] / r["sizes"]["3000"]["prepare"]["seconds"], 2)
+    proc = reclora("bench", "scale", "--events", "3000", "--out", str(out), "--repeats", "0")
+    assert proc.returncode == 2 and "--repeats" in proc.stderr

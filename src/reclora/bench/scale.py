@@ -16,6 +16,13 @@ child process of its own, which reports the stage's wall seconds and its own pea
 Output JSON: ``sizes.<events>.<stage>.{seconds, peak_rss_gb}`` (+ ``error`` when a stage fails: the
 benchmark goes on with the next size), ``sizes.<events>.crm_samples_per_s``, the data shape, and a PNG
 of time and memory against size beside the JSON. A benchmark, never a test.
+
+Repeats (``--repeats N``): this VM's run-to-run spread is larger than some targets' margins, so each
+size can run its stage sequence N times over the same generated data (prepare, validate, ..., crm,
+then again: the repeats are interleaved, not back to back). Then ``seconds`` and ``crm_samples_per_s``
+are the medians, ``seconds_runs`` / ``crm_samples_per_s_runs`` every run, and ``peak_rss_gb`` the
+largest. ``ratios`` gives, from those figures, each stage's time ratio between consecutive sizes and
+the CRM samples/s of each size over the smallest's (the issue's linearity targets).
 """
 
 from __future__ import annotations
@@ -192,13 +199,15 @@ def bench_scale(
     keep: bool = False,
     timeout_s: float | None = None,
     progress: bool = True,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Run the stages at each size (events) and write OUT (JSON) and OUT's stem + '.png'.
 
     ``mode``: retrieval mode (recent | relevance: relevance embeds the catalogue with the base LLM
     first, cached). ``crm_batches``: CRM training steps timed per size (default params
     ``bench.scale.crm_batches``). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
-    deleted after it unless ``keep``. Raises ConfigError on bad sizes/stages/mode.
+    deleted after it unless ``keep``. ``repeats``: runs of each size's stage sequence (module docstring).
+Raises ConfigError on bad sizes/stages/mode/repeats.
     """
     from reclora.errors import ConfigError
     from reclora.io import write_json
@@ -210,6 +219,8 @@ def bench_scale(
         raise ConfigError(f"unknown stage(s) {bad}; choose from {', '.join(STAGES + OPTIONAL_STAGES)}")
     if mode not in ("recent", "relevance"):
         raise ConfigError(f"--mode must be recent or relevance, got {mode!r}")
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
     if crm_batches is None:
         from reclora.config import load_params
 
@@ -220,7 +231,7 @@ def bench_scale(
     work = Path(work) if work else out.with_name(out.stem + "-work")
     result: dict[str, Any] = {
         "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "sizes": {},
+        "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "repeats": repeats, "sizes": {},
     }  # fmt: skip
     opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params_path}
     for n in sizes:
@@ -233,21 +244,75 @@ def bench_scale(
         if "error" in gen:
             entry["error"] = f"generate: {gen['error']}"
         else:
-            for st in stages:
-                r = _run_child(st, d, opts, timeout_s)
-                entry[st] = r
-                if progress:
-                    msg = r.get("error") or f"{r['seconds']} s, peak RSS {r['peak_rss_gb']} GB"
-                    print(f"[{n} events] {st}: {msg}", file=sys.stderr, flush=True)
-                if st == "crm" and "crm_samples_per_s" in r:
-                    entry["crm_samples_per_s"] = r["crm_samples_per_s"]
+            runs: dict[str, list[dict[str, Any]]] = {st: [] for st in stages}
+            for rep in range(repeats):
+                for st in stages:
+                    r = _run_child(st, d, opts, timeout_s)
+                    runs[st].append(r)
+                    if progress:
+                        msg = r.get("error") or f"{r['seconds']} s, peak RSS {r['peak_rss_gb']} GB"
+                        tag = f" (run {rep + 1}/{repeats})" if repeats > 1 else ""
+                        print(f"[{n} events] {st}{tag}: {msg}", file=sys.stderr, flush=True)
+                    if "error" in r:
+                        break
+                if any("error" in rs[-1] for rs in runs.values() if rs):
+                    break  # a failed stage: later stages (and repeats) would read its missing output
+            for st, rs in runs.items():
+                if rs:
+                    entry[st] = _combine_runs(rs)
+            if "crm_samples_per_s" in entry.get("crm", {}):
+                entry["crm_samples_per_s"] = entry["crm"]["crm_samples_per_s"]
         result["sizes"][str(n)] = entry
+        result["ratios"] = scale_ratios(result)
         write_json(out, result)  # what is done so far survives a later failure
         if not keep:
             shutil.rmtree(d, ignore_errors=True)
     result["plot"] = str(plot_scale(result, out.with_suffix(".png")))
     write_json(out, result)
     return result
+
+
+def _combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One stage's runs -> its entry: the first failure if any, else the last run's extra figures with
+    the median ``seconds`` (and ``crm_samples_per_s``), the largest ``peak_rss_gb``, and every run's
+    figures under ``*_runs`` when there is more than one run."""
+    import statistics
+
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    out = dict(runs[-1])
+    out["seconds"] = round(statistics.median(r["seconds"] for r in runs), 2)
+    out["peak_rss_gb"] = max(r["peak_rss_gb"] for r in runs)
+    if len(runs) > 1:
+        out["seconds_runs"] = [r["seconds"] for r in runs]
+        out["peak_rss_gb_runs"] = [r["peak_rss_gb"] for r in runs]
+    if all(r.get("crm_samples_per_s") for r in runs):
+        out["crm_samples_per_s"] = round(statistics.median(r["crm_samples_per_s"] for r in runs), 1)
+        if len(runs) > 1:
+            out["crm_samples_per_s_runs"] = [r["crm_samples_per_s"] for r in runs]
+    return out
+
+
+def scale_ratios(result: dict[str, Any]) -> dict[str, Any]:
+    """Linearity figures of a result: ``time.<big>/<small>.<stage>`` (seconds ratio between consecutive
+    sizes, with ``events`` the ratio of their event counts) and ``crm_samples_per_s.<size>/<smallest>``."""
+    sizes = sorted(int(k) for k in result["sizes"])
+    time_ratios: dict[str, dict[str, float]] = {}
+    for small, big in zip(sizes, sizes[1:]):
+        a, b = result["sizes"][str(small)], result["sizes"][str(big)]
+        key = f"{big}/{small}"
+        time_ratios[key] = {"events": round(big / small, 3)}
+        for st in result["stages"]:
+            if a.get(st, {}).get("seconds") and "error" not in a[st] and "error" not in b.get(st, {"error": 1}):
+                time_ratios[key][st] = round(b[st]["seconds"] / a[st]["seconds"], 2)
+    sps = {}
+    base = result["sizes"][str(sizes[0])].get("crm_samples_per_s") if sizes else None
+    for n in sizes[1:]:
+        v = result["sizes"][str(n)].get("crm_samples_per_s")
+        if base and v:
+            sps[f"{n}/{sizes[0]}"] = round(v / base, 3)
+    return {"time": time_ratios, "crm_samples_per_s": sps}
 
 
 def plot_scale(result: dict[str, Any], path: Path) -> Path:
@@ -260,15 +325,18 @@ def plot_scale(result: dict[str, Any], path: Path) -> Path:
     sizes = sorted(int(k) for k in result["sizes"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for st in result["stages"]:
-        xs, ts, ms = [], [], []
+        xs, ts, ms, lo, hi = [], [], [], [], []
         for n in sizes:
             r = result["sizes"][str(n)].get(st, {})
             if "peak_rss_gb" in r:
                 xs.append(n)
                 ts.append(r["seconds"])
                 ms.append(r["peak_rss_gb"])
-        if xs:
-            axes[0].plot(xs, ts, marker="o", label=st)
+                runs = r.get("seconds_runs") or [r["seconds"]]
+                lo.append(r["seconds"] - min(runs))
+                hi.append(max(runs) - r["seconds"])
+        if xs:  # with repeats: the median, and a bar from the fastest to the slowest run
+            axes[0].errorbar(xs, ts, yerr=[lo, hi], marker="o", capsize=3, label=st)
             axes[1].plot(xs, ms, marker="o", label=st)
     for ax, what in zip(axes, ("wall time (s)", "peak RSS (GB)")):
         ax.set_xscale("log")
@@ -277,7 +345,9 @@ def plot_scale(result: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"reclora bench scale (retrieval: {result['mode']}, CRM: {result['crm_batches']} batches)")
+    reps = int(result.get("repeats", 1))
+    fig.suptitle(f"reclora bench scale (retrieval: {result['mode']}, CRM: {result['crm_batches']} batches"
+                 + (f", median of {reps} runs)" if reps > 1 else ")"))  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -94,6 +94,7 @@ def scale_cmd(
     stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), help="Stages to run, comma-separated; 'embed' (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep each size's data in the scratch directory."),
     timeout: Optional[float] = typer.Option(None, help="Seconds one stage may run (default: no limit)."),
+    repeats: int = typer.Option(1, help="Runs of each size's stage sequence, interleaved; times are the medians, every run is kept."),
 ) -> None:
     """Wall time and peak RSS of prepare, validate, features, retrieve and CRM batches on MovieLens-25M-shaped
     synthetic data of each size (each stage in its own process), CRM samples/s, and a PNG against size."""
@@ -106,8 +107,8 @@ def scale_cmd(
         except ValueError:
             raise ConfigError(f"--events must be comma-separated integers, got {events!r}") from None
         st = tuple(x.strip() for x in stages.split(",") if x.strip())
-        r = bench_scale(ns, out, work, mode, crm_batches, stages=st, keep=keep, timeout_s=timeout)
-        typer.echo(json.dumps({"sizes": r["sizes"], "plot": r["plot"]}, indent=2))
+        r = bench_scale(ns, out, work, mode, crm_batches, stages=st, keep=keep, timeout_s=timeout, repeats=repeats)
+        typer.echo(json.dumps({"sizes": r["sizes"], "ratios": r["ratios"], "plot": r["plot"]}, indent=2))
         return 0
 
     raise typer.Exit(run_guarded(_run))

@@ -78,8 +78,9 @@ class EventArrays:
 
     def gather(self, history_start: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item ids [n, k], ratings [n, k], mask [n, k]) of chosen positions (-1 = padding)."""
-        mask = positions >= 0
-        rows = np.where(mask, np.asarray(history_start, np.int64)[:, None] + positions.astype(np.int64), 0)
+        from reclora.retrieval.retriever import positions_to_rows
+
+        rows, mask = positions_to_rows(history_start, positions)
         return self.item_id[rows], self.rating[rows], mask
 
 
@@ -170,21 +171,26 @@ def fit_featurizer(split: Any, events: EventArrays, items: pd.DataFrame | None, 
     """CRMFeaturizer.fit on the training split, read one row group at a time: the same vocabularies
     as fitting on the materialized frame (users, targets and retrieved history items; the history
     rating values; for a fine-grained rating scale the quantiles of up to RATING_SAMPLE of them)."""
-    users_seen, items_seen, rating_values = [], [], np.zeros(0)
+    from reclora.retrieval.retriever import positions_to_rows
+
+    users_seen, targets_seen = [], []
+    used = np.zeros(len(events.item_id), dtype=bool)  # event rows some training history retrieved
     rating_sample: list[np.ndarray] = []
     kept = 0
     for t in split.batches(_READ_COLUMNS):
         a = _table_arrays(t, split.k_long)
-        hi, hr, m = events.gather(a["history_start"], a["long_pos"])
+        rows, m = positions_to_rows(a["history_start"], a["long_pos"])
+        rows = rows[m]
+        used[rows] = True  # a scatter per group; the unique item ids / ratings are taken once, below
         users_seen.append(np.unique(a["user_id"]))
-        items_seen.append(np.unique(np.concatenate([np.unique(a["item_id"]), np.unique(hi[m])])))
-        r = hr[m]
-        rating_values = np.unique(np.concatenate([rating_values, np.unique(np.round(r[np.isfinite(r)], 3))]))
+        targets_seen.append(np.unique(a["item_id"]))
         if kept < RATING_SAMPLE:
-            rating_sample.append(r[: RATING_SAMPLE - kept])
+            rating_sample.append(events.rating[rows[: RATING_SAMPLE - kept]])
             kept += len(rating_sample[-1])
     u = np.unique(np.concatenate(users_seen)) if users_seen else np.zeros(0, np.int64)
-    i = np.unique(np.concatenate(items_seen)) if items_seen else np.zeros(0, np.int64)
+    i = np.unique(np.concatenate([*targets_seen, events.item_id[used]]))
+    r = events.rating[used]
+    rating_values = np.unique(np.round(r[np.isfinite(r)], 3))
     ratings = rating_values if len(rating_values) <= MAX_RATING_VALUES else np.concatenate(rating_sample)
     # the fitted vocabularies depend only on these sets: a frame of them is what fit() reads
     n = max(len(u), len(i), 1)

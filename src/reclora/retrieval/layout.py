@@ -12,6 +12,13 @@ Retrieved directory (written atomically by ``reclora train retrieve``)::
 :class:`RetrievedSplit` reads a split without loading it: ``len()``, ``.iloc[rows]`` (a DataFrame of
 just those rows with the history and retrieved lists materialized: what the prompt builder, the LLM
 stage and serving-style code read), and :meth:`RetrievedSplit.batches` (row groups, for streaming).
+
+How positions are stored: each row's k positions are one fixed-size binary value of 2k bytes (k
+little-endian int16, Arrow ``fixed_size_binary(2k)``), not a ``fixed_size_list<int16>[k]``. Same
+values, but Parquet writes a binary column without the per-element repetition/definition levels of a
+nested list: measured on a 65,536-row group of the 25M-event benchmark, writing took 51 ms instead of
+182 ms and reading 7 ms instead of 63 ms, in a smaller file. :func:`positions_array` reads both forms
+(directories retrieved before this layout hold lists).
 """
 
 from __future__ import annotations
@@ -32,23 +39,52 @@ from reclora.retrieval.retriever import POSITION_COLUMNS, POSITION_DTYPE, materi
 ROW_GROUP = 65536
 
 
+_STORED = np.dtype(POSITION_DTYPE).newbyteorder("<")  # the on-disk order, whatever the machine's
+
+
+def positions_type(k: int) -> pa.DataType:
+    """Arrow type of a k-position column: ``fixed_size_binary(2k)`` (module docstring)."""
+    return pa.binary(k * _STORED.itemsize)
+
+
 def retrieved_schema(k_long: int, k_short: int) -> pa.Schema:
     """Schema of samples/<split>.parquet in a retrieved directory."""
     base = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS)
-    pos = pa.from_numpy_dtype(POSITION_DTYPE)
-    return base.append(pa.field("long_pos", pa.list_(pos, k_long))).append(pa.field("short_pos", pa.list_(pos, k_short)))
+    return base.append(pa.field("long_pos", positions_type(k_long))).append(pa.field("short_pos", positions_type(k_short)))
 
 
-def positions_column(p: np.ndarray) -> pa.FixedSizeListArray:
-    """[n, k] int16 -> a fixed-size list column (zero copy of the values)."""
-    p = np.ascontiguousarray(p, dtype=POSITION_DTYPE)
-    return pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), p.shape[1])
+def positions_width(t: pa.DataType) -> int:
+    """k of a stored position column's type (fixed_size_binary(2k), or an older fixed_size_list[k])."""
+    if pa.types.is_fixed_size_binary(t):
+        return t.byte_width // _STORED.itemsize
+    if pa.types.is_fixed_size_list(t):
+        return t.list_size
+    raise DataError(f"a position column must be fixed_size_binary or fixed_size_list, got {t}")
+
+
+def positions_column(p: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """[n, k] int16 -> a fixed_size_binary(2k) column: row i holds p[i] as k little-endian int16."""
+    p = np.ascontiguousarray(p, dtype=_STORED)
+    if p.ndim != 2:
+        raise ValueError(f"positions must be [n, k], got shape {p.shape}")
+    n, k = p.shape
+    return pa.FixedSizeBinaryArray.from_buffers(positions_type(k), n, [None, pa.py_buffer(p.tobytes())])
 
 
 def positions_array(col: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:
-    """A fixed-size list column back to [n, k] int16."""
+    """A stored position column (either form, see :func:`positions_width`) back to [n, k] int16.
+    Raises DataError when the column's width is not k or it holds nulls."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    return arr.flatten().to_numpy(zero_copy_only=False).astype(POSITION_DTYPE, copy=False).reshape(-1, k)
+    if positions_width(arr.type) != k:
+        raise DataError(f"position column has {positions_width(arr.type)} positions per row, expected {k}")
+    if arr.null_count:
+        raise DataError(f"position column has {arr.null_count} null rows")
+    if pa.types.is_fixed_size_list(arr.type):
+        return arr.flatten().to_numpy(zero_copy_only=False).astype(POSITION_DTYPE, copy=False).reshape(-1, k)
+    buf = arr.buffers()[1]
+    width = k * _STORED.itemsize
+    raw = np.frombuffer(buf, dtype=np.uint8, count=(arr.offset + len(arr)) * width)[arr.offset * width :]
+    return raw.view(_STORED).astype(POSITION_DTYPE).reshape(-1, k)  # a copy: writable, native order
 
 
 class EventStore:
@@ -86,8 +122,8 @@ class RetrievedSplit:
         missing = [c for c in (*schema.SAMPLE_INDEX_COLUMNS, *POSITION_COLUMNS) if c not in sch.names]
         if missing:
             raise DataError(f"{self.path}: not a retrieved split (missing {', '.join(missing)}); run the retrieve stage again")
-        self.k_long = sch.field("long_pos").type.list_size
-        self.k_short = sch.field("short_pos").type.list_size
+        self.k_long = positions_width(sch.field("long_pos").type)
+        self.k_short = positions_width(sch.field("short_pos").type)
         meta = self._file.metadata
         self._group_rows = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], dtype=np.int64)
         self._group_start = np.r_[0, np.cumsum(self._group_rows)].astype(np.int64)

@@ -1,0 +1,37 @@
+"""The figures `reclora bench scale` derives from its runs: medians over repeats and the linearity ratios."""
+
+from reclora.bench.scale import _combine_runs, scale_ratios
+
+
+def test_combine_runs_takes_medians_and_the_largest_peak():
+    runs = [
+        {"seconds": 10.0, "peak_rss_gb": 1.0, "batches": 5, "crm_samples_per_s": 900.0},
+        {"seconds": 30.0, "peak_rss_gb": 1.5, "batches": 5, "crm_samples_per_s": 1000.0},
+        {"seconds": 12.0, "peak_rss_gb": 1.2, "batches": 5, "crm_samples_per_s": 2000.0},
+    ]
+    e = _combine_runs(runs)
+    assert e["seconds"] == 12.0 and e["peak_rss_gb"] == 1.5 and e["crm_samples_per_s"] == 1000.0
+    assert e["seconds_runs"] == [10.0, 30.0, 12.0] and e["crm_samples_per_s_runs"] == [900.0, 1000.0, 2000.0]
+    assert e["batches"] == 5
+    one = _combine_runs(runs[:1])
+    assert one["seconds"] == 10.0 and "seconds_runs" not in one
+
+
+def test_combine_runs_reports_a_failure():
+    e = _combine_runs([{"seconds": 1.0, "peak_rss_gb": 1.0}, {"error": "exit 1: boom", "seconds": 0.5}])
+    assert e == {"error": "exit 1: boom", "seconds": 0.5}
+
+
+def test_scale_ratios_between_consecutive_sizes():
+    result = {
+        "stages": ["prepare", "crm"],
+        "sizes": {
+            "1000": {"prepare": {"seconds": 2.0}, "crm": {"seconds": 5.0}, "crm_samples_per_s": 1000.0},
+            "5000": {"prepare": {"seconds": 9.0}, "crm": {"error": "killed"}, "crm_samples_per_s": None},
+            "25000": {"prepare": {"seconds": 54.0}, "crm": {"seconds": 6.0}, "crm_samples_per_s": 750.0},
+        },
+    }
+    r = scale_ratios(result)
+    assert r["time"]["5000/1000"] == {"events": 5.0, "prepare": 4.5}  # a failed stage has no ratio
+    assert r["time"]["25000/5000"] == {"events": 5.0, "prepare": 6.0}
+    assert r["crm_samples_per_s"] == {"25000/1000": 0.75}
