@@ -53,6 +53,21 @@ class Recorder:
         return _Response(status, obj)
 
 
+def spark_operator(*states, error=""):
+    """A Recorder ``reply`` playing the Spark Operator: a POST creates the SparkApplication, each GET
+    answers the next of ``states`` (the last one repeats), with ``error`` as the status errorMessage."""
+    seen = iter(states)
+    last = {"state": states[-1]}
+
+    def reply(method, path, body):
+        if method == "POST":
+            return 201, body
+        last["state"] = next(seen, last["state"])
+        return 200, {"status": {"applicationState": {"state": last["state"], **({"errorMessage": error} if error else {})}}}
+
+    return reply
+
+
 ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/reclora/inferenceservices/reclora"
 
 

@@ -21,7 +21,7 @@ from reclora.data.spark_prepare import data_engine, prepare_spark, require_pyspa
 from reclora.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_kube_requests import Recorder  # noqa: E402
+from test_kube_requests import Recorder, spark_operator  # noqa: E402
 
 BASE = "/apis/sparkoperator.k8s.io/v1beta2/namespaces/reclora/sparkapplications"
 
@@ -61,14 +61,7 @@ def test_a_missing_interactions_file_is_refused_before_spark_starts(tmp_path):
 
 
 def test_the_prepare_step_creates_its_application_and_returns_the_drivers_report():
-    states = iter(["SUBMITTED", "RUNNING", "COMPLETED"])
-
-    def reply(method, path, body):
-        if method == "POST":
-            return 201, body
-        return 200, {"status": {"applicationState": {"state": next(states)}}}
-
-    rec, naps = Recorder(reply), []
+    rec, naps = Recorder(spark_operator("SUBMITTED", "RUNNING", "COMPLETED")), []
     params = _params(engine="spark", min_history=7)
     root = f"memory://art-{uuid.uuid4().hex[:8]}/run-1/prepare-spark"
     out, report = f"{root}/data", f"{root}/report"
@@ -103,11 +96,7 @@ def test_the_prepare_step_creates_its_application_and_returns_the_drivers_report
 
 
 def test_a_failed_prepare_application_fails_the_step():
-    def failed(method, path, body):
-        if method == "POST":
-            return 201, body
-        return 200, {"status": {"applicationState": {"state": "FAILED", "errorMessage": "executor lost"}}}
-
+    failed = spark_operator("FAILED", error="executor lost")
     with pytest.raises(RuntimeError, match="executor lost"):
         spark.prepare_on_spark("synthetic", "", "memory://a/d", "memory://a/r", _params(), api=Recorder(failed).api,
                                sleep=lambda s: None)  # fmt: skip

@@ -18,7 +18,7 @@ from reclora.errors import ConfigError
 from reclora.features.store import store_config, store_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_kube_requests import Recorder  # noqa: E402
+from test_kube_requests import Recorder, spark_operator  # noqa: E402
 
 BASE = "/apis/sparkoperator.k8s.io/v1beta2/namespaces/reclora/sparkapplications"
 
@@ -58,14 +58,7 @@ def test_spark_sources_are_declared_for_the_spark_store(tmp_path):
 
 
 def test_the_spark_step_creates_the_application_and_waits_for_it():
-    states = iter(["SUBMITTED", "RUNNING", "COMPLETED"])
-
-    def reply(method, path, body):
-        if method == "POST":
-            return 201, body
-        return 200, {"status": {"applicationState": {"state": next(states)}}}
-
-    rec, naps = Recorder(reply), []
+    rec, naps = Recorder(spark_operator("SUBMITTED", "RUNNING", "COMPLETED")), []
     params = _params()
     out = f"memory://art-{uuid.uuid4().hex[:8]}/run-1/features"  # the application writes the stage output here
     with fsspec.open(f"{out}/summary.json", "w") as f:
@@ -96,11 +89,7 @@ def test_the_spark_step_creates_the_application_and_waits_for_it():
 
 
 def test_a_failed_application_fails_the_step_and_a_retry_replaces_it():
-    def failed(method, path, body):
-        if method == "POST":
-            return 201, body
-        return 200, {"status": {"applicationState": {"state": "FAILED", "errorMessage": "driver OOMKilled"}}}
-
+    failed = spark_operator("FAILED", error="driver OOMKilled")
     with pytest.raises(RuntimeError, match="OOMKilled"):
         spark.features_on_spark("s3://a/d", "memory://a/f", _params(), api=Recorder(failed).api, sleep=lambda s: None)
 
