@@ -69,7 +69,10 @@ def test_bench_scale_repeats_keeps_every_run(tmp_path):
     proc = reclora("bench", "scale", "--events", "3000,6000", "--out", str(out), "--stages", "prepare,retrieve",
                    "--repeats", "2", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "(run 2/2)" in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if " events] " in ln]
+    assert [ln.split("]")[0] + ln[ln.index("(run") : ln.index(")") + 1] for ln in lines] == [
+        f"[{n} events(run {r}/2)" for r in (1, 2) for n in (3000, 6000) for _ in ("prepare", "retrieve")
+    ]  # round robin: both sizes, then both again
     r = json.loads(out.read_text())
     assert r["repeats"] == 2
     for n in ("3000", "6000"):

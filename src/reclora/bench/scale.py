@@ -17,9 +17,10 @@ Output JSON: ``sizes.<events>.<stage>.{seconds, peak_rss_gb}`` (+ ``error`` when
 benchmark goes on with the next size), ``sizes.<events>.crm_samples_per_s``, the data shape, and a PNG
 of time and memory against size beside the JSON. A benchmark, never a test.
 
-Repeats (``--repeats N``): this VM's run-to-run spread is larger than some targets' margins, so each
-size can run its stage sequence N times over the same generated data (prepare, validate, ..., crm,
-then again: the repeats are interleaved, not back to back). Then ``seconds`` and ``crm_samples_per_s``
+Repeats (``--repeats N``): this VM's run-to-run spread is larger than some targets' margins, so the
+benchmark can run every size's stage sequence N times over the same generated data, round robin (1M,
+5M, 25M, then 1M, 5M, 25M again: a slow spell of the machine then hits every size, not one; every
+size's data stays on disk until its last run). Then ``seconds`` and ``crm_samples_per_s``
 are the medians, ``seconds_runs`` / ``crm_samples_per_s_runs`` every run, and ``peak_rss_gb`` the
 largest. ``ratios`` gives, from those figures, each stage's time ratio between consecutive sizes and
 the CRM samples/s of each size over the smallest's (the issue's linearity targets).
@@ -206,7 +207,7 @@ def bench_scale(
     ``mode``: retrieval mode (recent | relevance: relevance embeds the catalogue with the base LLM
     first, cached). ``crm_batches``: CRM training steps timed per size (default params
     ``bench.scale.crm_batches``). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
-    deleted after it unless ``keep``. ``repeats``: runs of each size's stage sequence (module docstring).
+    deleted after it unless ``keep``. ``repeats``: rounds over all sizes (module docstring).
 Raises ConfigError on bad sizes/stages/mode/repeats.
     """
     from reclora.errors import ConfigError
@@ -234,39 +235,42 @@ Raises ConfigError on bad sizes/stages/mode/repeats.
         "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "repeats": repeats, "sizes": {},
     }  # fmt: skip
     opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params_path}
-    for n in sizes:
-        d = work / str(n)
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        opts = {**opts_base, "events": int(n)}
-        gen = _run_child("generate", d, opts, timeout_s)
-        entry: dict[str, Any] = {"data": {k: gen.get(k) for k in ("events", "users", "items")}}
-        if "error" in gen:
-            entry["error"] = f"generate: {gen['error']}"
-        else:
-            runs: dict[str, list[dict[str, Any]]] = {st: [] for st in stages}
-            for rep in range(repeats):
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    failed: set[int] = set()
+    for rep in range(repeats):  # the repeats go round all sizes, so slow spells of the machine hit every size
+        for n in sizes:
+            d = work / str(n)
+            opts = {**opts_base, "events": int(n)}
+            if rep == 0:
+                shutil.rmtree(d, ignore_errors=True)
+                d.mkdir(parents=True)
+                gen = _run_child("generate", d, opts, timeout_s)
+                result["sizes"][str(n)] = {"data": {k: gen.get(k) for k in ("events", "users", "items")}}
+                runs[n] = {st: [] for st in stages}
+                if "error" in gen:
+                    result["sizes"][str(n)]["error"] = f"generate: {gen['error']}"
+                    failed.add(n)
+            if n not in failed:
                 for st in stages:
                     r = _run_child(st, d, opts, timeout_s)
-                    runs[st].append(r)
+                    runs[n][st].append(r)
                     if progress:
                         msg = r.get("error") or f"{r['seconds']} s, peak RSS {r['peak_rss_gb']} GB"
                         tag = f" (run {rep + 1}/{repeats})" if repeats > 1 else ""
                         print(f"[{n} events] {st}{tag}: {msg}", file=sys.stderr, flush=True)
                     if "error" in r:
+                        failed.add(n)  # later stages (and repeats) would read its missing output
                         break
-                if any("error" in rs[-1] for rs in runs.values() if rs):
-                    break  # a failed stage: later stages (and repeats) would read its missing output
-            for st, rs in runs.items():
-                if rs:
-                    entry[st] = _combine_runs(rs)
-            if "crm_samples_per_s" in entry.get("crm", {}):
-                entry["crm_samples_per_s"] = entry["crm"]["crm_samples_per_s"]
-        result["sizes"][str(n)] = entry
-        result["ratios"] = scale_ratios(result)
-        write_json(out, result)  # what is done so far survives a later failure
-        if not keep:
-            shutil.rmtree(d, ignore_errors=True)
+                entry = result["sizes"][str(n)]
+                for st, rs in runs[n].items():
+                    if rs:
+                        entry[st] = _combine_runs(rs)
+                if "crm_samples_per_s" in entry.get("crm", {}):
+                    entry["crm_samples_per_s"] = entry["crm"]["crm_samples_per_s"]
+            result["ratios"] = scale_ratios(result)
+            write_json(out, result)  # what is done so far survives a later failure
+            if not keep and (rep == repeats - 1 or n in failed):
+                shutil.rmtree(d, ignore_errors=True)
     result["plot"] = str(plot_scale(result, out.with_suffix(".png")))
     write_json(out, result)
     return result

@@ -94,7 +94,7 @@ def scale_cmd(
     stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), help="Stages to run, comma-separated; 'embed' (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep each size's data in the scratch directory."),
     timeout: Optional[float] = typer.Option(None, help="Seconds one stage may run (default: no limit)."),
-    repeats: int = typer.Option(1, help="Runs of each size's stage sequence, interleaved; times are the medians, every run is kept."),
+    repeats: int = typer.Option(1, help="Rounds over all sizes (each size's data kept until its last round); times are the medians, every run is kept."),
 ) -> None:
     """Wall time and peak RSS of prepare, validate, features, retrieve and CRM batches on MovieLens-25M-shaped
     synthetic data of each size (each stage in its own process), CRM samples/s, and a PNG against size."""
