@@ -271,6 +271,8 @@ Raises ConfigError on bad sizes/stages/mode/repeats.
             write_json(out, result)  # what is done so far survives a later failure
             if not keep and (rep == repeats - 1 or n in failed):
                 shutil.rmtree(d, ignore_errors=True)
+    if not keep and work.is_dir() and not any(work.iterdir()):
+        work.rmdir()  # the scratch directory this run made, now empty
     result["plot"] = str(plot_scale(result, out.with_suffix(".png")))
     write_json(out, result)
     return result
@@ -300,21 +302,29 @@ def _combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def scale_ratios(result: dict[str, Any]) -> dict[str, Any]:
     """Linearity figures of a result: ``time.<big>/<small>.<stage>`` (seconds ratio between consecutive
-    sizes, with ``events`` the ratio of their event counts) and ``crm_samples_per_s.<size>/<smallest>``."""
+    sizes, with ``events`` the ratio of the event counts the generator actually made) and
+    ``crm_samples_per_s.<size>/<smallest>`` (only between sizes that ran the same number of CRM
+    batches: a tiny size can run out of samples first, and a ratio over a shorter window means nothing)."""
     sizes = sorted(int(k) for k in result["sizes"])
+
+    def _events(n: int) -> int:
+        return int((result["sizes"][str(n)].get("data") or {}).get("events") or n)
+
     time_ratios: dict[str, dict[str, float]] = {}
     for small, big in zip(sizes, sizes[1:]):
         a, b = result["sizes"][str(small)], result["sizes"][str(big)]
         key = f"{big}/{small}"
-        time_ratios[key] = {"events": round(big / small, 3)}
+        time_ratios[key] = {"events": round(_events(big) / _events(small), 3)}
         for st in result["stages"]:
             if a.get(st, {}).get("seconds") and "error" not in a[st] and "error" not in b.get(st, {"error": 1}):
                 time_ratios[key][st] = round(b[st]["seconds"] / a[st]["seconds"], 2)
     sps = {}
-    base = result["sizes"][str(sizes[0])].get("crm_samples_per_s") if sizes else None
+    first = result["sizes"][str(sizes[0])] if sizes else {}
+    base = first.get("crm_samples_per_s")
     for n in sizes[1:]:
-        v = result["sizes"][str(n)].get("crm_samples_per_s")
-        if base and v:
+        e = result["sizes"][str(n)]
+        v = e.get("crm_samples_per_s")
+        if base and v and e.get("crm", {}).get("batches") == first.get("crm", {}).get("batches"):
             sps[f"{n}/{sizes[0]}"] = round(v / base, 3)
     return {"time": time_ratios, "crm_samples_per_s": sps}
 
