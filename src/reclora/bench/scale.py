@@ -208,7 +208,7 @@ def bench_scale(
     first, cached). ``crm_batches``: CRM training steps timed per size (default params
     ``bench.scale.crm_batches``). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
     deleted after it unless ``keep``. ``repeats``: rounds over all sizes (module docstring).
-Raises ConfigError on bad sizes/stages/mode/repeats.
+    Raises ConfigError on bad sizes/stages/mode/repeats.
     """
     from reclora.errors import ConfigError
     from reclora.io import write_json
@@ -316,7 +316,8 @@ def scale_ratios(result: dict[str, Any]) -> dict[str, Any]:
         key = f"{big}/{small}"
         time_ratios[key] = {"events": round(_events(big) / _events(small), 3)}
         for st in result["stages"]:
-            if a.get(st, {}).get("seconds") and "error" not in a[st] and "error" not in b.get(st, {"error": 1}):
+            ok = st in a and st in b and "error" not in a[st] and "error" not in b[st]
+            if ok and a[st].get("seconds"):
                 time_ratios[key][st] = round(b[st]["seconds"] / a[st]["seconds"], 2)
     sps = {}
     first = result["sizes"][str(sizes[0])] if sizes else {}

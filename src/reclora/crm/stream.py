@@ -31,6 +31,8 @@ from reclora.crm.features import MAX_RATING_VALUES, CRMFeaturizer
 from reclora.crm.model import DIN, CRMConfig
 from reclora.errors import DataError
 from reclora.evaluation import ctr_metrics
+from reclora.retrieval.layout import positions_array
+from reclora.retrieval.retriever import positions_to_rows
 
 BUFFER_GROUPS = 8  # row groups (of up to 65,536 samples) shuffled together
 _READ_COLUMNS = ["user_id", "item_id", "label", "history_start", "long_pos"]
@@ -78,15 +80,11 @@ class EventArrays:
 
     def gather(self, history_start: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item ids [n, k], ratings [n, k], mask [n, k]) of chosen positions (-1 = padding)."""
-        from reclora.retrieval.retriever import positions_to_rows
-
         rows, mask = positions_to_rows(history_start, positions)
         return self.item_id[rows], self.rating[rows], mask
 
 
 def _table_arrays(t: Any, k: int) -> dict[str, np.ndarray]:
-    from reclora.retrieval.layout import positions_array
-
     return {
         "user_id": t.column("user_id").to_numpy(), "item_id": t.column("item_id").to_numpy(),
         "label": t.column("label").to_numpy().astype(np.float32), "history_start": t.column("history_start").to_numpy(),
@@ -171,8 +169,6 @@ def fit_featurizer(split: Any, events: EventArrays, items: pd.DataFrame | None, 
     """CRMFeaturizer.fit on the training split, read one row group at a time: the same vocabularies
     as fitting on the materialized frame (users, targets and retrieved history items; the history
     rating values; for a fine-grained rating scale the quantiles of up to RATING_SAMPLE of them)."""
-    from reclora.retrieval.retriever import positions_to_rows
-
     users_seen, targets_seen = [], []
     used = np.zeros(len(events.item_id), dtype=bool)  # event rows some training history retrieved
     rating_sample: list[np.ndarray] = []
