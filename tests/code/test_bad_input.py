@@ -197,6 +197,22 @@ def test_every_loader_reads_ids_and_times_exactly_or_refuses(fmt, data, tmp_path
     assert str(inter[col].dtype) == ("Int64" if want is None else "int64")
 
 
+_PLAIN_RE = {"int64": r"[0-9]+", "float64": r"[0-9]+(\.[0-9]+)?"}
+
+
+@PROPS
+@given(
+    cells=st.lists(st.one_of(CELLS, st.sampled_from([".", "1.", "1..2", "1.2.3", "..", "5.5", "12", "0.0"])), max_size=5),
+    dtype=st.sampled_from(["int64", "float64"]),
+)
+def test_the_csv_fast_path_takes_exactly_the_plain_decimal_cells(cells, dtype):
+    """ML-25M's ratings.csv fast path (Arrow kernels) accepts the same cells as its regex definition."""
+    from reclora.data.loaders import _plain_cells
+
+    want = all(re.fullmatch(_PLAIN_RE[dtype], c, flags=re.ASCII) for c in cells)
+    assert _plain_cells(pa.chunked_array([pa.array(cells, pa.string())]), dtype) is want
+
+
 # ------------------------------------------------------------------ typed parquet columns (generic table)
 def _table_dir(d: Path, **cols: pa.Array) -> Path:
     d.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,7 @@ def test_bad_samples(tmp_path, params):
 def test_positive_rate_and_row_count_bounds(tmp_path, params):
     params = dict(params, positive_rate=[0.95, 1.0], min_interactions=1000)
     result = run(tmp_path, params)
-    rate = only(result, "interactions", "expect_column_mean_to_be_between", "rating")
+    rate = only(result, "interactions", "expect_column_proportion_of_non_null_values_to_be_between", "rating")
     assert "positive rate (share of rating >= 4)" in rate["reason"] and "within [0.95, 1]" in rate["reason"]
     rows = only(result, "interactions", "expect_table_row_count_to_be_between")
     assert rows["reason"] == "interactions: row count is 200, expected within [1000, 50000000]"

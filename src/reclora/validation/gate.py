@@ -130,6 +130,8 @@ def _run_checks(ctx: Any, checks: list[TableCheck], run_name: str) -> dict[str, 
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
+    import pandas as pd
+
     source = ctx.data_sources.add_pandas("prepared")
     run_time = dt.datetime.now(dt.timezone.utc)
     results = {}
@@ -149,10 +151,14 @@ def _run_checks(ctx: Any, checks: list[TableCheck], run_name: str) -> dict[str, 
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT},
             )
         )
-        cp_result = checkpoint.run(
-            batch_parameters={"dataframe": check.frame},
-            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
-        )
+        # pandas Copy-on-Write: GE's pandas engine takes the rows of a column-pair / multicolumn domain
+        # with DataFrame.dropna, which without CoW deep-copies the whole table when nothing is dropped
+        # (40 s of the 25M-event gate); with CoW that copy is lazy and GE never writes to it
+        with pd.option_context("mode.copy_on_write", True):
+            cp_result = checkpoint.run(
+                batch_parameters={"dataframe": check.frame},
+                run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+            )
         (results[check.table],) = cp_result.run_results.values()
     return results
 
@@ -194,7 +200,7 @@ def _table_stats(t: PreparedTables) -> dict[str, dict[str, Any]]:
             "rating_min": _num(i["rating"].min()),
             "rating_max": _num(i["rating"].max()),
             "rating_mean": _num(i["rating"].mean()),
-            "positive_rate": _num(i["is_positive"].mean()),
+            "positive_rate": _num(i["positive_rating"].notna().mean()),
             "timestamp_min": _num(ts_min),
             "timestamp_max": _num(ts_max),
             "time_min": _iso(ts_min),

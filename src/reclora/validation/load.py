@@ -6,7 +6,7 @@ is turned into one :class:`~reclora.errors.DataError` here, before GE runs.
 
 List columns of the samples are reduced to their lengths (``len_<column>``) with
 pyarrow, so GE only ever sees scalar columns; a few other derived columns
-(``is_positive``, ``rating_label``, ``split``) carry checks GE cannot express on
+(``positive_rating``, ``rating_label``, ``split``) carry checks GE cannot express on
 the raw columns.
 """
 
@@ -181,6 +181,12 @@ def load_prepared(data_dir: str | Path) -> PreparedTables:
 
 
 def add_derived_columns(t: PreparedTables) -> None:
-    """Scalar columns that carry checks GE cannot express on the raw columns."""
-    t.interactions["is_positive"] = (t.interactions["rating"] >= t.label_threshold).astype("int8")
+    """Scalar columns that carry checks GE cannot express on the raw columns.
+
+    ``interactions.positive_rating``: the rating where it is at or above the label threshold, else
+    null, so the positive rate is GE's vectorized share of non-null values (GE's mean metric walks
+    every value in Python looking for ``Decimal``: 16 s at 25M events).
+    """
+    rating = t.interactions["rating"]
+    t.interactions["positive_rating"] = rating.where(rating >= t.label_threshold)
     t.samples["rating_label"] = (t.samples["rating"] >= t.label_threshold).astype("int8")
