@@ -91,7 +91,7 @@ def scale_cmd(
     work: Optional[str] = typer.Option(None, help="Scratch directory (default: OUT's stem + '-work')."),
     mode: str = typer.Option("recent", help="Retrieval mode: recent, or relevance (embeds the catalogue with the base LLM)."),
     crm_batches: Optional[int] = typer.Option(None, help="CRM training batches timed per size, the first is warm-up (params bench.scale.crm_batches)."),
-    stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), help="Stages to run, comma-separated; 'embed' (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
+    stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), show_default=False, help="Stages to run, comma-separated (default: prepare, validate, features, retrieve, crm); 'embed' (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep each size's data in the scratch directory."),
     timeout: Optional[float] = typer.Option(None, help="Seconds one stage may run (default: no limit)."),
     repeats: int = typer.Option(1, help="Rounds over all sizes (each size's data kept until its last round); times are the medians, every run is kept."),
