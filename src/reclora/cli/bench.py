@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from reclora.bench.scale import OPTIONAL_STAGES as SCALE_OPTIONAL_STAGES
+from reclora.bench.scale import STAGES as SCALE_STAGES
 from reclora.cli.common import SET_OPTION, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
@@ -91,7 +93,7 @@ def scale_cmd(
     work: Optional[str] = typer.Option(None, help="Scratch directory (default: OUT's stem + '-work')."),
     mode: str = typer.Option("recent", help="Retrieval mode: recent, or relevance (embeds the catalogue with the base LLM)."),
     crm_batches: Optional[int] = typer.Option(None, help="CRM training batches timed per size, the first is warm-up (params bench.scale.crm_batches)."),
-    stages: str = typer.Option(",".join(("prepare", "validate", "features", "retrieve", "crm")), show_default=False, help="Stages to run, comma-separated (default: prepare, validate, features, retrieve, crm); 'embed' (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
+    stages: str = typer.Option(",".join(SCALE_STAGES), show_default=False, help=f"Stages to run, comma-separated (default: {', '.join(SCALE_STAGES)}); {', '.join(SCALE_OPTIONAL_STAGES)} (the catalogue's item embeddings with the base LLM, uncached) is opt-in."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep each size's data in the scratch directory."),
     timeout: Optional[float] = typer.Option(None, help="Seconds one stage may run (default: no limit)."),
     repeats: int = typer.Option(1, help="Rounds over all sizes (each size's data kept until its last round); times are the medians, every run is kept."),
