@@ -7,7 +7,8 @@
 The champion version is loaded exactly as the KServe predictor serves it
 (:class:`reclora.serving.RecLoRAPredictor`: its CRM, adapter, retrieval settings and item embeddings on its
 recorded base LLM) and scores the samples with :meth:`~reclora.serving.RecLoRAPredictor.score_samples`, with
-this run's item titles and user profiles (the data, not the model). A champion trained on another data set
+this run's item titles and user profiles (the data, not the model), in batches of its own run's
+``train.predict_batch_size`` as its LLM stage scored (bf16 results depend on a batch's shape). A champion trained on another data set
 or item catalogue is ``not comparable`` (:func:`reclora.registry.gate.data_mismatch`); one whose version
 cannot be read, whose base LLM is not available here, or that fails to score is ``unscorable``, with the
 reason. A version on an object store is downloaded to a temporary directory first.
@@ -92,6 +93,8 @@ def rescore_champion(
                 return out | {"status": "unscorable", "reason": f"its version cannot be loaded here: {type(e).__name__}: "
                                                                 f"{str(e).splitlines()[0] if str(e) else ''}"}  # fmt: skip
             out["base_model"] = predictor.base_model_path
+            # batches as its own run scored its evaluation subset (bf16 results depend on the batch's shape)
+            predictor.max_batch = int((predictor.params.get("train") or {}).get("predict_batch_size") or predictor.max_batch)
             p = predictor.score_samples(samples, users, items)
     except (RecLoRAError, OSError, ValueError, KeyError, RuntimeError) as e:
         return out | {"status": "unscorable", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}

@@ -226,7 +226,8 @@ def slice_metrics(
         ys = y[sl.mask]
         row: dict[str, Any] = {"feature": sl.feature, "value": sl.value, "n": int(len(ys)), "positives": int(ys.sum())}
         if len(ys) < spec.min_samples:
-            rows.append(row | {"scored": False, "note": f"too small to score: {len(ys)} samples (< {spec.min_samples})"})
+            rows.append(row | {"scored": False, "note": f"too small to score: {len(ys)} sample{'' if len(ys) == 1 else 's'} "
+                                                        f"(< {spec.min_samples})"})  # fmt: skip
             continue
         if ys.min() == ys.max():
             rows.append(row | {"scored": False, "note": f"not scored: all {len(ys)} labels are {int(ys[0])}"})
