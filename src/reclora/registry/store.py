@@ -80,8 +80,6 @@ ITEMS = "items.parquet"
 DEFAULTS: dict[str, Any] = {
     "uri": "registry",  # a local directory, or any fsspec URI (s3://bucket/prefix, gs://..., memory://...)
     "name": DEFAULT_NAME,
-    "auc_tolerance": 0.0,  # promote if new AUC >= champion AUC - this
-    "logloss_tolerance": 0.0,  # ... and new LogLoss <= champion LogLoss + this
     "model_registry_url": "",  # Kubeflow Model Registry (e.g. https://model-registry.kubeflow:8443); "" = off
     "stale_after_hours": 24,
 }
