@@ -375,3 +375,19 @@ def test_the_evaluate_component_logs_the_decision_and_the_slices(prepared, tmp_p
     summary = Path(out["summary"].path).read_text()
     assert summary.startswith("**Promote**: promoted (RecLoRA") and f"same {len(test)} samples" in summary
     assert Path(out["report"].path).read_text().count("Decision: promote") == 1
+
+
+def test_train_evaluate_cli_prints_the_decision(prepared, tmp_path):
+    from helpers import reclora
+
+    data, test, _ = prepared
+    crm, rec = _predictions(tmp_path / "crm", test, 1.0, 7), _predictions(tmp_path / "rec", test, 3.0, 8)
+    proc = reclora("train", "evaluate", "--run", f"CRM={crm}", "--run", f"RecLoRA={rec}", "--out", str(tmp_path / "rep"),
+                   "--data", str(data))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["decision"].startswith("promoted (RecLoRA, on the same") and set(out["models"]) == {"CRM", "RecLoRA"}
+    assert out["models"]["RecLoRA"]["ece"] >= 0 and (tmp_path / "rep" / "slices.png").is_file()
+    proc = reclora("train", "evaluate", "--run", f"CRM={crm}", "--out", str(tmp_path / "rep2"), "--registry", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "needs the prepared data" in proc.stderr
+    assert not (tmp_path / "rep2").exists()

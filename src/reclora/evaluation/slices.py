@@ -99,6 +99,8 @@ class SliceInputs:
 
 @dataclass
 class Slice:
+    """One slice: ``feature`` (e.g. "item popularity"), ``value`` (e.g. "tail") and its boolean row mask."""
+
     feature: str
     value: str
     mask: np.ndarray = field(repr=False)

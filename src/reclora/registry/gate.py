@@ -72,6 +72,8 @@ class PromotionRules:
         extra = sorted(set(p) - known)
         if extra:
             raise ConfigError(f"unknown promotion setting(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
+        if "baseline" in p and p["baseline"] is None:
+            p["baseline"] = ""  # null: no baseline
         return cls(**{k: (v if v is not None or k == "max_slice_drop" else getattr(cls, k)) for k, v in p.items()})
 
     def as_dict(self) -> dict[str, Any]:
