@@ -31,7 +31,10 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
     for kind in ("lora", "reclora"):
         llm_stage(kind, work / "data", work / "retrieved", work / "crm" if kind == "reclora" else None, work / kind, p,
                   model_path=model_path or None, progress=False)  # fmt: skip
-    evaluate_stage({"CRM": work / "crm", "Vanilla LoRA": work / "lora", "RecLoRA": work / "reclora"}, work / "report")
+    # as the pipeline's evaluate step: slices and the champion re-scored
+    evaluate_stage({"CRM": work / "crm", "Vanilla LoRA": work / "lora", "RecLoRA": work / "reclora"}, work / "report",
+                   data_dir=work / "data", registry_uri=str(work / "registry"), features_dir=work / "features",
+                   challenger="RecLoRA", params=p)  # fmt: skip
     register_stage(work / "crm", work / "reclora", work / "retrieved", work / "data", work / "report",
                    str(work / "registry"), p)  # fmt: skip
     return time.perf_counter() - t0

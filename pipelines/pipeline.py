@@ -1,7 +1,8 @@
 """The RecLoRA training pipeline (KFP v2). One definition for `kfp.local` and a cluster.
 
 prepare -> validate --(pass)--> features, retrieve -> train CRM -> train vanilla LoRA, train RecLoRA
-        -> evaluate (vs CRM, vanilla LoRA, champion) -> register (+ promotion gate)
+        -> evaluate (vs CRM, vanilla LoRA, the champion re-scored on the same samples; slices; the gate)
+        -> register (+ promotion when the gate passes)
 
 Data steps are cached; training steps are retried and, on a cluster, placed on the GPU
 node pool (accelerator type/limit, node selector, tolerations from params.yaml). With
@@ -118,8 +119,10 @@ def build_pipeline(
                 _with_storage_secret(llm[kind], secret)
             llm["reclora"].after(llm["lora"])  # one LLM at a time on a small node
             ev = c.evaluate(crm=crm.outputs["crm"], lora=llm["lora"].outputs["adapter"],
-                            reclora=llm["reclora"].outputs["adapter"], registry_uri=registry_uri,
-                            data_version=prep.outputs["Output"]).set_display_name("evaluate")  # fmt: skip
+                            reclora=llm["reclora"].outputs["adapter"], data=prep.outputs["data"],
+                            feature_store=feat.outputs["feature_store"], registry_uri=registry_uri,
+                            data_version=prep.outputs["Output"], profile=profile,
+                            overrides=overrides).set_display_name("evaluate")  # fmt: skip
             ev.set_caching_options(enable_caching=False)
             _with_storage_secret(ev, secret)
             reg = c.register(crm=crm.outputs["crm"], reclora=llm["reclora"].outputs["adapter"],

@@ -80,18 +80,37 @@ def _figure(task: str, outputs: dict[str, Any]) -> str:
             m = meta("retrieved")
             return f"{m['mode']}, K long/short {int(m['k_long'])}/{int(m['k_short'])}"
         if task == "train-crm":
-            return f"CRM test AUC {meta('stats')['test_auc']:.4f}"
+            m = meta("stats")
+            n = f" ({int(m['test_n']):,} samples)" if "test_n" in m else ""
+            return f"CRM AUC {m['test_auc']:.4f} on the whole test split{n}"
         if task.startswith("train-llm"):
             m = meta("stats")
             kind = "RecLoRA" if meta("adapter").get("kind") == "reclora" else "LoRA"
-            return f"{kind} eval AUC {m['eval_auc']:.4f} ({int(m['train_samples'])} training samples)"
+            on = f"a {int(m['eval_n']):,}-sample subset of test" if "eval_n" in m else "the evaluation subset of test"
+            return f"{kind} AUC {m['eval_auc']:.4f} on {on} ({int(m['train_samples'])} training samples)"
         if task == "evaluate":
-            return f"RecLoRA AUC {outputs['auc']:.4f}, LogLoss {outputs['logloss']:.4f}"
+            return _evaluate_line(meta("stats"), outputs)
         if task == "register":
-            return f"{outputs['version']} ({'champion' if outputs.get('promoted') else 'challenger'})"
+            line = f"{outputs['version']} ({'champion' if outputs.get('promoted') else 'challenger'})"
+            reason = str(outputs.get("reason") or "").removeprefix(f"{outputs['version']}: ")
+            return f"{line}: {reason}" if reason else line
     except (KeyError, TypeError, ValueError):
         pass
     return ""
+
+
+def _evaluate_line(stats: dict[str, Any], outputs: dict[str, Any]) -> str:
+    """Every model's AUC on the evaluation's shared samples, RecLoRA's ECE beside it (from the step's metrics)."""
+    names = {"reclora": "RecLoRA", "crm": "CRM", "vanilla_lora": "Vanilla LoRA"}
+    aucs = {k[: -len("_auc")]: v for k, v in stats.items()
+            if k.endswith("_auc") and not k.startswith(("slice_", "auc_"))}  # fmt: skip
+    if "reclora" not in aucs:
+        return f"RecLoRA AUC {outputs['auc']:.4f}, LogLoss {outputs['logloss']:.4f}"
+    n = f" {int(stats['evaluated_samples']):,}" if "evaluated_samples" in stats else ""
+    ece = f" (ECE {stats['reclora_ece']:.4f})" if "reclora_ece" in stats else ""
+    order = [k for k in ("crm", "vanilla_lora") if k in aucs] + sorted(k for k in aucs if k not in names)
+    others = [f"{names.get(k, k.replace('_', ' '))} {aucs[k]:.4f}" for k in order]
+    return f"AUC on the same{n} samples: RecLoRA {aucs['reclora']:.4f}{ece}" + "".join(f", {o}" for o in others)
 
 
 @contextlib.contextmanager

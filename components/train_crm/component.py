@@ -11,6 +11,6 @@ def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, ove
 
     s = crm_stage(data.path, retrieved.path, crm.path, load_params_with(overrides, profile or None), progress=False,
                   features_dir=feature_store.path if feature_store else None)
-    for k in ("auc", "logloss", "accuracy"):
+    for k in ("auc", "logloss", "accuracy", "n"):  # on the whole test split
         stats.log_metric(f"test_{k}", s["test"][k])
     crm.metadata.update({"framework": "torch", "format": "safetensors", "hidden_dim": s["hidden_dim"]})

@@ -4,7 +4,9 @@
     crm_stage        retrieved samples -> trained CRM + its test predictions
     llm_stage        retrieved samples + CRM -> Few2Many-trained adapter (vanilla LoRA or RecLoRA)
                      + its predictions on the evaluation subset
-    evaluate_stage   predictions of every model -> report (metrics.json, plots, report.html)
+    evaluate_stage   predictions of every model (+ the champion re-scored on the same samples) -> report
+                     (metrics.json with slices and the promotion gate's evidence, plots, report.html)
+    register_stage   the new version in the registry, promoted when the gate passes
 
 Every stage writes its output directory atomically and returns a JSON-able summary.
 """
@@ -401,17 +403,96 @@ def _no_training(*_a: Any, **_kw: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ evaluate
+def _by_name(names: list[str], want: str) -> str | None:
+    """The model among ``names`` called ``want`` (case-insensitive), or None."""
+    return next((n for n in names if n.lower() == want.lower()), None)
+
+
+def evaluated_samples(data_dir: str | Path, keys: pd.DataFrame) -> pd.DataFrame:
+    """The test samples ``keys`` (user_id, item_id, timestamp) of a prepared directory with their histories
+    (``SAMPLE_COLUMNS``), in ``keys``' order. Raises DataError for a key that is not a test sample."""
+    from reclora.data import materialize_histories, read_events, read_split
+
+    idx = read_split(data_dir, "test", histories=False).drop_duplicates(KEY)
+    rows = keys[KEY].merge(idx, on=KEY, how="left", validate="many_to_one")
+    if rows["label"].isna().any():
+        bad = rows[rows["label"].isna()].iloc[0]
+        raise DataError(f"{data_dir}: evaluated sample (user {bad.user_id}, item {bad.item_id}, time {bad.timestamp}) "
+                        "is not in the test split of this prepared data")  # fmt: skip
+    return materialize_histories(read_events(data_dir, ["item_id", "rating", "timestamp"]), rows)
+
+
+def _gate_evidence(
+    labels: np.ndarray, preds: Mapping[str, np.ndarray], challenger: str, baseline: str | None,
+    champ: Mapping[str, Any] | None, champ_name: str | None, slices: list[dict[str, Any]] | None,
+    n_boot: int, level: float, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The gate's evidence (reclora.registry.gate): challenger vs baseline and champion on the same samples."""
+    from reclora.evaluation import ctr_metrics
+    from reclora.evaluation.metrics import bootstrap_aucs, diff_summary
+
+    names = [challenger] + [n for n in (baseline, champ_name) if n]
+    point, boot = bootstrap_aucs(labels, [preds[n] for n in names], n_boot=n_boot, seed=seed)
+    scores = {n: ctr_metrics(labels, preds[n]) for n in names}
+
+    def vs(j: int) -> dict[str, Any]:
+        n = names[j]
+        return {"name": n, "auc": scores[n]["auc"], "logloss": scores[n]["logloss"],
+                "diff": diff_summary(point[0], point[j], boot[:, 0], boot[:, j], level)}  # fmt: skip
+
+    ev: dict[str, Any] = {"challenger": challenger, "auc": scores[challenger]["auc"],
+                          "logloss": scores[challenger]["logloss"], "samples": int(len(labels)), "level": level,
+                          "n_boot": int(n_boot), "baseline": vs(1) if baseline else None}  # fmt: skip
+    c = {k: v for k, v in (champ or {"status": "none"}).items() if k != "p"}
+    if champ_name:
+        c |= vs(names.index(champ_name))
+    ev["champion"] = c
+    ev["slices"] = []
+    for r in slices or []:
+        if not r.get("scored"):
+            continue
+        m = r["models"]
+        ev["slices"].append({"slice": f"{r['feature']}: {r['value']}", "n": r["n"], "auc": m[challenger]["auc"],
+                             "baseline_auc": m[baseline]["auc"] if baseline else None,
+                             "champion_auc": m[champ_name]["auc"] if champ_name else None})  # fmt: skip
+    return ev
+
+
 def evaluate_stage(
     prediction_dirs: Mapping[str, str | Path],
     out_dir: str | Path,
     context: Mapping[str, Any] | None = None,
-    champion: Mapping[str, Any] | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    registry_uri: str | None = None,
+    features_dir: str | Path | None = None,
+    challenger: str | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score every model on the same samples (the intersection of their predictions) and write the report."""
+    """Score every model on the same samples (the intersection of their predictions) and write the report.
+
+    ``data_dir`` (the prepared data the models were evaluated on): metrics per slice
+    (:mod:`reclora.evaluation.slices`, params ``evaluation.slices``). ``registry_uri``: the current champion
+    is re-scored on the same samples (:func:`reclora.evaluation.champion.rescore_champion`; needs
+    ``data_dir``, and ``features_dir`` for the prompts' profiles and titles from Feast as in training) and is
+    reported as one more model, ``champion vNNNN``. The promotion gate's evidence (``challenger``, default
+    the first model named *reclora*, against the baseline ``pipeline.promotion.baseline`` and the champion:
+    paired bootstrap intervals of the AUC differences, params ``evaluation.bootstrap``/``confidence``) and
+    its decision (:func:`reclora.registry.gate.decide`) are in the report's ``gate`` block, which the
+    register stage reads. Returns metrics.json's dict.
+    """
     from reclora.evaluation import write_report
+    from reclora.evaluation.slices import SliceSpec, define_slices, slice_inputs, slice_metrics
+    from reclora.registry.gate import PromotionRules, decide
 
     if not prediction_dirs:
         raise DataError("evaluate: no predictions given")
+    p = _params(params)
+    ep = dict(p.get("evaluation") or {})
+    n_boot, level, seed = int(ep.get("bootstrap", 1000)), float(ep.get("confidence", 0.95)), int(ep.get("seed", 0))
+    rules = PromotionRules.from_params((p.get("pipeline") or {}).get("promotion"))
+    if registry_uri and data_dir is None:
+        raise DataError("evaluate: re-scoring the champion (registry_uri) needs the prepared data (data_dir)")
     frames = {}
     for name, d in prediction_dirs.items():
         f = Path(d) / PREDICTIONS
@@ -422,14 +503,62 @@ def evaluate_stage(
     for df in frames.values():
         keys = df[KEY]
         common = keys if common is None else common.merge(keys, on=KEY)
-    common = common.drop_duplicates()
+    common = common.drop_duplicates().reset_index(drop=True)
     if common.empty:
         raise DataError("evaluate: the models' predictions share no samples")
-    preds = {}
+    labels = None
+    preds: dict[str, np.ndarray] = {}
     for name, df in frames.items():
         m = common.merge(df.drop_duplicates(KEY), on=KEY, how="left")
-        preds[name] = (m["label"].to_numpy(), m["p"].to_numpy())
+        y = m["label"].to_numpy()
+        if labels is not None and not np.array_equal(y, labels):
+            raise DataError(f"evaluate: model {name!r} has other labels than {next(iter(frames))!r} for the same samples")
+        labels = y if labels is None else labels
+        preds[name] = m["p"].to_numpy()
+    names = list(preds)
+    challenger = challenger or next((n for n in names if "reclora" in n.lower()), names[-1])
+    if challenger not in preds:
+        raise DataError(f"evaluate: challenger {challenger!r} is not among the models ({', '.join(names)})")
+    baseline = _by_name(names, rules.baseline) if rules.baseline else None
+    baseline = None if baseline == challenger else baseline
     ctx = dict(context or {}) | {"evaluated_samples": int(len(common))}
+    dataset = None
+    if data_dir is not None:
+        dataset = read_json(Path(data_dir) / "meta.json").get("dataset")
+        ctx.setdefault("dataset", dataset)
+    champ, champ_name, stored = None, None, None
+    if registry_uri:
+        from reclora.data import schema
+        from reclora.data.loaders import Tables
+        from reclora.evaluation.champion import rescore_champion
+
+        samples = evaluated_samples(data_dir, common)
+        tables = Tables(pd.DataFrame(), pd.read_parquet(Path(data_dir) / schema.ITEMS),
+                        pd.read_parquet(Path(data_dir) / schema.USERS))  # fmt: skip
+        items, _, users = shared_features(features_dir, tables, samples[KEY])
+        champ = rescore_champion(registry_uri, samples, items, users, str(dataset))
+        if champ["status"] == "scored":
+            champ_name = f"champion {champ['version']}"
+            preds[champ_name] = champ["p"]
+        elif champ.get("stored") and champ["stored"].get("auc") is not None:
+            stored = {"name": f"champion {champ['version']} (stored figure, its own test split, not re-scored)",
+                      **champ["stored"], "version": champ["version"], "status": champ["status"],
+                      "reason": champ["reason"]}  # fmt: skip
+    slice_rows, slice_block = None, None
+    if data_dir is not None:
+        spec = SliceSpec.from_params(ep.get("slices"), dataset)
+        sl = define_slices(slice_inputs(data_dir, common), spec)
+        comparisons = [(challenger, r) for r in (baseline, champ_name) if r]
+        slice_rows = slice_metrics(labels, preds, sl, spec, comparisons, n_boot=n_boot, level=level, seed=seed)
+        slice_block = {"rows": slice_rows, "definitions": spec.definitions(), "min_samples": spec.min_samples,
+                       "comparisons": [f"{a} - {b}" for a, b in comparisons], "level": level, "n_boot": n_boot}  # fmt: skip
+    from reclora.evaluation import EvaluationInputError
+
+    try:
+        evidence = _gate_evidence(labels, preds, challenger, baseline, champ, champ_name, slice_rows, n_boot, level, seed)
+    except EvaluationInputError as e:  # e.g. one class only: no AUC, so no evidence either way
+        evidence = {"challenger": None, "note": f"no gate evidence: {e}"}
+    evidence["decision"] = decide(evidence, rules)
     extra = {}
     for name, d in prediction_dirs.items():
         mj = Path(d) / "metrics.json"
@@ -437,23 +566,11 @@ def evaluate_stage(
             extra[name] = read_json(mj)
     ctx["stage_summaries"] = {k: {kk: vv for kk, vv in v.items() if kk in ("train_samples", "seconds", "test", "eval")}
                               for k, v in extra.items()}  # fmt: skip
-    return write_report(out_dir, preds, context=ctx, champion=dict(champion) if champion else None)
+    return write_report(out_dir, {n: (labels, pr) for n, pr in preds.items()}, context=ctx, champion=stored,
+                        gate=evidence, slices=slice_block)  # fmt: skip
 
 
 # ------------------------------------------------------------------ register
-def champion_metrics(registry_uri: str) -> dict[str, Any] | None:
-    """{"name", "auc", "logloss", "version"} of the current champion, or None."""
-    from reclora.registry import champion, headline
-
-    m = champion(registry_uri)
-    if m is None:
-        return None
-    auc, logloss = headline(m.get("metrics"))
-    if auc is None:
-        return None
-    return {"name": f"champion {m['version']}", "auc": auc, "logloss": logloss, "version": m["version"]}
-
-
 def register_stage(
     crm_dir: str | Path,
     reclora_dir: str | Path,
@@ -466,17 +583,19 @@ def register_stage(
     run_id: str = "",
     deploy: bool | None = None,
 ) -> dict[str, Any]:
-    """Register the new version (immutable) and promote it if it passes the gate against the champion.
+    """Register the new version (immutable) and promote it if it passes the gate (reclora.registry.gate, rules
+    from params ``pipeline.promotion``) on the evaluation's same-sample evidence (``evaluation_dir``'s
+    metrics.json: the evaluate stage's report with its ``gate`` block).
 
     ``deploy`` (default: params ``pipeline.serving.deploy``): when the version is promoted, patch the
     KServe InferenceService's storageUri to it (:func:`reclora.registry.deploy.deploy_version`);
     the result is under ``"deploy"`` (None when nothing was patched).
     """
-    from reclora.registry import register_and_gate
+    from reclora.registry import PromotionRules, register_and_gate
     from reclora.registry.deploy import deploy_version, serving_settings
 
     p = _params(params)
-    prom = p["pipeline"]["promotion"]
+    rules = PromotionRules.from_params(p["pipeline"].get("promotion"))
     sv = serving_settings(p)
     api = None
     if sv["deploy"] if deploy is None else deploy:  # fail before registering, not after promoting
@@ -488,8 +607,7 @@ def register_stage(
     adapter_meta = read_json(Path(reclora_dir) / "metrics.json")
     r = register_and_gate(
         registry_uri,
-        auc_tolerance=float(prom["auc_tolerance"]),
-        logloss_tolerance=float(prom["logloss_tolerance"]),
+        rules=rules,
         crm_dir=crm_dir,
         adapter_dir=reclora_dir,
         retrieval_dir=retrieved_dir,

@@ -19,7 +19,7 @@ from reclora.errors import ConfigError
 from reclora.registry.deploy import deploy_version, inference_service_patch, storage_uri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_registry import _report, art  # noqa: E402,F401
+from test_registry import _evidence, _report, _scored, art  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,10 +108,12 @@ def test_the_register_step_patches_the_inference_service_only_on_promotion(art, 
     params = deep_merge(load_params(), {"pipeline": {"serving": {"deploy": True}}})
     llm = Path(art["adapter_dir"])
     (llm / "metrics.json").write_text(json.dumps({"base_model": "tiny"}))
-    for i, (auc, ll) in enumerate(((0.80, 0.50), (0.60, 0.70), (0.82, 0.48))):
+    # the gate's evidence of each run: no champion yet; worse than the re-scored v0001; better than it
+    champions = (None, _scored("v0001", 0.80, 0.50, -0.25, 0.60), _scored("v0001", 0.80, 0.50, 0.005, 0.82))
+    for i, ((auc, ll), ch) in enumerate(zip(((0.80, 0.50), (0.60, 0.70), (0.82, 0.48)), champions)):
         ev = tmp_path / f"eval{i}"
         ev.mkdir()
-        rep = _report(auc, ll)
+        rep = _report(auc, ll) | {"gate": _evidence(auc, ll, champion=ch)}
         rep["models"]["RecLoRA"] = rep["models"].pop("reclora")  # the evaluate report's model names
         rep["model_order"][-1] = "RecLoRA"
         (ev / "metrics.json").write_text(json.dumps(rep))

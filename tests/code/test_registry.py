@@ -21,6 +21,7 @@ from reclora.errors import ConfigError, DataError, RecLoRAError
 from reclora.registry import (
     NoChampion,
     NoPreviousChampion,
+    PromotionRules,
     RegistryError,
     VersionNotFound,
     champion,
@@ -37,6 +38,12 @@ from reclora.registry import (
     verify,
 )
 from reclora.registry import store as store_mod
+
+
+def reclora_cli(*args: str):
+    from helpers import reclora
+
+    return reclora(*args)
 
 
 # ------------------------------------------------------------------ fake stage outputs
@@ -92,8 +99,26 @@ def art(tmp_path: Path) -> dict:
     }
 
 
-def _with(art: dict, auc: float, logloss: float) -> dict:
-    return {**art, "metrics": _report(auc, logloss)}
+def _evidence(auc: float = 0.75, logloss: float = 0.55, lo: float = 0.01, champion: dict | None = None,
+              slices: list | None = None) -> dict:  # fmt: skip
+    """The gate block evaluate_stage writes: the challenger against the CRM of its run (interval lower end
+    ``lo``) and ``champion`` (default: none yet)."""
+    diff = round(auc - 0.71, 6)
+    return {"challenger": "reclora", "auc": auc, "logloss": logloss, "samples": 200, "level": 0.95, "n_boot": 1000,
+            "baseline": {"name": "CRM", "auc": 0.71, "logloss": 0.61,
+                         "diff": {"diff": diff, "lo": lo, "hi": diff + 0.04, "level": 0.95}},
+            "champion": champion or {"status": "none"}, "slices": slices or []}  # fmt: skip
+
+
+def _scored(version: str, auc: float, logloss: float, lo: float, challenger_auc: float = 0.75) -> dict:
+    d = round(challenger_auc - auc, 6)
+    return {"status": "scored", "version": version, "name": f"champion {version}", "auc": auc, "logloss": logloss,
+            "diff": {"diff": d, "lo": lo, "hi": d + 0.03, "level": 0.95}}  # fmt: skip
+
+
+def _with(art: dict, auc: float, logloss: float, **gate: object) -> dict:
+    """register() kwargs with an evaluate report carrying the gate's evidence (``_evidence(**gate)``)."""
+    return {**art, "metrics": _report(auc, logloss) | {"gate": _evidence(auc, logloss, **gate)}}
 
 
 def _sha(p: Path) -> str:
@@ -236,40 +261,120 @@ def test_two_concurrent_processes_both_land(tmp_path, art):
 
 
 # ------------------------------------------------------------------ gate, promotion, rollback
-def test_decide():
-    ok, why = decide({"auc": 0.8, "logloss": 0.5}, None)
-    assert ok and "no champion" in why
-    ok, why = decide({"auc": 0.70, "logloss": 0.50}, {"auc": 0.75, "logloss": 0.55}, 0.01, 0.0)
-    assert not ok and "0.7000" in why and "0.7500" in why and "0.7400" in why and "stays challenger" in why
-    ok, why = decide({"auc": 0.76, "logloss": 0.60}, {"auc": 0.75, "logloss": 0.55}, 0.0, 0.02)
-    assert not ok and "LogLoss 0.6000 > 0.5700" in why
-    assert decide({"auc": 0.745, "logloss": 0.56}, {"auc": 0.75, "logloss": 0.55}, 0.01, 0.01)[0]
-    assert decide({"auc": 0.74, "logloss": 0.56}, {"auc": 0.75, "logloss": 0.55}, 0.01, 0.01)[0]  # boundary: inclusive
-    # stage-shaped metrics are understood too (LLM stage "eval", CRM stage "test")
-    assert decide({"model": "reclora", "eval": {"auc": 0.8, "logloss": 0.5}}, {"test": {"auc": 0.7, "logloss": 0.6}})[0]
-    with pytest.raises(ConfigError):
-        decide({"auc": 0.8, "logloss": 0.5}, {"auc": 0.7, "logloss": 0.6}, auc_tolerance=-0.1)
+def test_decide_on_same_sample_evidence():
+    rules = PromotionRules(baseline="CRM", baseline_margin=0.0, champion_margin=-0.002, logloss_tolerance=0.01)
+    # no champion: the baseline's interval decides; the reason names both AUCs and the interval
+    d = decide(_evidence(0.75, lo=0.004), rules)
+    assert d["promote"] and d["champion"] is None
+    assert "AUC reclora 0.7500 vs CRM 0.7100: +0.0400 (95% interval +0.0040 to +0.0800) clears" in d["reason"]
+    assert "no champion yet" in d["reason"] and "same 200 samples" in d["reason"]
+    # below the baseline: registered, not promoted, both figures named
+    d = decide(_evidence(0.70, lo=-0.03), rules)
+    assert not d["promote"] and "reclora 0.7000 vs CRM 0.7100" in d["reason"] and "does not clear" in d["reason"]
+    # the point estimate clears the margin but the interval straddles it: not promoted
+    d = decide(_evidence(0.75, lo=-0.001), rules)
+    assert not d["promote"] and [c["passed"] for c in d["checks"]] == [False, None]
+    assert decide(_evidence(0.75, lo=0.0), rules)["promote"] is False  # "clears" is strict
+    assert decide(_evidence(0.75, lo=-0.001), PromotionRules(baseline_margin=-0.01))["promote"]
+    # the champion re-scored on the same samples: its interval and LogLoss
+    ok = _evidence(0.75, 0.55, lo=0.01, champion=_scored("v0003", 0.74, 0.55, lo=-0.0015))
+    d = decide(ok, rules)
+    assert d["promote"] and d["champion"] == "v0003"
+    assert "vs champion v0003 0.7400: +0.0100 (95% interval -0.0015 to +0.0400) clears the margin -0.0020" in d["reason"]
+    assert not decide(_evidence(0.75, 0.55, champion=_scored("v0003", 0.76, 0.55, lo=-0.0021)), rules)["promote"]
+    d = decide(_evidence(0.75, 0.57, champion=_scored("v0003", 0.74, 0.55, lo=0.001)), rules)
+    assert not d["promote"] and "LogLoss 0.5700 > 0.5600" in d["reason"]
+    # a champion of other data is never replaced automatically; an unscorable one follows unscored_champion
+    other = {"status": "not comparable", "version": "v0002", "reason": "trained on another data set (data set ml-100k vs goodbooks-10k)"}
+    d = decide(_evidence(0.9, lo=0.1, champion=other), rules)
+    assert not d["promote"] and "ml-100k vs goodbooks-10k" in d["reason"] and "--allow-other-data" in d["reason"]
+    broken = {"status": "unscorable", "version": "v0002", "reason": "its version cannot be loaded here: base LLM missing"}
+    assert not decide(_evidence(lo=0.01, champion=broken), rules)["promote"]
+    d = decide(_evidence(lo=0.01, champion=broken), PromotionRules(unscored_champion="baseline"))
+    assert d["promote"] and "not compared" in d["reason"] and "base LLM missing" in d["reason"]
+    # max_slice_drop: any slice with enough samples losing more than that to the baseline or the champion
+    slices = [{"slice": "item popularity: tail", "n": 80, "auc": 0.70, "baseline_auc": 0.74, "champion_auc": None},
+              {"slice": "history length: short", "n": 50, "auc": 0.80, "baseline_auc": 0.78, "champion_auc": None}]
+    assert decide(_evidence(lo=0.01, slices=slices), PromotionRules(max_slice_drop=0.05))["promote"]
+    d = decide(_evidence(lo=0.01, slices=slices), PromotionRules(max_slice_drop=0.03))
+    assert not d["promote"] and "+0.0400 AUC below CRM on 'item popularity: tail' (80 samples) exceeds 0.0300" in d["reason"]
+    # no evidence: registered, never promoted
+    assert not decide({"auc": 0.9}, rules)["promote"] and "no same-sample evidence" in decide(None, rules)["reason"]
+    with pytest.raises(ConfigError, match="champion_margin"):
+        PromotionRules(champion_margin=float("nan"))
+    with pytest.raises(ConfigError, match="auc_tolerance"):
+        PromotionRules.from_params({"auc_tolerance": 0.002})  # the old setting is refused, not ignored
+    with pytest.raises(ConfigError, match="unscored_champion"):
+        PromotionRules(unscored_champion="maybe")
 
 
-def test_register_and_gate_promotes_only_when_within_tolerance(tmp_path, art):
+def test_register_and_gate_records_the_decision_and_refuses_stale_evidence(tmp_path, art):
     reg = tmp_path / "reg"
-    tol = {"auc_tolerance": 0.01, "logloss_tolerance": 0.01}
-    r1 = register_and_gate(reg, **tol, **_with(art, 0.75, 0.55))
-    assert r1["promoted"] and r1["version"] == "v0001" and "no champion" in r1["reason"]
+    rules = PromotionRules(champion_margin=-0.002, logloss_tolerance=0.01)
+    r1 = register_and_gate(reg, rules=rules, **_with(art, 0.75, 0.55))
+    assert r1["promoted"] and r1["version"] == "v0001" and "no champion yet" in r1["reason"]
     assert r1["path"] == resolve(reg, "champion")
-    r2 = register_and_gate(reg, **tol, **_with(art, 0.70, 0.55))  # worse beyond tolerance
-    assert not r2["promoted"] and r2["version"] == "v0002"
-    assert "v0002 vs champion v0001" in r2["reason"] and "0.7000" in r2["reason"] and "0.7500" in r2["reason"]
+    m1 = show(reg, "v0001")
+    assert m1["promotion"]["decision"]["promote"] is True
+    assert m1["promotion"]["evidence"]["baseline"]["diff"]["lo"] == 0.01  # every figure in the manifest
+    card = (Path(m1["path"]) / "MODEL_CARD.md").read_text()
+    assert "## Promotion decision" in card and "| reclora - CRM | 0.7500 | 0.7100 | +0.0400 | +0.0100 to +0.0800 |" in card
+    # below the baseline: registered, stays challenger
+    r2 = register_and_gate(reg, rules=rules, **_with(art, 0.70, 0.55, lo=-0.02, champion=_scored("v0001", 0.75, 0.55, -0.08, 0.70)))
+    assert not r2["promoted"] and r2["version"] == "v0002" and "reclora 0.7000 vs CRM 0.7100" in r2["reason"]
     assert champion(reg)["version"] == "v0001" and show(reg, "v0002")["status"] == "challenger"
-    r3 = register_and_gate(reg, **tol, **_with(art, 0.745, 0.555))  # slightly worse, within tolerance
-    assert r3["promoted"] and champion(reg)["version"] == "v0003"
-    r4 = register_and_gate(reg, **tol, **_with(art, 0.80, 0.50))  # better
-    assert r4["promoted"] and r4["previous_champion"] == "v0003" and champion(reg)["version"] == "v0004"
+    # better than the re-scored champion v0001 on the same samples: promoted
+    r3 = register_and_gate(reg, rules=rules, **_with(art, 0.78, 0.54, champion=_scored("v0001", 0.75, 0.55, 0.005, 0.78)))
+    assert r3["promoted"] and r3["previous_champion"] == "v0001" and champion(reg)["version"] == "v0003"
+    # evidence against v0001, but v0003 is the champion now: not promoted, the reason says why
+    r4 = register_and_gate(reg, rules=rules, **_with(art, 0.80, 0.50, champion=_scored("v0001", 0.75, 0.55, 0.02, 0.80)))
+    assert not r4["promoted"] and "champion is v0003 now" in r4["reason"] and "evaluated against v0001" in r4["reason"]
+    assert show(reg, "v0004")["promotion"]["decision"]["promote"] is True  # the gate passed on its evidence
+    # metrics without evidence: registered, not promoted
+    r5 = register_and_gate(reg, rules=rules, **_with(art, 0.9, 0.4) | {"metrics": _report(0.9, 0.4)})
+    assert not r5["promoted"] and "no same-sample evidence" in r5["reason"]
     doc = history(reg)
-    assert [h["version"] for h in doc["history"]] == ["v0001", "v0003"]
+    assert [h["version"] for h in doc["history"]] == ["v0001"]
     assert any(e["version"] == "v0002" and e["promoted"] is False for e in doc["events"])
     statuses = {r["version"]: r["status"] for r in list_versions(reg)}
-    assert statuses == {"v0001": "challenger", "v0002": "challenger", "v0003": "challenger", "v0004": "champion"}
+    assert statuses == {"v0001": "challenger", "v0002": "challenger", "v0003": "champion", "v0004": "challenger",
+                        "v0005": "challenger"}  # fmt: skip
+
+
+def test_manual_promotion_of_another_data_set_needs_the_flag(tmp_path, art):
+    """A GoodBooks version does not silently replace a MovieLens champion, by hand either."""
+    from reclora.registry import OtherData
+
+    reg = tmp_path / "reg"
+    books = tmp_path / "books"
+    books.mkdir()
+    pd.DataFrame({"item_id": [1, 2], "title": ["Dune", "Emma"], "genres": ["", ""]}).to_parquet(books / "items.parquet")
+    (books / "meta.json").write_text(json.dumps({"dataset": "goodbooks-10k", "rows": 99, "label_threshold": 4.0}))
+    register(reg, **art)  # synthetic
+    register(reg, **{**art, "items_path": str(books / "items.parquet")})  # goodbooks-10k
+    same = tmp_path / "same"
+    same.mkdir()
+    pd.DataFrame({"item_id": [2, 3], "title": ["B", "C"], "genres": ["", ""]}).to_parquet(same / "items.parquet")
+    (same / "meta.json").write_text((Path(art["items_path"]).parent / "meta.json").read_text())
+    register(reg, **{**art, "items_path": str(same / "items.parquet")})  # synthetic, catalogue grown: comparable
+    promote(reg, "v0001")
+    with pytest.raises(OtherData, match=r"v0002 .*data set synthetic vs goodbooks-10k.*--allow-other-data"):
+        promote(reg, "v0002")
+    assert champion(reg)["version"] == "v0001"
+    proc = reclora_cli("registry", "promote", "v0002", "--uri", str(reg))
+    assert proc.returncode == 2 and "--allow-other-data" in proc.stderr and champion(reg)["version"] == "v0001"
+    assert promote(reg, "v0003")["changed"]  # same data set, shared items with the same titles
+    out = json.loads(reclora_cli("registry", "promote", "v0002", "--uri", str(reg), "--allow-other-data").stdout)
+    assert out["version"] == "v0002" and "allowed by hand" in out["reason"] and champion(reg)["version"] == "v0002"
+    # same data set name, but the shared ids name other items: another catalogue
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.DataFrame({"item_id": [1, 2], "title": ["A", "Zed"], "genres": ["", ""]}).to_parquet(other / "items.parquet")
+    (other / "meta.json").write_text((Path(art["items_path"]).parent / "meta.json").read_text())
+    register(reg, **{**art, "items_path": str(other / "items.parquet")})
+    promote(reg, "v0001", allow_other_data=True)
+    with pytest.raises(OtherData, match=r"1 of 2 shared item ids name other items \(item 2: 'B' vs 'Zed'\)"):
+        promote(reg, "v0004")
 
 
 def test_rollback_restores_the_previous_champion(tmp_path, art):

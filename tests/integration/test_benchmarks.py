@@ -20,6 +20,7 @@ def small_params():
     p["train"].update(sample_size=32, eval_samples=48, batch_size=8, checkpoint_every=2, epochs=2, valid_samples=24,
                       diagnostics=True)  # fmt: skip
     p["adapter"].update(n_experts=4, rank=4, layers=1)
+    p["evaluation"]["slices"]["min_samples"] = 10
     return p
 
 
@@ -44,6 +45,12 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
     for n, ci in saved["auc_diff_vs_crm"].items():
         assert ci["lo"] <= ci["diff"] <= ci["hi"] and ci["n"] == 48, n
         assert ci["diff"] == pytest.approx(saved["models"][n]["auc"] - saved["models"]["CRM"]["auc"], abs=1e-5)
+    # the slice table (CRM, vanilla LoRA, RecLoRA with intervals) on the evaluated samples, printed and saved
+    rows = saved["slices"]["rows"]
+    assert sum(r["n"] for r in rows if r["feature"] == "item popularity") == 48
+    scored = [r for r in rows if r["scored"]]
+    assert scored and all(set(saved["models"]) == set(r["models"]) and "RecLoRA - CRM" in r["diffs"] for r in scored)
+    assert all(r["note"].startswith(("too small", "not scored")) for r in rows if not r["scored"])
     # early stopping on the validation subset, and the text-path diagnostics
     tr = saved["llm_train"]["RecLoRA"]
     assert 1 <= len(tr["valid_auc"]) <= 2 and tr["best_epoch"] in (1, 2)

@@ -15,6 +15,10 @@ SMALL = json.dumps({
     "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
     "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2},
     "adapter": {"n_experts": 4, "rank": 4},
+    # the tiny random Llama is no better than its CRM: let the first run promote (any interval clears -1), so
+    # the second run re-scores a champion; the gate's own rules are tested in tests/model/test_promotion_evidence.py
+    "pipeline": {"promotion": {"baseline_margin": -1.0}},
+    "evaluation": {"bootstrap": 200},
 })  # fmt: skip
 
 
@@ -28,9 +32,16 @@ def test_local_pipeline_registers_and_caches(tmp_path, tiny_llama_dir):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert "registered adapter: v0001" in out and "champion" in out
+    # every AUC says which samples it is on; the registration line gives the gate's decision with its interval
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "on the whole test split" in lines["train-crm"] and "-sample subset of test" in lines["train-reclora"]
+    assert "AUC on the same 32 samples: RecLoRA" in lines["evaluate"] and "ECE" in lines["evaluate"]
+    assert "v0001 (champion): promoted" in lines["register"] and "vs CRM" in lines["register"]
+    assert "95% interval" in lines["register"] and "no champion yet" in lines["register"]
     report = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("evaluation report"))
     html = open(report).read()
     assert "RecLoRA" in html and "Vanilla LoRA" in html and "CRM" in html
+    assert html.index("Decision: promote") < html.index("<h2>Slices</h2>") < html.index("<h2>Metrics</h2>")
     version = tmp_path / "registry" / "reclora" / "versions" / "v0001"
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["lineage"]["data_version"].endswith(".dir")
@@ -40,6 +51,14 @@ def test_local_pipeline_registers_and_caches(tmp_path, tiny_llama_dir):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "reused cached data steps: features, prepare, retrieve, validate" in second.stdout
     assert "registered adapter: v0002" in second.stdout
+    # the second run re-scores the champion v0001 on its own evaluation samples
+    ev = next(line for line in second.stdout.splitlines() if line.startswith("evaluate"))
+    assert "champion v0001" in ev
+    reg = next(line for line in second.stdout.splitlines() if line.startswith("register"))
+    assert "vs champion v0001" in reg and "95% interval" in reg
+    manifest2 = json.loads((tmp_path / "registry" / "reclora" / "versions" / "v0002" / "manifest.json").read_text())
+    assert manifest2["promotion"]["evidence"]["champion"]["status"] == "scored"
+    assert manifest2["promotion"]["evidence"]["champion"]["version"] == "v0001"
     listing = reclora("registry", "list", "--uri", str(tmp_path / "registry"), check=True).stdout
     assert "v0001" in listing and "v0002" in listing
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from helpers import BIN, FakeArtifact, llm_stage_inputs, small_tables, write_ml100k
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-from test_registry import _report, art  # noqa: E402,F401  (the registry tests' fake stage outputs)
+from test_registry import _scored, _with, art  # noqa: E402,F401  (the registry tests' fake stage outputs)
 
 import reclora.few2many.checkpoint as ckpt_mod  # noqa: E402
 from components.prepare.component import prepare as prepare_component  # noqa: E402
@@ -43,8 +43,9 @@ def _cli(*args, env=None):
 # ------------------------------------------------------------------ registry
 def test_registry_on_s3_register_list_promote_rollback_and_the_kserve_patch(s3_bucket, art, tmp_path):
     uri = f"s3://{s3_bucket}/registry"
-    r1 = register_and_gate(uri, **{**art, "metrics": _report(0.80, 0.50)})
-    r2 = register_and_gate(uri, **{**art, "metrics": _report(0.70, 0.60)})  # worse: stays challenger
+    r1 = register_and_gate(uri, **_with(art, 0.80, 0.50))
+    # worse than the champion re-scored on the same samples: stays challenger
+    r2 = register_and_gate(uri, **_with(art, 0.70, 0.60, champion=_scored("v0001", 0.80, 0.50, -0.15, 0.70)))
     assert (r1["version"], r1["promoted"]) == ("v0001", True)
     assert (r2["version"], r2["promoted"]) == ("v0002", False)
     # the objects are really in the bucket, manifest last, every file hash checks out
@@ -91,7 +92,7 @@ def test_registry_on_s3_register_list_promote_rollback_and_the_kserve_patch(s3_b
 
 def test_deploy_of_a_local_registry_without_storage_root_is_one_error_line(art, tmp_path):
     uri = str(tmp_path / "local-registry")
-    register_and_gate(uri, **{**art, "metrics": _report(0.80, 0.50)})
+    register_and_gate(uri, **_with(art, 0.80, 0.50))
     out = _cli("registry", "promote", "v0001", "--uri", uri, "--deploy", "--dry-run")
     assert out.returncode == 2 and out.stderr.startswith("error:") and "storage_root" in out.stderr
 

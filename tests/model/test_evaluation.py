@@ -248,11 +248,15 @@ def test_report_writes_every_file(tmp_path, predictions):
         assert row, name
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
         mm = m["models"][name]
-        assert cells[:4] == [f"{mm['auc']:.4f}", f"{mm['logloss']:.4f}", f"{mm['accuracy']:.4f}", "3,000"]
+        assert cells[:5] == [f"{mm['auc']:.4f}", f"{mm['logloss']:.4f}", f"{mm['ece']:.4f}", f"{mm['accuracy']:.4f}",
+                             "3,000"]  # fmt: skip
+        assert mm["ece"] == mm["calibration"]["ece"]  # ECE in the headline table
     # best per column highlighted: exactly the best model's AUC cell in the AUC column
     assert f'<td class="num best">{aucs[best]:.4f}</td>' in page
-    assert page.count('class="num best"') == 3
-    assert "champion: RecLoRA v3" in page and "0.7000" in page
+    assert page.count('class="num best"') == 4
+    # a stored champion figure is shown as such: not on these samples
+    assert '<tr class="champion"><td>RecLoRA v3</td><td class="num">0.7000</td>' in page
+    assert "not on these samples" in page and "same 3,000 samples" in page
     for v in ("ml-1m", "abc123", "run-42"):
         assert v in page
 

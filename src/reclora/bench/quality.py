@@ -1,7 +1,9 @@
 """`reclora bench quality`: CRM, vanilla LoRA and RecLoRA in one harness on one data set.
 
 prepare -> validate -> retrieve -> CRM (full train) -> vanilla LoRA and RecLoRA (same
-Few2Many sample, same prompt, same steps) -> [ablations] -> one report + one JSON.
+Few2Many sample, same prompt, same steps) -> [ablations] -> one report + one JSON, with
+metrics per slice (item popularity, history length, unseen users/items, genre) and their
+paired bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from typing import Any, Mapping
 
 from reclora.config import load_params
 from reclora.errors import ValidationFailed
+from reclora.evaluation.slices import slice_table_text
 from reclora.io import write_json
+
+SLICE_TABLE = ("CRM", "Vanilla LoRA", "RecLoRA")  # the models of the printed slice table (the JSON has every model)
 
 
 def machine_info() -> dict[str, Any]:
@@ -144,11 +149,17 @@ def bench_quality(
     report = timed(
         "evaluate", evaluate_stage, runs, work / "report",
         {"dataset": dataset, "source": str(path) if path else None, "data": data},
+        data_dir=work / "prepared", challenger="RecLoRA", params=p,
     )  # fmt: skip
     intervals = auc_diff_intervals(runs, "CRM", [n for n in runs if n.startswith("RecLoRA")])
+    n_eval = report["context"]["evaluated_samples"]
     for n, ci in intervals.items():
-        print(f"[bench quality] AUC({n}) - AUC(CRM) = {ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}] (95%, paired bootstrap)",
-              flush=True)  # fmt: skip
+        print(f"[bench quality] AUC({n}) - AUC(CRM) = {ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}] "
+              f"(95%, paired bootstrap, on the same {n_eval:,} samples)", flush=True)  # fmt: skip
+    table = [m for m in SLICE_TABLE if m in runs]
+    print(f"[bench quality] slices (AUC [95% paired bootstrap interval] on the same {n_eval:,} samples; "
+          f"CRM on the whole test split: AUC {crm['test']['auc']:.4f}, {crm['test']['n']:,} samples):\n"
+          + slice_table_text(report["slices"]["rows"], table, ["RecLoRA - CRM"]), flush=True)  # fmt: skip
     models = report["models"]
     result = {
         "benchmark": "quality",
@@ -162,6 +173,8 @@ def bench_quality(
             "evaluated": report.get("context", {}).get("evaluated_samples"),
         },  # fmt: skip
         "auc_diff_vs_crm": intervals,
+        "slices": {"definitions": report["slices"]["definitions"], "min_samples": report["slices"]["min_samples"],
+                   "rows": report["slices"]["rows"]},
         "peer": peer or {"skipped": peer_note},
         "llm_train": {n: r["train"] for n, r in llm.items()},
         "diagnostics": {n: r.get("diagnostics") for n, r in llm.items() if r.get("diagnostics")},

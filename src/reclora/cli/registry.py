@@ -73,11 +73,12 @@ DEPLOY = typer.Option(False, "--deploy", help="Also patch the KServe InferenceSe
 DRY_RUN = typer.Option(False, "--dry-run", help="Change nothing: print the champion it would be and the patch.")
 
 
-def _champion_change(action: str, version: Optional[str], uri: Optional[str], deploy: bool, dry_run: bool) -> int:
+def _champion_change(action: str, version: Optional[str], uri: Optional[str], deploy: bool, dry_run: bool,
+                     allow_other_data: bool = False) -> int:  # fmt: skip
     from reclora.config import load_params
     from reclora.registry import promote, rollback
     from reclora.registry.deploy import deploy_version, serving_settings, storage_uri
-    from reclora.registry.promotion import rollback_target
+    from reclora.registry.promotion import OtherData, other_data, rollback_target
     from reclora.registry.store import open_store, version_ref
 
     u = _uri(uri)
@@ -90,10 +91,14 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
 
         api = custom_objects_api()
     if dry_run:
-        v = version_ref(open_store(u), version) if action == "promote" else rollback_target(u)["version"]
+        store = open_store(u)
+        v = version_ref(store, version) if action == "promote" else rollback_target(u)["version"]
+        why = other_data(store, v, store.current_champion()) if action == "promote" else None
+        if why and not allow_other_data:
+            raise OtherData(f"{v} was not trained on the champion's data ({why}); pass --allow-other-data to promote it")
         out = {"version": v, "dry_run": True, "changed": False}
     else:
-        out = promote(u, version) if action == "promote" else rollback(u)
+        out = promote(u, version, allow_other_data=allow_other_data) if action == "promote" else rollback(u)
     if deploy or dry_run:
         out["deploy"] = deploy_version(u, out["version"], service=sv["service"], namespace=sv["namespace"],
                                        storage_root=sv["storage_root"], dry_run=dry_run, api=api)  # fmt: skip
@@ -105,9 +110,11 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
 def promote_cmd(
     version: str = typer.Argument(..., help="vNNNN"), uri: Optional[str] = URI, deploy: bool = DEPLOY,
     dry_run: bool = DRY_RUN, set_: Optional[list[str]] = SET_OPTION,
+    allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Promote a version trained on another "
+                                          "data set or item catalogue than the champion (refused without it)."),
 ) -> None:  # fmt: skip
     """Make a version the champion by hand (the previous one is kept for rollback)."""
-    raise typer.Exit(_guarded(lambda: _champion_change("promote", version, uri, deploy, dry_run)))
+    raise typer.Exit(_guarded(lambda: _champion_change("promote", version, uri, deploy, dry_run, allow_other_data)))
 
 
 @app.command("rollback")

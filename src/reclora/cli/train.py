@@ -70,9 +70,13 @@ def llm_cmd(
 def evaluate_cmd(
     run: list[str] = typer.Option(..., help="NAME=DIR of a stage output with predictions.parquet; repeat."),
     out: str = typer.Option(..., help="Report directory (metrics.json, PNG plots, report.html)."),
+    data: Optional[str] = typer.Option(None, help="Prepared data the models were evaluated on: sliced metrics."),
+    registry: Optional[str] = typer.Option(None, help="Registry URI: re-score its champion on the same samples (needs --data)."),
+    features: Optional[str] = typer.Option(None, help="Output of the features stage: the champion's prompts from Feast."),
+    challenger: Optional[str] = typer.Option(None, help="The model the promotion gate judges (default: the first named *reclora*)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
-    """Score the models on their common samples; write the HTML report and the metrics JSON."""
+    """Score the models on their common samples (+ the champion, + slices); write the HTML report and the metrics JSON."""
     from reclora.errors import ConfigError
     from reclora.stages import evaluate_stage
 
@@ -80,7 +84,9 @@ def evaluate_cmd(
         pairs = [r.split("=", 1) for r in run]
         if any(len(p) != 2 for p in pairs):
             raise ConfigError("--run takes NAME=DIR")
-        m = evaluate_stage(dict(pairs), out)
-        return _echo({n: {k: v[k] for k in ("auc", "logloss", "accuracy", "n")} for n, v in m["models"].items()})
+        m = evaluate_stage(dict(pairs), out, data_dir=data, registry_uri=registry, features_dir=features,
+                           challenger=challenger)  # fmt: skip
+        models = {n: {k: v[k] for k in ("auc", "logloss", "ece", "accuracy", "n")} for n, v in m["models"].items()}
+        return _echo({"models": models, "decision": m["gate"]["decision"]["reason"]})
 
     raise typer.Exit(run_guarded(_run))

@@ -186,42 +186,115 @@ def roc_points(labels: Any, probs: Any, max_points: int = MAX_ROC_POINTS) -> tup
     return fpr, tpr
 
 
+BOOTSTRAP_CHUNK = 4_000_000
+"""Resample-by-sample cells bootstrapped at once (memory: a few float64 arrays of this many cells)."""
+
+
+def _tie_groups(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, ends, group): ``p[order]`` ascending, runs of equal scores as groups: first and last
+    sorted position of each group, and each sorted sample's group."""
+    order = np.argsort(p, kind="mergesort")
+    ps = p[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]
+    ends = np.r_[starts[1:], len(ps)] - 1
+    group = np.repeat(np.arange(len(starts)), ends - starts + 1)
+    return order, starts, ends, group
+
+
+def _weighted_aucs(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """AUC of ``p`` under each row of sample weights ``w`` [b, n] (a resample's multiplicities): the weighted
+    Mann-Whitney statistic, ties counted one half. Rows need positive and negative weight."""
+    order, starts, ends, group = _tie_groups(p)
+    ws, ys = w[:, order], y[order]
+    cneg = np.cumsum(ws * (1.0 - ys), axis=1)
+    below = np.where(starts > 0, cneg[:, np.maximum(starts - 1, 0)], 0.0)  # negative weight under each group
+    within = cneg[:, ends] - below  # negative weight tied with each group
+    credit = below[:, group] + 0.5 * within[:, group]  # per sorted sample
+    wpos = ws @ ys
+    return ((ws * ys * credit).sum(axis=1)) / (wpos * (ws.sum(axis=1) - wpos))
+
+
+def bootstrap_aucs(
+    labels: Any, probs: Any, n_boot: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUC of several models on the same rows, and on ``n_boot`` resamples of those rows.
+
+    ``probs``: a sequence of m probability vectors for the same n ``labels``. Every model is scored on
+    the same resamples (drawn with replacement: ``numpy.random.default_rng(seed).integers(0, n, (b, n))``
+    in chunks of b rows; a resample with one class only is dropped and replaced by a later draw), so
+    differences between the columns are paired. Returns ``(auc [m], boot [n_boot, m])``. Raises
+    EvaluationInputError for bad or single-class input, or ``n_boot`` < 1.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise EvaluationInputError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if isinstance(probs, np.ndarray) and probs.ndim == 1:
+        raise EvaluationInputError("probs must be a sequence of probability vectors, one per model")
+    cols = []
+    y = None
+    for i, p in enumerate(probs):
+        yy, pp = validate(labels, p)
+        y = yy if y is None else y
+        cols.append(pp)
+    if y is None:
+        raise EvaluationInputError("bootstrap: no model to score")
+    reason = _single_class_reason(y)
+    if reason:
+        raise EvaluationInputError(f"bootstrap: {reason}")
+    n = len(y)
+    point = np.array([_auc(y, p) for p in cols])
+    out = np.empty((int(n_boot), len(cols)))
+    rng = np.random.default_rng(seed)
+    rows = max(1, BOOTSTRAP_CHUNK // n)
+    filled = 0
+    while filled < n_boot:
+        b = min(int(n_boot) - filled, rows)
+        idx = rng.integers(0, n, size=(b, n))
+        w = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n).astype(float)
+        pos = w @ y
+        w = w[(pos > 0) & (pos < n)]  # both classes in the resample
+        for j, p in enumerate(cols):
+            out[filled : filled + len(w), j] = _weighted_aucs(w, y, p)
+        filled += len(w)
+    return point, out
+
+
+def interval(values: Any, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``values``: their (1 - level) / 2 and
+    1 - (1 - level) / 2 quantiles (numpy's default linear interpolation)."""
+    if not 0.0 < float(level) < 1.0:
+        raise EvaluationInputError(f"level must lie in (0, 1), got {level!r}")
+    alpha = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(np.asarray(values, dtype=float), [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def diff_summary(point_a: float, point_b: float, boot_a: np.ndarray, boot_b: np.ndarray, level: float) -> dict[str, Any]:
+    """{"diff", "lo", "hi", "p_b_better_or_equal", "n_boot", "level"} of AUC(a) - AUC(b) from paired
+    bootstrap AUCs (see :func:`bootstrap_aucs`)."""
+    d = np.asarray(boot_a) - np.asarray(boot_b)
+    lo, hi = interval(d, level)
+    return {
+        "diff": round(float(point_a - point_b), 6),
+        "lo": round(lo, 6),
+        "hi": round(hi, 6),
+        "p_b_better_or_equal": round(float(np.mean(d <= 0)), 4),
+        "n_boot": int(len(d)),
+        "level": float(level),
+    }
+
 
 def paired_bootstrap_auc_diff(
     labels: Any, probs_a: Any, probs_b: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """AUC(a) - AUC(b) on the same samples, with a paired bootstrap interval.
 
-    Both models are scored on each of ``n_boot`` resamples (with replacement) of the same rows, so
-    the interval reflects the difference, not each AUC's own noise. Returns {"diff", "lo", "hi",
-    "p_b_better_or_equal" (share of resamples with diff <= 0), "n", "n_boot"}. Raises
+    Both models are scored on each of ``n_boot`` resamples (with replacement) of the same rows
+    (:func:`bootstrap_aucs`), so the interval reflects the difference, not each AUC's own noise; the
+    interval is the central ``level`` percentile interval (:func:`interval`). Returns {"diff", "lo",
+    "hi", "p_b_better_or_equal" (share of resamples with diff <= 0), "n", "n_boot", "level"}. Raises
     EvaluationInputError for mismatched or single-class input.
     """
-    from sklearn.metrics import roc_auc_score
-
     y, pa = validate(labels, probs_a)
     _, pb = validate(labels, probs_b)
-    if len(pa) != len(pb):
-        raise EvaluationInputError(f"paired bootstrap: {len(pa)} and {len(pb)} predictions for the same samples")
-    reason = _single_class_reason(y)
-    if reason:
-        raise EvaluationInputError(f"paired bootstrap: {reason}")
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    diffs = []
-    while len(diffs) < n_boot:
-        idx = rng.integers(0, n, size=n)
-        yy = y[idx]
-        if yy.min() == yy.max():
-            continue
-        diffs.append(roc_auc_score(yy, pa[idx]) - roc_auc_score(yy, pb[idx]))
-    d = np.asarray(diffs)
-    alpha = (1 - level) / 2
-    return {
-        "diff": round(float(roc_auc_score(y, pa) - roc_auc_score(y, pb)), 6),
-        "lo": round(float(np.quantile(d, alpha)), 6),
-        "hi": round(float(np.quantile(d, 1 - alpha)), 6),
-        "p_b_better_or_equal": round(float(np.mean(d <= 0)), 4),
-        "n": int(n),
-        "n_boot": int(n_boot),
-    }
+    point, boot = bootstrap_aucs(y, [pa, pb], n_boot=n_boot, seed=seed)
+    return {**diff_summary(point[0], point[1], boot[:, 0], boot[:, 1], level), "n": int(len(y))}

@@ -10,12 +10,15 @@ with :func:`reclora.io.atomic_dir`: a failure part-way leaves the previous repor
 
     out_dir/
       metrics.json     every figure: per-model metrics, calibration bins, ROC points,
-                       best model per metric, context, champion comparison
+                       best model per metric, context, champion comparison, the promotion
+                       gate's evidence and decision (``gate``), sliced metrics (``slices``)
       roc.png          ROC curves of all models, AUC in the legend
       calibration.png  reliability diagram of all models (+ prediction histogram)
       auc_bar.png      AUC per model, y-axis zoomed on the values, champion as a dashed line
+      slices.png       AUC per slice and model with its bootstrap interval (with ``slices``)
       report.html      one self-contained page (plots embedded as base64 data URIs), so it
-                       works as a single KFP HTML artifact
+                       works as a single KFP HTML artifact: the decision and why first, then
+                       the slices (table and plot), then the headline table and the rest
 
 ``metrics.json`` holds exactly the dict :func:`write_report` returns.
 """
@@ -29,6 +32,7 @@ import io
 import json
 import math
 import os
+import re
 import textwrap
 from collections.abc import Mapping
 from typing import Any
@@ -52,6 +56,7 @@ METRICS_JSON = "metrics.json"
 ROC_PNG = "roc.png"
 CALIBRATION_PNG = "calibration.png"
 AUC_BAR_PNG = "auc_bar.png"
+SLICES_PNG = "slices.png"
 REPORT_HTML = "report.html"
 FILES = (METRICS_JSON, ROC_PNG, CALIBRATION_PNG, AUC_BAR_PNG, REPORT_HTML)
 CALIBRATION_N_BINS = 10
@@ -59,7 +64,7 @@ ROC_DECIMALS = 6
 DPI = 110
 
 # metric -> (table header, higher is better)
-TABLE_METRICS = {"auc": ("AUC", True), "logloss": ("LogLoss", False), "accuracy": ("Accuracy", True)}
+TABLE_METRICS = {"auc": ("AUC", True), "logloss": ("LogLoss", False), "ece": ("ECE", False), "accuracy": ("Accuracy", True)}
 
 
 def format_metric(value: Any) -> str:
@@ -76,16 +81,26 @@ def write_report(
     title: str = "RecLoRA evaluation",
     context: Mapping[str, Any] | None = None,
     champion: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | None = None,
+    slices: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every model, write the report into ``out_dir`` atomically, return ``metrics.json``'s dict.
 
-    ``predictions`` maps a model name (in the order to show) to ``(labels, probs)``.
+    ``predictions`` maps a model name (in the order to show) to ``(labels, probs)``, all on the same samples.
     ``context`` (dataset, sample counts, data version, ...) is recorded as given.
-    ``champion`` is the model to beat: ``{"auc": float, "name": str (or "model"), ...}``;
-    other keys (``logloss``, a version, a run id, ...) are kept under ``details``.
+    ``champion`` is a stored figure to show beside them (a champion that could not be re-scored on these
+    samples): ``{"auc": float, "name": str (or "model"), ...}``; other keys (``logloss``, ``n``, a version,
+    a reason, ...) are kept under ``details``; the page says it is not on these samples.
+    ``gate``: the promotion gate's evidence with its ``decision`` (``reclora.registry.gate``); the page
+    opens with it. ``slices``: ``{"rows": reclora.evaluation.slices.slice_metrics(...), "definitions",
+    "min_samples", "comparisons", "level"}``; a table and ``slices.png`` follow the decision.
     All input is checked before anything is written; problems raise ``ValueError``.
     """
     models = _score(predictions)
+    if gate is not None and not isinstance(gate, Mapping):
+        raise EvaluationInputError(f"gate must be a dict, got {type(gate).__name__}")
+    if slices is not None and not (isinstance(slices, Mapping) and isinstance(slices.get("rows"), list)):
+        raise EvaluationInputError("slices must be a dict with a list of slice rows under 'rows'")
     metrics = _jsonable(
         {
             "schema_version": SCHEMA_VERSION,
@@ -95,6 +110,8 @@ def write_report(
             "models": models,
             "best": _best(models),
             "champion": _champion(champion, models),
+            "gate": gate,
+            "slices": slices,
             "context": _context(context),
             "definitions": {
                 "auc": "area under the ROC curve (ties count one half); null when only one class is present",
@@ -102,9 +119,12 @@ def write_report(
                 "accuracy": f"share of samples with (prob >= {THRESHOLD}) == label",
                 "calibration": f"{CALIBRATION_N_BINS} equal-width bins of the predicted probability; "
                 "ece = count-weighted mean |mean_predicted - observed_rate|",
+                "ece": "expected calibration error: the calibration block's ece",
+                "interval": "paired bootstrap: every model scored on the same resamples (with replacement) of the "
+                "samples; the central interval of the AUC (difference) over the resamples",
                 "roc": f"points downsampled to at most {MAX_ROC_POINTS}, rounded to {ROC_DECIMALS} decimals",
             },
-            "files": list(FILES),
+            "files": list(FILES) + ([SLICES_PNG] if slices else []),
         }
     )
     # exactly what json round-trips to (and no NaN), so the file and the return value agree
@@ -116,6 +136,8 @@ def write_report(
             CALIBRATION_PNG: _plot_calibration(metrics),
             AUC_BAR_PNG: _plot_auc_bar(metrics),
         }
+        if slices:
+            images[SLICES_PNG] = _plot_slices(metrics)
         for name, png in images.items():
             (tmp / name).write_bytes(png)
         (tmp / REPORT_HTML).write_text(_render_html(metrics, images), encoding="utf-8")
@@ -141,6 +163,7 @@ def _score(predictions: Mapping[str, tuple[Any, Any]]) -> dict[str, dict[str, An
             y, p = validate(*pair)
             m = ctr_metrics(y, p)
             m["calibration"] = calibration_bins(y, p, CALIBRATION_N_BINS)
+            m["ece"] = m["calibration"]["ece"]
             if m["auc"] is None:
                 m["roc"] = None
             else:
@@ -357,6 +380,9 @@ figure{margin:0;flex:1 1 460px}figure img{max-width:100%;height:auto;border:1px 
 figcaption{color:#555;font-size:.85rem}
 pre{margin:0;font-size:.85rem;white-space:pre-wrap}
 .note{color:#666;font-size:.85rem}
+section.decision{border-left:6px solid #b3261e;background:#fbf1f0;padding:.2rem 1rem .6rem;margin:1rem 0}
+section.decision.promote{border-left-color:#11772b;background:#eef8f0}
+section.decision h2{border:0;margin-top:.6rem}
 """
 
 
@@ -374,7 +400,7 @@ def _render_table(metrics: Mapping[str, Any]) -> str:
     best_value = {k: (models[b][k] if b is not None else None) for k, b in metrics["best"].items()}
     head = "".join(f"<th>{label}</th>" for label, _ in TABLE_METRICS.values())
     head = f"<tr><th>Model</th>{head}<th>n</th><th>Positive rate</th>"
-    head += "<th>&Delta;AUC vs champion</th>" if champ else ""
+    head += "<th>&Delta;AUC vs stored champion figure</th>" if champ else ""
     rows = [head + "</tr>"]
     for name in names:
         m = models[name]
@@ -390,10 +416,13 @@ def _render_table(metrics: Mapping[str, Any]) -> str:
             cells.append(_delta(champ["per_model"][name]["auc_delta"]))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     if champ:
-        cells = [f"<td>champion: {html.escape(champ['name'])}</td>",
+        n = champ["details"].get("n")
+        cells = [f"<td>{html.escape(champ['name'])}</td>",
                  f'<td class="num">{format_metric(champ["auc"])}</td>',
-                 f'<td class="num">{format_metric(champ["logloss"])}</td>',
-                 '<td class="num"></td><td class="num"></td><td class="num"></td><td class="num"></td>']
+                 f'<td class="num">{format_metric(champ["logloss"])}</td>']
+        cells += ['<td class="num"></td>'] * (len(TABLE_METRICS) - 2)
+        cells += [f'<td class="num">{int(n):,}</td>' if _is_number(n) else '<td class="num"></td>',
+                  '<td class="num"></td><td class="num"></td>']  # fmt: skip
         rows.append('<tr class="champion">' + "".join(cells) + "</tr>")
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
@@ -409,37 +438,171 @@ def _render_kv(d: Mapping[str, Any]) -> str:
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
+def _samples(metrics: Mapping[str, Any]) -> str:
+    n = (metrics.get("context") or {}).get("evaluated_samples")
+    if n is None:
+        n = next(iter(metrics["models"].values()))["n"]
+    return f"{int(n):,}"
+
+
 def _summary(metrics: Mapping[str, Any]) -> str:
     best = metrics["best"]["auc"]
     parts = []
     if best is not None:
         auc = metrics["models"][best]["auc"]
-        parts.append(f"Best AUC: <b>{html.escape(best)}</b> ({format_metric(auc)}).")
+        parts.append(f"Best AUC on these {_samples(metrics)} samples: <b>{html.escape(best)}</b> ({format_metric(auc)}).")
     else:
         parts.append("No model has a defined AUC (only one class in the labels).")
     champ = metrics["champion"]
-    if champ and champ["best_model"] is not None:
-        d = champ["best_model_auc_delta"]
-        verdict = "beats" if champ["best_model_beats_champion"] else "does not beat"
+    if champ:
+        n = champ["details"].get("n")
+        on = f"its own test split of {int(n):,} samples" if _is_number(n) else "its own test split"
         parts.append(
-            f"It {verdict} the champion <b>{html.escape(champ['name'])}</b> "
-            f"({format_metric(champ['auc'])}; &Delta;AUC {d:+.4f})."
+            f"The champion <b>{html.escape(champ['name'])}</b> is shown by its stored figure (AUC "
+            f"{format_metric(champ['auc'])}, on {on}, not on these samples): compare with care."
         )
     return "<p>" + " ".join(parts) + "</p>"
 
 
+def _ci(lo: Any, hi: Any) -> str:
+    return f"[{lo:+.4f}, {hi:+.4f}]" if _is_number(lo) and _is_number(hi) else ""
+
+
+def _render_decision(gate: Mapping[str, Any]) -> str:
+    """The decision and why: promote or not, then one row per check of the gate."""
+    d = gate.get("decision") or {}
+    ok = bool(d.get("promote"))
+    head = "Decision: promote" if ok else "Decision: not promoted"
+    n = gate.get("samples")
+    level = gate.get("level")
+    lvl = f"{float(level):.0%} " if _is_number(level) else ""
+    rows = ["<tr><th>Check</th><th>Figure</th><th>" + lvl + "interval</th><th>Must clear</th><th>Result</th></tr>"]
+    for c in d.get("checks") or []:
+        res = {True: '<span class="pos">pass</span>', False: '<span class="neg">fail</span>', None: "n/a"}[c.get("passed")]
+        if "diff" in c:
+            fig = (f"AUC {format_metric(c.get('auc'))} vs {format_metric(c.get('reference_auc'))}: "
+                   f"&Delta; {c['diff']:+.4f}")  # fmt: skip
+            ci, need = _ci(c.get("lo"), c.get("hi")), f"lower end &gt; {c['margin']:+.4f}"
+        elif "logloss" in c:
+            fig = f"LogLoss {format_metric(c.get('logloss'))} vs {format_metric(c.get('reference_logloss'))}"
+            ci, need = "", f"&le; {format_metric(c.get('ceiling'))}"
+        elif "drop" in c:
+            fig = f"{c['drop']:+.4f} AUC below {html.escape(str(c['reference']))} on {html.escape(str(c['slice']))}"
+            ci, need = "", f"&le; {c['max_slice_drop']:.4f}"
+        else:
+            fig, ci, need = html.escape(str(c.get("text", ""))), "", ""
+        rows.append(f"<tr><td>{html.escape(str(c.get('check')))}</td><td>{fig}</td><td class=\"num\">{ci}</td>"
+                    f"<td>{need}</td><td>{res}</td></tr>")  # fmt: skip
+    champ = gate.get("champion") or {}
+    status = champ.get("status", "none")
+    notes = []
+    if status == "scored":
+        notes.append(f"The champion {html.escape(str(champ.get('version')))} was re-scored on these samples "
+                     "(its registered CRM and adapter, as served).")  # fmt: skip
+    elif status != "none":
+        notes.append(f"The champion {html.escape(str(champ.get('version')))} is {html.escape(status)}: "
+                     f"{html.escape(str(champ.get('reason')))}.")  # fmt: skip
+    if gate.get("note"):
+        notes.append(html.escape(str(gate["note"])))
+    on = f"every figure on the same {int(n):,} samples" if _is_number(n) else "every figure on the same samples"
+    rules = d.get("rules") or {}
+    rule_text = ", ".join(f"{k} {json.dumps(v)}" for k, v in rules.items())
+    return (f'<section class="decision {"promote" if ok else "hold"}">\n<h2>{head}</h2>\n'
+            f"<p>{html.escape(str(d.get('reason', '')))}</p>\n"
+            + ("<table>\n" + "\n".join(rows) + "\n</table>\n" if d.get("checks") else "")
+            + f'<p class="note">{" ".join(notes)} Paired bootstrap intervals, {on}. Rules: {html.escape(rule_text)}.</p>\n'
+            "</section>")  # fmt: skip
+
+
+def _slice_models(metrics: Mapping[str, Any]) -> list[str]:
+    rows = (metrics.get("slices") or {}).get("rows") or []
+    first = next((r for r in rows if r.get("scored")), None)
+    return [n for n in metrics["model_order"] if first and n in first["models"]]
+
+
+def _render_slices(metrics: Mapping[str, Any], png: bytes | None) -> str:
+    s = metrics["slices"]
+    names = _slice_models(metrics)
+    comps = list(s.get("comparisons") or [])
+    lvl = f"{float(s['level']):.0%}" if _is_number(s.get("level")) else ""
+    head = "<tr><th>Slice</th><th>n</th><th>Positive rate</th>"
+    head += "".join(f"<th>{html.escape(n)} AUC [{lvl}]</th>" for n in names)
+    head += "".join(f"<th>&Delta;AUC {html.escape(c)} [{lvl}]</th>" for c in comps) + "</tr>"
+    rows = [head]
+    width = len(names) + len(comps)
+    for r in s["rows"]:
+        pos = r["positives"] / r["n"] if r["n"] else None
+        cells = [f"<td>{html.escape(r['feature'])}: <b>{html.escape(r['value'])}</b></td>", f'<td class="num">{r["n"]:,}</td>',
+                 f'<td class="num">{format_metric(pos)}</td>']  # fmt: skip
+        if not r.get("scored"):
+            cells.append(f'<td class="note" colspan="{max(width, 1)}">{html.escape(r["note"])}</td>')
+        else:
+            for n in names:
+                m = r["models"][n]
+                cells.append(f'<td class="num">{format_metric(m["auc"])}<br><small>[{format_metric(m["lo"])}, '
+                             f'{format_metric(m["hi"])}]</small></td>')
+            for c in comps:
+                d = r["diffs"][c]
+                cls = "pos" if d["lo"] > 0 else "neg" if d["hi"] < 0 else ""
+                cells.append(f'<td class="num {cls}">{d["diff"]:+.4f}<br><small>{_ci(d["lo"], d["hi"])}</small></td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in (s.get("definitions") or {}).items())
+    img = ""
+    if png:
+        b64 = base64.b64encode(png).decode("ascii")
+        img = (f'<figure><img src="data:image/png;base64,{b64}" alt="AUC per slice"><figcaption>AUC per slice and model '
+               f"with its {lvl} paired bootstrap interval (slices with at least {s.get('min_samples')} samples and both "
+               "classes).</figcaption></figure>")  # fmt: skip
+    return ("<h2>Slices</h2>\n<table>\n" + "\n".join(rows) + "\n</table>\n"
+            f'<p class="note">Green: the interval of the difference lies above 0; red: below. Slices with fewer than '
+            f"{s.get('min_samples')} samples or one class only are listed, not scored.</p>\n"
+            f'<ul class="note">{defs}</ul>\n{img}')  # fmt: skip
+
+
+def _plot_slices(metrics: Mapping[str, Any]) -> bytes:
+    """Forest plot: one row per scored slice, one marker per model at its AUC, its bootstrap interval as a bar."""
+    rows = [r for r in metrics["slices"]["rows"] if r.get("scored")]
+    names = _slice_models(metrics)
+    fig = _figure(figsize=(7.6, max(2.5, 0.42 * len(rows) + 1.4)), layout="constrained")
+    ax = fig.add_subplot()
+    if not rows:
+        ax.text(0.5, 0.5, "no slice with enough samples to score", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _png(fig)
+    k = len(names)
+    for j, (name, color) in enumerate(zip(names, _colors(k))):
+        off = (j - (k - 1) / 2) * min(0.8 / max(k, 1), 0.22)
+        ys = [i + off for i in range(len(rows))]
+        auc = [r["models"][name]["auc"] for r in rows]
+        lo = [r["models"][name]["auc"] - r["models"][name]["lo"] for r in rows]
+        hi = [r["models"][name]["hi"] - r["models"][name]["auc"] for r in rows]
+        ax.errorbar(auc, ys, xerr=[lo, hi], fmt="o", markersize=4, color=color, elinewidth=1.2, capsize=2, label=name)
+    ax.set_yticks(range(len(rows)), [f"{r['feature']}: {r['value']} (n={r['n']:,})" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="0.6", linestyle=":", linewidth=1)
+    ax.set_xlabel("AUC (with its paired bootstrap interval)")
+    ax.set_title("AUC per slice")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    return _png(fig)
+
+
 def _render_html(metrics: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     title = html.escape(metrics["title"])
+    n = _samples(metrics)
     captions = {
-        ROC_PNG: "ROC curves of all models (AUC in the legend).",
+        ROC_PNG: f"ROC curves of all models on the same {n} samples (AUC in the legend).",
         CALIBRATION_PNG: "Reliability diagram: observed positive rate against mean predicted "
         "probability per bin; the dashed diagonal is perfect calibration. Below: share of samples per bin.",
-        AUC_BAR_PNG: "AUC per model" + ("; the dashed line is the champion's AUC." if metrics["champion"] else "."),
+        AUC_BAR_PNG: f"AUC per model on the same {n} samples"
+        + ("; the dashed line is the champion's stored figure, from its own test split." if metrics["champion"] else "."),
     }
     figs = []
     for name, png in images.items():
+        if name not in captions:
+            continue
         b64 = base64.b64encode(png).decode("ascii")
-        alt = html.escape(captions[name].split(":")[0].split(";")[0].rstrip("."))
+        alt = html.escape(captions[name].split(":")[0].split(";")[0].split(" on the same")[0].rstrip("."))
         figs.append(
             f'<figure><img src="data:image/png;base64,{b64}" alt="{alt}">'
             f"<figcaption>{html.escape(captions[name])}</figcaption></figure>"
@@ -452,7 +615,9 @@ def _render_html(metrics: Mapping[str, Any], images: Mapping[str, bytes]) -> str
         if champ["logloss"] is not None:
             info["logloss"] = format_metric(champ["logloss"])
         info.update(champ["details"])
-        champ_html = "<h2>Champion</h2>\n" + _render_kv(info)
+        champ_html = "<h2>Champion (stored figures)</h2>\n" + _render_kv(info)
+    decision = _render_decision(metrics["gate"]) if metrics.get("gate") else ""
+    slices = _render_slices(metrics, images.get(SLICES_PNG)) if metrics.get("slices") else ""
     defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in metrics["definitions"].items())
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -464,11 +629,13 @@ def _render_html(metrics: Mapping[str, Any], images: Mapping[str, bytes]) -> str
 </head>
 <body>
 <h1>{title}</h1>
-<p class="meta">Generated {html.escape(metrics["generated_at"])} &middot; {len(metrics["model_order"])} model(s)</p>
-{_summary(metrics)}
+<p class="meta">Generated {html.escape(metrics["generated_at"])} &middot; {len(metrics["model_order"])} model(s) &middot; {n} samples, the same for every model</p>
+{decision}
+{slices}
 <h2>Metrics</h2>
+{_summary(metrics)}
 {_render_table(metrics)}
-<p class="note">Best value per column highlighted (highest AUC and accuracy, lowest LogLoss).</p>
+<p class="note">Every model on the same {n} samples. Best value per column highlighted (highest AUC and accuracy, lowest LogLoss and ECE).</p>
 <h2>Plots</h2>
 <div class="figs">
 {chr(10).join(figs)}
@@ -481,3 +648,56 @@ def _render_html(metrics: Mapping[str, Any], images: Mapping[str, bytes]) -> str
 </body>
 </html>
 """
+
+
+# -- flat figures and a short summary (for a metrics logger, e.g. a KFP Metrics artifact) -----------
+
+
+def _key(*parts: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", " ".join(parts).lower()).strip("_")
+
+
+def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The report's figures as one flat ``{name: number}``: ``evaluated_samples``; per model ``<model>_auc``,
+    ``_logloss``, ``_ece`` (model names lower-cased, non-alphanumerics as ``_``); the gate's ``promote`` (0/1)
+    and ``auc_diff|lo|hi_vs_baseline|champion``; per slice ``slice_<feature>_<value>_n`` and
+    ``slice_<feature>_<value>_<model>_auc``. Undefined values (an AUC of one class) are left out."""
+    out: dict[str, float] = {}
+    n = (metrics.get("context") or {}).get("evaluated_samples")
+    if _is_number(n):
+        out["evaluated_samples"] = float(n)
+    for name, m in metrics["models"].items():
+        for k in ("auc", "logloss", "ece"):
+            if _is_number(m.get(k)):
+                out[_key(name, k)] = float(m[k])
+    gate = metrics.get("gate") or {}
+    if gate.get("decision"):
+        out["promote"] = float(bool(gate["decision"]["promote"]))
+    for ref in ("baseline", "champion"):
+        d = (gate.get(ref) or {}).get("diff")
+        for k in ("diff", "lo", "hi") if d else ():
+            out[f"auc_{k}_vs_{ref}"] = float(d[k])
+    for r in (metrics.get("slices") or {}).get("rows", []):
+        key = _key("slice", r["feature"], r["value"])
+        out[f"{key}_n"] = float(r["n"])
+        for name, v in (r.get("models") or {}).items():
+            out[_key(key, name, "auc")] = float(v["auc"])
+    return out
+
+
+def summary_markdown(metrics: Mapping[str, Any]) -> str:
+    """A few lines of markdown: the gate's decision and why, then every model's AUC, LogLoss, ECE, accuracy."""
+    gate = metrics.get("gate") or {}
+    d = gate.get("decision")
+    rows = []
+    if d:
+        rows += [f"**{'Promote' if d['promote'] else 'Not promoted'}**: {d['reason']}", ""]
+    rows += [f"Every model on the same {_samples(metrics)} samples.", "",
+             "| model | AUC | LogLoss | ECE | accuracy | n |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, v in metrics["models"].items():
+        rows.append(f"| {name} | {format_metric(v['auc'])} | {format_metric(v['logloss'])} | {format_metric(v['ece'])} "
+                    f"| {format_metric(v['accuracy'])} | {v['n']} |")  # fmt: skip
+    champ = gate.get("champion") or {}
+    if champ.get("status") not in (None, "none", "scored"):
+        rows += ["", f"Champion {champ.get('version')}: {champ['status']} ({champ.get('reason')})"]
+    return "\n".join(rows) + "\n"

@@ -2,10 +2,11 @@
 
     register(uri, crm_dir=, adapter_dir=, retrieval_dir=, items_path=, params=, metrics=, lineage=, base_model=)
                           -> manifest of the new version vNNNN (never overwrites one)
-    register_and_gate(uri, auc_tolerance=, logloss_tolerance=, **register_kwargs)
-                          -> {"version", "promoted", "reason", "path", ...}
-    decide(new_metrics, champion_metrics, auc_tolerance, logloss_tolerance) -> (promote, reason)
-    promote(uri, version) / rollback(uri) / champion(uri) / history(uri)
+    register_and_gate(uri, rules=PromotionRules(...), **register_kwargs)
+                          -> {"version", "promoted", "reason", "path", "decision", ...}
+    decide(evidence, rules) -> {"promote", "reason", "checks", ...}   (reclora.registry.gate: same-sample
+                          figures of the challenger, the same-run baseline and the re-scored champion)
+    promote(uri, version[, allow_other_data]) / rollback(uri) / champion(uri) / history(uri)
     list_versions(uri) / show(uri, ref) / resolve(uri, ref="champion"|"latest"|"vNNNN") / verify(uri, ref)
     cleanup(uri)          remove what killed writers left behind
 
@@ -15,7 +16,8 @@
 
 from reclora.registry.card import render_model_card
 from reclora.registry.metrics import headline, summarize_metrics
-from reclora.registry.promotion import champion, decide, history, promote, register_and_gate, rollback
+from reclora.registry.gate import PromotionRules, decide
+from reclora.registry.promotion import OtherData, champion, history, promote, register_and_gate, rollback
 from reclora.registry.store import (
     DEFAULT_NAME,
     DEFAULTS,
@@ -37,6 +39,8 @@ __all__ = [
     "DEFAULT_NAME",
     "NoChampion",
     "NoPreviousChampion",
+    "OtherData",
+    "PromotionRules",
     "RegistryError",
     "VersionNotFound",
     "champion",

@@ -88,14 +88,17 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
         rows.append([bname, b.get("auc"), b.get("logloss"), b.get("accuracy"), b.get("n")])
     lines += _table(["model", "AUC", "LogLoss", "accuracy", "samples"], rows) + [""]
 
+    lines += _promotion(manifest.get("promotion"))
+
     min_hist = data.get("min_history", dp.get("min_history", 5))
     lines += [
         "## Intended use",
         "",
         "- Scoring the click/like probability of candidate items for known users inside a recommendation "
         "service (KServe InferenceService with the RecLoRA predictor), e.g. to re-rank a candidate list.",
-        "- Offline comparison of adapters in the champion/challenger registry; a version is promoted only when "
-        "its test AUC and LogLoss are within the configured tolerances of the champion's.",
+        "- Offline comparison of adapters in the champion/challenger registry; a version is promoted only when, on "
+        "the same evaluation samples, the paired bootstrap interval of its AUC gain over the CRM of its run and over "
+        "the champion (re-scored on those samples) clears the configured margins (see Promotion decision).",
         "- Not for decisions about people beyond item recommendation; not a substitute for an online A/B test.",
         "",
         "## Limits",
@@ -129,3 +132,37 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
             "",
         ]
     return "\n".join(lines)
+
+
+def _promotion(promotion: Mapping[str, Any] | None) -> list[str]:
+    """The gate's decision and the figures behind it (reclora.registry.gate), as markdown lines."""
+    if not promotion:
+        return []
+    d = promotion.get("decision") or {}
+    ev = promotion.get("evidence") or {}
+    lines = ["## Promotion decision", "", f"**{'Promote' if d.get('promote') else 'Not promoted'}**: {_fmt(d.get('reason'))}", ""]
+    rows: list[list[Any]] = []
+    level = ev.get("level")
+    for ref in ("baseline", "champion"):
+        r = ev.get(ref) or {}
+        dd = r.get("diff")
+        if dd:
+            rows.append([f"{ev.get('challenger')} - {r.get('name')}", ev.get("auc"), r.get("auc"), f"{dd['diff']:+.4f}",
+                         f"{dd['lo']:+.4f} to {dd['hi']:+.4f}"])  # fmt: skip
+    if rows:
+        lines += _table(["comparison (same samples)", "AUC", "reference AUC", "difference",
+                         f"{level:.0%} interval" if isinstance(level, float) else "interval"], rows) + [""]  # fmt: skip
+    champ = ev.get("champion") or {}
+    if champ.get("status") not in (None, "none", "scored"):
+        lines += [f"Champion {champ.get('version')}: {champ['status']} ({_fmt(champ.get('reason'))}).", ""]
+    if ev.get("samples"):
+        lines += [f"Every figure on the same {int(ev['samples']):,} evaluation samples; paired bootstrap intervals "
+                  f"({ev.get('n_boot')} resamples). Rules: {_fmt(d.get('rules'))}.", ""]  # fmt: skip
+    slices = [s for s in ev.get("slices") or [] if s.get("auc") is not None]
+    if slices:
+        lines += ["Slices (AUC of this version; of the baseline and the champion on the same slice):", ""]
+        lines += _table(["slice", "samples", "AUC", "baseline AUC", "champion AUC"],
+                        [[s["slice"], s["n"], s["auc"], s.get("baseline_auc"), s.get("champion_auc")] for s in slices])
+        lines += [""]
+    return lines
+

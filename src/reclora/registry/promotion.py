@@ -11,16 +11,15 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Mapping
 
-from reclora.errors import ConfigError
-from reclora.registry.metrics import headline
+from reclora.registry.gate import PromotionRules, data_mismatch, decide, read_items
 from reclora.registry.store import (
     DEFAULT_NAME,
     NoChampion,
     NoPreviousChampion,
+    RegistryError,
     Store,
     open_store,
     register,
@@ -29,71 +28,9 @@ from reclora.registry.store import (
     version_ref,
 )
 
-EPS = 1e-12  # the gate's comparisons are inclusive; this absorbs float noise in "champion - tolerance"
 
-
-def _tol(name: str, v: Any) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {v!r}") from None
-    if not math.isfinite(f) or f < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
-    return f
-
-
-def decide(
-    new_metrics: Mapping[str, Any],
-    champion_metrics: Mapping[str, Any] | None,
-    auc_tolerance: float = 0.0,
-    logloss_tolerance: float = 0.0,
-) -> tuple[bool, str]:
-    """(promote, reason): promote iff new AUC >= champion AUC - auc_tolerance and new LogLoss <=
-    champion LogLoss + logloss_tolerance; with no champion, promote.
-
-    Metrics may be in any shape :func:`reclora.registry.metrics.summarize_metrics` accepts
-    (a manifest's ``metrics``, a stage's metrics.json, or ``{"auc", "logloss"}``). A metric the
-    champion lacks is not compared (and the reason says so); a metric the new model lacks while
-    the champion has it blocks promotion.
-    """
-    at, lt = _tol("auc_tolerance", auc_tolerance), _tol("logloss_tolerance", logloss_tolerance)
-    new_auc, new_ll = headline(new_metrics)
-    if champion_metrics is None:
-        return True, f"promoted: there is no champion yet (new AUC {_f(new_auc)}, LogLoss {_f(new_ll)})."
-    ch_auc, ch_ll = headline(champion_metrics)
-    ok, parts = True, []
-    if ch_auc is None:
-        parts.append(f"AUC not compared (the champion has none; new AUC {_f(new_auc)})")
-    elif new_auc is None:
-        ok = False
-        parts.append(f"the new model has no AUC (champion AUC {_f(ch_auc)})")
-    else:
-        floor = ch_auc - at
-        good = new_auc >= floor - EPS
-        ok &= good
-        parts.append(
-            f"AUC {_f(new_auc)} {'>=' if good else '<'} {_f(floor)} "
-            f"(champion AUC {_f(ch_auc)} - tolerance {_f(at)})"
-        )
-    if ch_ll is None:
-        parts.append(f"LogLoss not compared (the champion has none; new LogLoss {_f(new_ll)})")
-    elif new_ll is None:
-        ok = False
-        parts.append(f"the new model has no LogLoss (champion LogLoss {_f(ch_ll)})")
-    else:
-        ceiling = ch_ll + lt
-        good = new_ll <= ceiling + EPS
-        ok &= good
-        parts.append(
-            f"LogLoss {_f(new_ll)} {'<=' if good else '>'} {_f(ceiling)} "
-            f"(champion LogLoss {_f(ch_ll)} + tolerance {_f(lt)})"
-        )
-    head = "promoted" if ok else "not promoted, stays challenger"
-    return ok, f"{head}: " + "; ".join(parts) + "."
-
-
-def _f(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
+class OtherData(RegistryError):
+    """A manual promotion would replace a champion trained on another data set or item catalogue."""
 
 
 # ------------------------------------------------------------------ champion pointer
@@ -125,13 +62,24 @@ def history(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str, 
     return store.champion_doc() or new_champion_doc(name)
 
 
+def other_data(store: Store, version: str, champion_version: str | None) -> str | None:
+    """Why ``version`` was not trained on the same data set and item catalogue as ``champion_version``
+    (:func:`reclora.registry.gate.data_mismatch` on their manifests and items.parquet), or None."""
+    if champion_version is None or champion_version == version:
+        return None
+    a, b = store.manifest(champion_version), store.manifest(version)
+    return data_mismatch(a.get("data") or {}, b.get("data") or {}, read_items(store, a), read_items(store, b))
+
+
 def promote(
-    uri: str | os.PathLike[str], version: str | int, name: str = DEFAULT_NAME, reason: str | None = None
-) -> dict[str, Any]:
+    uri: str | os.PathLike[str], version: str | int, name: str = DEFAULT_NAME, reason: str | None = None,
+    allow_other_data: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Make ``version`` the champion (the outgoing one goes on the rollback stack).
 
-    Promoting the current champion again changes nothing. Returns
-    {"version", "previous", "changed", "path", "reason"}.
+    Promoting the current champion again changes nothing. A version trained on another data set or item
+    catalogue than the current champion raises :class:`OtherData` unless ``allow_other_data`` (then the
+    reason records it). Returns {"version", "previous", "changed", "path", "reason"}.
     """
     store = open_store(uri, name)
     v = version_ref(store, version)
@@ -143,7 +91,15 @@ def promote(
         if prev == v:
             out["reason"] = doc.get("reason")
             return None
+        why_other = other_data(store, v, prev)
+        if why_other and not allow_other_data:
+            raise OtherData(
+                f"{v} was not trained on the champion {prev}'s data ({why_other}): promoting it replaces the served "
+                "model with one for other data; pass --allow-other-data (allow_other_data=True) to do it anyway"
+            )
         why = reason or (f"manual promotion (previous champion {prev})" if prev else "manual promotion (no previous champion)")
+        if why_other:
+            why += f"; other data than {prev}, allowed by hand ({why_other})"
         out["reason"] = why
         return _promoted(doc, v, why)
 
@@ -208,29 +164,39 @@ def rollback(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str,
 def register_and_gate(
     uri: str | os.PathLike[str],
     *,
-    auc_tolerance: float = 0.0,
-    logloss_tolerance: float = 0.0,
+    rules: PromotionRules | None = None,
     name: str = DEFAULT_NAME,
     **register_kwargs: Any,
 ) -> dict[str, Any]:
-    """Register a new version, gate it against the current champion with :func:`decide`, promote it or
-    leave it as challenger. Returns {"version", "promoted", "reason", "path", "champion", "previous_champion"}.
+    """Register a new version and promote it when the gate passes (:func:`reclora.registry.gate.decide`).
 
-    ``register_kwargs`` are :func:`reclora.registry.store.register`'s keyword arguments. The gate reads
-    the champion and updates champion.json under one lock, so concurrent runs cannot both promote
-    against a stale champion.
+    The evidence is the ``gate`` block of ``register_kwargs["metrics"]`` (the evaluate report: the challenger,
+    the same-run baseline and the champion re-scored on the same samples, with paired bootstrap intervals);
+    metrics without it are registered and not promoted. The decision, with every figure behind it, goes into
+    the version's manifest (``promotion``) and model card. The champion is re-read under champion.json's lock:
+    when it is no longer the version the evaluation compared against (another run promoted one meanwhile),
+    the new version is not promoted and the reason says so. ``register_kwargs`` are
+    :func:`reclora.registry.store.register`'s. Returns {"version", "promoted", "reason", "path", "champion",
+    "previous_champion", "decision"}.
     """
-    _tol("auc_tolerance", auc_tolerance), _tol("logloss_tolerance", logloss_tolerance)
-    manifest = register(uri, name=name, **register_kwargs)
+    rules = rules if rules is not None else PromotionRules()
+    metrics = register_kwargs.get("metrics")
+    evidence = metrics.get("gate") if isinstance(metrics, Mapping) else None
+    decision = decide(evidence, rules)
+    evidence_figures = {k: v for k, v in (evidence or {}).items() if k != "decision"} if isinstance(evidence, Mapping) else None
+    manifest = register(uri, name=name, promotion={"decision": decision, "evidence": evidence_figures}, **register_kwargs)
     store: Store = open_store(uri, name)
     v = manifest["version"]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"decision": decision}
 
     def fn(doc: dict[str, Any]) -> dict[str, Any]:
         cur = doc.get("champion")
-        champ_metrics = store.manifest(cur).get("metrics") if cur else None
-        promote_it, why = decide(manifest["metrics"], champ_metrics, auc_tolerance, logloss_tolerance)
-        why = f"{v} vs champion {cur}: {why}" if cur else f"{v}: {why}"
+        promote_it, why = decision["promote"], decision["reason"]
+        if promote_it and evidence_figures is not None and cur != decision["champion"]:
+            promote_it = False
+            why = (f"not promoted: the champion is {cur or 'none'} now, but this run was evaluated against "
+                   f"{decision['champion'] or 'no champion'} (another run promoted one meanwhile); run again")  # fmt: skip
+        why = f"{v}: {why}"
         out.update(promoted=promote_it, reason=why, previous_champion=cur, champion=v if promote_it else cur)
         if promote_it:
             return _promoted(doc, v, why, action="gate")

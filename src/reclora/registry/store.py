@@ -80,8 +80,6 @@ ITEMS = "items.parquet"
 DEFAULTS: dict[str, Any] = {
     "uri": "registry",  # a local directory, or any fsspec URI (s3://bucket/prefix, gs://..., memory://...)
     "name": DEFAULT_NAME,
-    "auc_tolerance": 0.0,  # promote if new AUC >= champion AUC - this
-    "logloss_tolerance": 0.0,  # ... and new LogLoss <= champion LogLoss + this
     "model_registry_url": "",  # Kubeflow Model Registry (e.g. https://model-registry.kubeflow:8443); "" = off
     "stale_after_hours": 24,
 }
@@ -502,7 +500,7 @@ def cleanup(
 # ------------------------------------------------------------------ register
 def _manifest(
     name: str, version: str, created: str, base_model: str, files: Mapping[str, Any], summary: Mapping[str, Any],
-    lineage: Mapping[str, Any], data: Mapping[str, Any],
+    lineage: Mapping[str, Any], data: Mapping[str, Any], promotion: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     return _clean({
         "schema_version": SCHEMA_VERSION,
@@ -520,7 +518,7 @@ def _manifest(
             "retrieval": f"retrieval/{EMBEDDINGS}" if f"retrieval/{EMBEDDINGS}" in files else None,
             "items": ITEMS if ITEMS in files else None,
         },
-    })  # fmt: skip
+    } | ({"promotion": promotion} if promotion is not None else {}))  # fmt: skip
 
 
 def _card(manifest: Mapping[str, Any], params: Mapping[str, Any]) -> bytes:
@@ -547,6 +545,7 @@ def register(
     model_registry_options: Mapping[str, Any] | None = None,
     stale_after: float = STALE_AFTER,
     detect_git_commit: bool = True,
+    promotion: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store a new immutable version ``vNNNN`` and return its manifest (plus ``path``, the version's URI).
 
@@ -557,6 +556,8 @@ def register(
     ``data``: dataset facts for the model card (defaults to the prepared ``meta.json`` beside ``items_path``).
     ``model_registry_url``: also record the version in a Kubeflow Model Registry (needs the
     ``model-registry`` package; see :mod:`reclora.registry.kubeflow`).
+    ``promotion``: the promotion gate's decision and its evidence (``register_and_gate``), kept in the
+    manifest and the model card.
     """
     store = open_store(uri, name)
     sources = collect_sources(crm_dir, adapter_dir, retrieval_dir, items_path)
@@ -578,10 +579,10 @@ def register(
     cleanup(store, stale_after=stale_after)
 
     def build(version: str, files: dict[str, Any]) -> tuple[dict[str, Any], bytes, bytes]:
-        draft = _manifest(name, version, created, base_model, files, summary, full_lineage, info)
+        draft = _manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion)
         card = _card(draft, params)
         files = {**files, CARD: _bytes_entry(card)}
-        m = _manifest(name, version, created, base_model, files, summary, full_lineage, info)
+        m = _manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion)
         return m, card, json_bytes(m)
 
     if store.local:
