@@ -10,7 +10,8 @@ import yaml
 from pipelines.run import compile_pipeline, schedule, submit
 from reclora.config import load_params
 
-STAGES = {"prepare", "validate", "features", "retrieve", "train-crm", "train-llm", "train-llm-2", "evaluate", "register"}
+STAGES = {"source-version", "prepare", "validate", "features", "retrieve", "train-crm", "train-llm", "train-llm-2",
+          "evaluate", "register"}
 TRAIN_LLM = {"train-llm", "train-llm-2"}
 
 
@@ -73,7 +74,7 @@ def test_retries_on_train_steps_and_caching_on_data_steps(ir):
 def test_training_runs_only_when_validation_passed(ir):
     spec, _, _ = ir
     root = spec["root"]["dag"]["tasks"]
-    assert {"prepare", "validate"} <= set(root)
+    assert {"source-version", "prepare", "validate"} <= set(root)
     cond = [t for t in root.values() if "triggerPolicy" in t]
     assert len(cond) == 1 and "validate-Output" in cond[0]["triggerPolicy"]["condition"]
     inner = spec["components"][cond[0]["componentRef"]["name"]]["dag"]["tasks"]
@@ -179,7 +180,7 @@ def test_submit_sends_a_run_with_the_compiled_spec(ir, client):
 
 
 # ------------------------------------------------------------------ the cluster overlay
-STORAGE_TASKS = {"prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
+STORAGE_TASKS = {"source-version", "prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
 
 
 def _compile(tmp_path, profile=None):
