@@ -151,8 +151,11 @@ def k8s_errors(obj: dict[str, Any]) -> list[str]:
 
 
 def is_builtin(obj: dict[str, Any]) -> bool:
+    """A Kubernetes kind (core, apps, rbac.authorization.k8s.io, ...), not a custom resource kept here
+    (sparkoperator.k8s.io is a CRD's group despite its suffix)."""
     group = obj["apiVersion"].rpartition("/")[0]
-    return "." not in group or group.endswith(".k8s.io")
+    custom = {(s["kind"]) for s in sources()}
+    return obj["kind"] not in custom and ("." not in group or group.endswith(".k8s.io"))
 
 
 def errors(obj: dict[str, Any]) -> list[str]:
