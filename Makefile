@@ -42,7 +42,7 @@ test: model container-engine  ## install, fetch the model, (podman if missing), 
 test-fast: install  ## tests not marked slow (no real LLM, DVC or S3 end to end; quick Feast/GE/torchrun tests run)
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
-images: install  ## build the CPU and GPU images (IMAGES=cpu|gpu|all): docker, or podman with a local base image
+images: install  ## build the CPU, GPU and Spark images (IMAGES=cpu|gpu|spark|all): docker, or podman with a local base image
 	PYTHON=$(abspath $(BIN)/python) scripts/images.sh $(IMAGES)
 
 # The container tests (pytest -m container) need docker or podman; install podman where apt can,

@@ -31,6 +31,7 @@ class Components:
     register: Any
     features_spark: Any = None  # features.offline_store spark: the features step as a SparkApplication
     prepare_spark: Any = None  # data.engine spark: the prepare step as a SparkApplication
+    source_version: Any = None  # the raw source's fingerprint: part of prepare's cache key
 
 
 def build_components(cpu_image: str, gpu_image: str) -> Components:
@@ -41,6 +42,7 @@ def build_components(cpu_image: str, gpu_image: str) -> Components:
     from components.prepare_spark.component import prepare_spark
     from components.register.component import register
     from components.retrieve.component import retrieve
+    from components.source_version.component import source_version
     from components.train_crm.component import train_crm
     from components.train_llm.component import train_llm
     from components.validate.component import validate
@@ -56,4 +58,5 @@ def build_components(cpu_image: str, gpu_image: str) -> Components:
         register=lightweight(register, cpu_image),
         features_spark=lightweight(features_spark, cpu_image),
         prepare_spark=lightweight(prepare_spark, cpu_image),
+        source_version=lightweight(source_version, cpu_image),
     )

@@ -12,6 +12,10 @@ the object store (prepare, retrieve, train, evaluate, register) get the credenti
 Secret ``pipeline.storage_secret`` as environment variables (kfp-kubernetes), never as parameters.
 With ``data.engine: spark`` the prepare step, and with ``features.offline_store: spark`` the features
 step, creates a SparkApplication (Kubeflow Spark Operator, ``pipeline.spark``) and waits for it.
+Every step requests and is limited to the CPU and memory of ``pipeline.resources`` (per step; a step that
+only creates and awaits a TrainJob or SparkApplication takes ``waiter``). prepare's cache key includes the
+source's fingerprint (the uncached source_version step), so changed data is prepared again. An object-store
+``pipeline.pipeline_root`` (the cluster profile's) is compiled in as the pipeline root.
 Compile with a params profile (``profile="cluster"``) for the cluster defaults.
 """
 
@@ -23,6 +27,10 @@ from kfp import dsl, kubernetes
 from components import build_components
 from reclora.config import load_params_with
 from reclora.data.spark_prepare import data_engine
+from reclora.errors import ConfigError
+from reclora.storage import is_remote
+
+RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 
 
 def _with_storage_secret(task: Any, secret: dict[str, Any] | None) -> Any:
@@ -34,6 +42,41 @@ def _with_storage_secret(task: Any, secret: dict[str, Any] | None) -> Any:
             kubernetes.use_secret_as_env(task, secret_name=secret["name"], secret_key_to_env=dict(secret["optional_keys"]),
                                          optional=True)  # fmt: skip
     return task
+
+
+def step_resources(resources: dict[str, Any] | None, step: str) -> dict[str, str]:
+    """``pipeline.resources[step]`` checked: every one of RESOURCE_KEYS, quantities (CPU "500m"/"2", memory
+    "4Gi"), requests not above limits. Raises ConfigError naming the step and key."""
+    spec = (resources or {}).get(step)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"params pipeline.resources has no entry for step {step!r}")
+    missing = [k for k in RESOURCE_KEYS if k not in spec]
+    unknown = sorted(set(spec) - set(RESOURCE_KEYS))
+    if missing or unknown:
+        raise ConfigError(f"pipeline.resources.{step}: needs {', '.join(RESOURCE_KEYS)}"
+                          f"{f' (missing {missing})' if missing else ''}{f' (unknown {unknown})' if unknown else ''}")
+    from kubernetes.utils import parse_quantity
+
+    out = {k: str(spec[k]) for k in RESOURCE_KEYS}
+    for kind in ("cpu", "memory"):
+        try:
+            req, lim = parse_quantity(out[f"{kind}_request"]), parse_quantity(out[f"{kind}_limit"])
+        except ValueError as e:
+            raise ConfigError(f"pipeline.resources.{step}: {kind}: {e}") from None
+        if req > lim:
+            raise ConfigError(f"pipeline.resources.{step}: {kind}_request {out[f'{kind}_request']} is above "
+                              f"{kind}_limit {out[f'{kind}_limit']}")
+    return out
+
+
+def _sized(task: Any, resources: dict[str, Any] | None, step: str) -> Any:
+    """CPU and memory requests and limits of ``step`` (params ``pipeline.resources``) on ``task``."""
+    r = step_resources(resources, step)
+    try:
+        return (task.set_cpu_request(r["cpu_request"]).set_cpu_limit(r["cpu_limit"])
+                .set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"]))
+    except ValueError as e:  # kfp's own format check (e.g. memory "1.5Gi")
+        raise ConfigError(f"pipeline.resources.{step}: {e}") from None
 
 
 def _on_gpu_pool(task: Any, gpu: dict[str, Any], retries: int) -> Any:
@@ -64,8 +107,11 @@ def build_pipeline(
     nodes = int(p["gpu"].get("num_nodes", 1)) if gpu else 1
     nproc = int(p["gpu"]["accelerator_limit"]) if gpu else 1
     serving = p.get("serving") or {}
+    res = p.get("resources")
+    root = str(p.get("pipeline_root") or "")
 
-    @dsl.pipeline(name=p["name"], description="RecLoRA: CRM + personalized LoRA on an LLM, Few2Many, evaluated and registered.")
+    @dsl.pipeline(name=p["name"], description="RecLoRA: CRM + personalized LoRA on an LLM, Few2Many, evaluated and registered.",
+                  pipeline_root=root if is_remote(root) else None)
     def reclora_pipeline(
         dataset: str = "synthetic",
         source_path: str = "",
@@ -78,30 +124,36 @@ def build_pipeline(
         checkpoint_uri: str = p.get("checkpoint_uri") or "",
         deploy: bool = bool(serving.get("deploy", False)),
     ):
+        src = c.source_version(source_path=source_path, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        src.set_display_name("source version").set_caching_options(enable_caching=False)  # the data may have changed
+        _sized(_with_storage_secret(src, secret), res, "source_version")
         prepare = c.prepare_spark if prepare_on_spark else c.prepare  # data.engine: a SparkApplication or this pod
         prep = prepare(dataset=dataset, source_path=source_path, version_tag=data_version_tag, profile=profile,
-                       overrides=overrides)  # fmt: skip
+                       overrides=overrides, source_fingerprint=src.output)  # fmt: skip
         prep.set_display_name("prepare data (Spark)" if prepare_on_spark else "prepare data")
         prep.set_caching_options(enable_caching=True)
-        _with_storage_secret(prep, secret)
+        _sized(_with_storage_secret(prep, secret), res, "waiter" if prepare_on_spark else "prepare")
         val = c.validate(data=prep.outputs["data"], profile=profile, overrides=overrides)
         val.set_display_name("validate (Great Expectations)").set_caching_options(enable_caching=True)
+        _sized(val, res, "validate")
         with dsl.If(val.outputs["Output"] == True, name="data-passed-validation"):  # noqa: E712
             if on_spark:  # a SparkApplication (Kubeflow Spark Operator) runs the stage on Feast's Spark store
                 feat = c.features_spark(data=prep.outputs["data"], profile=profile, overrides=overrides)
                 feat.set_display_name("features (Feast on Spark)")
-                _with_storage_secret(feat, secret)
+                _sized(_with_storage_secret(feat, secret), res, "waiter")
             else:
-                feat = c.features(data=prep.outputs["data"]).set_display_name("features (Feast)")
+                feat = c.features(data=prep.outputs["data"], profile=profile, overrides=overrides)
+                _sized(feat.set_display_name("features (Feast)"), res, "features")
             feat.set_caching_options(enable_caching=True)
             ret = c.retrieve(data=prep.outputs["data"], model_path=model_path, mode=retrieval_mode, profile=profile,
                              overrides=overrides).set_display_name("samples + retrieve")  # fmt: skip
             ret.set_caching_options(enable_caching=True)
-            _with_storage_secret(ret, secret)  # model_path may be a bucket URI
+            _sized(_with_storage_secret(ret, secret), res, "retrieve")  # model_path may be a bucket URI
             crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
                               feature_store=feat.outputs["feature_store"], profile=profile,
                               overrides=overrides).set_display_name("train CRM")  # fmt: skip
             crm.set_retry(num_retries=retries).set_caching_options(enable_caching=False)
+            _sized(crm, res, "train_crm")
             llm = {}
             for kind in ("lora", "reclora"):
                 t = c.train_llm(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
@@ -116,7 +168,7 @@ def build_pipeline(
                 else:  # locally, or a multi-node TrainJob: this pod only creates the job and waits
                     llm[kind] = t.set_retry(num_retries=retries, backoff_duration="30s") if gpu else t
                     llm[kind].set_caching_options(enable_caching=False)
-                _with_storage_secret(llm[kind], secret)
+                _sized(_with_storage_secret(llm[kind], secret), res, "waiter" if nodes > 1 else "train_llm")
             llm["reclora"].after(llm["lora"])  # one LLM at a time on a small node
             ev = c.evaluate(crm=crm.outputs["crm"], lora=llm["lora"].outputs["adapter"],
                             reclora=llm["reclora"].outputs["adapter"], data=prep.outputs["data"],
@@ -124,13 +176,13 @@ def build_pipeline(
                             data_version=prep.outputs["Output"], profile=profile,
                             overrides=overrides).set_display_name("evaluate")  # fmt: skip
             ev.set_caching_options(enable_caching=False)
-            _with_storage_secret(ev, secret)
+            _sized(_with_storage_secret(ev, secret), res, "evaluate")
             reg = c.register(crm=crm.outputs["crm"], reclora=llm["reclora"].outputs["adapter"],
                              retrieved=ret.outputs["retrieved"], data=prep.outputs["data"],
                              evaluation=ev.outputs["report_files"], registry_uri=registry_uri,
                              data_version=prep.outputs["Output"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                              profile=profile, overrides=overrides, deploy=deploy)  # fmt: skip
             reg.set_display_name("register + promote").set_caching_options(enable_caching=False)
-            _with_storage_secret(reg, secret)
+            _sized(_with_storage_secret(reg, secret), res, "register")
 
     return reclora_pipeline

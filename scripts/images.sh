@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the RecLoRA images from infra/docker/ (what `make images` runs).
 #
-#   scripts/images.sh [cpu|gpu|all]        (default: all)
+#   scripts/images.sh [cpu|gpu|spark|all]        (default: all, in that order)
 #
-# Names and tags come from params.yaml (pipeline.cpu_image, pipeline.gpu_image), as the pipeline
-# uses them. The engine is docker where a Docker engine answers, podman otherwise
+# Names and tags come from params.yaml (pipeline.cpu_image, pipeline.gpu_image, pipeline.spark.image),
+# as the pipeline uses them. The Spark image is built on the CPU image (build that first). The engine is docker where a Docker engine answers, podman otherwise
 # (CONTAINER_ENGINE=docker|podman forces one). With podman:
 #   - CONTAINERS_CONF points at infra/docker/containers.conf (runc, capped ulimits);
 #   - the registry base image is made locally when it cannot be pulled (scripts/base-image.sh);
@@ -16,12 +16,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 which="${1:-all}"
-case "$which" in cpu|gpu|all) ;; *) echo "usage: $0 [cpu|gpu|all]" >&2; exit 2 ;; esac
+case "$which" in cpu|gpu|spark|all) ;; *) echo "usage: $0 [cpu|gpu|spark|all]" >&2; exit 2 ;; esac
 
 PY="${PYTHON:-}"
 [ -n "$PY" ] || { [ -x .venv/bin/python ] && PY=.venv/bin/python || PY=python3; }
-param() {  # pipeline.<key> from params.yaml
-  "$PY" -c "import sys, yaml; print(yaml.safe_load(open('params.yaml'))['pipeline'][sys.argv[1]])" "$1"
+param() {  # pipeline.<key>[.<key>] from params.yaml
+  "$PY" -c "import sys, yaml; v = yaml.safe_load(open('params.yaml'))['pipeline']
+for k in sys.argv[1].split('.'): v = v[k]
+print(v)" "$1"
 }
 
 engine="${CONTAINER_ENGINE:-}"
@@ -40,13 +42,14 @@ build() {  # kind image
   local kind="$1" image="$2" file="infra/docker/Dockerfile.$1" args=()
   local version="${image##*:}"
   args+=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision")
+  [ "$kind" != spark ] || args+=(--build-arg "BASE_IMAGE=$(param cpu_image)")  # our CPU image, built first
   if [ "$engine" = podman ]; then
-    scripts/base-image.sh "$(awk 'toupper($1)=="FROM"{print $2; exit}' "$file")"
+    [ "$kind" = spark ] || scripts/base-image.sh "$(awk 'toupper($1)=="FROM"{print $2; exit}' "$file")"
     # HEALTHCHECK is a Docker-format field (OCI image configs drop it)
     args+=(--format docker --layers)
     local mounts=(/etc/ssl/certs/ca-certificates.crt /etc/pip.conf /etc/xdg/pip)
     local torch_url
-    if [ "$kind" = cpu ]; then
+    if [ "$kind" != gpu ]; then
       torch_url=https://download.pytorch.org/whl/cpu
       # the local pip configuration and what it points at: its torch+cpu wheel, the local index
       mounts+=("$HOME/.config/pip:/root/.config/pip" /opt/wheels /opt/pypi /opt/pypi-more)
@@ -69,5 +72,6 @@ build() {  # kind image
   echo "built $image in $((SECONDS - t0)) s"
 }
 
-[ "$which" = gpu ] || build cpu "$(param cpu_image)"
-[ "$which" = cpu ] || build gpu "$(param gpu_image)"
+case "$which" in cpu|all) build cpu "$(param cpu_image)" ;; esac
+case "$which" in gpu|all) build gpu "$(param gpu_image)" ;; esac
+case "$which" in spark|all) build spark "$(param spark.image)" ;; esac

@@ -1,12 +1,14 @@
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 
-def features(data: Input[Dataset], feature_store: Output[Dataset], stats: Output[Metrics]):
+def features(data: Input[Dataset], profile: str, overrides: dict, feature_store: Output[Dataset],
+             stats: Output[Metrics]):
     """Feast: write the feature sources, `feast apply`, materialize the SQLite online store, join the
     shared features on every sample row (training's model inputs) and check point-in-time correctness."""
+    from reclora.config import load_params_with
     from reclora.features import features_stage
 
-    s = features_stage(data.path, feature_store.path)
+    s = features_stage(data.path, feature_store.path, params=load_params_with(overrides, profile or None))
     for k, v in s.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stats.log_metric(k, v)

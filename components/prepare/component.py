@@ -2,10 +2,11 @@ from kfp.dsl import Dataset, Metrics, Output
 
 
 def prepare(dataset: str, source_path: str, version_tag: str, profile: str, overrides: dict, data: Output[Dataset],
-            stats: Output[Metrics]) -> str:  # fmt: skip
+            stats: Output[Metrics], source_fingerprint: str = "") -> str:  # fmt: skip
     """Raw behaviour data -> canonical tables + train/valid/test CTR samples; returns the data version
     (DVC's md5 of the prepared directory, the same as `dvc.lock` would record). ``source_path``: a path in
-    the pod, an object-store URI (s3://, gs://) or a DVC reference (dvc+<repository>#<path>[@<rev>])."""
+    the pod, an object-store URI (s3://, gs://) or a DVC reference (dvc+<repository>#<path>[@<rev>]).
+    ``source_fingerprint``: the source_version step's output (recorded; part of the step's cache key)."""
     from reclora.config import load_params_with
     from reclora.data import dvc_hash
     from reclora.data import prepare as run
@@ -15,7 +16,8 @@ def prepare(dataset: str, source_path: str, version_tag: str, profile: str, over
     s = run(dataset, raw, data.path, load_params_with(overrides, profile or None))
     version = dvc_hash(data.path)["md5"]
     data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
-                          "rows": s["rows"], "users": s["users"], "items": s["items"]})  # fmt: skip
+                          "rows": s["rows"], "users": s["users"], "items": s["items"],
+                          "source_fingerprint": source_fingerprint})  # fmt: skip
     for k in ("rows", "users", "items", "positive_rate"):
         stats.log_metric(k, s[k])
     for split, n in s["samples"].items():

@@ -8,6 +8,7 @@ def retrieve(data: Input[Dataset], model_path: str, mode: str, profile: str, ove
     from reclora.stages import retrieve_stage
     from reclora.storage import fetch_model
 
-    s = retrieve_stage(data.path, retrieved.path, load_params_with(overrides, profile or None), mode=mode or None,
-                       model_path=fetch_model(model_path or None), progress=False)  # fmt: skip
+    params = load_params_with(overrides, profile or None)
+    model = fetch_model(model_path or params["model"].get("path") or None)  # the run's model.path as well
+    s = retrieve_stage(data.path, retrieved.path, params, mode=mode or None, model_path=model, progress=False)
     retrieved.metadata.update({"mode": s["mode"], "k_long": s["k_long"], "k_short": s["k_short"]})

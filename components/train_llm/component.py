@@ -19,6 +19,7 @@ def train_llm(
     from reclora.trainjob import train_llm_multinode
 
     params = load_params_with(overrides, profile or None)
+    model_path = model_path or params["model"].get("path") or ""
     ckpt = "/".join(x.strip("/") for x in (checkpoint_uri, run_id, task_name or kind) if x) if checkpoint_uri else None
     crm_in = crm if kind == "reclora" else None
     if num_nodes > 1:

@@ -1,4 +1,5 @@
-"""The Kubernetes API client, configured from the pod's service account (or ~/.kube/config outside a cluster).
+"""The Kubernetes API client, configured from the pod's service account (or ~/.kube/config outside a cluster),
+and the namespace the objects a step creates or patches live in (:func:`pod_namespace`).
 
 Only :mod:`reclora.trainjob` (multi-node training), :mod:`reclora.spark` (SparkApplications of the
 Kubeflow Spark Operator) and :mod:`reclora.registry.deploy` (KServe rollout) talk to the API server,
@@ -9,9 +10,24 @@ create-or-follow-then-poll loop of the custom resources a pipeline step runs and
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Optional
 
 from reclora.errors import ConfigError
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace(default: str) -> str:
+    """The namespace of this pod (its service account's ``namespace`` file), else ``default``.
+
+    Inside a pod its own namespace wins over any configured one: Kubeflow Pipelines runs a step in
+    the run's namespace (a Profile's in multi-user mode, its own in single-user mode), which is where
+    the step's service account may create TrainJobs and SparkApplications and patch the
+    InferenceService. ``default`` (params ``pipeline.trainjob|spark|serving.namespace``) is for
+    runs outside a cluster (the CLI with a kubeconfig).
+    """
+    return SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else default
 
 
 def custom_objects_api() -> Any:

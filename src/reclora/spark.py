@@ -151,7 +151,8 @@ def run_on_spark(
     ``pipeline.spark`` and the storage Secret, create it and wait for COMPLETED; returns its name.
     ``arguments``: the driver program's; the work directory ``/workspace/<name>`` is appended as
     ``--work``. Raises ConfigError (missing settings), RuntimeError (the application failed)."""
-    from reclora.trainjob import namespace, secret_env
+    from reclora.kube import pod_namespace
+    from reclora.trainjob import secret_env
 
     p = params["pipeline"]
     sp = p.get("spark") or {}
@@ -160,7 +161,7 @@ def run_on_spark(
                           f"{'prepare_application_file' if step == 'prepare' else 'main_application_file'})")  # fmt: skip
     name = application_name(key, step)
     body = spark_application_body(
-        name=name, namespace=namespace(str(sp.get("namespace", "reclora"))), image=str(sp.get("image", "")),
+        name=name, namespace=pod_namespace(str(sp.get("namespace", "reclora"))), image=str(sp.get("image", "")),
         main_application_file=main_application_file, arguments=[*arguments, "--work", f"{WORK_MOUNT}/{name}"],
         spark_version=str(sp.get("spark_version", "")), driver=sp.get("driver") or {},
         executor=sp.get("executor") or {}, work_claim=str(sp.get("work_claim", "")),

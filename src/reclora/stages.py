@@ -621,6 +621,9 @@ def register_stage(
     r["model_card"] = f"{str(r['path']).rstrip('/')}/MODEL_CARD.md"  # a local path or an object-store URI
     r["deploy"] = None
     if r["promoted"] and api is not None:
-        r["deploy"] = deploy_version(registry_uri, r["version"], service=sv["service"], namespace=sv["namespace"],
+        from reclora.kube import pod_namespace
+
+        ns = pod_namespace(sv["namespace"])  # in a pod: the run's namespace, where the service account may patch
+        r["deploy"] = deploy_version(registry_uri, r["version"], service=sv["service"], namespace=ns,
                                      storage_root=sv["storage_root"], api=api)  # fmt: skip
     return r

@@ -8,6 +8,13 @@
     fetch_model(path)                    a model directory from a bucket, downloaded once (reused)
     fetch_source(source[, dest])         a raw-data input as a local directory: a local path as is,
                                          an fsspec URI or a DVC reference downloaded into ``dest``
+    source_fingerprint(source)           a string that changes with the data behind ``source`` (cache key)
+
+Artifact URIs as Kubeflow Pipelines v2 hands them out (``artifact.uri``; the pipeline root's scheme):
+``s3://`` and ``gs://`` as they are, ``minio://bucket/key`` (KFP's default MinIO store) as the same
+bucket and key on the S3 endpoint ``$AWS_ENDPOINT_URL``. A scheme fsspec does not know, or
+``oci://`` (an OCI image registry, which KFP uses for container-image models), is a DataError
+naming it.
 
 A DVC reference is ``dvc+<repository>#<path>`` or ``dvc+<repository>#<path>@<rev>``: what
 ``dvc get <repository> <path> --rev <rev>`` fetches (a Git URL or a local path of a DVC
@@ -56,14 +63,45 @@ def parse_dvc_ref(source: str) -> tuple[str, str, str | None]:
     return repo, path, rev or None
 
 
+# Kubeflow Pipelines' artifact-store schemes that fsspec names otherwise: scheme -> (fsspec protocol,
+# the environment variable with the endpoint). KFP's `minio://bucket/key` is S3 on the MinIO service.
+KFP_SCHEMES = {"minio": ("s3", "AWS_ENDPOINT_URL")}
+NOT_STORAGE = {"oci": "an OCI image registry (KFP's container-image models), not an object store"}
+
+
 def filesystem(uri: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path inside it) for ``uri``; a clear error when its backend is missing."""
+    """(fsspec filesystem, path inside it) for ``uri``: a local path, an fsspec URI, or a Kubeflow
+    Pipelines artifact URI (``minio://bucket/key``: S3 at ``$AWS_ENDPOINT_URL``).
+
+    Raises DataError for an unknown scheme, ``oci://``, a ``minio://`` URI without an endpoint, or a
+    backend that is not installed (the ``cloud`` extra).
+    """
     import fsspec
 
+    scheme, sep, rest = str(uri).partition("://")
+    kwargs: dict[str, Any] = {}
+    if sep and scheme in NOT_STORAGE:
+        raise DataError(f"{uri}: {scheme}:// is {NOT_STORAGE[scheme]}")
+    if sep and scheme in KFP_SCHEMES:
+        protocol, env = KFP_SCHEMES[scheme]
+        endpoint = os.environ.get(env)
+        if not endpoint:
+            raise DataError(
+                f"{uri}: a {scheme}:// artifact URI needs the store's S3 endpoint in ${env} "
+                "(KFP's default MinIO: http://minio-service.kubeflow:9000; the storage Secret's optional key)"
+            )
+        uri, kwargs = f"{protocol}://{rest}", {"endpoint_url": endpoint}
     try:
-        return fsspec.core.url_to_fs(uri)
+        return fsspec.core.url_to_fs(uri, **kwargs)
     except ImportError as e:
         raise DataError(f"{uri}: no file-system backend installed ({e}); install the `cloud` extra") from e
+    except ValueError as e:
+        if "Protocol not known" not in str(e):
+            raise
+        raise DataError(
+            f"{uri}: unknown storage scheme {scheme}:// (reclora reads local paths, s3://, gs://, minio:// "
+            "and the other fsspec protocols)"
+        ) from None
 
 
 def exists(uri: str) -> bool:
@@ -169,3 +207,53 @@ def fetch_source(source: str, dest: str | os.PathLike[str] | None = None) -> str
                 got.rename(tmp / Path(path).name)
         return str(dest)
     return str(download_dir(source, dest))
+
+
+def source_fingerprint(source: str, unseen: str | None = None) -> str:
+    """A string that changes whenever the data behind ``source`` changes (the prepare step's cache key).
+
+    ``source``: "" (synthetic data: nothing to read, ""), a local path (DVC's md5 of the file or
+    directory: a content hash), an object-store URI (a hash of every object's key, size and ETag /
+    MD5 / generation as the store reports them, without reading the data), or a DVC reference (the
+    resolved Git commit and the DVC md5 of the path there). A local path that does not exist here
+    (one on the Spark work volume) is ``"unseen:<unseen>"`` when ``unseen`` is given (the run's id:
+    that step is then never served from the cache). Raises DataError when the source is missing or
+    empty.
+    """
+    import hashlib
+
+    if not source:
+        return ""
+    if unseen is not None and not (is_remote(source) or is_dvc_ref(source) or Path(source).exists()):
+        return f"unseen:{unseen}"
+    if is_dvc_ref(source):
+        from dvc.api import DVCFileSystem
+
+        repo, path, rev = parse_dvc_ref(source)
+        try:
+            fs = DVCFileSystem(repo, rev=rev)
+            info = fs.info(path)
+            commit = fs.repo.scm.get_rev()
+        except Exception as e:  # DVC's errors vary: a missing repository, rev or path
+            raise DataError(f"{source}: cannot read the DVC reference: {e}") from e
+        md5 = (info.get("dvc_info") or {}).get("md5") or info.get("md5") or ""
+        return f"dvc:{commit}:{path}:{md5}"
+    if not is_remote(source):
+        from reclora.data import dvc_hash
+
+        return f"md5:{dvc_hash(source)['md5']}"
+    fs, root = filesystem(source)
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        found = {}
+    if not found:
+        raise DataError(f"{source}: nothing there")
+    h = hashlib.sha256()
+    for key in sorted(found):
+        info = found[key]
+        stamps = [info.get(k) for k in ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified")]
+        version = next((str(v) for v in stamps if v is not None), "")
+        h.update(f"{key[len(root):]}\0{info.get('size')}\0{version}\n".encode())
+    return f"objects:{h.hexdigest()}"

@@ -20,7 +20,6 @@ from typing import Any, Callable, Mapping, Sequence
 from reclora.errors import ConfigError
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def job_name(key: str, kind: str) -> str:
@@ -107,11 +106,6 @@ def run_trainjob(
     return create_and_wait(body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep)
 
 
-def namespace(default: str) -> str:
-    """This pod's namespace (from its service account), else ``default``."""
-    return SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.is_file() else default
-
-
 def train_llm_multinode(
     kind: str,
     data_uri: str,
@@ -134,6 +128,7 @@ def train_llm_multinode(
     """
     from reclora import storage
     from reclora.io import read_json
+    from reclora.kube import pod_namespace
 
     if not checkpoint_uri or not storage.is_remote(checkpoint_uri):
         raise ConfigError("multi-node training needs pipeline.checkpoint_uri set to an object-store URI")
@@ -154,7 +149,7 @@ def train_llm_multinode(
     for side in ("requests", "limits"):
         res.setdefault(side, {})[gpu["accelerator_type"]] = str(n_gpu)
     body = trainjob_body(
-        name=job_name(checkpoint_uri, kind), namespace=namespace(str(tj.get("namespace", "reclora"))),
+        name=job_name(checkpoint_uri, kind), namespace=pod_namespace(str(tj.get("namespace", "reclora"))),
         image=p["gpu_image"], runtime=str(tj.get("runtime", "reclora-torch")), args=args,
         num_nodes=int(gpu["num_nodes"]), nproc_per_node=n_gpu, resources_per_node=res,
         env=secret_env(p.get("storage_secret")),

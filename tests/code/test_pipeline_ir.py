@@ -10,7 +10,8 @@ import yaml
 from pipelines.run import compile_pipeline, schedule, submit
 from reclora.config import load_params
 
-STAGES = {"prepare", "validate", "features", "retrieve", "train-crm", "train-llm", "train-llm-2", "evaluate", "register"}
+STAGES = {"source-version", "prepare", "validate", "features", "retrieve", "train-crm", "train-llm", "train-llm-2",
+          "evaluate", "register"}
 TRAIN_LLM = {"train-llm", "train-llm-2"}
 
 
@@ -73,7 +74,7 @@ def test_retries_on_train_steps_and_caching_on_data_steps(ir):
 def test_training_runs_only_when_validation_passed(ir):
     spec, _, _ = ir
     root = spec["root"]["dag"]["tasks"]
-    assert {"prepare", "validate"} <= set(root)
+    assert {"source-version", "prepare", "validate"} <= set(root)
     cond = [t for t in root.values() if "triggerPolicy" in t]
     assert len(cond) == 1 and "validate-Output" in cond[0]["triggerPolicy"]["condition"]
     inner = spec["components"][cond[0]["componentRef"]["name"]]["dag"]["tasks"]
@@ -179,7 +180,7 @@ def test_submit_sends_a_run_with_the_compiled_spec(ir, client):
 
 
 # ------------------------------------------------------------------ the cluster overlay
-STORAGE_TASKS = {"prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
+STORAGE_TASKS = {"source-version", "prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
 
 
 def _compile(tmp_path, profile=None):
@@ -258,3 +259,124 @@ def test_multi_node_training_steps_only_create_the_trainjob(tmp_path, monkeypatc
         assert "accelerator" not in spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"].get("resources", {})
         assert f"exec-{name}" not in k8s  # no GPU node selector: the pod only waits for the TrainJob
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == load_params()["pipeline"]["train_retries"]
+
+
+# ------------------------------------------------------------------ cluster readiness: sizes, root, cache, pods
+def _executor_step(name: str, nodes: int = 1) -> str:
+    """The pipeline.resources entry of a compiled task (exec-<task>)."""
+    step = name.removeprefix("exec-").replace("-", "_")
+    step = "train_llm" if step.startswith("train_llm") else step
+    return "waiter" if step == "train_llm" and nodes > 1 else step
+
+
+def test_every_step_requests_and_limits_cpu_and_memory_from_params(tmp_path):
+    spec, _, _ = _compile(tmp_path, "cluster")
+    res = load_params()["pipeline"]["resources"]
+    execs = spec["deploymentSpec"]["executors"]
+    assert {k.removeprefix("exec-") for k in execs} == STAGES
+    for name, e in execs.items():
+        r = e["container"].get("resources", {})
+        want = res[_executor_step(name)]
+        got = {"cpu_request": r.get("resourceCpuRequest"), "cpu_limit": r.get("resourceCpuLimit"),
+               "memory_request": r.get("resourceMemoryRequest"), "memory_limit": r.get("resourceMemoryLimit")}
+        assert got == {k: str(v) for k, v in want.items()}, name
+    # GPU steps keep their accelerators next to CPU and memory
+    assert execs["exec-train-llm"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+
+
+def test_a_per_step_override_and_the_waiter_reach_the_ir(tmp_path, monkeypatch):
+    from reclora.config import deep_merge
+
+    p = deep_merge(load_params(), {"pipeline": {"gpu": {"num_nodes": 2}, "resources": {
+        "train_crm": {"cpu_request": "12", "cpu_limit": "16", "memory_request": "60Gi", "memory_limit": "64Gi"}}}})
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p))
+    monkeypatch.setenv("RECLORA_PARAMS", str(f))
+    spec, _, _ = _compile(tmp_path)
+    execs = spec["deploymentSpec"]["executors"]
+    crm = execs["exec-train-crm"]["container"]["resources"]
+    assert (crm["resourceCpuLimit"], crm["resourceMemoryRequest"]) == ("16", "60Gi")
+    waiter = p["pipeline"]["resources"]["waiter"]
+    for name in TRAIN_LLM:  # a multi-node step only waits for its TrainJob: the waiter's size, no GPU
+        r = execs[f"exec-{name}"]["container"]["resources"]
+        assert r["resourceCpuLimit"] == str(waiter["cpu_limit"]) and "accelerator" not in r
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"cpu_request": "8", "cpu_limit": "4", "memory_request": "1Gi", "memory_limit": "2Gi"}, "above cpu_limit"),
+    ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "4GB", "memory_limit": "8Gi"}, "memory"),
+    ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "1Gi"}, "missing"),
+])
+def test_bad_step_sizes_are_config_errors(bad, match, tmp_path, monkeypatch):
+    from reclora.config import deep_merge
+    from reclora.errors import ConfigError
+
+    p = load_params()
+    p["pipeline"]["resources"]["validate"] = bad
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(deep_merge(p, {})))
+    monkeypatch.setenv("RECLORA_PARAMS", str(f))
+    with pytest.raises(ConfigError, match=match):
+        _compile(tmp_path)
+
+
+def test_cluster_profile_sets_the_pipeline_root_and_local_compiles_leave_it_to_kfp(tmp_path, ir):
+    from reclora.config import load_params_with
+
+    spec, _, _ = _compile(tmp_path, "cluster")
+    root = load_params_with(None, "cluster")["pipeline"]["pipeline_root"]
+    assert root.startswith("s3://") and spec["defaultPipelineRoot"] == root
+    assert "defaultPipelineRoot" not in ir[0]  # runs/pipeline is a local path: kfp.local's, not the IR's
+
+
+def test_prepare_is_keyed_on_the_sources_fingerprint_which_is_never_cached(tmp_path):
+    spec, _, _ = _compile(tmp_path, "cluster")
+    root = spec["root"]["dag"]["tasks"]
+    src = root["source-version"]
+    assert not src["cachingOptions"].get("enableCache", False)
+    assert src["inputs"]["parameters"]["source_path"] == {"componentInputParameter": "source_path"}
+    assert src["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    prep = root["prepare"]
+    assert prep["cachingOptions"]["enableCache"] is True
+    assert prep["inputs"]["parameters"]["source_fingerprint"] == {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "source-version"}}
+
+
+def _pod_of(name: str, executor: dict, k8s: dict) -> dict:
+    """The Pod the KFP driver builds for one executor: image, command, CPU/memory/GPU, Secret env, node pool."""
+    c = executor["container"]
+    r = c.get("resources", {})
+    req = {"cpu": r["resourceCpuRequest"], "memory": r["resourceMemoryRequest"]}
+    lim = {"cpu": r["resourceCpuLimit"], "memory": r["resourceMemoryLimit"]}
+    if "accelerator" in r:
+        req[r["accelerator"]["resourceType"]] = lim[r["accelerator"]["resourceType"]] = r["accelerator"]["resourceCount"]
+    plat = k8s.get(name, {})
+    env = [{"name": e["envVar"], "valueFrom": {"secretKeyRef": {"name": s["secretName"], "key": e["secretKey"],
+                                                                "optional": s.get("optional", False)}}}
+           for s in plat.get("secretAsEnv", []) for e in s["keyToEnv"]]
+    spec = {"containers": [{"name": "main", "image": c["image"], "command": c["command"], "args": c.get("args", []),
+                            "env": env, "resources": {"requests": req, "limits": lim}}], "restartPolicy": "Never"}
+    if plat.get("nodeSelector"):
+        spec["nodeSelector"] = plat["nodeSelector"]["labels"]
+    if plat.get("tolerations"):
+        spec["tolerations"] = plat["tolerations"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name.removeprefix("exec-")}, "spec": spec}
+
+
+def test_the_irs_kubernetes_settings_make_valid_pods(tmp_path):
+    import k8s_schemas as ks
+
+    spec, k8s, _ = _compile(tmp_path, "cluster")
+    pods = [_pod_of(n, e, k8s) for n, e in spec["deploymentSpec"]["executors"].items()]
+    assert len(pods) == len(STAGES)
+    from kubernetes.utils import parse_quantity
+
+    for pod in pods:
+        ks.assert_valid(pod, "pod of the compiled IR")
+        for side in pod["spec"]["containers"][0]["resources"].values():  # quantities as the API server parses them
+            assert all(parse_quantity(v) > 0 for v in side.values()), pod["metadata"]["name"]
+    broken = _pod_of("exec-train-llm", spec["deploymentSpec"]["executors"]["exec-train-llm"], k8s)
+    broken["spec"]["tolerations"][0]["tolerationSeconds"] = "soon"
+    broken["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["optionl"] = True
+    errs = ks.errors(broken)
+    assert any("tolerationSeconds" in e for e in errs) or any("optionl" in e for e in errs), errs

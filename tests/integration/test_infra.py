@@ -34,14 +34,19 @@ INFRA = REPO / "infra"
 K8S = INFRA / "k8s"
 DOCKER = INFRA / "docker"
 OVERLAYS = ("cpu", "gpu", "local")
-KUSTOMIZATIONS = ["base", "trainer"] + [f"overlays/{o}" for o in OVERLAYS]
+# where the base goes: its own namespace (the overlays above), a Kubeflow Profile's, single-user KFP's
+NAMESPACE_OVERLAYS = ("multi-user", "single-user", "single-user-trainer", "single-user-spark")
+KUSTOMIZATIONS = (["base", "trainer", "spark", "workspace"] + [f"overlays/{o}" for o in OVERLAYS]
+                  + [f"overlays/{o}" for o in NAMESPACE_OVERLAYS])
+# the namespace each kustomization renders into (the single-user ones: KFP's own)
+RENDER_NAMESPACE = {f"overlays/{o}": "kubeflow" for o in NAMESPACE_OVERLAYS if o.startswith("single-user")}
 TRAINJOBS = [K8S / "trainer" / "trainjob.yaml", K8S / "trainer" / "trainjob-crm.yaml"]  # LLM and CRM
 STANDALONE = set(TRAINJOBS)  # applied with `kubectl create -f`, not by kustomize
 
 UID = 10001
 CACHE_MOUNT = "/var/cache/reclora"
 EMBEDDINGS_MOUNT = "/opt/reclora/cache/embeddings"
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterTrainingRuntime",
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterTrainingRuntime", "Profile",
                   "CustomResourceDefinition", "PersistentVolume", "StorageClass", "PriorityClass"}
 WORKLOAD_POD_PATHS = {  # built-in kinds -> path to the pod spec
     "Pod": ("spec",),
@@ -179,6 +184,12 @@ def kustomize(directory: Path, _seen: tuple = ()) -> list[dict]:
             body = yaml.safe_load(ppath.read_text())
         else:
             body = yaml.safe_load(entry["patch"])
+        if isinstance(body, dict) and body.get("$patch") == "delete":  # strategic-merge delete of one object
+            target = entry.get("target") or {"kind": body["kind"], "name": body["metadata"]["name"]}
+            hits = [i for i, o in enumerate(objs) if matches_target(o, target)]
+            assert hits, f"{kfile}: patch target {target} matches nothing"
+            objs = [o for i, o in enumerate(objs) if i not in hits]
+            continue
         if isinstance(body, list):  # JSON 6902
             assert "target" in entry, f"{kfile}: a JSON 6902 patch needs a target"
             hits = [i for i, o in enumerate(objs) if matches_target(o, entry["target"])]
@@ -202,7 +213,12 @@ def kustomize(directory: Path, _seen: tuple = ()) -> list[dict]:
     if ns:
         for o in objs:
             if o["kind"] not in CLUSTER_SCOPED:
+                old = o["metadata"].get("namespace")
                 o["metadata"]["namespace"] = ns
+                # kustomize moves the bound service accounts of this kustomization along
+                for sub in o.get("subjects", []) if o["kind"] in ("RoleBinding", "ClusterRoleBinding") else []:
+                    if sub.get("kind") == "ServiceAccount" and sub.get("namespace") in (old, None):
+                        sub["namespace"] = ns
     keys = [(o["apiVersion"].split("/")[0], o["kind"], o["metadata"].get("namespace"), o["metadata"].get("name"))
             for o in objs]
     dupes = {x for x in keys if keys.count(x) > 1}
@@ -436,7 +452,7 @@ def test_kustomization_renders(rel):
     assert objs
     for o in objs:
         if o["kind"] not in CLUSTER_SCOPED:
-            assert o["metadata"]["namespace"] == "reclora", ident(o)
+            assert o["metadata"]["namespace"] == RENDER_NAMESPACE.get(rel, "reclora"), ident(o)
 
 
 def test_renderer_rejects_missing_patch_targets_and_unknown_fields(tmp_path):
@@ -492,6 +508,8 @@ def test_builtin_kinds_validate_against_kubernetes_schemas():
     for f in all_yaml_files():
         for d in load_docs(f):
             if isinstance(d, dict) and d.get("kind") != "Kustomization" and "apiVersion" in d and is_builtin(d):
+                if d.get("$patch") == "delete":  # a deletion patch names its target, it is no object
+                    continue
                 validate_k8s(d, f"{f.relative_to(REPO)}: {ident(d)}")
                 n += 1
     for rel in KUSTOMIZATIONS:  # as rendered (patched)
