@@ -27,10 +27,10 @@ ENTRY = {
     "train_crm": ("reclora.stages:crm_stage", "params"),
     "train_llm": ("reclora.launch:train_llm", "params"),
     "register": ("reclora.stages:register_stage", "params"),
+    "evaluate": ("reclora.stages:evaluate_stage", "params"),
 }
 # components that read no settings: (the library functions they call); checked to take none
 NO_SETTINGS = {
-    "evaluate": ("reclora.stages:evaluate_stage", "reclora.stages:champion_metrics"),
     "source_version": ("reclora.storage:source_fingerprint",),
 }
 PROFILE = "small"  # params.yaml: profiles.small.train.sample_size = 96

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 import k8s_schemas as ks  # noqa: E402
 from test_infra import K8S, KUSTOMIZATIONS, REPO, TRAINJOBS, kustomize, load_docs, merge_patch  # noqa: E402
-from test_registry import _report, art  # noqa: E402,F401
+from test_registry import _evidence, _report, art  # noqa: E402,F401
 
 KUBECTL = shutil.which("kubectl")
 # the CRDs of each supported component, as named in infra/README.md's table
@@ -267,7 +267,7 @@ def test_the_inference_service_patch_validates_and_goes_to_the_pods_namespace(tm
     (llm / "metrics.json").write_text(json.dumps({"base_model": "tiny"}))
     ev = tmp_path / "eval"
     ev.mkdir()
-    rep = _report(0.8, 0.5)
+    rep = _report(0.8, 0.5) | {"gate": _evidence(0.8, 0.5)}  # no champion yet: the CRM rule decides
     rep["models"]["RecLoRA"] = rep["models"].pop("reclora")
     rep["model_order"][-1] = "RecLoRA"
     (ev / "metrics.json").write_text(json.dumps(rep))
