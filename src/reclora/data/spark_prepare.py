@@ -53,7 +53,7 @@ from reclora.data.prepare import SAMPLE_DICTIONARY_COLUMNS, SAMPLE_ROW_GROUP
 from reclora.data.samples import SPLIT_CODES
 from reclora.data.synthetic import generate
 from reclora.errors import ConfigError, DataError
-from reclora.io import atomic_dir, write_json
+from reclora.io import atomic_dir, refuse_overlap, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -445,6 +445,7 @@ def prepare_spark(
     params['data']. Raises ConfigError (a data set the Spark path does not read, no pyspark/Java),
     DataError (missing files, cells it cannot read: see the module doc), ValueError (bad split/history).
     """
+    refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None})
     params = params if params is not None else load_params()
     data_p = {**params["data"], **{k: v for k, v in overrides.items() if v is not None}}
     if dataset not in DATASETS:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from reclora.errors import DataError, RecLoRAError
-from reclora.io import write_json
+from reclora.io import refuse_overlap, write_json
 from reclora.registry.metrics import summarize_metrics
 
 DEFAULT_NAME = "reclora"
@@ -559,6 +559,8 @@ def register(
     ``model-registry`` package; see :mod:`reclora.registry.kubeflow`).
     """
     store = open_store(uri, name)
+    refuse_overlap({"the registry": store.url(store.base)},
+                   {"crm_dir": crm_dir, "adapter_dir": adapter_dir, "retrieval_dir": retrieval_dir, "items_path": items_path})
     sources = collect_sources(crm_dir, adapter_dir, retrieval_dir, items_path)
     if not isinstance(params, Mapping):
         raise DataError(f"params must be a dict, got {type(params).__name__}")
