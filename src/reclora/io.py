@@ -128,6 +128,39 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return path
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object repeats a key: which copy is meant is ambiguous (``json`` keeps the last silently)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"repeats the key {key!r} in one object (a repeated key is ambiguous)")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(k)
+        out[k] = v
+    return out
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses an object with a repeated key.
+
+    Raises :class:`DuplicateKeyError` (a ValueError naming the key) for a repeated key and
+    ``json.JSONDecodeError`` (also a ValueError) for text that is not JSON."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file (:func:`loads_json`: a repeated key is refused). Raises DataError naming the file for a
+    repeated key or text that is not JSON; OSError when it cannot be read."""
+    from reclora.errors import DataError
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return loads_json(raw)
+    except ValueError as e:
+        raise DataError(f"{path}: {'JSON object ' if isinstance(e, DuplicateKeyError) else 'not valid JSON: '}{e}") from e

@@ -293,7 +293,7 @@ def llm_stage(
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
     refuse_overlap({"--out": out, "its checkpoint directory": run_dir},
                    {"--data": data_dir, "--retrieved": retrieved_dir, "--crm": crm_dir, "--features": features_dir,
-                    "--init-from": init_from, "--model": model_path})  # fmt: skip
+                    "--init-from": init_from, "--model": model_path})
     p = _params(params)
     tp, ap = p["train"], dict(p["adapter"])
     if init_from is not None:

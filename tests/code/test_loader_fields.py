@@ -58,10 +58,10 @@ def test_dup_header_case_exits_2_naming_the_file_and_column(tmp_path):
     raw = tmp_path / "dup_header"
     raw.mkdir()
     (raw / "ratings.csv").write_text("userId,movieId,rating,timestamp,rating\n" +
-                                     "".join(f"1,{i},5.0,{900000000 + 3600 * i},1.0\n" for i in range(2, 9)))  # fmt: skip
+                                     "".join(f"1,{i},5.0,{900000000 + 3600 * i},1.0\n" for i in range(2, 9)))
     (raw / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{i},M{i} (1995),Drama\n" for i in range(1, 9)))
     proc = reclora("data", "prepare", "--dataset", "ml-25m", "--path", str(raw), "--out", str(tmp_path / "out"),
-                   "--params", str(_params_file(tmp_path)))  # fmt: skip
+                   "--params", str(_params_file(tmp_path)))
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: ") and "ratings.csv" in line and "repeats column 'rating' (2 times)" in line, line
@@ -87,7 +87,7 @@ def _interactions(n: int = 24) -> pa.Table:
     return pa.table({"user_id": pa.array(users, pa.int64()), "item_id": pa.array(np.arange(n) % 7 + 1, pa.int64()),
                      "rating": pa.array((np.arange(n) % 5 + 1).astype(float)),
                      # equal times for pairs of rows: the row order decides their event order
-                     "timestamp": pa.array(900000000 + 3600 * (np.arange(n) // 2), pa.int64())})  # fmt: skip
+                     "timestamp": pa.array(900000000 + 3600 * (np.arange(n) // 2), pa.int64())})
 
 
 def test_parquet_part_dir_case_is_one_data_set_through_the_cli(tmp_path):
@@ -95,7 +95,7 @@ def test_parquet_part_dir_case_is_one_data_set_through_the_cli(tmp_path):
     table = _interactions()
     _write_parts(raw / "interactions.parquet", table, [11], ["part-00000.parquet", "part-00001.parquet"])
     proc = reclora("data", "prepare", "--dataset", "table", "--path", str(raw), "--out", str(tmp_path / "out"),
-                   "--params", str(_params_file(tmp_path)))  # fmt: skip
+                   "--params", str(_params_file(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     got = pd.read_parquet(tmp_path / "out" / "interactions.parquet")
     pd.testing.assert_frame_equal(got, table.to_pandas(), check_dtype=False)
@@ -117,7 +117,7 @@ def test_every_parquet_table_may_be_a_directory_of_parts(which, names, tmp_path)
     tables = {"interactions": _interactions(),
               "items": pa.table({"item_id": pa.array(range(1, 8), pa.int64()), "title": [f"T{i}" for i in range(1, 8)],
                                  "genres": ["g"] * 7}),
-              "users": pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "city": ["x", "y", "z"]})}  # fmt: skip
+              "users": pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "city": ["x", "y", "z"]})}
     for name, t in tables.items():
         if name == which:
             _write_parts(tmp_path / f"{name}.parquet", t, [1, 2] if t.num_rows < 10 else [5, 13], names)
@@ -166,7 +166,7 @@ DUP_CASES = {
                                   "items.csv": "item_id,title,genres,genres\n10,A,x,y\n"}, "items.csv", "genres"),
     "table users.csv": ("table", {"interactions.csv": "user_id,item_id,rating,timestamp\n1,10,4,978300000\n",
                                   "users.csv": "user_id,age,age\n1,30,31\n"}, "users.csv", "age"),
-}  # fmt: skip
+}
 
 
 def _dup_parquet(d: Path, name: str, cols: dict[str, list], dup: str, directory: bool) -> None:
@@ -196,11 +196,11 @@ def test_a_repeated_column_is_refused_in_every_csv(case, tmp_path):
     ("interactions", {"user_id": [1], "item_id": [10], "rating": [4.0], "timestamp": [978300000]}, "user_id"),
     ("items", {"item_id": [10], "title": ["A"]}, "title"),
     ("users", {"user_id": [1], "age": [30]}, "user_id"),
-])  # fmt: skip
+])
 def test_a_repeated_column_is_refused_in_every_parquet(which, cols, dup, directory, tmp_path):
     if which != "interactions":
         pq.write_table(pa.table({"user_id": [1], "item_id": [10], "rating": [4.0], "timestamp": [978300000]}),
-                       tmp_path / "interactions.parquet")  # fmt: skip
+                       tmp_path / "interactions.parquet")
     _dup_parquet(tmp_path, f"{which}.parquet", cols, dup, directory)
     with pytest.raises(DataError, match=rf"{which}.parquet.*repeats column '{dup}'"):
         load_table(tmp_path, SPEC)
@@ -234,7 +234,7 @@ MAPPING_CASES = [
      "data.table.columns.genres = 'tags' (the file has no column 'tags') collides with the file's own column 'genres'"),
     ("users.csv", ["user_id", "uid", "age"], {"user_id": "uid"},
      "data.table.columns.user_id = 'uid' collides with the file's own column 'user_id'"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -242,7 +242,7 @@ MAPPING_CASES = [
 def test_a_colliding_or_ambiguous_mapping_is_refused(file, columns, mapping, words, fmt, tmp_path):
     inter = {mapping.get(c, c): v for c, v in {"user_id": 1, "item_id": 10, "rating": 4.0, "timestamp": 978300000}.items()}
     row = {c: {"uid": 1, "user_id": 1, "id": 1, "movie": 10, "item_id": 10, "rating": 4.0, "timestamp": 978300000}.get(c, "x")
-           for c in columns}  # fmt: skip
+           for c in columns}
     stem = file.split(".")[0]
     frames = {"interactions": pd.DataFrame([inter]), stem: pd.DataFrame([row])}
     for name, df in frames.items():
@@ -262,7 +262,7 @@ def test_a_mapping_that_swaps_names_is_not_a_collision(tmp_path):
 
 @pytest.mark.parametrize("spec,words", [({**SPEC, "columns": {"itemid": "movie"}}, "data.table.columns has unknown keys ['itemid']"),
                                         ({**SPEC, "intercations": "x"}, "data.table has unknown keys ['intercations']"),
-                                        ({**SPEC, "columns": {"title": 3}}, "must name source columns")])  # fmt: skip
+                                        ({**SPEC, "columns": {"title": 3}}, "must name source columns")])
 def test_unknown_table_keys_are_refused(spec, words, tmp_path):
     pd.DataFrame([{"user_id": 1, "item_id": 10, "rating": 4.0, "timestamp": 978300000}]).to_csv(tmp_path / "interactions.csv", index=False)
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -314,17 +314,17 @@ def _write_text_case(fmt: str, d: Path, title: str, genre: str, attr: str) -> tu
     if fmt == "ml-25m":
         (d / "ratings.csv").write_text(_csv(ratings, ["userId", "movieId", "rating", "timestamp"]))
         (d / "movies.csv").write_text(_csv([["10", title, genre], ["20", "B", "Drama"], ["30", "C", "Drama"]],
-                                           ["movieId", "title", "genres"]), encoding="utf-8")  # fmt: skip
+                                           ["movieId", "title", "genres"]), encoding="utf-8")
         return d / "movies.csv", genre != "(no genres listed)"
     if fmt == "goodbooks-10k":
         (d / "ratings.csv").write_text(_csv([r[:3] for r in ratings], ["user_id", "book_id", "rating"]))
         (d / "books.csv").write_text(_csv([["10", title, genre], ["20", "B", "x"], ["30", "C", "y"]],
-                                          ["book_id", "title", "authors"]), encoding="utf-8")  # fmt: skip
+                                          ["book_id", "title", "authors"]), encoding="utf-8")
         return d / "books.csv", True  # (a blank title falls back to original_title, which this file has not)
     (d / "interactions.csv").write_text(_csv(ratings, ["user_id", "item_id", "rating", "timestamp"]))
     if fmt == "table-csv":
         (d / "items.csv").write_text(_csv([["10", title, genre], ["20", "B", "x"], ["30", "C", "y"]],
-                                          ["item_id", "title", "genres"]), encoding="utf-8")  # fmt: skip
+                                          ["item_id", "title", "genres"]), encoding="utf-8")
         (d / "users.csv").write_text(_csv([["1", attr], ["2", "z"]], ["user_id", "city"]), encoding="utf-8")
         return d / "items.csv", True
     pd.DataFrame({"item_id": [10, 20, 30], "title": [title, "B", "C"], "genres": [genre, "x", "y"]}).to_parquet(d / "items.parquet")
@@ -390,7 +390,7 @@ def test_text_is_stored_byte_for_byte_in_the_prepared_tables(fmt, tmp_path):
     ("ml-1m", "movies.dat", "10::A::Drama\n20::Title:::Drama\n", 2),  # "Title:" then "::": splits two ways
     ("ml-1m", "movies.dat", "10::A::Drama\n20::B\n", 2),
     ("ml-100k", "u.user", "1|30|M|writer|1\n2|40|F|a|b|2\n", 2),
-])  # fmt: skip
+])
 def test_a_line_that_cannot_hold_its_text_is_refused_naming_it(fmt, file, text, line, tmp_path):
     where, _ = _write_text_case(fmt, tmp_path, "A", "Drama", "writer")
     (tmp_path / file).write_text(text)

@@ -93,7 +93,7 @@ COMMANDS = {
                                      False, "--path"),
     "pipeline run --registry": (lambda i, o: ["pipeline", "run", "--dataset", "table", "--path", i, "--registry", o],
                                 False, "--path"),
-}  # fmt: skip
+}
 RELATIONS = {"is": "is the same path as", "contains": "contains", "inside": "lies inside", "link": None}
 
 
@@ -123,7 +123,7 @@ def test_an_output_over_the_params_file_is_refused(raw, tmp_path, capsys):
     params.write_text(Path(__file__).resolve().parents[2].joinpath("params.yaml").read_text())
     before = _tree(raw)
     for args in (["data", "prepare", "--dataset", "synthetic", "--params", str(params), "--out", str(raw)],
-                 ["data", "validate", "--data", str(tmp_path / "nope"), "--params", str(params), "--report", str(raw.parent)]):  # fmt: skip
+                 ["data", "validate", "--data", str(tmp_path / "nope"), "--params", str(params), "--report", str(raw.parent)]):
         assert run_cli(app, args, prog_name="reclora") == 2
         err = capsys.readouterr().err
         assert f"the input --params {params}" in err, err
@@ -157,7 +157,7 @@ def test_a_good_output_beside_the_input_still_works(raw, capsys):
     """The guard refuses only overlaps: a sibling whose name starts with the input's name is fine."""
     out = raw.parent / "raw-prepared"  # a string prefix of nothing: "raw" is not a parent of "raw-prepared"
     rc = run_cli(app, ["data", "prepare", "--dataset", "table", "--path", str(raw), "--out", str(out),
-                       "--set", "validation.min_interactions=1"], prog_name="reclora")  # fmt: skip
+                       "--set", "validation.min_interactions=1"], prog_name="reclora")
     assert rc == 0, capsys.readouterr().err
     assert (out / "events.parquet").is_file()
     assert sorted(os.listdir(raw.parent)) == ["raw", "raw-prepared"]  # nothing else left behind
@@ -185,7 +185,7 @@ def test_refuse_overlap_matches_the_path_relation(out, inp, tmp_path_factory):
     "out,inp,refused",
     [("s3://b/runs/x", "s3://b/runs", True), ("s3://b/runs", "s3://b/runs/raw/", True), ("s3://b/runs2", "s3://b/runs", False),
      ("s3://b/runs", "gs://b/runs", False), ("s3://b//runs/./x", "s3://b/runs", True)],
-)  # fmt: skip
+)
 def test_uris_compare_by_scheme_and_key_prefix(out, inp, refused):
     if refused:
         with pytest.raises(ConfigError):

@@ -144,7 +144,7 @@ def test_a_parquet_directory_of_part_files_prepares_the_same_on_spark(spark, tmp
     n = 500
     table = pd.DataFrame({"user_id": rng.integers(1, 12, n), "item_id": rng.integers(1, 40, n),
                           "rating": rng.integers(1, 6, n).astype("float64"),
-                          "timestamp": 1_600_000_000 + rng.integers(0, 8, n) * 60})  # fmt: skip
+                          "timestamp": 1_600_000_000 + rng.integers(0, 8, n) * 60})
     d = tmp_path / "raw" / "interactions.parquet"
     d.mkdir(parents=True)
     cuts = [0, 40, 90, 200, 260, 330, 410, n]

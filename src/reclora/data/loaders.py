@@ -119,10 +119,10 @@ def _read_sep(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
         row = line.split(sep)
         if len(row) != len(names):
             raise DataError(f"{path}: line {n} has {len(row)} fields, expected {len(names)} "
-                            f"({sep!r}-separated: {', '.join(names)}): {line[:120]!r}")  # fmt: skip
+                            f"({sep!r}-separated: {', '.join(names)}): {line[:120]!r}")
         if odd_run is not None and any(len(m) > len(sep) and len(m) % len(sep) for m in odd_run.findall(line)):
             raise DataError(f"{path}: line {n} is ambiguous: a run of {sep[0]!r} longer than the {sep!r} separator "
-                            f"(a value that starts or ends with {sep[0]!r}) splits two ways: {line[:120]!r}")  # fmt: skip
+                            f"(a value that starts or ends with {sep[0]!r}) splits two ways: {line[:120]!r}")
         rows.append(row)
     return pd.DataFrame(rows, columns=names, dtype=object)
 
@@ -134,7 +134,7 @@ def check_columns(names: list[str], where: Path) -> None:
     if dup:
         shown = ", ".join(f"{n!r} ({counts[n]} times)" for n in dup)
         raise DataError(f"{where}: the header repeats column {shown}; a repeated column is ambiguous: rename or "
-                        f"drop the extra copies (columns: {', '.join(map(repr, names))})")  # fmt: skip
+                        f"drop the extra copies (columns: {', '.join(map(repr, names))})")
 
 
 def csv_header(path: Path) -> list[str]:
@@ -413,7 +413,7 @@ def _read_csv(path: Path, usecols: list[str]) -> pd.DataFrame:
                 if not row:
                     continue  # an empty line is no record
                 raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, expected {len(header)} "
-                                f"(the header's); a line break or separator inside a value must be quoted: {row[:6]!r}")  # fmt: skip
+                                f"(the header's); a line break or separator inside a value must be quoted: {row[:6]!r}")
             rows.append(row)
     except csv.Error as e:
         raise DataError(f"{path}: line {reader.line_num}: cannot parse ({e})") from e
@@ -445,7 +445,7 @@ def _read_csv_arrow(path: Path, usecols: list[str]) -> pd.DataFrame:
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=False,
                                                      quoted_strings_can_be_null=False),
-            )  # fmt: skip
+            )
             break
         except pa.ArrowInvalid as e:
             if "UTF8" in str(e) and encoding == "utf8":
@@ -454,7 +454,7 @@ def _read_csv_arrow(path: Path, usecols: list[str]) -> pd.DataFrame:
     if bad:
         r = bad[0]
         raise DataError(f"{path}: a line has {r.actual_columns} fields, expected {r.expected_columns} (the header's): "
-                        f"{r.text[:120]!r}{f' ({len(bad)} such lines)' if len(bad) > 1 else ''}")  # fmt: skip
+                        f"{r.text[:120]!r}{f' ({len(bad)} such lines)' if len(bad) > 1 else ''}")
     return table.select(usecols or header).to_pandas()
 
 
@@ -648,14 +648,14 @@ def check_mapping(columns: list[str], where: Path, src: dict[str, str], canon: t
     for s_, cs in by_source.items():
         if len(cs) > 1:
             raise DataError(f"{where}: the mapping data.table.columns maps {' and '.join(cs)} to the same column {s_!r}; "
-                            "map each to its own column")  # fmt: skip
+                            "map each to its own column")
     sources = set(used.values())
     for c in canon:
         s_ = src[c]
         if s_ != c and c in columns and c not in sources:
             has = "" if s_ in columns else f" (the file has no column {s_!r})"
             raise DataError(f"{where}: the mapping data.table.columns.{c} = {s_!r}{has} collides with the file's own "
-                            f"column {c!r}: which one is the {c} is ambiguous; drop or rename one of them, or map {c} to {c!r}")  # fmt: skip
+                            f"column {c!r}: which one is the {c} is ambiguous; drop or rename one of them, or map {c} to {c!r}")
 
 
 def _mapped(df: pd.DataFrame, where: Path, src: dict[str, str], canon: tuple[str, ...]) -> pd.DataFrame:

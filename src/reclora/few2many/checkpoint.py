@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from reclora.io import atomic_dir
+from reclora.io import atomic_dir, read_json
 
 CKPT = "checkpoint"
 
@@ -72,7 +72,7 @@ def load_checkpoint(
     d = Path(out_dir) / CKPT
     if not (d / "state.json").is_file():
         return None
-    state = json.loads((d / "state.json").read_text())
+    state = read_json(d / "state.json")
     if state.get("param_names") != list(named_params):
         raise ValueError(f"{d}: checkpoint is for other trainable parameters; remove it to start over")
     weights = load_file(str(d / "trainable.safetensors"))
