@@ -71,13 +71,6 @@ def _need(path: Path, *names: str) -> Path:
     raise DataError(f"{path}: missing {' or '.join(names)}")
 
 
-def _read(path: Path, reader: Callable[..., pd.DataFrame], **kw: Any) -> pd.DataFrame:
-    try:
-        return reader(path, **kw)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-
-
 def decode_text(path: Path) -> str:
     """The text of ``path``: UTF-8 when it decodes as UTF-8, else latin-1 (every byte is valid latin-1)."""
     try:
