@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export CONTAINERS_CONF ?= $(CURDIR)/infra/docker/containers.conf
 IMAGES ?= all
 
-.PHONY: install model demo test test-fast data clean help images container-engine
+.PHONY: install model demo test test-fast test-spark data clean help images container-engine
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,15 @@ test: model container-engine  ## install, fetch the model, (podman if missing), 
 
 test-fast: install  ## tests not marked slow (no real LLM, DVC or S3 end to end; quick Feast/GE/torchrun tests run)
 	$(BIN)/python -m pytest tests -q -m "not slow"
+
+# The Spark tests are optional (not in `make test`: the pyspark wheel and a JRE add minutes to a fresh CI run);
+# this installs the `spark` extra, a Java runtime where apt can, and runs them.
+test-spark: install  ## the optional Spark tests: installs the spark extra (pyspark) and a JRE (apt), then runs them
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[test,cloud,peer,spark]"
+	@command -v java >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } \
+	  || echo "no Java runtime (apt openjdk-17-jre-headless): the Spark tests will be skipped"
+	$(BIN)/python -m pytest tests/integration/test_spark_prepare.py tests/integration/test_spark_local.py -q
 
 images: install  ## build the CPU, GPU and Spark images (IMAGES=cpu|gpu|spark|all): docker, or podman with a local base image
 	PYTHON=$(abspath $(BIN)/python) scripts/images.sh $(IMAGES)

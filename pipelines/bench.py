@@ -43,7 +43,9 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
 def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small",
                    model_path: str = "") -> dict[str, Any]:  # fmt: skip
     from pipelines.run import run_local
+    from reclora.io import refuse_overlap
 
+    refuse_overlap({"--out": out}, {"--path": source_path if dataset != "synthetic" else None, "--model": model_path})
     with tempfile.TemporaryDirectory(prefix="reclora-bench-pipeline-") as tmp:
         work = Path(tmp)
         direct = run_stages_directly(work / "direct", dataset, source_path, profile, model_path)

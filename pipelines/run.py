@@ -240,6 +240,10 @@ def run_local(
     p = load_params()["pipeline"]
     root = Path(pipeline_root or p["pipeline_root"]).resolve()
     registry = registry_uri or str(Path(p["registry_uri"]).resolve())
+    from reclora.io import refuse_overlap
+
+    refuse_overlap({"--pipeline-root": pipeline_root or p["pipeline_root"], "--registry": registry},
+                   {"--path": source_path if dataset != "synthetic" else None, "--model": model_path})
     cpu_image, gpu_image = cpu_image or p["cpu_image"], gpu_image or p["gpu_image"]
     # the components run `python3 -m kfp.dsl.executor_main` from PATH: use this environment's
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

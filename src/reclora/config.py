@@ -41,7 +41,7 @@ def cli_overrides(base: dict[str, Any] | None = None) -> dict[str, Any]:
     (default: params.yaml without them). Raises ConfigError on a malformed or unknown item."""
     if not _CLI_SETS:
         return {}
-    return parse_overrides(_CLI_SETS, base if base is not None else _read(params_path()))
+    return parse_overrides(_CLI_SETS, base if base is not None else _read_merged(params_path()))
 
 
 def _coerce(key: str, raw: str, current: Any) -> Any:
@@ -119,12 +119,32 @@ def _read(p: Path) -> dict[str, Any]:
     return params
 
 
-def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """params.yaml (see :func:`params_path`) with the command line's ``--set`` items applied.
+def defaults_path() -> Path | None:
+    """The packaged defaults: the repository's params.yaml (an install from the checkout), else the file
+    $RECLORA_PARAMS names (the images' /app/params.yaml); None when neither exists."""
+    for c in (_REPO_PARAMS, os.environ.get(PARAMS_ENV)):
+        if c and Path(c).is_file():
+            return Path(c).resolve()
+    return None
 
-    Raises ConfigError if the file is missing or not a YAML mapping, or a ``--set`` item is bad.
+
+def _read_merged(p: Path) -> dict[str, Any]:
+    """The params file ``p`` merged over the packaged defaults (:func:`defaults_path`): a file written for an
+    earlier version that lacks a newer key gets that key's default (nested mappings merge key by key)."""
+    params = _read(p)
+    defaults = defaults_path()
+    if defaults is None or defaults == p.resolve():
+        return params
+    return deep_merge(_read(defaults), params)
+
+
+def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """params.yaml (see :func:`params_path`), merged over the packaged defaults (a key the file lacks takes
+    its default: :func:`defaults_path`), with the command line's ``--set`` items applied.
+
+    Raises ConfigError if a file is missing or not a YAML mapping, or a ``--set`` item is bad.
     """
-    params = _read(params_path(path))
+    params = _read_merged(params_path(path))
     return deep_merge(params, cli_overrides(params)) if _CLI_SETS else params
 
 

@@ -249,11 +249,13 @@ def train_llm(
 def _load_params(args: argparse.Namespace) -> dict[str, Any]:
     from reclora.config import deep_merge, load_params_with
 
-    overrides = json.loads(args.overrides) if args.overrides else None
+    from reclora.io import loads_json
+
+    overrides = loads_json(args.overrides) if args.overrides else None
     if args.params:
         text = Path(args.params).read_text()
         if args.params.endswith(".json"):
-            base = json.loads(text)
+            base = loads_json(text)
         else:
             import yaml
 

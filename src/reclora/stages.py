@@ -24,7 +24,7 @@ from reclora.config import load_params
 from reclora.data import read_prepared
 from reclora.data.schema import SPLITS
 from reclora.errors import DataError
-from reclora.io import atomic_dir, read_json, write_json
+from reclora.io import atomic_dir, read_json, refuse_overlap, write_json
 
 KEY = ["user_id", "item_id", "timestamp"]
 PREDICTIONS = "predictions.parquet"
@@ -96,6 +96,7 @@ def retrieve_stage(
     from reclora.retrieval.layout import ROW_GROUP, positions_column, retrieved_schema
     from reclora.retrieval.retriever import _Embeddings
 
+    refuse_overlap({"--out": out_dir}, {"--data": data_dir, "--model": model_path})
     p = _params(params)
     rp = p["retrieval"]
     mode = mode or rp["mode"]
@@ -216,6 +217,7 @@ def crm_stage(
     from reclora.few2many import distributed as dist
     from reclora.retrieval.layout import open_retrieved
 
+    refuse_overlap({"--out": out_dir}, {"--data": data_dir, "--retrieved": retrieved_dir, "--features": features_dir})
     p = _params(params)
     t0 = time.perf_counter()
     _, _, meta = read_prepared(data_dir, histories=False)
@@ -289,6 +291,11 @@ def llm_stage(
     from reclora.llm import load_causal_lm, resolve_model_path
     from reclora.prompts import NOUNS, build_prompts
 
+    out = Path(out_dir)
+    run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
+    refuse_overlap({"--out": out, "its checkpoint directory": run_dir},
+                   {"--data": data_dir, "--retrieved": retrieved_dir, "--crm": crm_dir, "--features": features_dir,
+                    "--init-from": init_from, "--model": model_path})
     p = _params(params)
     tp, ap = p["train"], dict(p["adapter"])
     if init_from is not None:
@@ -339,8 +346,6 @@ def llm_stage(
     if init_from is not None:
         init_from_shared_lora(adapter, init_from)
     cfg = TrainConfig.from_dict(tp)
-    out = Path(out_dir)
-    run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
     valid = None
     if va is not None:
         valid = {"prompts": build_prompts(va, items, users, **kw), "labels": va["label"].to_numpy(),
@@ -493,6 +498,7 @@ def evaluate_stage(
     rules = PromotionRules.from_params((p.get("pipeline") or {}).get("promotion"))
     if registry_uri and data_dir is None:
         raise DataError("evaluate: re-scoring the champion (registry_uri) needs the prepared data (data_dir)")
+    refuse_overlap({"--out": out_dir}, {f"--run {n}": d for n, d in prediction_dirs.items()} | {"--data": data_dir, "--features": features_dir})
     frames = {}
     for name, d in prediction_dirs.items():
         f = Path(d) / PREDICTIONS

@@ -80,3 +80,89 @@ def test_cli_sets_apply_to_every_load_and_win_over_profiles():
     finally:
         set_cli_overrides([])
     assert load_params()["train"]["sample_size"] != 50 and cli_overrides() == {}
+
+
+# ------------------------------------------------------------------ issue 24: old params files keep working
+def _leaves(d, prefix=()):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, (*prefix, k))
+        else:
+            yield (*prefix, k)
+
+
+def _without(d, path):
+    import copy
+
+    out = copy.deepcopy(d)
+    node = out
+    for k in path[:-1]:
+        node = node[k]
+    del node[path[-1]]
+    return out
+
+
+def test_a_params_file_lacking_newer_keys_gets_their_defaults(tmp_path):
+    """Drop keys (a file written for an earlier version): every dropped key comes back with its packaged
+    default; every key the file has keeps the file's value."""
+    import random
+
+    import yaml
+
+    full = load_params()
+    leaves = list(_leaves(full))
+    rng = random.Random(24)
+    for trial in range(30):
+        old = full
+        dropped = rng.sample(leaves, k=rng.randint(1, 12))
+        for path in dropped:
+            try:
+                old = _without(old, path)
+            except KeyError:  # a parent already dropped
+                pass
+        old = deep_merge(old, {"train": {"sample_size": 7}})  # and one value the user chose
+        f = tmp_path / f"old{trial}.yaml"
+        f.write_text(yaml.safe_dump(old))
+        got = load_params(f)
+        assert got == deep_merge(full, {"train": {"sample_size": 7}}), dropped
+
+
+def test_the_handed_min_timestamp_case_validates_with_an_old_params_file(tmp_path):
+    """`error: validation params missing: min_timestamp` for a params file from before that key."""
+    import yaml
+    from helpers import reclora
+
+    p = load_params()
+    del p["validation"]["min_timestamp"]
+    p["validation"]["min_interactions"] = 1
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(p))
+    out = tmp_path / "prepared"
+    assert reclora("data", "prepare", "--dataset", "synthetic", "--out", str(out), "--params", str(old)).returncode == 0
+    v = reclora("data", "validate", "--data", str(out), "--report", str(tmp_path / "rep"), "--params", str(old))
+    assert v.returncode == 0, v.stderr
+    assert "min_timestamp" not in v.stderr
+
+
+@pytest.mark.parametrize("args,words", [
+    (["pipeline", "run", "--overrides", '{"train": {"lr": 1}, "train": {"lr": 2}}'], "repeats the key 'train'"),
+    (["pipeline", "submit", "--host", "http://127.0.0.1:9", "--arguments", '{"dataset": "a", "dataset": "b"}'],
+     "repeats the key 'dataset'"),
+])
+def test_json_options_that_repeat_a_key_are_refused(args, words, capsys):
+    from reclora.cli import app
+    from reclora.cli.common import run_cli
+
+    assert run_cli(app, args, prog_name="reclora") == 2
+    err = capsys.readouterr().err
+    assert words in err and err.startswith("error: "), err
+
+
+def test_a_json_file_that_repeats_a_key_is_refused_naming_it(tmp_path):
+    from reclora.errors import DataError
+    from reclora.io import read_json
+
+    f = tmp_path / "meta.json"
+    f.write_text('{"dataset": "ml-100k", "rows": 1, "dataset": "synthetic"}')
+    with pytest.raises(DataError, match=r"meta.json: JSON object repeats the key 'dataset'"):
+        read_json(f)

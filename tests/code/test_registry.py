@@ -480,3 +480,112 @@ def test_summarize_metrics_shapes():
     assert summarize_metrics(_report(0.75, 0.55), model="CRM")["test"]["auc"] == 0.71
     with pytest.raises(DataError):
         summarize_metrics(_report(0.75, 0.55), model="nope")
+
+
+# ------------------------------------------------------------------ issue 24: a registry that verifies itself
+def _cut(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+
+
+# damage -> (how to do it to a version directory, the words its reason holds)
+DAMAGE = {
+    "manifest cut short": (lambda v: _cut(v / "manifest.json"), "manifest.json is not valid JSON"),
+    "manifest repeats a key": (lambda v: (v / "manifest.json").write_text(
+        (v / "manifest.json").read_text().replace('"base_model":', '"created_at": "x", "base_model":', 1)),
+        "repeats the key 'created_at'"),
+    "manifest lacks its files": (lambda v: (v / "manifest.json").write_text(json.dumps(
+        {k: x for k, x in json.loads((v / "manifest.json").read_text()).items() if k != "files"})), "lacks 'files'"),
+    "manifest of another version": (lambda v: (v / "manifest.json").write_text(json.dumps(
+        {**json.loads((v / "manifest.json").read_text()), "version": "v0009"})), "names version 'v0009'"),
+    "adapter cut short": (lambda v: _cut(v / "adapter" / "reclora_adapter.safetensors"),
+                          "adapter/reclora_adapter.safetensors: "),
+    "adapter changed, same size": (lambda v: (v / "adapter" / "reclora_adapter.json").write_text(
+        (v / "adapter" / "reclora_adapter.json").read_text().replace("2", "3")),
+        "adapter/reclora_adapter.json: sha256 differs"),
+    "crm missing": (lambda v: (v / "crm" / "crm.safetensors").unlink(), "crm/crm.safetensors: missing"),
+    "a file the manifest does not list": (lambda v: (v / "adapter" / "extra.safetensors").write_bytes(b"x"),
+                                          "adapter/extra.safetensors: not in the manifest"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_version_that_does_not_verify_is_listed_unreadable_and_refused_everywhere(damage, tmp_path, art, capsys):
+    from reclora.cli import app
+    from reclora.cli.common import run_cli
+    from reclora.serving.predictor import resolve_version_dir
+
+    reg = tmp_path / "reg"
+    for _ in range(3):
+        register(reg, **art)
+    promote(reg, "v0001")
+    promote(reg, "v0003")  # v0001 is the one to roll back to
+    do, words = DAMAGE[damage]
+    broken = reg / "reclora" / "versions"
+    for v in ("v0001", "v0002"):  # the rollback target and a challenger
+        do(broken / v)
+    rows = {r["version"]: r for r in list_versions(reg)}
+    for v in ("v0001", "v0002"):
+        assert rows[v]["status"] == "unreadable" and words in rows[v]["error"], rows[v]
+    assert rows["v0003"]["status"] == "champion" and "error" not in rows["v0003"]
+    assert not verify(reg, "v0002")["ok"] and words in "; ".join(verify(reg, "v0002")["problems"])
+    # the command never crashes and shows every version, the broken ones with their reason
+    assert run_cli(app, ["registry", "list", "--uri", str(reg)], prog_name="reclora") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in out] == ["v0001", "v0002", "v0003"] and words in out[1], out
+    # promotion, rollback, deployment (its dry run too) and serving refuse it
+    before = (reg / "reclora" / "champion.json").read_bytes()
+    with pytest.raises(store_mod.UnverifiedVersion, match=f"v0002 .* cannot be promoted: it does not verify"):
+        promote(reg, "v0002")
+    with pytest.raises(store_mod.UnverifiedVersion, match="v0001 .* cannot be rolled back to"):
+        rollback(reg)
+    for args in (["registry", "promote", "v0002"], ["registry", "rollback"],
+                 ["registry", "promote", "v0002", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"],
+                 ["registry", "rollback", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"]):
+        assert run_cli(app, [*args, "--uri", str(reg)], prog_name="reclora") == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "does not verify" in err[0] and words in err[0], err
+    assert (reg / "reclora" / "champion.json").read_bytes() == before  # nothing changed
+    for ref in ("v0002", "v0001"):
+        with pytest.raises(DataError, match="cannot be served: it does not verify"):
+            resolve_version_dir(reg, ref)
+    if damage != "manifest of another version":  # a copy (KServe's /mnt/models) may have any directory name
+        with pytest.raises(DataError, match="cannot be served"):
+            resolve_version_dir(broken / "v0002")  # a version directory given directly
+    assert resolve_version_dir(reg) == broken / "v0003"  # the champion verifies and is served
+
+
+def test_the_handed_half_written_version(tmp_path, art, capsys):
+    """half_written_version/: v0003's manifest cut in half made `registry list` crash (KeyError
+    'created_at') and `promote v0003` succeed; now it is listed with the reason and refused."""
+    from reclora.cli import app
+    from reclora.cli.common import run_cli
+
+    reg = tmp_path / "reg"
+    for _ in range(3):
+        register(reg, **art)
+    _cut(reg / "reclora" / "versions" / "v0003" / "manifest.json")
+    assert run_cli(app, ["registry", "list", "--uri", str(reg)], prog_name="reclora") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[2].startswith("v0003  unreadable  manifest.json is not valid JSON")
+    assert run_cli(app, ["registry", "promote", "v0003", "--uri", str(reg)], prog_name="reclora") == 2
+    assert "v0003" in capsys.readouterr().err and not (reg / "reclora" / "champion.json").exists()
+
+
+def test_an_object_store_version_is_verified_too(art):
+    import fsspec
+
+    uri = f"memory://reg-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    root = uri.removeprefix("memory://")
+    try:
+        register(uri, **art)
+        register(uri, **art)
+        fs.pipe_file(f"/{root}/reclora/versions/v0002/params.json", b"{}")
+        rows = {r["version"]: r for r in list_versions(uri)}
+        assert rows["v0001"]["status"] == "challenger"
+        assert rows["v0002"]["status"] == "unreadable" and "params.json: 2 bytes, the manifest says" in rows["v0002"]["error"]
+        with pytest.raises(store_mod.UnverifiedVersion):
+            promote(uri, "v0002")
+        assert promote(uri, "v0001")["changed"]
+    finally:
+        fs.rm(f"/{root}", recursive=True)

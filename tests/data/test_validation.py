@@ -270,7 +270,7 @@ def test_missing_inputs_raise_data_error(tmp_path, params):
         validate_prepared(data, tmp_path / "report", params=params)
     assert not (tmp_path / "report").exists()
     data = write_prepared(tmp_path / "prepared3", make_tables())
-    with pytest.raises(ConfigError, match="would replace the data"):
+    with pytest.raises(ConfigError, match="contains the input --data"):
         validate_prepared(data, data.parent, params=params)
     with pytest.raises(ConfigError, match="no entry for dataset 'ml-100k'"):
         validate_prepared(data, tmp_path / "report", params=dict(params, rating_range={"ml-1m": [1, 5]}))

@@ -317,3 +317,51 @@ def test_bounded_load(server, tmp_path):
     assert json.loads(out.read_text())["phases"].keys() == {"single_user", "mixed_users"}
     with pytest.raises(Exception, match="local server"):
         bench_serve("http://example.com:8080", None, requests=1)
+
+
+# ------------------------------------------------------------------ issue 24: the handed cases on the served model
+V1_HISTORY = {"instances": [{"user_id": 990001, "candidates": [1, 2], "history": [
+    {"item_id": 3, "rating": 5, "timestamp": 900000000}, {"item_id": 4, "rating": 1, "timestamp": 900000100}]}]}
+
+
+def test_v1_history_and_its_capital_h_typo(client):
+    """v1_history.json is scored from its history; v1_history_typo.json (`History`) was scored as a cold
+    start with a 200: now a 400 naming the field."""
+    r = client.post(f"/v1/models/{NAME}:predict", json=V1_HISTORY)
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    assert pred["history_source"] == "request" and pred["cold_start"] is False
+    typo = json.loads(json.dumps(V1_HISTORY).replace('"history"', '"History"'))
+    r = client.post(f"/v1/models/{NAME}:predict", json=typo)
+    assert r.status_code == 400 and "unknown field 'History' (did you mean 'history'?)" in r.json()["error"], r.text
+
+
+def test_v2_row_counts_that_disagree_are_a_400_not_a_dropped_user(client):
+    body = {"inputs": [
+        {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
+        {"name": "candidates", "shape": [2], "datatype": "BYTES", "data": ["[3, 14]", "[7]"]},
+        {"name": "history", "shape": [1], "datatype": "BYTES", "data": ["[]"]},
+    ]}
+    r = client.post(f"/v2/models/{NAME}/infer", json=body)
+    assert r.status_code == 400 and "history" in r.json()["error"], r.text
+
+
+def test_the_versioned_v2_route_answers_for_the_served_version(client, local):
+    body = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},
+                       {"name": "candidates", "shape": [1, 3], "datatype": "INT64", "data": [3, 14, 15]}]}
+    plain = client.post(f"/v2/models/{NAME}/infer", json=body)
+    versioned = client.post(f"/v2/models/{NAME}/versions/{local.version}/infer", json=body)
+    assert plain.status_code == versioned.status_code == 200, versioned.text
+    assert versioned.json()["model_version"] == local.version
+    assert versioned.json()["outputs"] == plain.json()["outputs"]
+    other = client.post(f"/v2/models/{NAME}/versions/v9999/infer", json=body)
+    assert other.status_code == 404 and f"serves {NAME} version {local.version}" in other.json()["error"]
+
+
+def test_client_mistakes_leave_no_traceback_in_the_server_log(client, version):
+    for body in BAD_V1:
+        client.post(f"/v1/models/{NAME}:predict", content=body, headers={"content-type": "application/json"})
+    time.sleep(0.5)
+    log = (version["tmp"] / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("400 POST /v1/models/reclora:predict") >= len(BAD_V1)

@@ -136,6 +136,26 @@ def test_a_generic_parquet_table_prepares_the_same_on_spark(spark, tmp_path):
     _both(spark, tmp_path, "table", raw, params)  # no items/users files: both derived from the interactions
 
 
+def test_a_parquet_directory_of_part_files_prepares_the_same_on_spark(spark, tmp_path):
+    """What Spark, Hive and Dask write (issue 24): part files (Dask's unpadded names, so natural order
+    matters), _SUCCESS beside them; many timestamp ties, so the row order across parts
+    decides the event order. Both engines read it as one data set in the same order."""
+    rng = np.random.default_rng(3)
+    n = 500
+    table = pd.DataFrame({"user_id": rng.integers(1, 12, n), "item_id": rng.integers(1, 40, n),
+                          "rating": rng.integers(1, 6, n).astype("float64"),
+                          "timestamp": 1_600_000_000 + rng.integers(0, 8, n) * 60})
+    d = tmp_path / "raw" / "interactions.parquet"
+    d.mkdir(parents=True)
+    cuts = [0, 40, 90, 200, 260, 330, 410, n]
+    for k in range(len(cuts) - 1):
+        table.iloc[cuts[k] : cuts[k + 1]].to_parquet(d / f"part.{k * 3}.parquet", index=False)  # part.0, part.3, ..., part.18
+    (d / "_SUCCESS").write_text("")  # (no .crc files: Hadoop's local file system would verify them)
+    _both(spark, tmp_path, "table", tmp_path / "raw", load_params())
+    got = pd.read_parquet(tmp_path / "spark" / schema.INTERACTIONS)
+    pd.testing.assert_frame_equal(got, table, check_dtype=False)  # the parts' rows, in the parts' natural order
+
+
 def test_repeated_pairs_are_one_event_on_spark_as_in_pandas(spark):
     """``repeat_is_same_event`` (time is row order): the later copies of a (user, item) pair get no sample."""
     from pyspark.sql import functions as F

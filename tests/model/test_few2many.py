@@ -473,3 +473,60 @@ def test_two_stage_reclora_starts_as_the_shared_lora(tiny_llama_dir, tmp_path):
     other = build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER | {"rank": 2})
     with pytest.raises(RecLoRAError, match="same rank"):
         init_from_shared_lora(other, tmp_path / "lora")
+
+
+@pytest.mark.parametrize("kind", ["reclora", "lora"])
+def test_resume_with_dropout_equals_an_uninterrupted_run(kind, tiny_llama_dir, tmp_path):
+    """Dropout > 0 (issue 24): the dropout masks after a resume are those of the uninterrupted run, so the
+    random generators (CPU, and CUDA where training runs on a GPU) must be saved and restored. Between
+    the stop and the resume the global generators are moved on, as a new process would have them."""
+    drop = {"dropout": 0.2, "gate_dropout": 0.2} if kind == "reclora" else {"dropout": 0.2}
+    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, bf16=False, seed=1, checkpoint_every=1)
+    prompts, labels, sig = _toy(32)
+    sig = sig if kind == "reclora" else None
+    ref, tok = _fresh(kind, tiny_llama_dir, **drop)
+    train_adapter(ref, tok, prompts, labels, sig, cfg, tmp_path / "ref", progress=False)
+    run, tok = _fresh(kind, tiny_llama_dir, **drop)
+    first = train_adapter(run, tok, prompts, labels, sig, cfg, tmp_path / "run", progress=False, stop_after=5)
+    assert first["steps"] == 5
+    resumed, tok = _fresh(kind, tiny_llama_dir, seed=77, **drop)  # other weights and generator states: all from the checkpoint
+    torch.rand(1000)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(77)
+    hist = train_adapter(resumed, tok, prompts, labels, sig, cfg, tmp_path / "run", progress=False)
+    assert hist["resumed_from"] == 5 and hist["steps"] == 16
+    want, got = _weights(ref), _weights(resumed)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], atol=1e-6, rtol=1e-5)
+    # the masks matter: without restoring the generators the resumed run ends elsewhere
+    from reclora.few2many import checkpoint as ckpt
+
+    other, tok = _fresh(kind, tiny_llama_dir, **drop)
+    train_adapter(other, tok, prompts, labels, sig, cfg, tmp_path / "other", progress=False, stop_after=5)
+    moved, tok = _fresh(kind, tiny_llama_dir, seed=77, **drop)
+    saved = ckpt.set_rng_states
+    try:
+        ckpt.set_rng_states = lambda states: None  # the mutant: no restore
+        train_adapter(moved, tok, prompts, labels, sig, cfg, tmp_path / "other", progress=False)
+    finally:
+        ckpt.set_rng_states = saved
+    assert any(not torch.allclose(_weights(moved)[n], want[n], atol=1e-5) for n in want)
+
+
+def test_the_checkpoint_keeps_every_generator(tmp_path):
+    from reclora.few2many.checkpoint import rng_states, set_rng_states
+
+    torch.manual_seed(5)
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # CUDA in use, as in training on a GPU
+    states = rng_states()
+    want_cpu = torch.rand(4)
+    want_cuda = torch.rand(4, device="cuda").cpu() if torch.cuda.is_available() else None
+    assert ("cuda:0" in states) == torch.cuda.is_available()
+    torch.manual_seed(6)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(6)
+    set_rng_states(states)
+    assert torch.equal(torch.rand(4), want_cpu)
+    if want_cuda is not None:
+        assert torch.equal(torch.rand(4, device="cuda").cpu(), want_cuda)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reclora.config import load_params
-from reclora.io import write_json
+from reclora.io import refuse_overlap, write_json
 
 MODELS = {"Vanilla LoRA": ("lora", None), "RecLoRA": ("reclora", "crm")}
 
@@ -75,6 +75,7 @@ def bench_curve(
         p["train"]["eval_samples"] = eval_samples
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}-work"
+    refuse_overlap({"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     timed = Timer(secs, "bench curve")

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from reclora.config import load_params
 from reclora.errors import ValidationFailed
 from reclora.evaluation.slices import slice_table_text
-from reclora.io import write_json
+from reclora.io import refuse_overlap, write_json
 
 SLICE_TABLE = ("CRM", "Vanilla LoRA", "RecLoRA")  # the models of the printed slice table (the JSON has every model)
 
@@ -107,6 +107,7 @@ def bench_quality(
     ablations = qp["ablations"] if ablations is None else ablations
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}-work"
+    refuse_overlap({"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     timed = Timer(secs, "bench quality")

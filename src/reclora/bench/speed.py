@@ -173,8 +173,10 @@ def bench_speed(
     samples/s on real prompts (reference vs default configuration); one JSON, one process."""
     from reclora.bench.quality import machine_info
     from reclora.llm import resolve_model_path
+    from reclora.io import refuse_overlap
     from reclora.lora.config import gate_signal_width
 
+    refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
     p = dict(params) if params is not None else load_params()
     sp = p["bench"]["speed"]
     b, s = batch_size or sp["batch_size"], seq_len or sp["seq_len"]

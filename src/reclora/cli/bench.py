@@ -9,7 +9,7 @@ import typer
 
 from reclora.bench.scale import OPTIONAL_STAGES as SCALE_OPTIONAL_STAGES
 from reclora.bench.scale import STAGES as SCALE_STAGES
-from reclora.cli.common import SET_OPTION, run_guarded
+from reclora.cli.common import SET_OPTION, refuse_outputs, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,6 +31,7 @@ def quality_cmd(
     from reclora.bench.quality import bench_quality
 
     def _run() -> int:
+        refuse_outputs({"--out": out, "--work": work})
         r = bench_quality(dataset, path, out, work, None, ablations, sample_size, eval_samples, max_users, model)
         typer.echo(json.dumps({"models": r["models"], "wall_seconds": r["wall_seconds"], "report": r["report"]}, indent=2))
         return 0
@@ -58,6 +59,7 @@ def curve_cmd(
             ns = [int(x) for x in sizes.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+        refuse_outputs({"--out": out, "--work": work})
         r = bench_curve(dataset, path, out, ns, work, None, eval_samples, max_users, model)
         typer.echo(json.dumps({"sizes": r["sizes"], "crm": r["crm"], "plot": r["plot"]}, indent=2))
         return 0
@@ -82,7 +84,7 @@ def speed_cmd(
     from reclora.bench.speed import bench_speed
 
     raise typer.Exit(run_guarded(
-        lambda: bench_speed(out, None, model, batch_size, seq_len, steps, None, dataset, path, few2many_samples) and 0
+        lambda: refuse_outputs({"--out": out}) or bench_speed(out, None, model, batch_size, seq_len, steps, None, dataset, path, few2many_samples) and 0
     ))  # fmt: skip
 
 
@@ -109,6 +111,7 @@ def scale_cmd(
         except ValueError:
             raise ConfigError(f"--events must be comma-separated integers, got {events!r}") from None
         st = tuple(x.strip() for x in stages.split(",") if x.strip())
+        refuse_outputs({"--out": out, "--work": work})
         r = bench_scale(ns, out, work, mode, crm_batches, stages=st, keep=keep, timeout_s=timeout, repeats=repeats)
         typer.echo(json.dumps({"sizes": r["sizes"], "ratios": r["ratios"], "plot": r["plot"]}, indent=2))
         return 0
@@ -133,6 +136,7 @@ def serve_bench_cmd(
     from reclora.bench.serve import bench_serve
 
     def _run() -> int:
+        refuse_outputs({"--out": out})
         r = bench_serve(url, out, requests=requests, duration_s=duration, concurrency=concurrency, batch=batch,
                         single_requests=single_requests)  # fmt: skip
         for kind, ph in r["phases"].items():
@@ -158,4 +162,4 @@ def pipeline_bench_cmd(
     """Wall time of the local KFP pipeline against the same stages called directly from the library."""
     from pipelines.bench import bench_pipeline
 
-    raise typer.Exit(run_guarded(lambda: bench_pipeline(out, dataset, path, profile, model) and 0))
+    raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or bench_pipeline(out, dataset, path, profile, model) and 0))

@@ -72,6 +72,21 @@ def run_cli(app: Any, args: list[str] | None = None, prog_name: str | None = Non
     return rv if isinstance(rv, int) else 0
 
 
+def refuse_outputs(outputs: dict[str, Any], params: str | None = None) -> None:
+    """Refuse, before anything is written, an output (``{"--out": path}``) that is, contains or lies inside
+    the params file the command reads (``--params``, else the one :func:`reclora.config.params_path` finds).
+    The stages check their data inputs themselves (:func:`reclora.io.refuse_overlap`)."""
+    from reclora.config import params_path
+    from reclora.errors import ConfigError
+    from reclora.io import refuse_overlap
+
+    try:
+        found = params_path(params)
+    except ConfigError:  # no params file: loading the params says so
+        return
+    refuse_overlap(outputs, {"--params" if params else "(the params file)": found})
+
+
 def _remember_sets(values: Optional[list[str]]) -> Optional[list[str]]:
     from reclora.config import set_cli_overrides
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import SET_OPTION, run_guarded
+from reclora.cli.common import SET_OPTION, refuse_outputs, run_guarded
 from reclora.data.loaders import DATASETS
 
 app = typer.Typer(no_args_is_help=True)
@@ -33,6 +33,7 @@ def prepare_cmd(
     from reclora.data.spark_prepare import data_engine, prepare_spark
 
     def _run() -> int:
+        refuse_outputs({"--out": out}, params)
         p = load_params(params)
         if engine is not None:
             p["data"]["engine"] = engine
@@ -66,6 +67,7 @@ def validate_cmd(
     from reclora.validation import validate_prepared
 
     def _run() -> int:
+        refuse_outputs({"--report": report}, params)
         result = validate_prepared(data, report, params=section("validation", params))
         # record the data version (DVC's md5 of the prepared directory) for lineage
         summary = read_json(result.summary_json)

@@ -14,7 +14,7 @@ from reclora.cli import pipeline as pipeline_cli
 from reclora.cli import registry as registry_cli
 from reclora.cli import serve as serve_cli
 from reclora.cli import train as train_cli
-from reclora.cli.common import SET_OPTION, run_cli, run_guarded
+from reclora.cli.common import SET_OPTION, refuse_outputs, run_cli, run_guarded
 
 app = typer.Typer(
     help="RecLoRA: a Kubeflow training pipeline for LLM recommenders with personalized LoRA.",
@@ -45,8 +45,9 @@ def demo(
     from reclora.validation import validate_prepared
 
     def _run() -> int:
-        params = load_params()
         data_dir, report_dir = Path(out) / "prepared", Path(out) / "validation"
+        refuse_outputs({"--out": data_dir, "its report": report_dir})
+        params = load_params()
         s = prepare("synthetic", None, data_dir, params)
         typer.echo(
             f"prepared  {s['rows']:,} synthetic interactions of {s['users']} users on {s['items']} items -> {data_dir}\n"

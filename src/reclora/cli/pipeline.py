@@ -18,9 +18,11 @@ def _overrides(text: Optional[str], option: str = "--overrides") -> dict:
 
     if not text:
         return {}
+    from reclora.io import loads_json
+
     try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
+        d = loads_json(text)
+    except ValueError as e:  # not JSON, or an object that repeats a key
         raise ConfigError(f"{option} must be a JSON object: {e}") from e
     if not isinstance(d, dict):
         raise ConfigError(f"{option} must be a JSON object, got {type(d).__name__}")

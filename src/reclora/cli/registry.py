@@ -41,7 +41,8 @@ def _guarded(fn) -> int:
 
 @app.command("list")
 def list_cmd(uri: Optional[str] = URI, set_: Optional[list[str]] = SET_OPTION) -> None:
-    """Every version with its status, AUC, LogLoss and creation time."""
+    """Every version with its status, AUC, LogLoss and creation time (each one verified: a version whose
+    manifest or files do not match is listed as unreadable, with the reason)."""
     from reclora.registry import list_versions
 
     def _run() -> int:
@@ -49,9 +50,13 @@ def list_cmd(uri: Optional[str] = URI, set_: Optional[list[str]] = SET_OPTION) -
         if not rows:
             typer.echo("no versions registered")
         for r in rows:
+            if r["status"] == "unreadable":
+                was = " (champion.json points at it)" if r.get("champion") else ""
+                typer.echo(f"{r['version']}  unreadable{was}  {r.get('error', '')}")
+                continue
             auc = f"{r['auc']:.4f}" if r.get("auc") is not None else "-"
             ll = f"{r['logloss']:.4f}" if r.get("logloss") is not None else "-"
-            typer.echo(f"{r['version']}  {r['status']:<10}  AUC {auc}  LogLoss {ll}  {r['created_at']}")
+            typer.echo(f"{r['version']}  {r['status']:<10}  AUC {auc}  LogLoss {ll}  {r.get('created_at')}")
         return 0
 
     raise typer.Exit(_guarded(_run))
@@ -79,7 +84,7 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
     from reclora.registry import promote, rollback
     from reclora.registry.deploy import deploy_version, serving_settings, storage_uri
     from reclora.registry.promotion import OtherData, other_data, rollback_target
-    from reclora.registry.store import open_store, version_ref
+    from reclora.registry.store import open_store, verified_ref
 
     u = _uri(uri)
     sv = serving_settings(load_params())
@@ -92,7 +97,7 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
         api = custom_objects_api()
     if dry_run:
         store = open_store(u)
-        v = version_ref(store, version) if action == "promote" else rollback_target(u)["version"]
+        v = verified_ref(store, version, "promoted") if action == "promote" else rollback_target(u)["version"]
         why = other_data(store, v, store.current_champion()) if action == "promote" else None
         if why and not allow_other_data:
             raise OtherData(f"{v} was not trained on the champion's data ({why}); pass --allow-other-data to promote it")

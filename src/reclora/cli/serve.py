@@ -26,6 +26,8 @@ def serve(
     name: str = typer.Option("reclora", "--name", help="Model name in the URLs (/v1/models/NAME:predict)."),
     max_candidates: int = typer.Option(100, "--max-candidates", help="Most candidates per user in one request."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    request_timeout: float = typer.Option(30.0, "--request-timeout", help="Seconds a request may take to arrive "
+                                          "whole (headers and body); a slower one gets a 408 and is closed."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Serve a registered RecLoRA version (V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer, /metrics)."""
@@ -34,10 +36,13 @@ def serve(
     if not 0 < port < 65536:
         print(f"error: --port must be in 1..65535, got {port}", file=sys.stderr)
         raise typer.Exit(2)
+    if not request_timeout > 0:
+        print(f"error: --request-timeout must be > 0 seconds, got {request_timeout:g}", file=sys.stderr)
+        raise typer.Exit(2)
 
     def _run() -> int:
         _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
-               name=name, max_candidates=max_candidates, num_threads=threads)  # fmt: skip
+               name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout)  # fmt: skip
         return 0
 
     raise typer.Exit(run_guarded(_run))

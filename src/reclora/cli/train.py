@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import SET_OPTION, run_guarded
+from reclora.cli.common import SET_OPTION, refuse_outputs, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -28,7 +28,8 @@ def retrieve_cmd(
     """Long-short modality retrieval: top-K relevant earlier behaviours per sample, in time order."""
     from reclora.stages import retrieve_stage
 
-    raise typer.Exit(run_guarded(lambda: _echo(retrieve_stage(data, out, mode=mode, model_path=model))))
+    raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
+        retrieve_stage(data, out, mode=mode, model_path=model))))
 
 
 @app.command("crm")
@@ -43,7 +44,8 @@ def crm_cmd(
     """Train the DIN-style CRM on the full training split (streamed batches; early stopping on valid)."""
     from reclora.stages import crm_stage
 
-    raise typer.Exit(run_guarded(lambda: _echo(crm_stage(data, retrieved, out, ranks=ranks, features_dir=features))))
+    raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
+        crm_stage(data, retrieved, out, ranks=ranks, features_dir=features))))
 
 
 @app.command("llm")
@@ -62,7 +64,7 @@ def llm_cmd(
     """Few2Many: train an adapter on a seeded sample of train; resumes from its checkpoint if killed."""
     from reclora.stages import llm_stage
 
-    raise typer.Exit(run_guarded(lambda: _echo(
+    raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
         llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model, features_dir=features, init_from=init_from))))
 
 
@@ -84,6 +86,7 @@ def evaluate_cmd(
         pairs = [r.split("=", 1) for r in run]
         if any(len(p) != 2 for p in pairs):
             raise ConfigError("--run takes NAME=DIR")
+        refuse_outputs({"--out": out})
         m = evaluate_stage(dict(pairs), out, data_dir=data, registry_uri=registry, features_dir=features,
                            challenger=challenger)  # fmt: skip
         models = {n: {k: v[k] for k in ("auc", "logloss", "ece", "accuracy", "n")} for n, v in m["models"].items()}

@@ -14,17 +14,27 @@ generic table are converted by their own unit and zone (naive = UTC) to unix
 seconds (sub-second parts are floored). Raw text is decoded as UTF-8, falling
 back to latin-1 per file only where UTF-8 fails (the MovieLens ``.dat`` and
 ``u.item`` releases are latin-1).
+
+Nothing is guessed or cut: a header that repeats a column name, a ``data.table.columns`` mapping
+that collides with a column of the file or maps two columns to one, and a line whose number of
+fields differs from the header's are refused naming the file (and the line); every text cell
+(titles, genres, user attributes) is kept exactly as written, surrounding spaces and control
+characters included (lines end only at ``\n``, or ``\r\n`` in the headerless formats).
+A parquet "file" may be a directory of part files (what Spark, Hive and Dask write, with
+``_SUCCESS`` beside them): it is read as one data set, part files in natural name order.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -61,13 +71,6 @@ def _need(path: Path, *names: str) -> Path:
     raise DataError(f"{path}: missing {' or '.join(names)}")
 
 
-def _read(path: Path, reader: Callable[..., pd.DataFrame], **kw: Any) -> pd.DataFrame:
-    try:
-        return reader(path, **kw)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-
-
 def decode_text(path: Path) -> str:
     """The text of ``path``: UTF-8 when it decodes as UTF-8, else latin-1 (every byte is valid latin-1)."""
     try:
@@ -80,21 +83,67 @@ def decode_text(path: Path) -> str:
         return data.decode("latin-1")
 
 
-def _read_sep(path: Path, sep: str, names: list[str], **kw: Any) -> pd.DataFrame:
-    """Read a headerless separated file (all cells as str) whose separator may be multi-character (``::``)."""
-    text = decode_text(path)
-    if len(sep) > 1:
-        rows = [line.split(sep) for line in text.splitlines() if line.strip()]
-        bad = next((i for i, r in enumerate(rows) if len(r) != len(names)), None)
-        if bad is not None:
-            raise DataError(f"{path}: line {bad + 1} has {len(rows[bad])} fields, expected {len(names)}")
-        return pd.DataFrame(rows, columns=names, dtype=object)
-    df = _read(path, lambda _p, **k: pd.read_csv(io.StringIO(text), **k), sep=sep, header=None, dtype=str,
-               keep_default_na=False, quoting=3, **kw)  # fmt: skip
-    if df.shape[1] != len(names):
-        raise DataError(f"{path}: {df.shape[1]} columns, expected {len(names)}")
-    df.columns = names
-    return df
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a headerless text file. A line ends at ``\n`` only; in a file whose every line
+    ends with ``\r\n`` (Windows line ends) that ``\r`` goes too. Every other character, control characters
+    and ``str.splitlines``' other breaks (``\r``, ``\x1c``, ``\x85``, ``\u2028``) included, is part of the
+    line. Empty lines at the end are skipped; an empty line before the last record is a DataError (a line
+    break inside a value would otherwise cut it silently)."""
+    lines = decode_text(path).split("\n")
+    while lines and lines[-1] in ("", "\r"):
+        lines.pop()  # the final line end(s)
+    crlf = bool(lines) and all(ln.endswith("\r") for ln in lines)
+    for n, line in enumerate(lines, 1):
+        if crlf:
+            line = line[:-1]
+        if not line:
+            raise DataError(f"{path}: line {n} is empty (a line break inside a value?); remove it or fix the value before it")
+        yield n, line
+
+
+def _read_sep(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
+    """Read a headerless ``sep``-separated file (``\t``, ``|``, ``::``; all cells as str, exactly as written).
+
+    Raises DataError naming the file and the line when a line has another number of fields, or (``::``)
+    holds a run of colons that could split two ways (a value that starts or ends with ``:``)."""
+    odd_run = re.compile(rf"(?:{re.escape(sep[0])})+") if len(sep) > 1 and len(set(sep)) == 1 else None
+    rows = []
+    for n, line in _lines(path):
+        row = line.split(sep)
+        if len(row) != len(names):
+            raise DataError(f"{path}: line {n} has {len(row)} fields, expected {len(names)} "
+                            f"({sep!r}-separated: {', '.join(names)}): {line[:120]!r}")
+        if odd_run is not None and any(len(m) > len(sep) and len(m) % len(sep) for m in odd_run.findall(line)):
+            raise DataError(f"{path}: line {n} is ambiguous: a run of {sep[0]!r} longer than the {sep!r} separator "
+                            f"(a value that starts or ends with {sep[0]!r}) splits two ways: {line[:120]!r}")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=names, dtype=object)
+
+
+def check_columns(names: list[str], where: Path) -> None:
+    """DataError naming ``where`` and the column when a header repeats a column name (never guess which copy)."""
+    counts = Counter(names)
+    dup = [n for n, c in counts.items() if c > 1]
+    if dup:
+        shown = ", ".join(f"{n!r} ({counts[n]} times)" for n in dup)
+        raise DataError(f"{where}: the header repeats column {shown}; a repeated column is ambiguous: rename or "
+                        f"drop the extra copies (columns: {', '.join(map(repr, names))})")
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's header (first record; UTF-8, else latin-1; a BOM dropped), checked by
+    :func:`check_columns`. Reads only the start of the file."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = head[: e.start].decode("utf-8") if e.start > len(head) - 4 else head.decode("latin-1")
+    names = next(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")), [])
+    if not names:
+        raise DataError(f"{path}: empty file (no header)")
+    check_columns(names, path)
+    return names
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -289,7 +338,7 @@ def load_ml100k(path: str | Path) -> Tables:
     items = pd.DataFrame(
         {
             "item_id": _ids(items, "item_id", path / "u.item"),
-            "title": items["title"].str.strip(),
+            "title": items["title"],
             "genres": genres,
             "release_date": items["release_date"],
         }
@@ -321,7 +370,6 @@ def load_ml1m(path: str | Path) -> Tables:
     inter = _canonical_interactions(inter, path / "ratings.dat")
     items = _read_sep(_need(path, "movies.dat"), "::", ["item_id", "title", "genres"])
     items["item_id"] = _ids(items, "item_id", path / "movies.dat")
-    items["title"] = items["title"].str.strip()
     users = _read_sep(_need(path, "users.dat"), "::", ["user_id", "gender", "age", "occupation", "zip"])
     occ = exact_int64(users["occupation"], path / "users.dat", "occupation", "occupation codes")
     users = pd.DataFrame(
@@ -338,13 +386,69 @@ def load_ml1m(path: str | Path) -> Tables:
 
 
 def _read_csv(path: Path, usecols: list[str]) -> pd.DataFrame:
-    """A CSV with a header, every cell as str (no type guessing: ids and times are parsed exactly later)."""
-    text = decode_text(path)
-    df = _read(path, lambda _p, **k: pd.read_csv(io.StringIO(text), **k), dtype=str, keep_default_na=False)
-    missing = [c for c in usecols if c not in df.columns]
+    """A CSV with a header, every cell as str exactly as written (no type guessing: ids and times are parsed
+    exactly later; quoted fields may hold separators, quotes and line breaks). Python's csv module: for the
+    files that hold text (titles, genres, attributes). Raises DataError naming the file for a repeated or
+    missing column and naming the line for a record whose number of fields differs from the header's."""
+    text = decode_text(path).removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[list[str]] = []
+    try:
+        header = next(reader, [])
+        if not header:
+            raise DataError(f"{path}: empty file (no header)")
+        check_columns(header, path)
+        missing = [c for c in usecols if c not in header]
+        if missing:
+            raise DataError(f"{path}: missing columns {missing} (has {header})")
+        for row in reader:
+            if len(row) != len(header):
+                if not row:
+                    continue  # an empty line is no record
+                raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, expected {len(header)} "
+                                f"(the header's); a line break or separator inside a value must be quoted: {row[:6]!r}")
+            rows.append(row)
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: cannot parse ({e})") from e
+    return pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame({c: pd.Series(dtype=object) for c in header})
+
+
+def _read_csv_arrow(path: Path, usecols: list[str]) -> pd.DataFrame:
+    """Like :func:`_read_csv` for large files without text (ratings): pyarrow's multi-threaded reader, every
+    cell as text; a record with another number of fields than the header is a DataError quoting it."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = csv_header(path)
+    missing = [c for c in usecols if c not in header]
     if missing:
-        raise DataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
-    return df
+        raise DataError(f"{path}: missing columns {missing} (has {header})")
+    bad: list[Any] = []
+
+    def invalid(row: Any) -> str:
+        bad.append(row)
+        return "skip"
+
+    for encoding in ("utf8", "latin1"):
+        bad.clear()
+        try:
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=1 << 24, encoding=encoding),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=False,
+                                                     quoted_strings_can_be_null=False),
+            )
+            break
+        except pa.ArrowInvalid as e:
+            if "UTF8" in str(e) and encoding == "utf8":
+                continue
+            raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from e
+    if bad:
+        r = bad[0]
+        raise DataError(f"{path}: a line has {r.actual_columns} fields, expected {r.expected_columns} (the header's): "
+                        f"{r.text[:120]!r}{f' ({len(bad)} such lines)' if len(bad) > 1 else ''}")
+    return table.select(usecols or header).to_pandas()
 
 
 def _plain_cells(col: Any, dtype: str) -> bool:
@@ -394,9 +498,10 @@ def _read_typed_csv(path: Path, types: dict[str, str]) -> pd.DataFrame | None:
 def load_ml25m(path: str | Path) -> Tables:
     """MovieLens CSV releases (25M, 20M, latest, latest-small): ratings.csv + movies.csv."""
     path = Path(path)
-    ratings = _read_typed_csv(_need(path, "ratings.csv"), {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"})
+    csv_header(_need(path, "ratings.csv"))  # a repeated column is refused before either reader picks a copy
+    ratings = _read_typed_csv(path / "ratings.csv", {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"})
     if ratings is None:  # not plainly typed: read every cell as text, so the exact parsers name the bad values
-        ratings = _read_csv(path / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
+        ratings = _read_csv_arrow(path / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     inter = _canonical_interactions(ratings, path / "ratings.csv", {"user_id": "userId", "item_id": "movieId"})
     return Tables(inter, ml25m_items(path), _users_from_interactions(inter))
@@ -409,7 +514,7 @@ def ml25m_items(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "item_id": _ids(movies, "movieId", path / "movies.csv"),
-            "title": movies["title"].str.strip(),
+            "title": movies["title"],
             "genres": movies["genres"].replace("(no genres listed)", ""),
         }
     )
@@ -424,7 +529,8 @@ def load_goodbooks(path: str | Path) -> Tables:
     the gate refuses it and no sample is built from the later copy.
     """
     path = Path(path)
-    ratings = _read_csv(_need(path, "ratings.csv"), ["user_id", "book_id", "rating"])
+    header = csv_header(_need(path, "ratings.csv"))
+    ratings = _read_csv_arrow(path / "ratings.csv", ["user_id", "book_id", "rating"] + (["timestamp"] if "timestamp" in header else []))
     time_source = "timestamp"
     if "timestamp" not in ratings.columns:
         ratings["timestamp"] = np.arange(len(ratings)).astype(str)
@@ -436,44 +542,139 @@ def load_goodbooks(path: str | Path) -> Tables:
     items = pd.DataFrame(
         {
             "item_id": _ids(books, "book_id", path / "books.csv"),
-            "title": title.str.strip(),
+            "title": title,
             "genres": books["authors"] if "authors" in books.columns else "",
         }
     )
     return Tables(inter, items, _users_from_interactions(inter), time_source=time_source)
 
 
-def _read_table(path: Path, stem: str, required: bool = True) -> tuple[pd.DataFrame, Path] | None:
-    """``stem``.parquet (typed) or ``stem``.csv (every cell as str, parsed exactly later) and its path."""
+def _natural(rel: str) -> list[Any]:
+    """Sort key of a relative path in natural order: ``part.2`` before ``part.10`` (Dask does not zero-pad)."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", rel))]
+
+
+def parquet_parts(p: Path) -> list[Path]:
+    """The files of a parquet data set: ``p`` itself, or the part files under a directory ``p`` (recursively,
+    Hive ``key=value`` folders included), names starting with ``.`` or ``_`` skipped (``_SUCCESS``,
+    ``_metadata``, ``.crc`` files), in natural order of their paths: the data set's row order is the parts'
+    order, then each part's own (as one file's). Raises DataError for a directory without part files."""
+    if not p.is_dir():
+        return [p]
+    files = [f for f in p.rglob("*") if f.is_file() and not any(x.startswith((".", "_")) for x in f.relative_to(p).parts)]
+    if not files:
+        raise DataError(f"{p}: a parquet directory without part files (only hidden or '_' files such as _SUCCESS)")
+    return sorted(files, key=lambda f: _natural(f.relative_to(p).as_posix()))
+
+
+def _parquet_dataset(p: Path) -> Any:
+    """A pyarrow dataset of :func:`parquet_parts` (Hive partition folders become columns); its columns checked."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    files = parquet_parts(p)
+    try:
+        for f in files[:1] if len(files) > 1 else files:  # a repeated column: refused before Arrow picks a copy
+            check_columns(pq.read_schema(f).names, f if f != p else p)
+        kw = {"partitioning": "hive", "partition_base_dir": str(p)} if p.is_dir() else {}
+        dataset = ds.dataset([str(f) for f in files], format="parquet", **kw)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+        raise DataError(f"{p}: cannot read as parquet ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    check_columns(dataset.schema.names, p)
+    return dataset
+
+
+def parquet_columns(p: Path) -> list[str]:
+    """The column names of a parquet file or directory of part files (checked for repeats)."""
+    return list(_parquet_dataset(p).schema.names)
+
+
+def read_parquet(p: Path) -> pd.DataFrame:
+    """A parquet file, or a directory of part files read as one data set in :func:`parquet_parts`' order,
+    as a DataFrame (types as written). Raises DataError naming ``p`` when it cannot be read."""
+    import pyarrow as pa
+
+    dataset = _parquet_dataset(p)
+    try:
+        table = dataset.to_table()  # fragments in the given order, each fragment's rows in order
+        return table.to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, ValueError) as e:
+        raise DataError(f"{p}: cannot read as parquet ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+
+
+def table_file(path: Path, stem: str) -> Path | None:
+    """``stem``.parquet (a file, or a directory of part files) or ``stem``.csv in ``path``; None if neither."""
     p = path / f"{stem}.parquet"
-    if p.is_file():
-        return _read(p, pd.read_parquet), p
+    if p.is_file() or p.is_dir():
+        return p
     p = path / f"{stem}.csv"
-    if p.is_file():
-        return _read_csv(p, []), p
-    if required:
-        raise DataError(f"{path}: missing {stem}.parquet or {stem}.csv")
-    return None
+    return p if p.is_file() else None
+
+
+def _read_table(path: Path, stem: str, required: bool = True, text: bool = True) -> tuple[pd.DataFrame, Path] | None:
+    """``stem``.parquet (typed; a file or a directory of part files) or ``stem``.csv (every cell as str,
+    parsed exactly later; ``text=False``: the fast reader for a table without text) and its path."""
+    p = table_file(path, stem)
+    if p is None:
+        if required:
+            raise DataError(f"{path}: missing {stem}.parquet or {stem}.csv")
+        return None
+    if p.suffix == ".parquet":
+        return read_parquet(p), p
+    return (_read_csv(p, []) if text else _read_csv_arrow(p, [])), p
+
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+TABLE_KEYS = ("interactions", "items", "users", "columns")
+TABLE_COLUMNS = (*INTERACTION_COLUMNS, "title", "genres")
+
+
+def check_mapping(columns: list[str], where: Path, src: dict[str, str], canon: tuple[str, ...]) -> None:
+    """Refuse a ``data.table.columns`` mapping that is ambiguous for a file with ``columns``: two canonical
+    columns mapped to one source column, or a canonical name mapped elsewhere while the file has a column of
+    that very name (which one is meant?). DataError naming the file and the mapping."""
+    used = {c: src[c] for c in canon if src[c] in columns}
+    by_source: dict[str, list[str]] = {}
+    for c, s_ in used.items():
+        by_source.setdefault(s_, []).append(c)
+    for s_, cs in by_source.items():
+        if len(cs) > 1:
+            raise DataError(f"{where}: the mapping data.table.columns maps {' and '.join(cs)} to the same column {s_!r}; "
+                            "map each to its own column")
+    sources = set(used.values())
+    for c in canon:
+        s_ = src[c]
+        if s_ != c and c in columns and c not in sources:
+            has = "" if s_ in columns else f" (the file has no column {s_!r})"
+            raise DataError(f"{where}: the mapping data.table.columns.{c} = {s_!r}{has} collides with the file's own "
+                            f"column {c!r}: which one is the {c} is ambiguous; drop or rename one of them, or map {c} to {c!r}")
+
+
+def _mapped(df: pd.DataFrame, where: Path, src: dict[str, str], canon: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with the canonical columns renamed from their sources, after :func:`check_mapping`."""
+    check_mapping(list(df.columns), where, src, canon)
+    return df.rename(columns={src[c]: c for c in canon if src[c] in df.columns and src[c] != c})
 
 
 def load_table(path: str | Path, spec: dict[str, Any]) -> Tables:
     """Generic parquet/CSV tables mapped onto the canonical columns by ``spec`` (params data.table).
 
     The timestamp column may be unix seconds (integers), a datetime column of any
-    unit and zone, or ISO 8601 text (see :func:`unix_seconds`).
+    unit and zone, or ISO 8601 text (see :func:`unix_seconds`). A table may be a parquet file, a
+    directory of parquet part files or a CSV file; the mapping must be unambiguous (:func:`check_mapping`).
     """
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
     src = table_source_columns(spec)
-    found = _read_table(path, spec.get("interactions", "interactions"))
+    found = _read_table(path, spec.get("interactions", "interactions"), text=False)
     assert found is not None
     inter, where = found
-    missing = [s for c, s in src.items() if c in ("user_id", "item_id", "rating", "timestamp") and s not in inter]
+    missing = [s for c, s in src.items() if c in INTERACTION_COLUMNS and s not in inter]
     if missing:
         raise DataError(f"{where}: interactions table lacks columns {missing} (has {list(inter.columns)})")
-    inter = inter[[src[c] for c in ("user_id", "item_id", "rating", "timestamp")]]
-    inter.columns = ["user_id", "item_id", "rating", "timestamp"]
+    inter = _mapped(inter, where, src, INTERACTION_COLUMNS)[list(INTERACTION_COLUMNS)]
     inter = _canonical_interactions(inter, where, src, timestamps=True)
     items = table_items(path, spec, lambda: np.sort(inter["item_id"].dropna().unique()))
     users = table_users(path, spec, lambda: _users_from_interactions(inter))
@@ -481,9 +682,25 @@ def load_table(path: str | Path, spec: dict[str, Any]) -> Tables:
 
 
 def table_source_columns(spec: dict[str, Any]) -> dict[str, str]:
-    """canonical column -> source column of a generic table (params data.table.columns; default: the same name)."""
-    cols: dict[str, str] = spec.get("columns", {})
-    return {canon: cols.get(canon, canon) for canon in ("user_id", "item_id", "rating", "timestamp", "title", "genres")}
+    """canonical column -> source column of a generic table (params data.table.columns; default: the same name).
+
+    Raises ConfigError for a key of ``data.table`` or ``data.table.columns`` it does not know (a misspelt
+    ``itemid`` would otherwise be ignored) or a source that is not a column name."""
+    from reclora.errors import ConfigError
+
+    unknown = sorted(set(spec) - set(TABLE_KEYS))
+    if unknown:
+        raise ConfigError(f"data.table has unknown keys {unknown} (known: {', '.join(TABLE_KEYS)})")
+    cols: dict[str, str] = spec.get("columns") or {}
+    if not isinstance(cols, dict):
+        raise ConfigError(f"data.table.columns must map canonical columns to source columns, got {cols!r}")
+    unknown = sorted(set(cols) - set(TABLE_COLUMNS))
+    if unknown:
+        raise ConfigError(f"data.table.columns has unknown keys {unknown} (known: {', '.join(TABLE_COLUMNS)})")
+    bad = {k: v for k, v in cols.items() if not isinstance(v, str) or not v}
+    if bad:
+        raise ConfigError(f"data.table.columns must name source columns (text), got {bad}")
+    return {canon: cols.get(canon, canon) for canon in TABLE_COLUMNS}
 
 
 def table_items(path: str | Path, spec: dict[str, Any], item_ids: Callable[[], Any]) -> pd.DataFrame:
@@ -497,7 +714,7 @@ def table_items(path: str | Path, spec: dict[str, Any], item_ids: Callable[[], A
         items = pd.DataFrame({"item_id": ids, "title": [f"item {i}" for i in ids], "genres": ""})
     else:
         items, where = found
-        items = items.rename(columns={src["item_id"]: "item_id", src["title"]: "title", src["genres"]: "genres"})
+        items = _mapped(items, where, src, ("item_id", "title", "genres"))
         if "title" not in items or "item_id" not in items:
             raise DataError(f"{where}: items table lacks an item id or a title column ({src['item_id']!r}, {src['title']!r})")
         if "genres" not in items:
@@ -516,7 +733,7 @@ def table_users(path: str | Path, spec: dict[str, Any], users_from_interactions:
         users = users_from_interactions()
     else:
         users, where = found
-        users = users.rename(columns={src["user_id"]: "user_id"})
+        users = _mapped(users, where, src, ("user_id",))
         if "user_id" not in users:
             raise DataError(f"{where}: users table lacks the user id column ({src['user_id']!r})")
         users["user_id"] = exact_int64(users["user_id"], where, src["user_id"]).set_axis(users.index)

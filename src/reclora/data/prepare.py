@@ -17,7 +17,7 @@ from reclora.data.loaders import DATASETS, LOADERS, Tables, load_table
 from reclora.data.samples import build_sample_index, materialize_histories
 from reclora.data.synthetic import generate
 from reclora.errors import ConfigError, DataError
-from reclora.io import atomic_dir, read_json, write_json
+from reclora.io import atomic_dir, read_json, refuse_overlap, write_json
 
 
 SAMPLE_ROW_GROUP = 65536  # rows per parquet row group of the sample index (the unit streaming readers read)
@@ -61,6 +61,7 @@ def prepare(
 
     ``overrides`` replace keys of params['data'] (min_history, max_history, split, max_users, seed).
     """
+    refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None})
     params = params if params is not None else load_params()
     data_p = {**params["data"], **{k: v for k, v in overrides.items() if v is not None}}
     t0 = time.perf_counter()

@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reclora.data.version import dvc_hash
 
     a = build_parser().parse_args(argv)
-    params = deep_merge(load_params(), json.loads(a.params))
+    from reclora.io import loads_json
+
+    params = deep_merge(load_params(), loads_json(a.params))
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     raw = storage.fetch_source(a.source, work / "raw") if a.source else None

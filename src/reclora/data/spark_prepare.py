@@ -48,12 +48,23 @@ import pyarrow.parquet as pq
 
 from reclora.config import load_params
 from reclora.data import schema
-from reclora.data.loaders import DATASETS, ml25m_items, table_items, table_source_columns, table_users
+from reclora.data.loaders import (
+    DATASETS,
+    check_mapping,
+    csv_header,
+    ml25m_items,
+    parquet_columns,
+    parquet_parts,
+    table_file,
+    table_items,
+    table_source_columns,
+    table_users,
+)
 from reclora.data.prepare import SAMPLE_DICTIONARY_COLUMNS, SAMPLE_ROW_GROUP
 from reclora.data.samples import SPLIT_CODES
 from reclora.data.synthetic import generate
 from reclora.errors import ConfigError, DataError
-from reclora.io import atomic_dir, write_json
+from reclora.io import atomic_dir, refuse_overlap, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -198,27 +209,35 @@ def _source(spark: SparkSession, dataset: str, path: Path | None, params: dict[s
     spec = params["data"]["table"]
     stem = spec.get("interactions", "interactions")
     src = table_source_columns(spec)
-    if (path / f"{stem}.parquet").is_file():
-        file = path / f"{stem}.parquet"
-        raw = spark.read.parquet(file.resolve().as_uri())
-    elif (path / f"{stem}.csv").is_file():
-        file = path / f"{stem}.csv"
-        raw = _read_csv(spark, file)
-    else:
+    file = table_file(path, stem)
+    if file is None:
         raise DataError(f"{path}: missing {stem}.parquet or {stem}.csv")
+    if file.suffix == ".parquet":  # a file, or a directory of part files: one part after the other, in
+        parts = [spark.read.parquet(f.resolve().as_uri()) for f in parquet_parts(file)]  # the pandas loader's order
+        raw = parts[0]
+        for part in parts[1:]:  # union keeps the parts' partitions in order: the row ids follow the parts
+            raw = raw.unionByName(part)
+    else:
+        raw = _read_csv(spark, file)
     inter, checks = _canonical(raw, {c: src[c] for c in CANONICAL}, file)
     return _Source(inter, raw, checks, file, lambda ids: table_items(path, spec, ids),
                    lambda derived: table_users(path, spec, derived))  # fmt: skip
 
 
 def _check_source_file(dataset: str, path: Path | None, data_p: dict[str, Any]) -> None:
-    """DataError when the interactions file ``_source`` would read is missing (checked before Spark starts)."""
-    if dataset == "ml-25m" and path is not None and not (path / "ratings.csv").is_file():
-        raise DataError(f"{path}: missing ratings.csv")
+    """DataError when the interactions file ``_source`` would read is missing, or its header repeats a column,
+    or the table mapping is ambiguous for it (checked before Spark starts, as the pandas loaders check them)."""
+    if dataset == "ml-25m" and path is not None:
+        if not (path / "ratings.csv").is_file():
+            raise DataError(f"{path}: missing ratings.csv")
+        csv_header(path / "ratings.csv")
     if dataset == "table" and path is not None:
         stem = data_p["table"].get("interactions", "interactions")
-        if not ((path / f"{stem}.parquet").is_file() or (path / f"{stem}.csv").is_file()):
+        file = table_file(path, stem)
+        if file is None:
             raise DataError(f"{path}: missing {stem}.parquet or {stem}.csv")
+        columns = parquet_columns(file) if file.suffix == ".parquet" else csv_header(file)
+        check_mapping(columns, file, table_source_columns(data_p["table"]), CANONICAL)
 
 
 @contextlib.contextmanager
@@ -466,6 +485,7 @@ def prepare_spark(
     threshold = float(data_p["label_threshold"][dataset])
     max_users, seed = int(data_p.get("max_users") or 0), int(data_p.get("seed", 0))
     _check_source_file(dataset, Path(path) if path else None, data_p)  # before Spark's JVM starts
+    refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None})
     t0 = time.perf_counter()
     spark = spark if spark is not None else spark_session(data_p.get("spark_conf"))
     if spark.conf.get("spark.master", "").startswith("local"):

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from reclora.io import loads_json
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the features stage on Spark; 0 on success (errors raise, the application fails)."""
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--features", default="{}", help="params features section (JSON)")
     a = ap.parse_args(argv)
     params = load_params()
-    params["features"] = {**(params.get("features") or {}), "offline_store": "spark", **json.loads(a.features)}
+    params["features"] = {**(params.get("features") or {}), "offline_store": "spark", **loads_json(a.features)}
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = storage.download_dir(a.data, work / "data") if storage.is_remote(a.data) else Path(a.data)

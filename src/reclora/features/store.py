@@ -78,7 +78,7 @@ from reclora.features.definitions import (
     feature_refs,
 )
 from reclora.features._dask import fast_object_tokens
-from reclora.io import atomic_dir, write_json
+from reclora.io import atomic_dir, refuse_overlap, write_json
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -734,6 +734,7 @@ def features_stage(
     from reclora.config import load_params
     from reclora.features.inputs import DEFAULT_CHUNK_ROWS, MODEL_INPUTS_DIR, model_inputs, offline_feature_frames
 
+    refuse_overlap({"--out": out_dir, "the online store": online_path}, {"--data": data_dir})
     t0 = time.perf_counter()
     data = Path(data_dir)
     if params is None:

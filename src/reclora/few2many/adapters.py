@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from reclora.errors import ConfigError, RecLoRAError
-from reclora.io import atomic_dir
+from reclora.io import atomic_dir, loads_json, read_json
 from reclora.lora import PersonalizedLoRAConfig, PersonalizedLoRAModel
 
 KINDS = ("lora", "reclora")
@@ -230,7 +230,7 @@ def check_shared_lora_dir(lora_dir: str | Path) -> Path:
             raise RecLoRAError(f"{d} is a training run's output; pass its adapter directory: {d / 'adapter'}")
         raise RecLoRAError(f"{d} is not a saved adapter (no reclora_adapter.json); give the OUT/adapter of a `train llm --kind lora` run")
     try:
-        kind = json.loads(meta.read_text()).get("kind")
+        kind = loads_json(meta.read_text()).get("kind")
     except (ValueError, AttributeError) as e:
         raise RecLoRAError(f"{meta} is not valid adapter JSON: {e}") from None
     if kind != "lora":
@@ -259,7 +259,7 @@ def init_from_shared_lora(adapter: AdapterModel, lora_dir: str | Path) -> int:
         raise RecLoRAError(f"init_from_shared_lora: the adapter is {adapter.kind!r}, not a RecLoRA")
     d = check_shared_lora_dir(lora_dir)
     cfg, weights = d / "adapter_config.json", d / "adapter_model.safetensors"
-    pc = json.loads(cfg.read_text())
+    pc = read_json(cfg)
     shared_scale = float(pc["lora_alpha"]) / float(pc["r"])
     w = load_file(str(weights))
     shared = {k[: -len(".lora_A.weight")].removeprefix("base_model.model."): (w[k], w[k.replace(".lora_A.", ".lora_B.")])
@@ -285,7 +285,7 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> AdapterModel:
     meta_path = directory / "reclora_adapter.json"
     if not meta_path.is_file():
         raise RecLoRAError(f"{directory} is not a saved adapter (no reclora_adapter.json)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     kind = meta.pop("kind")
     for p in base_model.parameters():
         p.requires_grad_(False)

@@ -1,4 +1,5 @@
-"""Training checkpoints as safetensors + JSON (no pickle): trainable weights, AdamW state, RNG, step.
+"""Training checkpoints as safetensors + JSON (no pickle): trainable weights, AdamW state, RNG (the CPU's
+and every CUDA device's generator), step.
 
 Checkpoints are written to a local directory (``save_checkpoint``/``load_checkpoint``). Inside
 ``with checkpoint_mirror(local_root, uri):`` every checkpoint saved under ``local_root`` is also
@@ -24,7 +25,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from reclora.io import atomic_dir
+from reclora.io import atomic_dir, read_json
 
 CKPT = "checkpoint"
 
@@ -51,7 +52,7 @@ def save_checkpoint(
         save_file(weights, str(tmp / "trainable.safetensors"))
         if opt:
             save_file(opt, str(tmp / "optimizer.safetensors"))
-        save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        save_file(rng_states(), str(tmp / "rng.safetensors"))
         for name, tensors in (extra or {}).items():
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "param_names": names}, indent=2))
@@ -72,7 +73,7 @@ def load_checkpoint(
     d = Path(out_dir) / CKPT
     if not (d / "state.json").is_file():
         return None
-    state = json.loads((d / "state.json").read_text())
+    state = read_json(d / "state.json")
     if state.get("param_names") != list(named_params):
         raise ValueError(f"{d}: checkpoint is for other trainable parameters; remove it to start over")
     weights = load_file(str(d / "trainable.safetensors"))
@@ -87,8 +88,27 @@ def load_checkpoint(
             s = {k: v if k == "step" else v.to(p.device) for k, v in s.items()}
             if s:
                 optimizer.state[p] = s
-    torch.set_rng_state(load_file(str(d / "rng.safetensors"))["cpu"])
+    set_rng_states(load_file(str(d / "rng.safetensors")))
     return state
+
+
+def rng_states() -> dict[str, torch.Tensor]:
+    """The random generators' states: ``cpu``, and ``cuda:<i>`` for every CUDA device once CUDA is in use
+    (dropout on a GPU draws from the device's generator, not the CPU's)."""
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out.update({f"cuda:{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return out
+
+
+def set_rng_states(states: dict[str, torch.Tensor]) -> None:
+    """Restore :func:`rng_states`: the CPU generator, and each saved CUDA device's that this machine has."""
+    torch.set_rng_state(states["cpu"])
+    cuda = {int(k.split(":", 1)[1]): v for k, v in states.items() if k.startswith("cuda:")}
+    if cuda and torch.cuda.is_available():
+        for i in sorted(cuda):
+            if i < torch.cuda.device_count():
+                torch.cuda.set_rng_state(cuda[i], device=i)
 
 
 # ------------------------------------------------------------------ object-store mirror

@@ -135,9 +135,11 @@ class PersonalizedLoRAConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "PersonalizedLoRAConfig":
+        from reclora.io import loads_json
+
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
+            d = loads_json(text)
+        except ValueError as e:  # not JSON, or an object that repeats a key
             raise ConfigError(f"personalized LoRA config is not valid JSON: {e}") from e
         if not isinstance(d, dict):
             raise ConfigError("personalized LoRA config JSON must be an object")

@@ -25,6 +25,7 @@ from reclora.registry.store import (
     register,
     show,
     utc_now,
+    verified_ref,
     version_ref,
 )
 
@@ -82,7 +83,7 @@ def promote(
     reason records it). Returns {"version", "previous", "changed", "path", "reason"}.
     """
     store = open_store(uri, name)
-    v = version_ref(store, version)
+    v = verified_ref(store, version, "promoted")
     out: dict[str, Any] = {}
 
     def fn(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -124,6 +125,7 @@ def rollback_target(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> di
         raise NoPreviousChampion(
             f"nothing to roll back to in {store.where}: {cur} is the champion and there is no previous champion"
         )
+    verified_ref(store, hist[-1]["version"], "rolled back to")
     return {"version": hist[-1]["version"], "previous": cur}
 
 
@@ -148,7 +150,7 @@ def rollback(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str,
             )
         entry = hist.pop()
         restored = entry["version"]
-        version_ref(store, restored)  # it must still be there (versions are immutable, but check)
+        verified_ref(store, restored, "rolled back to")  # it must still be there and verify
         now = utc_now()
         why = f"rollback: {cur} demoted, {restored} restored"
         doc.update(champion=restored, promoted_at=now, reason=why)

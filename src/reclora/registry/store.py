@@ -32,6 +32,13 @@ Atomicity
       ``champion.json``, replaced atomically (temp file + rename locally, under a file lock;
       one PUT on an object store), so a manifest's ``status`` on disk is the status at
       registration time and readers get the live status from :func:`show`/:func:`list_versions`.
+
+Verification
+    A version verifies when its manifest is a whole JSON object (version, created_at, files) naming its
+    own directory, and every file in the directory is listed in it with its exact sha256 and size
+    (:func:`check_version`). :func:`list_versions` marks any other version ``unreadable`` with the
+    reason; promotion, rollback, deployment and serving refuse it (:func:`verified_ref`,
+    :func:`require_verified`, :func:`verify_dir`).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from reclora.errors import DataError, RecLoRAError
-from reclora.io import write_json
+from reclora.io import loads_json, refuse_overlap, write_json
 from reclora.registry.metrics import summarize_metrics
 
 DEFAULT_NAME = "reclora"
@@ -195,8 +202,8 @@ class Store:
         if raw is None:
             return None
         try:
-            return json.loads(raw)
-        except ValueError as e:
+            return loads_json(raw)
+        except ValueError as e:  # not JSON (a manifest cut short), or an object that repeats a key
             raise RegistryError(f"{self.url(path)}: not valid JSON ({e})") from e
 
     def exists(self, path: str) -> bool:
@@ -560,6 +567,8 @@ def register(
     manifest and the model card.
     """
     store = open_store(uri, name)
+    refuse_overlap({"the registry": store.url(store.base)},
+                   {"crm_dir": crm_dir, "adapter_dir": adapter_dir, "retrieval_dir": retrieval_dir, "items_path": items_path})
     sources = collect_sources(crm_dir, adapter_dir, retrieval_dir, items_path)
     if not isinstance(params, Mapping):
         raise DataError(f"params must be a dict, got {type(params).__name__}")
@@ -730,17 +739,25 @@ def show(uri: str | os.PathLike[str], version: str | int = "champion", name: str
     return {**m, "status": _status(v, store.current_champion()), "path": store.url(store.vdir(v))}
 
 
-def list_versions(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> list[dict[str, Any]]:
-    """One summary per finished version, oldest first: version, created_at, status, base_model, model, auc, logloss."""
+def list_versions(uri: str | os.PathLike[str], name: str = DEFAULT_NAME, verify: bool = True) -> list[dict[str, Any]]:
+    """One summary per finished version, oldest first: version, created_at, status, base_model, model, auc,
+    logloss. ``verify``: each version is checked (:func:`check_version`: its manifest whole, every file's
+    sha256 and size as listed); one that does not verify has status ``unreadable``, ``error`` (the
+    reasons) and ``champion`` (whether champion.json points at it). Never raises for a broken version."""
     store = open_store(uri, name)
     current = store.current_champion()
     out = []
     for v in store.visible():
         row: dict[str, Any] = {"version": v, "status": _status(v, current), "path": store.url(store.vdir(v))}
-        try:
-            m = store.manifest(v)
-        except RegistryError as e:
-            out.append(row | {"status": "unreadable", "error": str(e)})
+        if verify:
+            m, problems = check_version(store, v)
+        else:
+            try:
+                m, problems = store.manifest(v), []
+            except RegistryError as e:
+                m, problems = None, [str(e)]
+        if problems or not isinstance(m, Mapping):
+            out.append(row | {"status": "unreadable", "error": "; ".join(problems), "champion": v == current})
             continue
         t = (m.get("metrics") or {}).get("test") or {}
         lin = m.get("lineage") or {}
@@ -753,30 +770,116 @@ def list_versions(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> list
     return out
 
 
+class UnverifiedVersion(RegistryError):
+    """A version whose manifest or files do not verify: it is never promoted, rolled back to, deployed or served."""
+
+
+def _manifest_problems(m: Any, version: str | None) -> list[str]:
+    """What is wrong with a parsed manifest (empty: it is whole)."""
+    if not isinstance(m, Mapping):
+        return [f"{MANIFEST} is not a JSON object"]
+    problems = [f"{MANIFEST} lacks {k!r}" for k in ("version", "created_at", "files", "metrics") if k not in m]
+    if m.get("version") not in (None, version):
+        problems.append(f"{MANIFEST} names version {m.get('version')!r}, not its directory {version}")
+    files = m.get("files")
+    if "files" in m and (not isinstance(files, Mapping) or not files):
+        problems.append(f"{MANIFEST}: 'files' must list the version's files")
+    elif isinstance(files, Mapping):
+        bad = [k for k, v in files.items() if not isinstance(v, Mapping) or not isinstance(v.get("sha256"), str)
+               or not isinstance(v.get("size"), int)]
+        if bad:
+            problems.append(f"{MANIFEST}: no sha256/size for {', '.join(sorted(bad)[:3])}")
+    return problems
+
+
+def _file_problems(listed: Mapping[str, Any], present: Mapping[str, Callable[[], dict[str, Any]]]) -> list[str]:
+    """Listed files against the files present (relative path -> a function hashing it)."""
+    problems = []
+    for rel in sorted(listed):
+        if rel not in present:
+            problems.append(f"{rel}: missing")
+            continue
+        got, want = present[rel](), listed[rel]
+        if got["size"] != want.get("size"):
+            problems.append(f"{rel}: {got['size']} bytes, the manifest says {want.get('size')}")
+        elif got["sha256"] != want.get("sha256"):
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    problems += [f"{rel}: not in the manifest" for rel in sorted(set(present) - set(listed))]
+    return problems
+
+
+def verify_dir(path: str | os.PathLike[str], version: str | None = None) -> list[str]:
+    """Problems of a local version directory against its own manifest.json (empty list: it verifies):
+    a manifest missing, cut short or without its fields (or naming another ``version`` than the one
+    asked for; a copy such as KServe's /mnt/models may have any directory name), a listed file missing
+    or with another size or sha256, a file the manifest does not list (hidden files aside)."""
+    d = Path(path)
+    try:
+        m = loads_json((d / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        return [f"no {MANIFEST}"]
+    except ValueError as e:
+        return [f"{MANIFEST} is not valid JSON ({e})"]
+    problems = _manifest_problems(m, version or (m.get("version") if isinstance(m, Mapping) else None))
+    if problems:
+        return problems
+    present = {f.relative_to(d).as_posix(): (lambda f=f: _hash_file(f)) for f in _walk(d) if f.name != MANIFEST}
+    return _file_problems(m["files"], present)
+
+
+def check_version(store: Store, version: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """(manifest or None, problems) of one version of ``store`` (problems empty: it verifies); see :func:`verify_dir`."""
+    vdir = store.vdir(version)
+    if store.local:
+        problems = verify_dir(vdir, version)
+        m = None if problems and any(MANIFEST in p for p in problems) else store.read_json(f"{vdir}/{MANIFEST}")
+        return m, problems
+    try:
+        m = store.manifest(version)
+    except RegistryError as e:
+        return None, [f"{MANIFEST} is not valid JSON ({str(e).split('(', 1)[-1].rstrip(')')})"]
+    problems = _manifest_problems(m, version)
+    if problems:
+        return None, problems
+    with contextlib.suppress(Exception):
+        store.fs.invalidate_cache(vdir)
+    present: dict[str, Callable[[], dict[str, Any]]] = {}
+    for path in store.fs.find(vdir):
+        rel = path[len(vdir.rstrip("/")) + 1 :] if path.startswith(vdir) else path.split(f"/{version}/", 1)[-1]
+        if rel == MANIFEST or any(x.startswith(".") for x in rel.split("/")):
+            continue
+
+        def digest(path: str = path) -> dict[str, Any]:
+            h, size = hashlib.sha256(), 0
+            with store.fs.open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+            return {"sha256": h.hexdigest(), "size": size}
+
+        present[rel] = digest
+    return m, _file_problems(m["files"], present)
+
+
+def require_verified(store: Store, version: str, action: str) -> dict[str, Any]:
+    """The manifest of ``version``, or UnverifiedVersion naming the version, ``action`` and the problems."""
+    m, problems = check_version(store, version)
+    if problems or m is None:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise UnverifiedVersion(f"{version} in {store.where} cannot be {action}: it does not verify ({shown})")
+    return m
+
+
+def verified_ref(store: Store, ref: str | int, action: str) -> str:
+    """:func:`version_ref`, then :func:`require_verified` (``action``: "promoted", "deployed", ...)."""
+    v = version_ref(store, ref)
+    require_verified(store, v, action)
+    return v
+
+
 def verify(uri: str | os.PathLike[str], version: str | int = "champion", name: str = DEFAULT_NAME) -> dict[str, Any]:
-    """Re-hash a version's files against its manifest: {"version", "ok", "problems": [...]}."""
+    """Re-hash a version's files against its manifest: {"version", "ok", "problems": [...], "path"}."""
     store = open_store(uri, name)
     v = version_ref(store, version)
-    m = store.manifest(v)
-    problems = []
-    for rel, want in (m.get("files") or {}).items():
-        path = f"{store.vdir(v)}/{rel}"
-        if store.local:
-            if not os.path.isfile(path):
-                problems.append(f"{rel}: missing")
-                continue
-            got = _hash_file(path)
-        else:
-            try:
-                h, size = hashlib.sha256(), 0
-                with store.fs.open(path, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        h.update(chunk)
-                        size += len(chunk)
-            except FileNotFoundError:
-                problems.append(f"{rel}: missing")
-                continue
-            got = {"sha256": h.hexdigest(), "size": size}
-        if got["sha256"] != want.get("sha256") or got["size"] != want.get("size"):
-            problems.append(f"{rel}: sha256/size differ from the manifest")
+    _, problems = check_version(store, v)
     return {"version": v, "ok": not problems, "problems": problems, "path": store.url(store.vdir(v))}

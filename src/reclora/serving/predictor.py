@@ -34,7 +34,9 @@ Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 nam
 unknown item ids, too many/empty/duplicate candidates, wrong types, ids outside the 64-bit range,
 timestamps outside [0, 253402300799] (unix seconds up to 9999-12-31), history ratings outside the
 data set's rating range (validation.rating_range of the version's params, else of params.yaml), V2 data that does not fit
-its declared datatype (1.5 or 2**40 in an INT32/INT64 input). A 500 is only a fault of the server.
+its declared datatype (1.5 or 2**40 in an INT32/INT64 input). Nothing is guessed: an unknown or
+misspelt field (``History``), a V2 input name given twice, V2 inputs whose row counts disagree and a
+JSON object that repeats a key are 400s naming the field. A 500 is only a fault of the server.
 
 All rows of all instances of a request are scored in one batched forward; forwards are
 serialized with a lock because the personalized LoRA layers keep per-forward state.
@@ -43,7 +45,6 @@ serialized with a lock because the personalized LoRA layers keep per-forward sta
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import threading
 import time
@@ -57,11 +58,26 @@ from kserve.errors import InvalidInput
 
 from reclora.data.loaders import INT64_MAX, INT64_MIN
 from reclora.errors import DataError, RecLoRAError
+from reclora.io import loads_json
 
 DEFAULT_NAME = "reclora"
 HISTORY_SOURCES = ("request", "feature_store", "none")
 INT_RANGES = {"INT64": (INT64_MIN, INT64_MAX), "INT32": (-(2**31), 2**31 - 1)}
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: the last second a datetime can show
+V1_BODY_FIELDS = ("instances",)
+INSTANCE_FIELDS = ("user_id", "candidates", "history", "timestamp")
+HISTORY_FIELDS = ("item_id", "rating", "timestamp")
+V2_INPUTS = ("user_id", "candidates", "history")
+
+
+def _unknown_fields(obj: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    """InvalidInput naming the first key of ``obj`` that is not one of ``known`` (and the known one it
+    resembles, e.g. ``History`` -> ``history``): an unknown field is never ignored."""
+    for key in obj:
+        if key not in known:
+            near = next((k for k in known if str(key).strip().lower().replace("-", "_") == k), None)
+            hint = f" (did you mean {near!r}?)" if near else ""
+            raise InvalidInput(f"{where} has an unknown field {str(key)!r}{hint}; the fields are {', '.join(known)}")
 
 
 def _is_int(v: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> bool:
@@ -80,17 +96,24 @@ def _is_num(v: Any) -> bool:
 
 
 def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
-    """A version directory (has manifest.json) as is; otherwise a local registry URI resolved at ``ref``."""
-    p = Path(str(model))
-    if (p / "manifest.json").is_file():
-        return p
-    from reclora.registry import resolve
+    """A version directory (has manifest.json) as is; otherwise a local registry URI resolved at ``ref``.
 
-    vdir = resolve(str(model), ref)
-    vp = Path(vdir)
-    if not (vp / "manifest.json").is_file():
-        raise DataError(f"{vdir}: not a local registry version (no manifest.json); only local registries are served")
-    return vp
+    Raises DataError for a version that does not verify against its manifest (a manifest cut short, a
+    file missing, changed or not listed: :func:`reclora.registry.store.verify_dir`): it is never served."""
+    from reclora.registry.store import verify_dir
+
+    p, version = Path(str(model)), None
+    if not (p / "manifest.json").is_file():
+        from reclora.registry import resolve
+
+        vdir = resolve(str(model), ref)
+        p, version = Path(vdir), Path(vdir).name
+        if not (p / "manifest.json").is_file():
+            raise DataError(f"{vdir}: not a local registry version (no manifest.json); only local registries are served")
+    problems = verify_dir(p, version)
+    if problems:
+        raise DataError(f"{p} cannot be served: it does not verify against its manifest ({'; '.join(problems[:5])})")
+    return p
 
 
 class RecLoRAPredictor(Model):
@@ -223,6 +246,7 @@ class RecLoRAPredictor(Model):
             w = f"{where}.history[{j}]"
             if not isinstance(e, Mapping):
                 raise InvalidInput(f"{w} must be an object with item_id and rating")
+            _unknown_fields(e, HISTORY_FIELDS, w)
             iid = self._check_item(e.get("item_id"), w)
             r = e.get("rating")
             if not _is_num(r):
@@ -245,6 +269,7 @@ class RecLoRAPredictor(Model):
             w = f"instances[{i}]"
             if not isinstance(inst, Mapping):
                 raise InvalidInput(f"{w} must be an object with user_id and candidates")
+            _unknown_fields(inst, INSTANCE_FIELDS, w)
             uid = inst.get("user_id")
             if not _is_int(uid):
                 raise InvalidInput(f"{w}.user_id must be an integer within the 64-bit range, got {uid!r}")
@@ -378,8 +403,8 @@ class RecLoRAPredictor(Model):
         out = []
         for j, v in enumerate(arr.reshape(-1)):
             try:
-                out.append(json.loads(v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)))
-            except (ValueError, UnicodeDecodeError) as e:
+                out.append(loads_json(v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)))
+            except ValueError as e:  # not JSON (or not UTF-8), or an object that repeats a key
                 raise InvalidInput(f"input {name!r}[{j}] is not valid JSON: {e}") from e
         return out
 
@@ -399,13 +424,17 @@ class RecLoRAPredictor(Model):
 
     def parse_v2(self, req: InferRequest) -> tuple[list[dict[str, Any]], int]:
         """InferRequest -> V1-style instances (validated later) and the output width k."""
+        names = [i.name for i in req.inputs]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InvalidInput(f"V2 input {repeated[0]!r} is given {names.count(repeated[0])} times; each input once")
         by_name = {i.name: i for i in req.inputs}
         for need in ("user_id", "candidates"):
             if need not in by_name:
                 raise InvalidInput(f"V2 request lacks input {need!r} (inputs: user_id INT64 [n], candidates INT64 [n, k])")
-        unknown = set(by_name) - {"user_id", "candidates", "history"}
+        unknown = set(by_name) - set(V2_INPUTS)
         if unknown:
-            raise InvalidInput(f"unknown V2 inputs {sorted(unknown)}; expected user_id, candidates, history")
+            raise InvalidInput(f"unknown V2 inputs {sorted(unknown)}; expected {', '.join(V2_INPUTS)}")
         try:
             u_in, c_in = by_name["user_id"], by_name["candidates"]
             if u_in.datatype not in INT_RANGES:
@@ -435,8 +464,11 @@ class RecLoRAPredictor(Model):
             raise
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
             raise InvalidInput(f"malformed V2 request: {e}") from e
+        rows = {"user_id": len(users), "candidates": len(cands), "history": len(hist)}
+        if len(set(rows.values())) != 1:  # one row per user in every input: never zip a user away
+            raise InvalidInput(f"V2 inputs disagree on the number of rows: {rows}")
         instances = [{"user_id": int(u), "candidates": c, **({"history": h} if h is not None else {})}
-                     for u, c, h in zip(users, cands, hist)]  # fmt: skip
+                     for u, c, h in zip(users, cands, hist, strict=True)]  # fmt: skip
         k = max((len(c) for c in cands if isinstance(c, list)), default=0)
         return instances, k
 
@@ -461,9 +493,10 @@ class RecLoRAPredictor(Model):
             return await loop.run_in_executor(None, self.predict_v2, payload)
         if isinstance(payload, (bytes, bytearray, str)):  # a client that did not say application/json (curl -d)
             try:
-                payload = json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as e:
+                payload = loads_json(payload)
+            except ValueError as e:  # not JSON (or not UTF-8), or an object that repeats a key
                 raise InvalidInput(f"V1 body is not valid JSON: {e}") from e
         if not isinstance(payload, Mapping) or "instances" not in payload:
             raise InvalidInput('V1 body must be a JSON object with "instances": [{"user_id", "candidates", ...}]')
+        _unknown_fields(payload, V1_BODY_FIELDS, "the V1 body")
         return await loop.run_in_executor(None, self.predict_instances, payload["instances"])

@@ -26,7 +26,7 @@ from typing import Any
 
 from reclora import config
 from reclora.errors import ConfigError, ValidationFailed
-from reclora.io import atomic_dir, write_json
+from reclora.io import atomic_dir, refuse_overlap, write_json
 from reclora.validation import reasons
 from reclora.validation.load import PreparedTables, add_derived_columns, load_prepared
 from reclora.validation.suites import TableCheck, build_checks
@@ -233,9 +233,8 @@ def validate_prepared(
     """
     started = time.perf_counter()
     data_dir = Path(data_dir)
+    refuse_overlap({"--report": report_dir}, {"--data": data_dir})
     report_dir = Path(report_dir).absolute()
-    if data_dir.absolute().resolve().is_relative_to(report_dir.resolve()):
-        raise ConfigError(f"report dir {report_dir} would replace the data it validates ({data_dir})")
     params = config.section("validation") if params is None else params
     tables = load_prepared(data_dir)
     params = _check_params(params, tables.dataset)

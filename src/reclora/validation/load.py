@@ -12,7 +12,6 @@ the raw columns.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 
 from reclora.data import schema
 from reclora.errors import DataError
+from reclora.io import read_json
 
 LIST_COLUMNS = tuple(c for c, t in schema.SAMPLE_COLUMNS.items() if t.startswith("list<"))
 SCALAR_SAMPLE_COLUMNS = tuple(c for c in schema.SAMPLE_COLUMNS if c not in LIST_COLUMNS)
@@ -54,10 +54,9 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: not found (is {data_dir} a prepared directory? run `reclora data prepare`)")
     try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
+        meta = read_json(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e}") from e
     if not isinstance(meta, dict):
         raise DataError(f"{path}: top level must be a JSON object")
     return meta
