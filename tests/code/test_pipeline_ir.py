@@ -305,7 +305,9 @@ def test_a_per_step_override_and_the_waiter_reach_the_ir(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad, match", [
     ({"cpu_request": "8", "cpu_limit": "4", "memory_request": "1Gi", "memory_limit": "2Gi"}, "above cpu_limit"),
     ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "4GB", "memory_limit": "8Gi"}, "memory"),
-    ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "1Gi"}, "missing"),
+    # a params file is merged over the packaged defaults, so a key cannot go missing; a misspelt one is refused
+    ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "2Gi", "memory_limt": "3Gi"},
+     "unknown"),
 ])
 def test_bad_step_sizes_are_config_errors(bad, match, tmp_path, monkeypatch):
     from reclora.config import deep_merge
