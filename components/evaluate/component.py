@@ -9,6 +9,10 @@ def evaluate(
     summary: Output[Markdown],
 ) -> NamedTuple("EvaluationOutputs", [("auc", float), ("logloss", float)]):
     """RecLoRA against the CRM, vanilla LoRA and the current champion, on the same samples."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     import shutil
     from collections import namedtuple
 

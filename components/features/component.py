@@ -4,6 +4,10 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 def features(data: Input[Dataset], feature_store: Output[Dataset], stats: Output[Metrics]):
     """Feast: write the feature sources, `feast apply`, materialize the SQLite online store, join the
     shared features on every sample row (training's model inputs) and check point-in-time correctness."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.features import features_stage
 
     s = features_stage(data.path, feature_store.path)

@@ -6,6 +6,10 @@ def prepare(dataset: str, source_path: str, version_tag: str, profile: str, over
     """Raw behaviour data -> canonical tables + train/valid/test CTR samples; returns the data version
     (DVC's md5 of the prepared directory, the same as `dvc.lock` would record). ``source_path``: a path in
     the pod, an object-store URI (s3://, gs://) or a DVC reference (dvc+<repository>#<path>[@<rev>])."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.data import dvc_hash
     from reclora.data import prepare as run

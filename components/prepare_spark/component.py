@@ -8,6 +8,10 @@ def prepare_spark(dataset: str, source_path: str, version_tag: str, profile: str
     writes it to this step's ``data`` URI; this step creates it, waits for it, and reports the summary
     and the data version (DVC's md5 of the prepared directory) the driver wrote to ``report``.
     ``source_path``: an object-store URI, a DVC reference, or a path on the Spark work volume."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.spark import prepare_on_spark
 

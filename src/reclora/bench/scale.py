@@ -211,7 +211,9 @@ def bench_scale(
     Raises ConfigError on bad sizes/stages/mode/repeats.
     """
     from reclora.errors import ConfigError
+    from reclora.hardware import hardware_info
     from reclora.io import write_json
+    from reclora.precision import choose
 
     if not sizes or any(int(n) < 1000 for n in sizes):
         raise ConfigError(f"--events: sizes must be integers >= 1000, got {sizes}")
@@ -232,6 +234,7 @@ def bench_scale(
     work = Path(work) if work else out.with_name(out.stem + "-work")
     result: dict[str, Any] = {
         "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "hardware": hardware_info(), "precision": choose(None, "cpu", log=False).as_dict(),  # the embed stage's (auto)
         "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "repeats": repeats, "sizes": {},
     }  # fmt: skip
     opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params_path}

@@ -502,7 +502,7 @@ def cleanup(
 # ------------------------------------------------------------------ register
 def _manifest(
     name: str, version: str, created: str, base_model: str, files: Mapping[str, Any], summary: Mapping[str, Any],
-    lineage: Mapping[str, Any], data: Mapping[str, Any],
+    lineage: Mapping[str, Any], data: Mapping[str, Any], runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     return _clean({
         "schema_version": SCHEMA_VERSION,
@@ -514,6 +514,7 @@ def _manifest(
         "metrics": summary,
         "lineage": lineage,
         "data": data,
+        "runtime": dict(runtime or {}),
         "files": {k: files[k] for k in sorted(files)},
         "layout": {
             "crm": "crm", "adapter": "adapter", "params": PARAMS, "metrics": METRICS, "card": CARD,
@@ -547,6 +548,7 @@ def register(
     model_registry_options: Mapping[str, Any] | None = None,
     stale_after: float = STALE_AFTER,
     detect_git_commit: bool = True,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store a new immutable version ``vNNNN`` and return its manifest (plus ``path``, the version's URI).
 
@@ -557,6 +559,8 @@ def register(
     ``data``: dataset facts for the model card (defaults to the prepared ``meta.json`` beside ``items_path``).
     ``model_registry_url``: also record the version in a Kubeflow Model Registry (needs the
     ``model-registry`` package; see :mod:`reclora.registry.kubeflow`).
+    ``runtime``: what the adapter was trained on, {"precision": {"chosen", ...}, "hardware": {...}} (the LLM
+    stage's summary); recorded in the manifest and the model card (a server decides its own precision).
     """
     store = open_store(uri, name)
     sources = collect_sources(crm_dir, adapter_dir, retrieval_dir, items_path)
@@ -578,10 +582,10 @@ def register(
     cleanup(store, stale_after=stale_after)
 
     def build(version: str, files: dict[str, Any]) -> tuple[dict[str, Any], bytes, bytes]:
-        draft = _manifest(name, version, created, base_model, files, summary, full_lineage, info)
+        draft = _manifest(name, version, created, base_model, files, summary, full_lineage, info, runtime)
         card = _card(draft, params)
         files = {**files, CARD: _bytes_entry(card)}
-        m = _manifest(name, version, created, base_model, files, summary, full_lineage, info)
+        m = _manifest(name, version, created, base_model, files, summary, full_lineage, info, runtime)
         return m, card, json_bytes(m)
 
     if store.local:

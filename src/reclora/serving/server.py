@@ -1,7 +1,8 @@
 """The HTTP server: the FastAPI app KServe's ModelServer builds (V1 + V2 + health + /metrics), served
 by our own uvicorn config so the host is ours to choose (ModelServer hard-codes 0.0.0.0).
 
-    build_app(predictor)  -> FastAPI app (the predictor must be loaded)
+    build_app(predictor)  -> FastAPI app (the predictor must be loaded); besides KServe's routes,
+                             GET /reclora/info: the precision, hardware and rows/tokens scored
     serve(model_uri, port=8080, host="127.0.0.1", ...)  load the model and serve until SIGINT/SIGTERM
 """
 
@@ -51,6 +52,7 @@ def build_app(predictor: RecLoRAPredictor) -> FastAPI:
     rest._register_endpoints(app)
     rest._add_exception_handlers(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_api_route("/reclora/info", lambda: predictor.info(), methods=["GET"])  # precision, hardware, rows scored
     app.state.predictor = predictor
     return app
 
@@ -66,13 +68,17 @@ def serve(
     max_candidates: int = 100,
     num_threads: int | None = None,
     log_level: str = "warning",
+    precision: str | None = None,
 ) -> None:
-    """Load the model, then serve V1/V2 on host:port until interrupted."""
+    """Load the model, then serve V1/V2 on host:port until interrupted. ``precision``: auto (None) |
+    fp32 | bf16 | fp16, decided by this machine (see :class:`RecLoRAPredictor`)."""
     import uvicorn
+    import torch
 
     predictor = RecLoRAPredictor(model_uri, ref=ref, name=name, base_model=base_model, feature_store=feature_store,
-                                 max_candidates=max_candidates, num_threads=num_threads)  # fmt: skip
+                                 max_candidates=max_candidates, num_threads=num_threads, precision=precision)  # fmt: skip
     predictor.load()
     app = build_app(predictor)
-    print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port}", flush=True)
+    print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port} "
+          f"({predictor.precision.name}, {torch.get_num_threads()} threads)", flush=True)  # fmt: skip
     uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level=log_level, log_config=None)).run()
