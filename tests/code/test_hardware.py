@@ -187,3 +187,18 @@ def test_the_cli_and_the_torchrun_worker_set_the_process_up_first(monkeypatch):
         launch.main(["llm", "--kind", "lora", "--data", "d", "--retrieved", "r", "--out", "o"])
     monkeypatch.setattr(H, "setup_process", lambda ranks=None: (_ for _ in ()).throw(H.GPUUnavailable("given a GPU")))
     assert run_cli(app, ["model", "info"], prog_name="reclora") == 2  # the check's error: one line, exit 2
+
+
+def test_the_model_card_says_what_the_adapter_was_trained_on():
+    from reclora.registry.card import render_model_card
+
+    runtime = {"precision": {"chosen": "fp32", "requested": "auto", "device": "cpu", "reason": "CPU without bf16 matmul"},
+               "hardware": {"cpu": {"model": "AMD EPYC 7B12", "flags": ["avx2", "fma"], "aten_capability": "AVX2"},
+                            "threads": 2, "threads_source": "cgroup CPU quota 2", "torch": "2.13.0", "cuda": None,
+                            "gpus": []}}  # fmt: skip
+    card = render_model_card({"name": "reclora", "version": "v0007", "runtime": runtime})
+    assert "## Training hardware and precision" in card
+    assert "| precision | fp32 (requested auto: CPU without bf16 matmul) |" in card
+    assert "AMD EPYC 7B12; flags avx2, fma; ATen AVX2" in card and "| threads | 2 (cgroup CPU quota 2) |" in card
+    assert "| GPU | none |" in card
+    assert "Training hardware" not in render_model_card({"name": "reclora", "version": "v0001"})  # older versions

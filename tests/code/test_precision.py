@@ -158,3 +158,21 @@ def test_the_probe_runs_for_real_where_oneDNN_is_limited_below_native_bf16():
     got = _auto_in({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})
     assert got["probe"]["fp32_gflops"] > 0 and got["probe"]["bf16_gflops"] > 0
     assert got["chosen"] == ("bf16" if got["probe"]["speedup"] >= P.PROBE_MIN_SPEEDUP else "fp32")
+
+
+def test_serve_refuses_an_unknown_precision(monkeypatch, capsys, tmp_path):
+    from reclora.cli.common import run_cli
+    from reclora.cli.main import app
+    from reclora.hardware import THREAD_VARS
+
+    for k in THREAD_VARS:  # run_cli sets the process up: restored after
+        monkeypatch.delenv(k, raising=False)
+    n = torch.get_num_threads()
+    try:
+        assert run_cli(app, ["serve", "--model", str(tmp_path), "--precision", "fp8"], prog_name="reclora") == 2
+        assert run_cli(app, ["serve", "--model", str(tmp_path), "--set", "train.precision=half"], prog_name="reclora") == 2
+    finally:
+        torch.set_num_threads(n)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: --precision must be one of auto, fp32, bf16, fp16, got 'fp8'"
+    assert err[1] == "error: train.precision must be one of auto, fp32, bf16, fp16, got 'half'"

@@ -333,6 +333,19 @@ def test_bounded_load(server, tmp_path):
         bench_serve("http://example.com:8080", None, requests=1)
 
 
+def test_the_server_decides_its_precision_by_its_own_hardware(version):
+    """Not by the precision recorded at training (fp32 here, SMALL): auto, decided on this machine."""
+    from reclora.precision import choose
+    from reclora.serving import RecLoRAPredictor
+
+    vdir = version["registry"] / "reclora" / "versions" / "v0001"
+    assert json.loads((vdir / "params.json").read_text())["train"]["precision"] == "fp32"
+    p = RecLoRAPredictor(version["registry"])
+    p.load()
+    assert p.precision.requested == "auto" and p.precision.name == choose("auto", "cpu", log=False).name
+    assert RecLoRAPredictor(version["registry"], precision="bf16").precision_request == "bf16"
+
+
 def test_info_says_what_the_server_runs(client):
     info = client.get("/reclora/info").json()
     assert info["precision"]["chosen"] == "fp32" and info["precision"]["requested"] == "fp32"  # --set train.precision
