@@ -172,6 +172,9 @@ def test_serve_refuses_an_unknown_precision(monkeypatch, capsys, tmp_path):
         assert run_cli(app, ["serve", "--model", str(tmp_path), "--precision", "fp8"], prog_name="reclora") == 2
         assert run_cli(app, ["serve", "--model", str(tmp_path), "--set", "train.precision=half"], prog_name="reclora") == 2
     finally:
+        from reclora.config import set_cli_overrides
+
+        set_cli_overrides(None)  # the --set items live for the process: none for the next test
         torch.set_num_threads(n)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: --precision must be one of auto, fp32, bf16, fp16, got 'fp8'"
