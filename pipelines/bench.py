@@ -43,6 +43,7 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
 def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small",
                    model_path: str = "") -> dict[str, Any]:  # fmt: skip
     from pipelines.run import run_local
+    from reclora.bench.quality import run_info
     from reclora.io import refuse_overlap
 
     refuse_overlap({"--out": out}, {"--path": source_path if dataset != "synthetic" else None, "--model": model_path})
@@ -62,6 +63,7 @@ def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str
         "kfp_local_seconds": round(local, 1),
         "ratio": round(local / direct, 3),
         "registered_version": r.get("registered_version"),
+        **run_info(load_params_with(None, profile or None)),  # the hardware and the LLM steps' precision
     }
     print(f"[bench pipeline] ratio kfp.local / direct = {result['ratio']:.3f}", flush=True)
     write_json(out, result)

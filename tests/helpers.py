@@ -135,7 +135,7 @@ def llm_stage_inputs(d: Path) -> tuple[Path, Path, dict]:
         "synthetic": {"n_users": 30, "n_items": 40, "mean_interactions": 20, "min_interactions": 10},
         "retrieval": {"mode": "recent", "k_long": 8, "k_short": 3},
         "adapter": {"dropout": 0.0},
-        "train": {"sample_size": 24, "batch_size": 4, "epochs": 1, "bf16": False, "checkpoint_every": 1,
+        "train": {"sample_size": 24, "batch_size": 4, "epochs": 1, "precision": "fp32", "checkpoint_every": 1,
                   "eval_samples": 16, "predict_batch_size": 8, "max_length": 256, "lr": 0.005},
     })  # fmt: skip
     data, ret = d / "prepared", d / "retrieved"

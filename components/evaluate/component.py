@@ -11,6 +11,10 @@ def evaluate(
 ) -> NamedTuple("EvaluationOutputs", [("auc", float), ("logloss", float), ("promote", bool), ("decision", str)]):
     """RecLoRA against the CRM, vanilla LoRA and the current champion re-scored on the same samples; sliced
     metrics; the promotion gate's decision (the register step applies it)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     import shutil
     from collections import namedtuple
 

@@ -5,6 +5,10 @@ def features(data: Input[Dataset], profile: str, overrides: dict, feature_store:
              stats: Output[Metrics]):
     """Feast: write the feature sources, `feast apply`, materialize the SQLite online store, join the
     shared features on every sample row (training's model inputs) and check point-in-time correctness."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.features import features_stage
 

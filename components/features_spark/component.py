@@ -6,6 +6,10 @@ def features_spark(data: Input[Dataset], profile: str, overrides: dict, feature_
     """The features step beyond one machine: a SparkApplication (Kubeflow Spark Operator) runs the Feast
     sources, `feast apply`, materialization and the point-in-time joins on Spark (Feast's Spark offline
     store); this step creates it, waits for it, and reports the stage summary it wrote."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.spark import features_on_spark
 

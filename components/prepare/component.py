@@ -7,6 +7,10 @@ def prepare(dataset: str, source_path: str, version_tag: str, profile: str, over
     (DVC's md5 of the prepared directory, the same as `dvc.lock` would record). ``source_path``: a path in
     the pod, an object-store URI (s3://, gs://) or a DVC reference (dvc+<repository>#<path>[@<rev>]).
     ``source_fingerprint``: the source_version step's output (recorded; part of the step's cache key)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.data import dvc_hash
     from reclora.data import prepare as run

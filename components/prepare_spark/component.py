@@ -9,6 +9,10 @@ def prepare_spark(dataset: str, source_path: str, version_tag: str, profile: str
     and the data version (DVC's md5 of the prepared directory) the driver wrote to ``report``.
     ``source_path``: an object-store URI, a DVC reference, or a path on the Spark work volume.
     ``source_fingerprint``: the source_version step's output (recorded; part of the step's cache key)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.spark import prepare_on_spark
 

@@ -10,6 +10,10 @@ def register(
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("promoted", bool), ("reason", str)]):
     """Register the adapter version (immutable) and promote it if it passes the gate; with ``deploy``, a
     promotion also patches the KServe InferenceService's storageUri to the new version (KServe rolls it)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from collections import namedtuple
 
     from reclora.config import load_params_with

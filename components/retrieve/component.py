@@ -4,6 +4,10 @@ from kfp.dsl import Dataset, Input, Output
 def retrieve(data: Input[Dataset], model_path: str, mode: str, profile: str, overrides: dict, retrieved: Output[Dataset]):
     """Long-short modality retrieval: K_long and K_short relevant earlier behaviours per sample.
     ``model_path``: a path in the image, a hub id or an object-store URI (downloaded into the cache)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.stages import retrieve_stage
     from reclora.storage import fetch_model

@@ -6,6 +6,10 @@ def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, ove
     """The DIN-style CRM on the full training split; its hidden vector is RecLoRA's signal. User
     attributes and item genres come from Feast's offline store (the features step's repo; without
     it, from the prepared tables)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.stages import crm_stage
 

@@ -14,6 +14,10 @@ def train_llm(
     mirrored to <checkpoint_uri>/<run_id>/<task_name>, so a retry in a new pod resumes from the bucket.
     ``feature_store`` (the features step's output): the prompts' profiles and titles from Feast
     (without it: from the prepared tables)."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     from reclora.config import load_params_with
     from reclora.launch import train_llm as run_ranks
     from reclora.trainjob import train_llm_multinode

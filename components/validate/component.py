@@ -5,6 +5,10 @@ def validate(data: Input[Dataset], profile: str, overrides: dict, report: Output
              stats: Output[Metrics]) -> bool:  # fmt: skip
     """Great Expectations gate: the Data Docs site (and its overview page for the KFP UI); True when the data passed.
     The pipeline runs nothing after it when it returns False."""
+    from reclora.hardware import setup_process
+
+    setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
+
     import shutil
     import sys
 

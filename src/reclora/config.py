@@ -79,13 +79,34 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
     return value
 
 
+# Keys params.yaml no longer has, still accepted by `--set`: old key -> (new key, {old value: new value}).
+RENAMED_SETS: dict[str, tuple[str, dict[bool, str]]] = {
+    "train.bf16": ("train.precision", {True: "bf16", False: "fp32"}),
+}
+
+
+def _renamed(key: str, raw: str, params: dict[str, Any]) -> tuple[str, str]:
+    """(key, raw) of a ``--set`` item, an old key that params.yaml no longer has translated to its new one."""
+    if key not in RENAMED_SETS:
+        return key, raw
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            new, values = RENAMED_SETS[key]
+            value = _coerce(key, raw, False)  # a boolean, or a ConfigError naming the key
+            return new, values[value]
+        node = node[part]
+    return key, raw  # params.yaml still has it (an older file): as it is
+
+
 def parse_overrides(items: list[str], params: dict[str, Any]) -> dict[str, Any]:
     """``["train.lr=0.01", "crm.mlp=[64, 32]"]`` -> ``{"train": {"lr": 0.01}, "crm": {"mlp": [64, 32]}}``.
 
     Each value takes the type params.yaml has at its key (int, float, bool, str, list, mapping;
     YAML syntax for lists and mappings); a later item for the same key wins.
     Raises ConfigError for an item without ``=``, a key params.yaml does not have, or a value of
-    the wrong type.
+    the wrong type. A renamed key (:data:`RENAMED_SETS`: ``train.bf16=true|false``) sets its new one
+    (``train.precision=bf16|fp32``).
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -93,6 +114,7 @@ def parse_overrides(items: list[str], params: dict[str, Any]) -> dict[str, Any]:
         key = key.strip()
         if not eq or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set wants section.key=value, got {item!r}")
+        key, raw = _renamed(key, raw, params)
         parts = key.split(".")
         node: Any = params
         for i, part in enumerate(parts):

@@ -105,7 +105,10 @@ def _launch_local(
         "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "TORCHELASTIC_USE_AGENT_STORE": "True",
     }  # fmt: skip
     base.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    base.setdefault("OMP_NUM_THREADS", "1")
+    from reclora.hardware import THREAD_VARS, thread_count
+
+    per_rank = str(thread_count(ranks=nproc)[0])  # the CPU quota shared by the ranks (a worker sets its own too)
+    base.update(dict.fromkeys(THREAD_VARS, per_rank))
     procs: list[subprocess.Popen] = []
     files = []
     try:
@@ -287,8 +290,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reclora.launch llm ...``: one rank of data-parallel LLM training (under torchrun)."""
+    """``python -m reclora.launch llm ...``: one rank of data-parallel LLM training (under torchrun).
+    Its threads: the CPU quota shared by the ranks of this node (``LOCAL_WORLD_SIZE``)."""
+    from reclora.hardware import setup_process
+
     args = parser().parse_args(argv)
+    setup_process()
     init_from_env()
     try:
         s = run_llm_stage(

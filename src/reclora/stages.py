@@ -24,6 +24,7 @@ from reclora.config import load_params
 from reclora.data import read_prepared
 from reclora.data.schema import SPLITS
 from reclora.errors import DataError
+from reclora.hardware import hardware_info
 from reclora.io import atomic_dir, read_json, refuse_overlap, write_json
 
 KEY = ["user_id", "item_id", "timestamp"]
@@ -108,14 +109,17 @@ def retrieve_stage(
     if missing:
         raise DataError(f"{data_dir}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`")
     meta = read_json(data_dir / schema.META)
-    ids = emb = event_rows = None
+    ids = emb = event_rows = prec = None
     event_items = np.zeros(0, np.int64)  # recent mode reads no event: positions follow from the lengths
     if mode == "relevance":
         event_items = read_events(data_dir, ["item_id"])["item_id"].to_numpy(np.int64)
+        from reclora.precision import choose
+
         src = rp.get("embedding_model") or resolve_model_path(model_path)
         items = pd.read_parquet(data_dir / schema.ITEMS)
+        prec = choose(p.get("train"), "cpu")  # the embedding model runs on the CPU
         ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress,
-                                       layers=int(rp.get("embedding_layers") or 0))  # fmt: skip
+                                       layers=int(rp.get("embedding_layers") or 0), precision=prec)  # fmt: skip
         event_rows = _Embeddings(ids, emb).rows(event_items)
     out = Path(out_dir)
     counts: dict[str, int] = {}
@@ -151,6 +155,8 @@ def retrieve_stage(
             "dataset": meta["dataset"],
             "samples": counts,
             "seconds": round(time.perf_counter() - t0, 2),
+            "precision": prec.as_dict() if prec is not None else None,  # of the item embeddings (relevance mode)
+            "hardware": hardware_info(),
         }
         write_json(tmp / "retrieval.json", summary)
     return summary
@@ -246,6 +252,8 @@ def crm_stage(
         "ranks": int(history.get("ranks", 1)),
         "hidden_dim": int(model.hidden_dim),
         "seconds": round(time.perf_counter() - t0, 2),
+        "precision": {"chosen": "fp32", "requested": "fp32", "device": "cpu", "reason": "the CRM trains in fp32"},
+        "hardware": hardware_info(),
     }
     if dist.is_main():
         with atomic_dir(Path(out_dir)) as tmp:
@@ -278,7 +286,9 @@ def llm_stage(
     The run directory OUT/run keeps resumable checkpoints: a killed run started again with
     the same arguments continues from its last checkpoint. OUT/adapter is written at the end.
     ``cache_dir``: frozen-layer states shared with other runs on the same prompts and base model
-    (e.g. vanilla LoRA and RecLoRA in one benchmark); see ``PromptSet.cache``. ``text_path=False``
+    (e.g. vanilla LoRA and RecLoRA in one benchmark); see ``PromptSet.cache``. Without it, params
+    ``train.share_frozen_cache: true`` keeps them in ``$RECLORA_CACHE/frozen-states`` (what both LLM
+    steps of the small profile's pipeline share). ``text_path=False``
     (ablation, crm_residual readout only): nothing is trained, s stays 0, so the predictions are the CRM's.
     ``checkpoint_uri`` (any fsspec URI): the checkpoints are also mirrored there, and a run
     whose local run directory is gone (a retry in a new pod) resumes from that copy.
@@ -298,6 +308,10 @@ def llm_stage(
                     "--init-from": init_from, "--model": model_path})
     p = _params(params)
     tp, ap = p["train"], dict(p["adapter"])
+    if cache_dir is None and tp.get("share_frozen_cache"):
+        from reclora.config import cache_dir as reclora_cache
+
+        cache_dir = reclora_cache() / "frozen-states"
     if init_from is not None:
         if kind != "reclora":
             raise DataError(f"init_from (two-stage RecLoRA) needs kind reclora, got {kind!r}")
@@ -337,6 +351,7 @@ def llm_stage(
     import torch
 
     from reclora.few2many import distributed as dist
+    from reclora.precision import choose
 
     path = resolve_model_path(model_path)
     base, tok = load_causal_lm(path)
@@ -364,7 +379,7 @@ def llm_stage(
     t_train = time.perf_counter()
     probs = predict_adapter(
         adapter, tok, eval_prompts, sig["eval"], batch_size=int(tp["predict_batch_size"]),
-        max_length=int(tp["max_length"]), bf16=bool(tp["bf16"]), progress=progress, anchors=anchor["eval"],
+        max_length=int(tp["max_length"]), precision=cfg.precision, progress=progress, anchors=anchor["eval"],
         cache_dir=cache_dir,
     )  # fmt: skip
     t_pred = time.perf_counter()
@@ -388,6 +403,8 @@ def llm_stage(
         "train_config": tp,
         "predict_seconds": round(t_pred - t_train, 2),
         "seconds": round(time.perf_counter() - t0, 2),
+        "precision": choose(cfg.precision, dist.device(), log=False).as_dict(),
+        "hardware": hardware_info(),
     }
     if dist.is_main():  # under torchrun only rank 0 writes; every rank waits for it
         import shutil
@@ -623,6 +640,7 @@ def register_stage(
         lineage={"data_version": data_version, "pipeline_run_id": run_id},
         base_model=str(adapter_meta.get("base_model", "")),
         model="RecLoRA",
+        runtime={k: adapter_meta[k] for k in ("precision", "hardware") if adapter_meta.get(k)},
     )
     r["model_card"] = f"{str(r['path']).rstrip('/')}/MODEL_CARD.md"  # a local path or an object-store URI
     r["deploy"] = None

@@ -38,7 +38,7 @@ def _parse(*items):
 def test_set_items_are_typed_by_params_yaml():
     out = _parse("train.sample_size=64", "train.lr=1e-2", "train.bf16=false", "crm.mlp=[64, 32]",
                  "data.dataset=ml-100k", "data.path=", "data.label_threshold.ml-100k=3", "pipeline.gpu={}")  # fmt: skip
-    assert out["train"] == {"sample_size": 64, "lr": 0.01, "bf16": False}
+    assert out["train"] == {"sample_size": 64, "lr": 0.01, "precision": "fp32"}  # the old key, renamed
     assert isinstance(out["train"]["sample_size"], int) and isinstance(out["train"]["lr"], float)
     assert out["crm"] == {"mlp": [64, 32]} and out["data"]["dataset"] == "ml-100k" and out["data"]["path"] == ""
     assert out["data"]["label_threshold"] == {"ml-100k": 3.0} and isinstance(out["data"]["label_threshold"]["ml-100k"], float)
@@ -46,6 +46,30 @@ def test_set_items_are_typed_by_params_yaml():
     # a string stays a string even when it looks like a number; the last item for a key wins
     assert _parse("synthetic.start=2024", "train.epochs=1", "train.epochs=3") == {
         "synthetic": {"start": "2024"}, "train": {"epochs": 3}}
+
+
+def test_the_old_bf16_key_still_sets_the_precision():
+    """params.yaml has `train.precision` now; `--set train.bf16=true|false` means bf16|fp32, and an older
+    params file that still has `bf16` keeps it (read as the precision by requested_precision)."""
+    import copy
+
+    from reclora.config import parse_overrides
+    from reclora.precision import requested_precision
+
+    assert "bf16" not in load_params()["train"] and load_params()["train"]["precision"] == "auto"
+    assert _parse("train.bf16=true") == {"train": {"precision": "bf16"}}
+    assert _parse("train.bf16=false", "train.precision=fp16") == {"train": {"precision": "fp16"}}  # the last word
+    old = copy.deepcopy(load_params())
+    del old["train"]["precision"]
+    old["train"]["bf16"] = True
+    assert parse_overrides(["train.bf16=false"], old) == {"train": {"bf16": False}}
+    assert requested_precision(old["train"]) == "bf16" and requested_precision({"bf16": False}) == "fp32"
+    assert requested_precision({"precision": "auto", "bf16": False}) == "fp32"  # defaults merged under an old file
+    assert requested_precision({"precision": "fp16", "bf16": True}) == "fp16"  # an explicit precision wins
+    assert requested_precision({}) == requested_precision(None) == "auto"
+    for bad in ({"precision": "fp8"}, {"precision": 16}, {"bf16": "yes"}):
+        with pytest.raises(ConfigError, match="train"):
+            requested_precision(bad)
 
 
 @pytest.mark.parametrize("item, message", [

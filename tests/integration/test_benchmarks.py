@@ -7,7 +7,7 @@ import json
 import pytest
 
 from reclora.bench.quality import bench_quality
-from reclora.bench.speed import bench_speed, step_flops
+from reclora.bench.speed import bench_speed, forward_flops, step_flops
 from reclora.config import load_params
 
 
@@ -83,12 +83,26 @@ def test_speed_benchmark_writes_ratios(tmp_path, tiny_llama_dir):
     assert saved_few["runs"]["reference"]["layers"] == "all" and not saved_few["runs"]["reference"]["cache_lower"]
     assert saved_few["runs"]["default"]["first_adapted_layer"] == 1 and saved_few["runs"]["default"]["samples_seen"] == 32
     saved = json.loads((tmp_path / "speed.json").read_text())
-    assert set(saved["runs"]) == {"lora_fp32", "reclora_fp32", "lora_bf16", "reclora_bf16"}
+    assert set(saved["runs"]) == {f"{k}_{p}" for k in ("lora", "reclora") for p in ("fp32", "bf16", "auto")}
     for prec in ("fp32", "bf16"):
         ratio = saved["runs"][f"reclora_{prec}"]["step_seconds"] / saved["runs"][f"lora_{prec}"]["step_seconds"]
         assert saved["reclora_over_lora_step_time"][prec] == pytest.approx(ratio)
+        assert saved["runs"][f"reclora_{prec}"]["precision"] == prec
     assert saved["matmul_peak_gflops"]["bf16"] > 0 and saved["peak_rss_gb"] > 0
     assert r["runs"]["reclora_fp32"]["trainable_parameters"] > r["runs"]["lora_fp32"]["trainable_parameters"]
+    # auto is this machine's choice, timed in the same run as the forced precisions; MFU at that precision's peak
+    from reclora.hardware import cpu_model
+    from reclora.precision import choose
+
+    chosen = choose("auto", "cpu", log=False).name
+    sp = saved["speed"]
+    assert saved["precision"]["chosen"] == sp["mfu_precision"] == saved["runs"]["reclora_auto"]["precision"] == chosen
+    assert set(sp["step_s"]) == {"fp32", "bf16", "auto"} and sp["step_s"]["auto"] == saved["runs"]["reclora_auto"]["step_seconds"]
+    assert sp["auto_over_fastest"] == pytest.approx(sp["step_s"]["auto"] / min(sp["step_s"]["fp32"], sp["step_s"]["bf16"]))
+    run = saved["runs"]["reclora_auto"]
+    assert sp["mfu"] == pytest.approx(run["flops_per_step"] / run["step_seconds"] / 1e9 / saved["matmul_peak_gflops"][chosen])
+    assert saved["hardware"]["cpu"]["model"] == cpu_model()[0] and saved["hardware"]["threads"] >= 1
+    assert saved["few2many"]["runs"]["default"]["precision"] == chosen  # params' train.precision: auto
 
 
 def test_step_flops_counts_the_smollm2_shape():
@@ -100,6 +114,18 @@ def test_step_flops_counts_the_smollm2_shape():
     per_token_linear = 4 * 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
     f = step_flops(cfg, batch=1, seq=1)
     assert f == pytest.approx(per_token_linear + 8 * 576 * 30 + 4 * 576 * 49152)
+
+
+def test_forward_flops_of_a_served_row():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                      num_key_value_heads=3, vocab_size=49152)  # fmt: skip
+    per_token = 2 * 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)  # half a train step's linear FLOPs
+    # two rows of 100 and 200 tokens: attention 4 d L T^2 per row, the Yes/No rows of the head at each end
+    f = forward_flops(cfg, rows=2, tokens=300, tokens_squared=100**2 + 200**2)
+    assert f == pytest.approx(per_token * 300 + 4 * 576 * 30 * (100**2 + 200**2) + 2 * 576 * 2 * 2)
+    assert forward_flops(cfg, 1, 1, 1) * 2 < step_flops(cfg, batch=1, seq=1)  # no backward, no full-vocabulary head
 
 
 def test_curve_benchmark_writes_points_and_a_plot(tmp_path, tiny_llama_dir, small_params):

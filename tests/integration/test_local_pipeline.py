@@ -13,7 +13,7 @@ SMALL = json.dumps({
     "synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
     "validation": {"min_interactions": 100},
     "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
-    "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2},
+    "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2, "precision": "fp32"},  # the same on any CPU
     "adapter": {"n_experts": 4, "rank": 4},
     # the tiny random Llama is no better than its CRM: let the first run promote (any interval clears -1), so
     # the second run re-scores a champion; the gate's own rules are tested in tests/model/test_promotion_evidence.py
@@ -46,6 +46,19 @@ def test_local_pipeline_registers_and_caches(tmp_path, tiny_llama_dir):
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["lineage"]["data_version"].endswith(".dir")
     assert (version / "MODEL_CARD.md").is_file()
+    # what ran: the precision and the hardware, in the manifest, the model card and every model stage's summary
+    from reclora.hardware import cpu_model
+
+    rt = manifest["runtime"]
+    assert rt["precision"]["chosen"] == rt["precision"]["requested"] == "fp32"
+    assert rt["hardware"]["cpu"]["model"] == cpu_model()[0] and rt["hardware"]["threads"] >= 1
+    card = (version / "MODEL_CARD.md").read_text()
+    assert "## Training hardware and precision" in card and "fp32 (requested fp32" in card and cpu_model()[0] in card
+    run = next((tmp_path / "root").glob("reclora-training-*"))
+    summaries = [json.loads(f.read_text()) for f in (*run.glob("train-*/*/metrics.json"), *run.glob("retrieve/*/retrieval.json"))]
+    assert len(summaries) == 4  # CRM, vanilla LoRA, RecLoRA, retrieval
+    for sm in summaries:
+        assert sm["hardware"]["cpu"]["flags"] == cpu_model()[1] and sm["precision"]["chosen"] == "fp32", sm.get("model")
 
     second = _run(tmp_path, tiny_llama_dir)
     assert second.returncode == 0, second.stderr[-3000:]

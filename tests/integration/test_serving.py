@@ -48,7 +48,8 @@ def server(version):
     log = open(version["tmp"] / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "reclora.cli.serve", "--model", str(version["registry"]), "--port", str(port),
-         "--host", "127.0.0.1", "--feature-store", str(version["feature_store"]), "--threads", "1"],
+         "--host", "127.0.0.1", "--feature-store", str(version["feature_store"]), "--threads", "1",
+         "--set", "train.precision=fp32"],  # the precision the pipeline trained in (SMALL): the same p on any CPU
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -82,7 +83,7 @@ def local(version):
     from reclora.serving import RecLoRAPredictor
 
     torch.set_num_threads(1)
-    p = RecLoRAPredictor(version["registry"], feature_store=version["feature_store"])
+    p = RecLoRAPredictor(version["registry"], feature_store=version["feature_store"], precision="fp32")
     p.load()
     return p
 
@@ -315,6 +316,19 @@ def test_bounded_load(server, tmp_path):
     want = res["phases"]["mixed_users"]["rows_per_s"] / res["phases"]["single_user"]["rows_per_s"]
     assert res["mixed_vs_single_throughput"] == pytest.approx(want, rel=1e-2)
     assert json.loads(out.read_text())["phases"].keys() == {"single_user", "mixed_users"}
+    # the roofline figures from the server's own count of what it scored
+    sv, info = res["serve"], httpx.get(f"{server}/reclora/info", trust_env=False).json()
+    assert res["precision"]["chosen"] == sv["precision"] == "fp32" and res["hardware"]["threads"] == sv["threads"] == 1
+    assert sv["rows_scored"] == 12 * 4 + 20 * 4 and 10 < sv["tokens_per_row"] <= 384
+    from types import SimpleNamespace
+
+    from reclora.bench.speed import forward_flops
+
+    dims = SimpleNamespace(**info["base_model"])
+    per_token = forward_flops(dims, 0, 1, 0)  # the linear maps' share of one token
+    assert per_token * sv["tokens_per_row"] < sv["flops_per_row"] < 2 * per_token * sv["tokens_per_row"] + 1e6
+    best = max(ph["rows_per_s"] for ph in res["phases"].values())
+    assert sv["roofline_ratio"] == pytest.approx(best * sv["flops_per_row"] / (sv["matmul_peak_gflops"] * 1e9), rel=1e-2)
     with pytest.raises(Exception, match="local server"):
         bench_serve("http://example.com:8080", None, requests=1)
 
@@ -365,3 +379,41 @@ def test_client_mistakes_leave_no_traceback_in_the_server_log(client, version):
     log = (version["tmp"] / "server.log").read_text()
     assert "Traceback" not in log, log[-3000:]
     assert log.count("400 POST /v1/models/reclora:predict") >= len(BAD_V1)
+
+
+def test_the_server_decides_its_precision_by_its_own_hardware(version):
+    """Not by the precision recorded at training (fp32 here, SMALL): auto, decided on this machine."""
+    from reclora.precision import choose
+    from reclora.serving import RecLoRAPredictor
+
+    vdir = version["registry"] / "reclora" / "versions" / "v0001"
+    assert json.loads((vdir / "params.json").read_text())["train"]["precision"] == "fp32"
+    p = RecLoRAPredictor(version["registry"])
+    p.load()
+    assert p.precision.requested == "auto" and p.precision.name == choose("auto", "cpu", log=False).name
+    assert RecLoRAPredictor(version["registry"], precision="bf16").precision_request == "bf16"
+
+
+def test_info_says_what_the_server_runs(client):
+    info = client.get("/reclora/info").json()
+    assert info["precision"]["chosen"] == "fp32" and info["precision"]["requested"] == "fp32"  # --set train.precision
+    assert info["hardware"]["threads"] == 1 and info["version"] == "v0001" and info["base_model"]["num_hidden_layers"] == 2
+
+
+def test_bench_serves_forced_bf16_and_auto_in_one_run(version, tmp_path):
+    """`reclora bench serve --model`: one server per precision, one after the other, the same load test."""
+    from reclora.bench.serve import bench_serve_precisions
+
+    out = tmp_path / "prec.json"
+    r = bench_serve_precisions(version["registry"], out, ("auto", "bf16"), feature_store=version["feature_store"],
+                               threads=1, requests=4, single_requests=4, duration_s=60, concurrency=1, batch=2)  # fmt: skip
+    assert set(r["runs"]) == {"auto", "bf16"} and json.loads(out.read_text())["precisions"] == ["auto", "bf16"]
+    from reclora.precision import choose
+
+    assert r["runs"]["bf16"]["precision"]["chosen"] == "bf16" and r["runs"]["bf16"]["precision"]["requested"] == "bf16"
+    assert r["runs"]["auto"]["precision"]["chosen"] == choose("auto", "cpu", log=False).name  # this machine's choice
+    for run in r["runs"].values():
+        assert run["errors"] == 0 and run["serve"]["rows_scored"] == 16 and run["serve"]["roofline_ratio"] > 0
+    rps = {k: v["serve"]["rows_per_s"] for k, v in r["runs"].items()}
+    assert r["rows_per_s_ratio"]["auto_over_bf16"] == pytest.approx(rps["auto"] / rps["bf16"], rel=1e-2)
+    assert not list(tmp_path.glob("*.log"))  # the servers' logs lived in a temporary directory

@@ -67,7 +67,7 @@ def test_encode_left_pads_and_truncates_from_the_left(tiny_llama_dir):
 
 def test_training_is_deterministic(tiny_llama_dir):
     prompts, labels, sig = _toy()
-    cfg = TrainConfig(lr=5e-3, batch_size=8, epochs=1, bf16=False, seed=3, checkpoint_every=0)
+    cfg = TrainConfig(lr=5e-3, batch_size=8, epochs=1, precision="fp32", seed=3, checkpoint_every=0)
     runs = []
     for _ in range(2):
         m, tok = _fresh("reclora", tiny_llama_dir)
@@ -92,14 +92,14 @@ def test_reclora_learns_from_the_crm_signal_vanilla_lora_cannot(tiny_llama_dir):
     _, labels, sig = _toy(160, seed=0)
     prompts = _random_prompts(160, seed=1)
     tr, te = slice(0, 96), slice(96, 160)
-    cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=12, bf16=False, seed=0, checkpoint_every=0, warmup_ratio=0.0)
+    cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=12, precision="fp32", seed=0, checkpoint_every=0, warmup_ratio=0.0)
     aucs, spread = {}, {}
     for kind in ("lora", "reclora"):
         m, tok = _fresh(kind, tiny_llama_dir)
         s = sig if kind == "reclora" else None
         hist = train_adapter(m, tok, prompts[tr], labels[tr], None if s is None else s[tr], cfg, progress=False)
         assert np.mean(hist["loss"][-4:]) < np.mean(hist["loss"][:4])
-        p = predict_adapter(m, tok, prompts[te], None if s is None else s[te], progress=False, bf16=False)
+        p = predict_adapter(m, tok, prompts[te], None if s is None else s[te], progress=False, precision="fp32")
         spread[kind] = float(np.ptp(p))
         aucs[kind] = roc_auc_score(labels[te], p)
     assert spread["lora"] > 1e-4, spread  # its predictions do vary with the prompt: a real ranking
@@ -113,7 +113,7 @@ def test_the_model_overfits_a_small_sample(tiny_llama_dir):
     prompts = _random_prompts(64, seed=5)
     labels = np.random.default_rng(6).integers(0, 2, size=64)
     m, tok = _fresh("lora", tiny_llama_dir)
-    cfg = TrainConfig(lr=2e-2, batch_size=16, epochs=60, bf16=False, seed=0, checkpoint_every=0, warmup_ratio=0.0)
+    cfg = TrainConfig(lr=2e-2, batch_size=16, epochs=60, precision="fp32", seed=0, checkpoint_every=0, warmup_ratio=0.0)
     hist = train_adapter(m, tok, prompts, labels, None, cfg, progress=False)
     assert np.mean(hist["loss"][-4:]) < 0.5 * np.log(2), hist["loss"][-4:]
 
@@ -133,7 +133,7 @@ def test_cached_frozen_layers_give_the_same_logits(kind, tiny_llama_dir):
     sig = torch.randn(6, 16) if kind == "reclora" else None
     data = PromptSet(tok, prompts, 64, None if sig is None else sig.numpy())
     uncached = data.batch(np.arange(6), torch.device("cpu"))
-    data.cache(m, batch_size=4, bf16=False)
+    data.cache(m, batch_size=4, precision="fp32")
     cached = data.batch(np.arange(6), torch.device("cpu"))
     assert cached["input_ids"] is None and cached["lower"].shape[:2] == uncached["attention_mask"].shape
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_training_with_and_without_the_cache_is_the_same(tiny_llama_dir):
         torch.manual_seed(0)
         base, tok = load_causal_lm(tiny_llama_dir)
         m = build_adapter("lora", base, ADAPTER | {"layers": 1})
-        cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=2, bf16=False, checkpoint_every=0, cache_lower=cache)
+        cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=2, precision="fp32", checkpoint_every=0, cache_lower=cache)
         hist = train_adapter(m, tok, prompts, labels, None, cfg, progress=False)
         runs.append((hist["loss"], _weights(m)))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-4, atol=1e-5)
@@ -182,7 +182,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_llama_dir, tmp_path):
     prompts = _random_prompts(96, seed=4)
     val = {"prompts": prompts[64:], "labels": labels[64:], "signals": sig[64:]}
     m, tok = _fresh("reclora", tiny_llama_dir)
-    cfg = TrainConfig(lr=3e-2, batch_size=16, epochs=6, patience=2, bf16=False, seed=0, checkpoint_every=1)
+    cfg = TrainConfig(lr=3e-2, batch_size=16, epochs=6, patience=2, precision="fp32", seed=0, checkpoint_every=1)
     hist = train_adapter(m, tok, prompts[:64], labels[:64], sig[:64], cfg, tmp_path / "run", progress=False, valid=val)
     aucs = hist["valid_auc"]
     assert len(aucs) == hist["epochs_run"] >= 1
@@ -190,7 +190,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_llama_dir, tmp_path):
     assert hist["best_epoch"] == best
     if hist["stopped_early"]:
         assert len(aucs) - best == cfg.patience
-    p = predict_adapter(m, tok, val["prompts"], val["signals"], progress=False, bf16=False)
+    p = predict_adapter(m, tok, val["prompts"], val["signals"], progress=False, precision="fp32")
     assert roc_auc_score(val["labels"], p) == pytest.approx(max(aucs), abs=1e-6)  # the kept weights are the best
     assert (tmp_path / "run" / "checkpoint" / "best.safetensors").is_file()  # kept (and mirrored) with the checkpoint
 
@@ -203,19 +203,19 @@ def test_crm_residual_readout_is_the_crm_when_s_is_zero(tiny_llama_dir, tmp_path
     prompts = _random_prompts(12, seed=7)
     sig = np.random.default_rng(0).normal(size=(12, 16)).astype(np.float32)
     z = np.linspace(-3, 3, 12).astype(np.float32)
-    p = predict_adapter(m2, tok, prompts, sig, anchors=z, progress=False, bf16=False)
+    p = predict_adapter(m2, tok, prompts, sig, anchors=z, progress=False, precision="fp32")
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="anchors"):
         predict_adapter(m2, tok, prompts, sig, progress=False)
     # trained, s moves away from 0, the text path contributes, and save/load keeps s
     labels = (z > 0).astype(int)
-    train_adapter(m2, tok, prompts, labels, sig, TrainConfig(lr=5e-2, batch_size=4, epochs=3, bf16=False, checkpoint_every=0),
+    train_adapter(m2, tok, prompts, labels, sig, TrainConfig(lr=5e-2, batch_size=4, epochs=3, precision="fp32", checkpoint_every=0),
                   progress=False, anchors=z)  # fmt: skip
     assert float(m2.readout_scale) != 0.0
-    p1 = predict_adapter(m2, tok, prompts, sig, anchors=z, progress=False, bf16=False)
+    p1 = predict_adapter(m2, tok, prompts, sig, anchors=z, progress=False, precision="fp32")
     m2.save(tmp_path / "a")
     m3 = load_adapter(load_causal_lm(tiny_llama_dir)[0], tmp_path / "a")
-    np.testing.assert_allclose(predict_adapter(m3, tok, prompts, sig, anchors=z, progress=False, bf16=False), p1, atol=1e-6)
+    np.testing.assert_allclose(predict_adapter(m3, tok, prompts, sig, anchors=z, progress=False, precision="fp32"), p1, atol=1e-6)
 
 
 def test_crm_residual_text_loss_gives_the_text_path_a_gradient_at_s_zero(tiny_llama_dir):
@@ -231,7 +231,7 @@ def test_crm_residual_text_loss_gives_the_text_path_a_gradient_at_s_zero(tiny_ll
         base, tok = load_causal_lm(tiny_llama_dir)
         m = build_adapter("reclora", base, ADAPTER | {"readout": "crm_residual"})
         before = {n: p.detach().clone() for n, p in m.named_trainable_parameters()}
-        cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=1, bf16=False, checkpoint_every=0, text_loss_weight=w)
+        cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=1, precision="fp32", checkpoint_every=0, text_loss_weight=w)
         train_adapter(m, tok, prompts, labels, sig, cfg, progress=False, anchors=z, stop_after=1)
         after = dict(m.named_trainable_parameters())
         moved[w] = {n for n in before if not torch.equal(before[n], after[n].detach())}
@@ -285,7 +285,7 @@ def test_both_losses_train_and_an_unknown_loss_is_refused(tiny_llama_dir):
     prompts, labels, sig = _toy(32)
     for loss in ("yes_no", "full_vocab"):
         m, tok = _fresh("reclora", tiny_llama_dir)
-        cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=4, bf16=False, checkpoint_every=0, loss=loss)
+        cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=4, precision="fp32", checkpoint_every=0, loss=loss)
         hist = train_adapter(m, tok, prompts, labels, sig, cfg, progress=False)
         assert np.mean(hist["loss"][-2:]) < np.mean(hist["loss"][:2]), loss
     with pytest.raises(ValueError, match="train.loss"):
@@ -299,9 +299,9 @@ def test_reclora_learns_from_the_crm_score_alone(tiny_llama_dir):
     torch.manual_seed(0)
     base, tok = load_causal_lm(tiny_llama_dir)
     m = build_adapter("reclora", base, ADAPTER | {"signal_dim": 1, "gate_input": "score"})
-    cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=12, bf16=False, seed=0, checkpoint_every=0, warmup_ratio=0.0)
+    cfg = TrainConfig(lr=1e-2, batch_size=16, epochs=12, precision="fp32", seed=0, checkpoint_every=0, warmup_ratio=0.0)
     train_adapter(m, tok, prompts, labels, z, cfg, progress=False)
-    p = predict_adapter(m, tok, prompts, z, progress=False, bf16=False)
+    p = predict_adapter(m, tok, prompts, z, progress=False, precision="fp32")
     assert roc_auc_score(labels, p) > 0.95
 
 
@@ -309,7 +309,7 @@ def test_only_the_adapter_trains(tiny_llama_dir):
     m, tok = _fresh("reclora", tiny_llama_dir)
     base_before = {n: p.detach().clone() for n, p in m.module.named_parameters() if not p.requires_grad}
     prompts, labels, sig = _toy(16)
-    train_adapter(m, tok, prompts, labels, sig, TrainConfig(lr=1e-2, batch_size=8, bf16=False), progress=False)
+    train_adapter(m, tok, prompts, labels, sig, TrainConfig(lr=1e-2, batch_size=8, precision="fp32"), progress=False)
     for n, p in m.module.named_parameters():
         if not p.requires_grad:
             assert torch.equal(p, base_before[n]), n
@@ -322,14 +322,14 @@ def test_save_load_round_trip(kind, tiny_llama_dir, tmp_path):
     m, tok = _fresh(kind, tiny_llama_dir)
     prompts, labels, sig = _toy(16)
     s = sig if kind == "reclora" else None
-    train_adapter(m, tok, prompts, labels, s, TrainConfig(lr=1e-2, batch_size=8, bf16=False), progress=False)
-    p1 = predict_adapter(m, tok, prompts, s, progress=False, bf16=False)
+    train_adapter(m, tok, prompts, labels, s, TrainConfig(lr=1e-2, batch_size=8, precision="fp32"), progress=False)
+    p1 = predict_adapter(m, tok, prompts, s, progress=False, precision="fp32")
     m.save(tmp_path / "a")
     files = sorted(f.name for f in (tmp_path / "a").iterdir())
     assert all(f.endswith((".safetensors", ".json", ".md")) for f in files), files
     base, _ = load_causal_lm(tiny_llama_dir)
     m2 = load_adapter(base, tmp_path / "a")
-    p2 = predict_adapter(m2, tok, prompts, s, progress=False, bf16=False)
+    p2 = predict_adapter(m2, tok, prompts, s, progress=False, precision="fp32")
     np.testing.assert_allclose(p1, p2, atol=1e-6)
     assert not np.allclose(p1, p1[0]) or kind == "lora"
 
@@ -352,7 +352,7 @@ RESUME_SCRIPT = textwrap.dedent(
     m, tok = _fresh("reclora", {model!r}, layers=1)
     prompts, labels, sig = _toy(64)
     vp, vl, vs = _toy(16, seed=9)
-    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, bf16=False, seed=1, checkpoint_every=1)
+    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, precision="fp32", seed=1, checkpoint_every=1)
     valid = dict(prompts=vp, labels=vl, signals=vs)
     train_adapter(m, tok, prompts, labels, sig, cfg, {out!r}, progress=False, valid=valid)
     """
@@ -362,7 +362,7 @@ RESUME_SCRIPT = textwrap.dedent(
 def test_a_killed_run_resumes_to_the_same_weights(tiny_llama_dir, tmp_path):
     """Two epochs with validation and cached frozen layers, killed mid-run, resumed: same weights."""
     tests_dir = os.path.dirname(__file__)
-    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, bf16=False, seed=1, checkpoint_every=1)
+    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, precision="fp32", seed=1, checkpoint_every=1)
     prompts, labels, sig = _toy(64)
     vp, vl, vs = _toy(16, seed=9)
     valid = dict(prompts=vp, labels=vl, signals=vs)
@@ -427,7 +427,7 @@ def test_cached_frozen_layers_are_exact_for_per_layer_attention_kinds(tiny_llama
             p.add_(0.05 * torch.randn_like(p))
     data = PromptSet(tok, _random_prompts(4, seed=5), 64)
     full = data.batch(np.arange(4), torch.device("cpu"))
-    data.cache(m, batch_size=4, bf16=False)
+    data.cache(m, batch_size=4, precision="fp32")
     cached = data.batch(np.arange(4), torch.device("cpu"))
     with torch.no_grad():
         a = m.answer_logits(full["input_ids"], full["attention_mask"], None, (4, 5))
@@ -449,14 +449,14 @@ def test_two_stage_reclora_starts_as_the_shared_lora(tiny_llama_dir, tmp_path):
         for _, p in lora.named_trainable_parameters():
             p.add_(0.1 * torch.randn_like(p))
     lora.save(tmp_path / "lora")
-    p_lora = predict_adapter(lora, tok, prompts, None, progress=False, bf16=False)
+    p_lora = predict_adapter(lora, tok, prompts, None, progress=False, precision="fp32")
     rec = build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER)
     assert init_from_shared_lora(rec, tmp_path / "lora") == 4  # q and v in 2 layers
-    p_rec = predict_adapter(rec, tok, prompts, sig, progress=False, bf16=False)
+    p_rec = predict_adapter(rec, tok, prompts, sig, progress=False, precision="fp32")
     np.testing.assert_allclose(p_rec, p_lora, atol=1e-5)
     assert not np.allclose(p_lora, predict_adapter(build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER),
-                                                   tok, prompts, sig, progress=False, bf16=False), atol=1e-3)  # fmt: skip
-    cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=1, bf16=False, checkpoint_every=0)
+                                                   tok, prompts, sig, progress=False, precision="fp32"), atol=1e-3)  # fmt: skip
+    cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=1, precision="fp32", checkpoint_every=0)
     train_adapter(rec, tok, prompts, labels, sig, cfg, progress=False)
     a = dict(rec.named_trainable_parameters())
     bank = next(n for n in a if n.endswith("lora_A"))
@@ -481,7 +481,7 @@ def test_resume_with_dropout_equals_an_uninterrupted_run(kind, tiny_llama_dir, t
     random generators (CPU, and CUDA where training runs on a GPU) must be saved and restored. Between
     the stop and the resume the global generators are moved on, as a new process would have them."""
     drop = {"dropout": 0.2, "gate_dropout": 0.2} if kind == "reclora" else {"dropout": 0.2}
-    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, bf16=False, seed=1, checkpoint_every=1)
+    cfg = TrainConfig(lr=5e-3, batch_size=4, epochs=2, precision="fp32", seed=1, checkpoint_every=1)
     prompts, labels, sig = _toy(32)
     sig = sig if kind == "reclora" else None
     ref, tok = _fresh(kind, tiny_llama_dir, **drop)
@@ -530,3 +530,51 @@ def test_the_checkpoint_keeps_every_generator(tmp_path):
     assert torch.equal(torch.rand(4), want_cpu)
     if want_cuda is not None:
         assert torch.equal(torch.rand(4, device="cuda").cpu(), want_cuda)
+
+
+def test_fp16_with_a_gradient_scaler_trains_on_the_cpu_and_resumes(tiny_llama_dir, tmp_path):
+    """precision fp16 (what auto picks on a GPU without bf16): fp16 autocast, the loss scaled by a GradScaler
+    whose state is checkpointed and restored; torch has fp16 autocast on the CPU, so it runs here."""
+    prompts, labels, sig = _toy(32)
+    cfg = TrainConfig(lr=5e-3, batch_size=8, epochs=2, precision="fp16", seed=0, checkpoint_every=1)
+    m, tok = _fresh("reclora", tiny_llama_dir)
+    before = _weights(m)
+    dtypes = set()
+    lin = next(mod for n, mod in m.module.named_modules() if isinstance(mod, torch.nn.Linear) and n.endswith("mlp.up_proj"))
+    lin.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    first = train_adapter(m, tok, prompts, labels, sig, cfg, tmp_path / "run", progress=False, stop_after=3)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert dtypes == {torch.float16} and first["precision"]["chosen"] == "fp16" and state["precision"] == "fp16"
+    assert state["grad_scaler"]["scale"] == 2.0**16  # the initial scale: no fp16 gradient overflowed
+    # resumed in a new model, the scaler state comes back with the weights and the optimizer
+    m2, _ = _fresh("reclora", tiny_llama_dir, seed=5)
+    rest = train_adapter(m2, tok, prompts, labels, sig, cfg, tmp_path / "run", progress=False)
+    assert rest["resumed_from"] == 3 and rest["steps"] == 8 and all(np.isfinite(rest["loss"]))
+    moved = max(float((p - before[n]).abs().max()) for n, p in _weights(m2).items())
+    assert moved > 1e-3
+    # the first step's loss (weights still equal) against fp32: fp16 rounds each matmul input of the 2-layer
+    # body to 11 bits (unit roundoff u = 2^-11); a few such roundings in sequence move the loss by a few u
+    ref, _ = _fresh("reclora", tiny_llama_dir)
+    ref_hist = train_adapter(ref, tok, prompts, labels, sig, TrainConfig(**{**cfg.__dict__, "precision": "fp32"}),
+                             progress=False, stop_after=1)  # fmt: skip
+    assert abs(first["loss"][0] - ref_hist["loss"][0]) <= 8 * 2.0**-11 * ref_hist["loss"][0]
+
+
+def test_frozen_states_are_shared_between_lora_and_reclora_and_keyed_by_precision(tiny_llama_dir, tmp_path):
+    """Both LLM steps of a run (train.share_frozen_cache) compute the same frozen lower layers: the second
+    loads the first's file. States computed in another precision are another file, never mixed up."""
+    prompts = _random_prompts(6, seed=4)
+    lora, tok = _fresh("lora", tiny_llama_dir, layers=1)
+    rec, _ = _fresh("reclora", tiny_llama_dir, layers=1)
+    a = PromptSet(tok, prompts, 64)
+    a.cache(lora, batch_size=4, precision="fp32", store=tmp_path)
+    files = sorted(tmp_path.glob("lower-*.safetensors"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*"))  # written atomically, no temp file left
+    b = PromptSet(tok, prompts, 64)
+    b.cache(rec, batch_size=2, precision="fp32", store=tmp_path)  # another adapter, another batch size: same key
+    assert sorted(tmp_path.glob("lower-*.safetensors")) == files
+    assert all(torch.equal(x, y) for x, y in zip(a.lower, b.lower))
+    c = PromptSet(tok, prompts, 64)
+    c.cache(rec, batch_size=4, precision="bf16", store=tmp_path)
+    assert len(list(tmp_path.glob("lower-*.safetensors"))) == 2
+    assert not all(torch.equal(x, y) for x, y in zip(a.lower, c.lower))  # bf16 rounding: not the fp32 states

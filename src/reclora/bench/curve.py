@@ -63,7 +63,7 @@ def bench_curve(
     {"sizes": {n: {model: {auc, logloss, n, seconds, best_epoch}}}, "crm": {...}, "complete", ...} and a
     PNG beside ``out`` (same stem), both rewritten after every size (``complete`` is true after the
     last). Raises ValueError for an empty or non-positive size list."""
-    from reclora.bench.quality import Timer, machine_info, prepare_and_train_crm
+    from reclora.bench.quality import Timer, prepare_and_train_crm, run_info
     from reclora.evaluation import ctr_metrics
     from reclora.stages import PREDICTIONS, llm_stage
 
@@ -116,7 +116,7 @@ def bench_curve(
             "config": {k: p[k] for k in ("retrieval", "crm", "adapter", "train")},
             "seconds": secs,
             "wall_seconds": round(time.perf_counter() - t_all, 1),
-            "machine": machine_info(),
+            **run_info(p),
             "complete": n == sizes[-1],
         }
         result["plot"] = str(plot_curve(result, out.with_suffix(".png")))

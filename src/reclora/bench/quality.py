@@ -22,19 +22,15 @@ from reclora.io import refuse_overlap, write_json
 SLICE_TABLE = ("CRM", "Vanilla LoRA", "RecLoRA")  # the models of the printed slice table (the JSON has every model)
 
 
-def machine_info() -> dict[str, Any]:
-    import os
+def run_info(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a benchmark JSON records of the run's machine: {"hardware": :func:`reclora.hardware.hardware_info`
+    + platform and Python, "precision": the LLM's precision for ``params``' train.precision on this
+    process's device (:func:`reclora.precision.choose`)}."""
+    from reclora.hardware import hardware_info
+    from reclora.precision import choose
 
-    import torch
-
-    return {
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.is_available(),
-    }
+    hw = {"platform": platform.platform(), "python": platform.python_version(), **hardware_info()}
+    return {"hardware": hw, "precision": choose(params.get("train"), log=False).as_dict()}
 
 
 class Timer:
@@ -184,7 +180,7 @@ def bench_quality(
         "seconds": secs,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
         "report": str(work / "report" / "report.html"),
-        "machine": machine_info(),
+        **run_info(p),
     }
     write_json(out, result)
     return result

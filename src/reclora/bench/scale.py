@@ -128,6 +128,7 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from reclora.llm import resolve_model_path
+    from reclora.precision import choose
     from reclora.retrieval.embeddings import load_or_embed_items
 
     items = pd.read_parquet(work / "prepared" / "items.parquet")
@@ -135,11 +136,12 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     model = r.get("embedding_model") or resolve_model_path(params.get("model", {}).get("path") or None)
     with tempfile.TemporaryDirectory(dir=work) as cache:
         t0 = time.perf_counter()
+        prec = choose(params.get("train"), "cpu")
         _, emb = load_or_embed_items(items, model, int(r["embedding_batch_size"]), Path(cache), progress=False,
-                                     layers=int(r.get("embedding_layers") or 0))  # fmt: skip
+                                     layers=int(r.get("embedding_layers") or 0), precision=prec)  # fmt: skip
         dt = time.perf_counter() - t0
     return {"items": int(len(items)), "dim": int(emb.shape[1]), "items_per_s": round(len(items) / dt, 1),
-            "layers": int(r.get("embedding_layers") or 0)}  # fmt: skip
+            "layers": int(r.get("embedding_layers") or 0), "precision": prec.name}  # fmt: skip
 
 
 _IMPORTS = {
@@ -211,7 +213,9 @@ def bench_scale(
     Raises ConfigError on bad sizes/stages/mode/repeats.
     """
     from reclora.errors import ConfigError
+    from reclora.hardware import hardware_info
     from reclora.io import write_json
+    from reclora.precision import choose
 
     if not sizes or any(int(n) < 1000 for n in sizes):
         raise ConfigError(f"--events: sizes must be integers >= 1000, got {sizes}")
@@ -222,16 +226,18 @@ def bench_scale(
         raise ConfigError(f"--mode must be recent or relevance, got {mode!r}")
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
-    if crm_batches is None:
-        from reclora.config import load_params
+    from reclora.config import load_params
 
-        crm_batches = int(load_params(params_path)["bench"]["scale"]["crm_batches"])
+    base_params = load_params(params_path)
+    if crm_batches is None:
+        crm_batches = int(base_params["bench"]["scale"]["crm_batches"])
     if crm_batches < 2:
         raise ConfigError("--crm-batches must be >= 2 (the first batch is warm-up)")
     out = Path(out)
     work = Path(work) if work else out.with_name(out.stem + "-work")
     result: dict[str, Any] = {
         "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "hardware": hardware_info(), "precision": choose(base_params.get("train"), "cpu", log=False).as_dict(),  # the embed stage's
         "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "repeats": repeats, "sizes": {},
     }  # fmt: skip
     opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params_path}

@@ -6,7 +6,14 @@ Two phases of the same batch size (candidates per request): ``single_user`` (one
 ``batch`` candidates) and ``mixed_users`` (``batch`` users with one candidate each, so one forward
 holds rows of many users). Each phase stops by itself after ``requests`` requests or
 ``duration_s`` seconds, whichever comes first, and reports requests/s, rows/s, p50/p95/p99
-latency (ms) and the error count. The JSON goes to ``out``.
+latency (ms) and the error count. The JSON goes to ``out``. Against a `reclora serve` it also reads
+``GET /reclora/info`` before and after, for the tokens per row, the FLOPs per row and the roofline
+ratio at the server's precision (``serve``), its precision and its hardware.
+
+    bench_serve_precisions(model, out, precisions=("auto", "bf16"), ...)
+
+serves ``model`` itself once per precision (one server at a time, loopback, stopped by PID) and runs
+the same load test against each in one run: the forced-bf16 vs auto comparison.
 """
 
 from __future__ import annotations
@@ -110,6 +117,52 @@ def _healthy(base: str, timeout_s: float) -> bool:
         return False
 
 
+def _info(url: str, timeout_s: float) -> dict[str, Any] | None:
+    """The server's ``GET /reclora/info`` (precision, hardware, base model dimensions, rows scored), or None."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=timeout_s, trust_env=False) as c:
+            r = c.get(f"{url.rstrip('/')}/reclora/info")
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _roofline(before: dict[str, Any], after: dict[str, Any] | None, phases: dict[str, Any]) -> dict[str, Any]:
+    """Tokens per row, FLOPs per row, rows/s and ``roofline_ratio`` = rows/s x FLOPs per row / the matmul
+    peak at the server's precision, measured here (same machine: loopback only) on the server's threads
+    while the server is idle. Rows/s: the best phase."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from reclora.bench.speed import forward_flops, matmul_peak
+
+    if after is None:
+        return {"error": "the server did not answer GET /reclora/info after the load test"}
+    d = {k: after["stats"][k] - before["stats"][k] for k in ("rows", "tokens", "tokens_squared")}
+    dims = SimpleNamespace(**after["base_model"])
+    rows = max(1, d["rows"])
+    flops_row = forward_flops(dims, d["rows"], d["tokens"], d["tokens_squared"]) / rows
+    prec = after["precision"]["chosen"]
+    threads = int(after["hardware"].get("threads") or torch.get_num_threads())
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        peak = matmul_peak(prec)
+    finally:
+        torch.set_num_threads(old)
+    best = max((p for p in phases.values() if p.get("rows_per_s")), key=lambda p: p["rows_per_s"], default=None)
+    rps = best["rows_per_s"] if best else 0.0
+    return {
+        "precision": prec, "threads": threads, "rows_scored": d["rows"],
+        "tokens_per_row": round(d["tokens"] / rows, 2), "flops_per_row": flops_row, "rows_per_s": rps,
+        "matmul_peak_gflops": round(peak, 2),
+        "roofline_ratio": round(rps * flops_row / (peak * 1e9), 4) if peak > 0 else None,
+    }  # fmt: skip
+
+
 def bench_serve(
     url: str,
     out: str | Path | None = None,
@@ -130,7 +183,9 @@ def bench_serve(
     ``users``/``items`` are the ids to draw from (default: users 1..50, items 1..50; unknown users
     are cold starts, which cost the same forward). ``single_requests``: another count for the
     single-user phase (its rate is the reference of the mixed/single throughput ratio; default
-    ``requests``). After the phases the server's liveness and readiness are checked again.
+    ``requests``). After the phases the server's liveness and readiness are checked again. A `reclora
+    serve` (``GET /reclora/info``) also gives ``serve`` (tokens per row, FLOPs per row, rows/s and
+    ``roofline_ratio``, see :func:`_roofline`), ``precision`` and ``hardware``.
     """
     _check_loopback(url)
     if requests < 1 or duration_s <= 0 or concurrency < 1 or batch < 1 or (single_requests is not None and single_requests < 1):
@@ -142,6 +197,7 @@ def bench_serve(
     result: dict[str, Any] = {"url": endpoint, "requests_per_phase": {k: counts[k] for k in phases},
                               "duration_s_per_phase": duration_s, "concurrency": concurrency, "batch": batch,
                               "phases": {}}  # fmt: skip
+    info_before = _info(url, timeout_s)  # None: a server without /reclora/info (no roofline figures)
     for i, kind in enumerate(phases):
         if kind not in ("single_user", "mixed_users"):
             raise ConfigError(f"unknown phase {kind!r}")
@@ -152,6 +208,117 @@ def bench_serve(
     if "single_user" in ph and "mixed_users" in ph and ph["single_user"]["rows_per_s"]:
         result["mixed_vs_single_throughput"] = round(ph["mixed_users"]["rows_per_s"] / ph["single_user"]["rows_per_s"], 3)
     result["healthy_after"] = _healthy(url.rstrip("/"), timeout_s)
+    if info_before is not None:
+        result["serve"] = _roofline(info_before, _info(url, timeout_s), result["phases"])
+        result["precision"] = info_before["precision"]
+        result["hardware"] = info_before["hardware"]
+    if out is not None:
+        from reclora.io import write_json
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(out), result)
+    return result
+
+
+def _start_server(model: str, precision: str, ref: str, feature_store: str | None, threads: int | None,
+                  log: Path, timeout_s: float) -> tuple[Any, str]:  # fmt: skip
+    """Start ``python -m reclora.cli.serve`` on a free loopback port at ``precision``; (process, url) once ready.
+    Raises RuntimeError with the log's tail when it exits or is not ready in ``timeout_s``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    cmd = [sys.executable, "-m", "reclora.cli.serve", "--model", str(model), "--ref", ref, "--port", str(port),
+           "--host", "127.0.0.1", "--precision", precision]  # fmt: skip
+    if feature_store:
+        cmd += ["--feature-store", str(feature_store)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    f = open(log, "w")
+    proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ))
+    f.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"reclora serve --precision {precision} exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2, trust_env=False).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(proc)
+            raise RuntimeError(f"reclora serve --precision {precision} not ready in {timeout_s:.0f} s: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def _stop(proc: Any) -> None:
+    """Stop a server this module started, by its PID (SIGTERM, then SIGKILL after 20 s)."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_serve_precisions(
+    model: str | Path,
+    out: str | Path | None = None,
+    precisions: Sequence[str] = ("auto", "bf16"),
+    ref: str = "champion",
+    feature_store: str | Path | None = None,
+    threads: int | None = None,
+    start_timeout_s: float = 300.0,
+    **kw: Any,
+) -> dict[str, Any]:
+    """The same load test (:func:`bench_serve`, ``kw``) against `reclora serve --precision P` for each P in
+    ``precisions``, one server at a time on 127.0.0.1 (started here, stopped by its PID before the next
+    starts, so they never share the cores), in one run. Users and items are drawn from the version's own
+    catalogue unless ``kw`` gives them. Returns {"runs": {P: bench_serve's result}, "serve": the first P's
+    ``serve`` figures, "rows_per_s_ratio": {"<first>_over_<P>": ...}, "p50_ms": {P: {phase: ms}}}."""
+    import tempfile
+
+    import pandas as pd
+
+    from reclora.precision import PRECISIONS
+    from reclora.serving.predictor import resolve_version_dir
+
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ConfigError(f"precisions must be among {', '.join(PRECISIONS)}, got {list(precisions)}")
+    vdir = resolve_version_dir(model, ref)
+    if "items" not in kw:
+        kw["items"] = pd.read_parquet(vdir / "items.parquet", columns=["item_id"])["item_id"].astype(int).tolist()
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="reclora-bench-serve-") as td:
+        for prec in precisions:
+            proc, url = _start_server(str(vdir), prec, ref, str(feature_store) if feature_store else None, threads,
+                                      Path(td) / f"serve-{prec}.log", start_timeout_s)  # fmt: skip
+            try:
+                runs[prec] = bench_serve(url, None, **kw)
+            finally:
+                _stop(proc)
+    first = precisions[0]
+    rps = {p: (r.get("serve") or {}).get("rows_per_s") for p, r in runs.items()}
+    result: dict[str, Any] = {
+        "benchmark": "serve", "model": str(vdir), "precisions": list(precisions), "runs": runs,
+        "serve": runs[first].get("serve"), "precision": runs[first].get("precision"),
+        "hardware": runs[first].get("hardware"),
+        "rows_per_s_ratio": {f"{first}_over_{p}": round(rps[first] / rps[p], 3)
+                             for p in precisions[1:] if rps.get(first) and rps.get(p)},
+        "p50_ms": {p: {k: ph["p50_ms"] for k, ph in r["phases"].items()} for p, r in runs.items()},
+    }  # fmt: skip
     if out is not None:
         from reclora.io import write_json
 

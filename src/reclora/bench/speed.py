@@ -18,17 +18,30 @@ from reclora.config import load_params
 from reclora.io import write_json
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    """Measured dense matmul throughput in GFLOP/s for an n x n x n product."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+def matmul_peak(precision: str, n: int = 2048, seconds: float = 2.0) -> float:
+    """Measured dense matmul throughput in GFLOP/s at ``precision`` (fp32 | bf16 | fp16) on the CPU: an
+    [n, n] fp32 input times an [n, n] fp32 weight through ``torch.nn.functional.linear`` under that
+    precision's autocast, as the model's layers run. ``n`` is halved (down to 256) while one product
+    takes more than a quarter of ``seconds`` (software bf16 on an AVX2 CPU), so the measurement stays
+    within about ``seconds`` plus the warm-up."""
+    from reclora.precision import decide, Capabilities
+
+    prec = decide(precision, Capabilities(device="cpu"))  # an explicit name: no probe, no query
+    while True:
+        a, w = torch.randn(n, n), torch.randn(n, n)
+        with torch.no_grad(), prec.autocast("cpu"):
+            t = time.perf_counter()
+            torch.nn.functional.linear(a, w)
+            first = time.perf_counter() - t
+            if first > seconds / 4 and n > 256:
+                n //= 2
+                continue
+            torch.nn.functional.linear(a, w)
+            reps, t0 = 0, time.perf_counter()
+            while reps == 0 or time.perf_counter() - t0 < seconds:
+                torch.nn.functional.linear(a, w)
+                reps += 1
+            return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def step_flops(config: Any, batch: int, seq: int) -> float:
@@ -39,18 +52,36 @@ def step_flops(config: Any, batch: int, seq: int) -> float:
     4 * seq * d forward (QK^T and AV) and as much backward. The LM head runs on the last
     position only (logits_to_keep=1). Adapter FLOPs are left out (they are < 1%).
     """
-    d, L, ff = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    kv = config.num_key_value_heads * (d // config.num_attention_heads)
-    p_layer = d * d * 2 + d * kv * 2 + 3 * d * ff
+    d, L = config.hidden_size, config.num_hidden_layers
     tokens = batch * seq
-    linear = 2 * 2 * p_layer * L * tokens
+    linear = 2 * 2 * _layer_params(config) * L * tokens
     attn = 2 * 4 * seq * d * L * tokens
     head = 2 * 2 * d * config.vocab_size * batch
     return float(linear + attn + head)
 
 
-def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: int, bf16: bool,
+def _layer_params(config: Any) -> int:
+    """Weights of one decoder layer's linear maps (q, k, v, o and the gated MLP) of a Llama-style config."""
+    d, ff = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (d // config.num_attention_heads)
+    return d * d * 2 + d * kv * 2 + 3 * d * ff
+
+
+def forward_flops(config: Any, rows: float, tokens: float, tokens_squared: float, head_rows: int = 2) -> float:
+    """Model FLOPs of forward passes over ``rows`` sequences with ``tokens`` tokens in all and
+    ``tokens_squared`` the sum of their squared lengths: 2 * P_layer per token and layer (linear maps),
+    4 * T * d per token and layer in a sequence of T (QK^T and AV), and ``head_rows`` lm_head rows at each
+    sequence's last position (the Yes/No readout: 2). ``config``: any object with a Llama config's
+    dimension attributes (hidden_size, num_hidden_layers, intermediate_size, num_attention_heads,
+    num_key_value_heads)."""
+    d, L = config.hidden_size, config.num_hidden_layers
+    return float(2 * _layer_params(config) * L * tokens + 4 * d * L * tokens_squared + 2 * d * head_rows * rows)
+
+
+def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: int, precision: Any,
                 steps: int, warmup: int, seed: int = 0) -> dict[str, float]:  # fmt: skip
+    """Median seconds of ``steps`` train steps (after ``warmup``) of ``kind`` at ``precision`` (a
+    :class:`~reclora.precision.Precision`; fp16 with its gradient scaler), random tokens [batch, seq]."""
     from reclora.few2many import build_adapter
     from reclora.llm import load_causal_lm
 
@@ -66,15 +97,17 @@ def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: 
     sig = torch.randn(batch, adapter_cfg["signal_dim"], generator=g) if kind == "reclora" else None
     target = torch.randint(0, 2, (batch,), generator=g)  # the Yes/No loss of train.loss: yes_no
     adapter.train(True)
+    scaler = precision.grad_scaler("cpu")
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with precision.autocast("cpu"):
             logits = adapter.answer_logits(ids, mask, sig, (0, 1))
         loss = torch.nn.functional.cross_entropy(logits, target)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return {
@@ -131,6 +164,7 @@ def few2many_throughput(model_path: str, adapter_cfg: dict, train_cfg: dict, pro
         "cache_lower": cfg.cache_lower,
         "bucket": cfg.bucket,
         "epochs": cfg.epochs,
+        "precision": h["precision"]["chosen"],
     }
 
 
@@ -169,12 +203,19 @@ def bench_speed(
     path: str | Path | None = None,
     few2many_samples: int | None = None,
 ) -> dict[str, Any]:
-    """Step times (random tokens, fixed shape) of vanilla LoRA and RecLoRA, and Few2Many training
-    samples/s on real prompts (reference vs default configuration); one JSON, one process."""
-    from reclora.bench.quality import machine_info
+    """Step times (random tokens, fixed shape) of vanilla LoRA and RecLoRA in fp32, in bf16 and under
+    ``auto`` (the precision :func:`reclora.precision.choose` picks on this machine), and Few2Many
+    training samples/s on real prompts (reference vs default configuration); one JSON, one process.
+
+    The JSON's ``speed`` holds RecLoRA's ``step_s.{fp32,bf16,auto}``, ``auto_over_fastest`` (auto's
+    step time over the fastest forced one) and ``mfu`` (auto's achieved FLOP/s over the matmul peak
+    measured at the chosen precision); ``precision`` the choice and why; ``hardware`` what ran.
+    """
+    from reclora.bench.quality import run_info
     from reclora.llm import resolve_model_path
     from reclora.io import refuse_overlap
     from reclora.lora.config import gate_signal_width
+    from reclora.precision import Capabilities, choose, decide, requested_precision
 
     refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
     p = dict(params) if params is not None else load_params()
@@ -185,21 +226,37 @@ def bench_speed(
     width = gate_signal_width(int(p["crm"]["mlp"][-1]), p["adapter"].get("gate_input", "hidden"))
     ap = dict(p["adapter"]) | {"signal_dim": width}
     t_all = time.perf_counter()
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"[bench speed] matmul peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+    auto = choose("auto", "cpu")
+    precs = {"fp32": decide("fp32", Capabilities(device="cpu")), "bf16": decide("bf16", Capabilities(device="cpu")),
+             "auto": auto}  # fmt: skip
+    peak = {k: matmul_peak(k) for k in dict.fromkeys(["fp32", "bf16", auto.name])}
+    print("[bench speed] matmul peak " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()), flush=True)
     runs: dict[str, dict[str, Any]] = {}
-    for precision in ("fp32", "bf16"):
+    for label, prec in precs.items():
         for kind in ("lora", "reclora"):
-            r = _time_steps(kind, model_dir, ap, b, s, precision == "bf16", n, w)
+            r = _time_steps(kind, model_dir, ap, b, s, prec, n, w)
+            r["precision"] = prec.name
             r["tokens_per_s"] = b * s / r["step_seconds"]
             r["achieved_gflops"] = r["flops_per_step"] / r["step_seconds"] / 1e9
-            r["mfu_vs_measured_peak"] = r["achieved_gflops"] / peak[precision]
-            runs[f"{kind}_{precision}"] = r
+            r["mfu_vs_measured_peak"] = r["achieved_gflops"] / peak[prec.name]
+            runs[f"{kind}_{label}"] = r
             print(
-                f"[bench speed] {kind:8s} {precision}: {r['step_seconds']:.2f} s/step, {r['tokens_per_s']:.0f} tokens/s, "
-                f"{r['achieved_gflops']:.0f} GFLOP/s = {100 * r['mfu_vs_measured_peak']:.0f}% of the measured peak",
-                flush=True,
-            )
+                f"[bench speed] {kind:8s} {label} ({prec.name}): {r['step_seconds']:.2f} s/step, {r['tokens_per_s']:.0f} "
+                f"tokens/s, {r['achieved_gflops']:.0f} GFLOP/s = {100 * r['mfu_vs_measured_peak']:.0f}% of the measured "
+                f"{prec.name} peak", flush=True,
+            )  # fmt: skip
+    step_s = {k: runs[f"reclora_{k}"]["step_seconds"] for k in precs}
+    speed = {
+        "model": "reclora",
+        "step_s": step_s,
+        "step_s_lora": {k: runs[f"lora_{k}"]["step_seconds"] for k in precs},
+        "auto_over_fastest": step_s["auto"] / min(step_s["fp32"], step_s["bf16"]),
+        "bf16_over_auto": step_s["bf16"] / step_s["auto"],
+        "mfu": runs["reclora_auto"]["mfu_vs_measured_peak"],
+        "mfu_precision": auto.name,
+    }
+    print(f"[bench speed] auto = {auto.name}: {step_s['auto']:.2f} s/step, {speed['auto_over_fastest']:.3f}x the fastest "
+          f"forced precision, MFU {speed['mfu']:.2f} of the measured {auto.name} peak", flush=True)  # fmt: skip
     few = bench_few2many_speed(model_dir, p, dataset, path, int(few2many_samples or sp.get("few2many_samples", 64)),
                                int(sp.get("few2many_epochs", 2)))  # fmt: skip
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -217,10 +274,12 @@ def bench_speed(
             prec: runs[f"reclora_{prec}"]["step_seconds"] / runs[f"lora_{prec}"]["step_seconds"] for prec in ("fp32", "bf16")
         },
         "bf16_speedup": {k: runs[f"{k}_fp32"]["step_seconds"] / runs[f"{k}_bf16"]["step_seconds"] for k in ("lora", "reclora")},
+        "speed": speed,
         "few2many": few,
         "peak_rss_gb": round(rss_gb, 3),
         "wall_seconds": round(time.perf_counter() - t_all, 1),
-        "machine": machine_info(),
+        "precision": auto.as_dict() | {"few2many": choose(requested_precision(p["train"]), "cpu", log=False).name},
+        "hardware": run_info(p)["hardware"],
     }
     print(
         f"[bench speed] RecLoRA/LoRA step time: fp32 {result['reclora_over_lora_step_time']['fp32']:.3f}x, "

@@ -79,8 +79,9 @@ def speed_cmd(
     few2many_samples: Optional[int] = typer.Option(None, help="Prompts in that comparison (params bench.speed.few2many_samples)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
-    """Train-step time of vanilla LoRA and RecLoRA (fp32, bf16), their ratio, tokens/s, MFU, peak RSS; Few2Many
-    training samples/s on real prompts for the reference configuration and the default, and the speedup."""
+    """Train-step time of vanilla LoRA and RecLoRA in fp32, bf16 and auto (this machine's choice), their ratio,
+    tokens/s, MFU against the matmul peak measured at each precision, peak RSS; Few2Many training samples/s on
+    real prompts for the reference configuration and the default, and the speedup."""
     from reclora.bench.speed import bench_speed
 
     raise typer.Exit(run_guarded(
@@ -121,8 +122,17 @@ def scale_cmd(
 
 @app.command("serve")
 def serve_bench_cmd(
-    url: str = typer.Option(..., help="A running `reclora serve` on loopback, e.g. http://127.0.0.1:8080."),
     out: str = typer.Option(..., help="JSON file with every figure."),
+    url: Optional[str] = typer.Option(None, help="A running `reclora serve` on loopback, e.g. http://127.0.0.1:8080."),
+    model: Optional[str] = typer.Option(
+        None, help="Instead of --url: a registry (or version directory) the benchmark serves itself, once per "
+        "--precisions entry, one server at a time on 127.0.0.1.",
+    ),
+    precisions: str = typer.Option("auto,bf16", help="With --model: the servers' --precision, in order (the first is "
+                                   "the reference of rows_per_s_ratio)."),
+    ref: str = typer.Option("champion", help="With --model: the version ref."),
+    feature_store: Optional[str] = typer.Option(None, help="With --model: the servers' --feature-store."),
+    threads: Optional[int] = typer.Option(None, help="With --model: the servers' --threads (default: their CPU quota)."),
     requests: int = typer.Option(2000, help="Requests per phase (single-user, then mixed-user); the test stops at this count."),
     duration: float = typer.Option(120.0, help="Seconds per phase at most; the test stops at this time."),
     concurrency: int = typer.Option(4, help="Concurrent clients."),
@@ -132,19 +142,39 @@ def serve_bench_cmd(
     ),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
-    """Bounded load test: requests/s, p50/p95/p99 latency and errors for single- and mixed-user batches."""
-    from reclora.bench.serve import bench_serve
+    """Bounded load test: requests/s, rows/s, p50/p95/p99 latency and errors for single- and mixed-user batches;
+    tokens per row and the roofline ratio at the server's precision; with --model, one server per precision."""
+    from reclora.bench.serve import bench_serve, bench_serve_precisions
+    from reclora.errors import ConfigError
 
-    def _run() -> int:
-        refuse_outputs({"--out": out})
-        r = bench_serve(url, out, requests=requests, duration_s=duration, concurrency=concurrency, batch=batch,
-                        single_requests=single_requests)  # fmt: skip
+    def _show(r: dict, label: str = "") -> None:
         for kind, ph in r["phases"].items():
-            typer.echo(f"{kind}: {ph['requests']} requests in {ph['seconds']:.0f} s, {ph['requests_per_s']} req/s "
+            typer.echo(f"{label}{kind}: {ph['requests']} requests in {ph['seconds']:.0f} s, {ph['requests_per_s']} req/s "
                        f"({ph['rows_per_s']} rows/s), p50 {ph['p50_ms']} ms, p95 {ph['p95_ms']} ms, "
                        f"p99 {ph['p99_ms']} ms, errors {ph['errors']}, stopped by {ph['stopped_by']}")  # fmt: skip
-        typer.echo(f"mixed/single throughput: {r.get('mixed_vs_single_throughput')}; errors {r['errors']}; "
-                   f"server healthy afterwards: {r['healthy_after']}; JSON: {out}")  # fmt: skip
+        sv = r.get("serve") or {}
+        if sv.get("roofline_ratio") is not None:
+            typer.echo(f"{label}precision {sv['precision']}, {sv['tokens_per_row']} tokens/row, "
+                       f"{sv['flops_per_row'] / 1e9:.2f} GFLOP/row, roofline ratio {sv['roofline_ratio']} "
+                       f"(of {sv['matmul_peak_gflops']:.0f} GFLOP/s measured)")  # fmt: skip
+        typer.echo(f"{label}mixed/single throughput: {r.get('mixed_vs_single_throughput')}; errors {r['errors']}; "
+                   f"server healthy afterwards: {r['healthy_after']}")  # fmt: skip
+
+    def _run() -> int:
+        if (url is None) == (model is None):
+            raise ConfigError("give exactly one of --url (a running server) and --model (servers started here)")
+        refuse_outputs({"--out": out})
+        kw = dict(requests=requests, duration_s=duration, concurrency=concurrency, batch=batch,
+                  single_requests=single_requests)  # fmt: skip
+        if url is not None:
+            _show(bench_serve(url, out, **kw))
+        else:
+            precs = [x.strip() for x in precisions.split(",") if x.strip()]
+            r = bench_serve_precisions(model, out, precs, ref=ref, feature_store=feature_store, threads=threads, **kw)
+            for prec, rr in r["runs"].items():
+                _show(rr, f"[{prec}] ")
+            typer.echo(f"rows/s ratio: {r['rows_per_s_ratio']}")
+        typer.echo(f"JSON: {out}")
         return 0
 
     raise typer.Exit(run_guarded(_run))

@@ -48,11 +48,16 @@ def run_guarded(fn: Callable[[], int | None]) -> int:
 def run_cli(app: Any, args: list[str] | None = None, prog_name: str | None = None) -> int:
     """Run a typer ``app`` as a command line (``args`` default: sys.argv[1:]); return its exit code.
 
-    See the module docstring for what each failure prints."""
+    First the process is set up for its machine (:func:`reclora.hardware.setup_process`: threads from the
+    CPU quota; a process given a GPU that torch cannot see stops here). See the module docstring for
+    what each failure prints."""
     from typer import Abort
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+    from reclora.hardware import setup_process
+
     try:
+        setup_process()
         rv = app(args=args, prog_name=prog_name, standalone_mode=False)
     except NoArgsIsHelpError as e:  # `reclora` or `reclora data` alone: the help, as asked
         print(e.format_message())

@@ -25,7 +25,13 @@ def serve(
     ),
     name: str = typer.Option("reclora", "--name", help="Model name in the URLs (/v1/models/NAME:predict)."),
     max_candidates: int = typer.Option(100, "--max-candidates", help="Most candidates per user in one request."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="torch CPU threads (default: the CPU quota of the container, else the CPUs it may use)."
+    ),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="auto, fp32, bf16 or fp16 (default: train.precision of this machine's params.yaml, "
+        "else auto: decided by this server's hardware, never by the precision the version was trained in).",
+    ),
     request_timeout: float = typer.Option(30.0, "--request-timeout", help="Seconds a request may take to arrive "
                                           "whole (headers and body); a slower one gets a 408 and is closed."),
     set_: Optional[list[str]] = SET_OPTION,
@@ -41,8 +47,30 @@ def serve(
         raise typer.Exit(2)
 
     def _run() -> int:
+        from reclora.errors import ConfigError
+        from reclora.precision import PRECISIONS, requested_precision
+
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
+        req = precision
+        if req is None:
+            import os
+
+            from reclora.config import PARAMS_ENV, load_params, params_path
+
+            try:
+                params_path()
+            except ConfigError:
+                if os.environ.get(PARAMS_ENV):
+                    raise
+                req = "auto"  # no params.yaml where the server runs (an image): its own hardware decides
+            else:
+                req = requested_precision(load_params().get("train"))
         _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
-               name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout)  # fmt: skip
+               name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout,
+               precision=req)  # fmt: skip
         return 0
 
     raise typer.Exit(run_guarded(_run))

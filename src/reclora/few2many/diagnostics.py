@@ -15,26 +15,29 @@ import numpy as np
 import torch
 
 from reclora.few2many.adapters import AdapterModel
-from reclora.few2many.trainer import PromptSet, _autocast
+from reclora.few2many.trainer import PromptSet
 from reclora.llm.model import yes_no_token_ids
+from reclora.precision import Precision, as_precision
 
 
 @torch.no_grad()
-def answer_states(model: AdapterModel, data: PromptSet, batch_size: int = 16, bf16: bool = True) -> np.ndarray:
+def answer_states(model: AdapterModel, data: PromptSet, batch_size: int = 16, precision: Precision | str = "auto") -> np.ndarray:
     """[n, D] fp32 final (normed) hidden states at the answer position, in ``data``'s order (eval mode).
 
-    Uses ``data``'s cached frozen-layer states when it has them.
+    Uses ``data``'s cached frozen-layer states when it has them; runs in ``precision`` (see
+    :func:`reclora.precision.as_precision`).
     """
     was = model.module.training
     model.train(False)
     device = next(model.module.parameters()).device
+    prec = as_precision(precision, device)
     order = np.argsort(data.lengths, kind="stable")
     out: np.ndarray | None = None
     try:
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             b = data.batch(idx, device)
-            with _autocast(device, bf16):
+            with prec.autocast(device):
                 h = model.answer_hidden(b["input_ids"], b["attention_mask"], b["signal"], b["lower"]).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(data), h.shape[1]), dtype=np.float32)
@@ -67,14 +70,14 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
 
 
 @torch.no_grad()
-def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size: int = 16, bf16: bool = True,
+def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size: int = 16, precision: Precision | str = "auto",
                 states: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """p(Yes) + p(No) under the full next-token softmax at the answer position: mean, min and median.
 
     ``states``: the prompts' answer states from :func:`answer_states`, when already computed.
     """
     yes, no = yes_no_token_ids(tokenizer)
-    h = answer_states(model, data, batch_size, bf16) if states is None else states
+    h = answer_states(model, data, batch_size, precision) if states is None else states
     if not len(h):
         return {}
     logits = torch.nn.functional.linear(torch.from_numpy(h), model.output_head().weight.detach().float().cpu())
@@ -84,11 +87,11 @@ def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size
 
 
 def diagnose(model: AdapterModel, tokenizer: Any, train: PromptSet, train_y: Sequence[int], valid: PromptSet,
-             valid_y: Sequence[int], batch_size: int = 16, bf16: bool = True) -> dict[str, Any]:  # fmt: skip
+             valid_y: Sequence[int], batch_size: int = 16, precision: Precision | str = "auto") -> dict[str, Any]:  # fmt: skip
     """Before training (the adapter is the identity at init, B = 0): the linear probe of the frozen
     features and the Yes+No mass of the base model, on the given prompt sets."""
-    tr = answer_states(model, train, batch_size, bf16)
-    va = answer_states(model, valid, batch_size, bf16)
+    tr = answer_states(model, train, batch_size, precision)
+    va = answer_states(model, valid, batch_size, precision)
     out: dict[str, Any] = {"yes_no_mass_base": yes_no_mass(model, tokenizer, valid, states=va)}
     try:
         out["linear_probe"] = linear_probe(tr, np.asarray(train_y), va, np.asarray(valid_y)) | {

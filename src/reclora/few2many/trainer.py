@@ -30,6 +30,7 @@ from reclora.errors import ConfigError
 from reclora.few2many.adapters import AdapterModel
 from reclora.few2many.checkpoint import load_checkpoint, load_checkpoint_tensors, save_checkpoint
 from reclora.llm.model import chat_prompt, yes_no_token_ids
+from reclora.precision import Precision, as_precision
 
 
 LOSSES = ("yes_no", "full_vocab")
@@ -59,7 +60,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_length: int = 384
-    bf16: bool = True
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see reclora.precision); resolved on the training device
     seed: int = 0
     checkpoint_every: int = 20  # optimizer steps; 0 = never
     max_grad_norm: float = 1.0
@@ -74,6 +75,10 @@ class TrainConfig:
         """Raises ConfigError (a ValueError) naming the setting and its value."""
         if self.loss not in LOSSES:
             raise ConfigError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
+        from reclora.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "grad_accum", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -88,8 +93,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """From a ``train`` params section (unknown keys ignored; an older file's ``bf16: true|false``
+        is read as ``precision: bf16|fp32``, see :func:`reclora.precision.requested_precision`)."""
+        from reclora.precision import requested_precision
+
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in names} | {"precision": requested_precision(d)})
 
 
 def sample_few(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -125,10 +134,6 @@ def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tens
             ids[i, width - len(x) :] = torch.as_tensor(x, dtype=torch.long)
             mask[i, width - len(x) :] = 1
     return {"input_ids": ids, "attention_mask": mask}
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, bucket: bool = True) -> list[np.ndarray]:
@@ -203,27 +208,31 @@ class PromptSet:
         return len(self.ids)
 
     def cache(
-        self, model: AdapterModel, batch_size: int, bf16: bool, progress: bool = False, desc: str = "cache",
-        store: str | Path | None = None,
+        self, model: AdapterModel, batch_size: int, precision: "Precision | str" = "auto", progress: bool = False,
+        desc: str = "cache", store: str | Path | None = None,
     ) -> None:  # fmt: skip
         """Compute (or, with ``store``, load if present) every prompt's frozen-layer state.
 
-        ``store``: a directory shared by runs on the same prompts (vanilla LoRA and RecLoRA of one
-        benchmark, say): the states are saved there as safetensors under a key of the base model,
-        the first adapted layer, bf16 and the token ids, and loaded by any later run with that key.
+        ``precision``: a chosen :class:`~reclora.precision.Precision` or a ``train.precision`` name
+        (resolved on the model's device). ``store``: a directory shared by runs on the same prompts
+        (vanilla LoRA and RecLoRA of one benchmark or one pipeline, say): the states are saved there as
+        safetensors under a key of the base model (its config and weight files), the first adapted
+        layer, the precision the states were computed in and the token ids, and loaded by any later run
+        with that key.
         """
         if model.first_layer == 0:
             return
+        device = next(model.module.parameters()).device
+        prec = as_precision(precision, device)
         f = None
         if store is not None:
-            f = Path(store) / f"lower-{self._key(model, bf16)}.safetensors"
+            f = Path(store) / f"lower-{self._key(model, prec.name)}.safetensors"
             if f.is_file():
                 from safetensors.torch import load_file
 
                 t = load_file(str(f))
                 self.lower = [t[str(i)] for i in range(len(self))]
                 return
-        device = next(model.module.parameters()).device
         order = np.argsort(self.lengths, kind="stable")
         lower: list[torch.Tensor | None] = [None] * len(self)
         was = model.module.training
@@ -232,7 +241,7 @@ class PromptSet:
             for i in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
                 idx = order[i : i + batch_size]
                 enc = pad_left([self.ids[j] for j in idx], self.pad_id)
-                with _autocast(device, bf16):
+                with prec.autocast(device):
                     h = model.lower_states(enc["input_ids"].to(device), enc["attention_mask"].to(device)).cpu()
                 for row, j in enumerate(idx):
                     lower[j] = h[row, h.shape[1] - self.lengths[j] :].clone()
@@ -242,18 +251,32 @@ class PromptSet:
         if f is not None:
             from safetensors.torch import save_file
 
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f".{f.name}.tmp")
-            save_file({str(i): t.contiguous() for i, t in enumerate(self.lower)}, str(tmp))
-            tmp.replace(f)
+            import os
+            import tempfile
 
-    def _key(self, model: AdapterModel, bf16: bool) -> str:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".tmp")  # concurrent writers: own files
+            os.close(fd)
+            try:
+                save_file({str(i): t.contiguous() for i, t in enumerate(self.lower)}, tmp)
+                os.replace(tmp, f)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    def _key(self, model: AdapterModel, precision: str) -> str:
+        """The cache key: base model (name, config, weight files' names, sizes and times), first adapted
+        layer, the precision (fp32 | bf16 | fp16) the states are computed in, and every prompt's token ids."""
         import hashlib
 
         from reclora.llm.layers import unwrap
 
         cfg = getattr(unwrap(model.module), "config", None)
-        h = hashlib.sha256(f"{getattr(cfg, '_name_or_path', '')}|{cfg}|{model.first_layer}|{bf16}".encode())
+        name = str(getattr(cfg, "_name_or_path", ""))
+        weights = ""
+        if name and Path(name).is_dir():
+            weights = ",".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(name).glob("*.safetensors")))
+        h = hashlib.sha256(f"{name}|{cfg}|{weights}|{model.first_layer}|{precision}".encode())
         for x in self.ids:
             h.update(np.asarray(x, dtype=np.int64).tobytes() + b"|")
         return h.hexdigest()[:24]
@@ -300,13 +323,14 @@ def _param_groups(named: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> lis
 
 
 @torch.no_grad()
-def _predict_set(model: AdapterModel, data: PromptSet, batch_size: int, bf16: bool, token_ids: Sequence[int],
+def _predict_set(model: AdapterModel, data: PromptSet, batch_size: int, precision: Precision | str, token_ids: Sequence[int],
                  progress: bool = False, desc: str = "predict", rank: int = 0, world: int = 1) -> np.ndarray:  # fmt: skip
     """p(Yes) for the prompts of ``data`` (batched by length), eval mode. With ``world`` > 1 this rank
     scores every world-th batch and leaves 0 in the other rows (the caller sums over the ranks)."""
     was = model.module.training
     model.train(False)
     device = next(model.module.parameters()).device
+    prec = as_precision(precision, device)
     order = np.argsort(data.lengths, kind="stable")
     out = np.zeros(len(data), dtype=np.float64)
     try:
@@ -315,7 +339,7 @@ def _predict_set(model: AdapterModel, data: PromptSet, batch_size: int, bf16: bo
             if b % world != rank:
                 continue
             idx = order[i : i + batch_size]
-            with _autocast(device, bf16):
+            with prec.autocast(device):
                 pair = _forward(model, data.batch(idx, device), token_ids)
             out[idx] = torch.softmax(pair, -1)[:, 0].cpu().numpy()
     finally:
@@ -382,6 +406,7 @@ def train_adapter(
     else:
         rank, world, main = 0, 1, True
     device = next(model.module.parameters()).device
+    prec = as_precision(cfg.precision, device)
     answer_ids, targets = _answer_targets(tokenizer, labels, cfg.loss)
     text_loss = model.uses_anchor and cfg.text_loss_weight > 0
     yes_no = yes_no_token_ids(tokenizer)
@@ -392,20 +417,21 @@ def train_adapter(
         val = PromptSet(tokenizer, valid["prompts"], cfg.max_length, valid.get("signals"), valid.get("anchors"))
         val_labels = np.asarray(valid["labels"]).astype(np.int64)
     if cfg.cache_lower:
-        data.cache(model, cfg.batch_size * 2, cfg.bf16, progress and main, "cache frozen layers", cache_dir)
+        data.cache(model, cfg.batch_size * 2, prec, progress and main, "cache frozen layers", cache_dir)
         if val is not None:
-            val.cache(model, cfg.batch_size * 2, cfg.bf16, False, store=cache_dir)
+            val.cache(model, cfg.batch_size * 2, prec, False, store=cache_dir)
     cache_secs = time.perf_counter() - t_cache
     diag: dict[str, Any] = {}
     if diagnostics and val is not None:
         from reclora.few2many.diagnostics import diagnose
 
-        diag = diagnose(model, tokenizer, data, labels, val, val_labels, cfg.batch_size * 2, cfg.bf16)
+        diag = diagnose(model, tokenizer, data, labels, val, val_labels, cfg.batch_size * 2, prec)
 
     torch.manual_seed(cfg.seed)
     named = dict(model.named_trainable_parameters())
     params = list(named.values())
     opt = torch.optim.AdamW(_param_groups(named, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = prec.grad_scaler(device)  # fp16 only: the loss is scaled up so small gradients do not underflow
     micro = cfg.batch_size
     n_micro = math.ceil(len(data) / micro)
     per_epoch = math.ceil(n_micro / cfg.grad_accum)
@@ -423,6 +449,8 @@ def train_adapter(
         if st is not None:
             step, losses, resumed = st["step"], st["loss"], st["step"]
             val_auc, best = st.get("valid_auc", []), st.get("best", best)
+            if scaler.is_enabled() and st.get("grad_scaler"):
+                scaler.load_state_dict(st["grad_scaler"])
     if ddp:
         # every rank must start from the same step with the same weights
         if not D.same_on_all_ranks(step):
@@ -437,7 +465,10 @@ def train_adapter(
 
     def save_state() -> None:
         if main and out_dir is not None and cfg.checkpoint_every:
-            state = {"step": step, "loss": losses, "valid_auc": val_auc, "best": best, "config": asdict(cfg)}
+            state = {"step": step, "loss": losses, "valid_auc": val_auc, "best": best, "config": asdict(cfg),
+                     "precision": prec.name}
+            if scaler.is_enabled():
+                state["grad_scaler"] = scaler.state_dict()
             extra = {BEST: best_weights} if best_weights is not None else None
             save_checkpoint(Path(out_dir), named, opt, state | ({"world_size": world} if ddp else {}), extra)
 
@@ -446,7 +477,7 @@ def train_adapter(
         nonlocal best_weights
         if val is None:
             return False
-        auc = _auc(val_labels, _predict_set(model, val, cfg.batch_size * 2, cfg.bf16, yes_no))
+        auc = _auc(val_labels, _predict_set(model, val, cfg.batch_size * 2, prec, yes_no))
         val_auc.append(round(auc, 6))
         if auc > best["auc"]:
             best.update(auc=auc, epoch=epoch + 1)
@@ -482,7 +513,7 @@ def train_adapter(
                 if len(part) == 0:
                     continue
                 y, batch = targets[part].to(device), data.batch(part, device)
-                with _autocast(device, cfg.bf16):
+                with prec.autocast(device):
                     logits = _forward(model, batch, answer_ids, readout=not text_loss)
                 if text_loss:  # the anchored readout's loss + the text path's own
                     anchored = model.anchored(logits, batch["anchor"])
@@ -491,13 +522,15 @@ def train_adapter(
                 else:
                     ce = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
                 loss = ce / n_step  # sum over ranks and micro-batches = the mean over the step's samples
-                loss.backward()
+                scaler.scale(loss).backward()
                 step_loss += loss.item()
             if ddp:
                 step_loss = _all_reduce_grads(params, step_loss)
+            scaler.unscale_(opt)  # (a no-op but for fp16) the ranks' summed gradients are identical, so is the inf check
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
+            scaler.step(opt)  # skips the step when an fp16 gradient overflowed
+            scaler.update()
             step += 1
             losses.append(round(step_loss, 5))
             rate = seen / max(1e-9, time.perf_counter() - t0)
@@ -524,7 +557,7 @@ def train_adapter(
     if diag:
         from reclora.few2many.diagnostics import yes_no_mass
 
-        diag["yes_no_mass_trained"] = yes_no_mass(model, tokenizer, val, cfg.batch_size * 2, cfg.bf16)
+        diag["yes_no_mass_trained"] = yes_no_mass(model, tokenizer, val, cfg.batch_size * 2, prec)
     out = {
         "steps": step,
         "total_steps": total,
@@ -538,6 +571,7 @@ def train_adapter(
         "cache_seconds": round(cache_secs, 2),
         "samples_per_s": round(seen / max(secs, 1e-9), 3),
         "resumed_from": resumed,
+        "precision": prec.as_dict(),
     }
     if diag:
         out["diagnostics"] = diag
@@ -582,7 +616,7 @@ def predict_adapter(
     signals: np.ndarray | None = None,
     batch_size: int = 16,
     max_length: int = 384,
-    bf16: bool = True,
+    precision: Precision | str = "auto",
     progress: bool = True,
     distributed: bool | None = None,
     anchors: np.ndarray | None = None,
@@ -594,7 +628,9 @@ def predict_adapter(
     crm_residual readout). Data-parallel (``distributed`` as in ``train_adapter``): every rank scores
     every world-th batch and all get all the probabilities, so every rank must call it.
     ``cache_dir``: load (or compute and keep) the prompts' frozen-layer states there, so that several
-    models on one base score the same prompts running only their adapted layers.
+    models on one base score the same prompts running only their adapted layers. ``precision``: a chosen
+    :class:`~reclora.precision.Precision`, or auto | fp32 | bf16 | fp16 decided for the model's device
+    (:func:`reclora.precision.choose`).
     """
     ddp = _distributed(distributed)
     if ddp:
@@ -607,8 +643,8 @@ def predict_adapter(
         raise ValueError("the crm_residual readout needs the CRM logits (anchors)")
     data = PromptSet(tokenizer, prompts, max_length, signals, anchors if model.uses_anchor else None)
     if cache_dir is not None:
-        data.cache(model, batch_size, bf16, progress and main, "cache frozen layers", cache_dir)
-    out = _predict_set(model, data, batch_size, bf16, yes_no_token_ids(tokenizer), progress and main,
+        data.cache(model, batch_size, precision, progress and main, "cache frozen layers", cache_dir)
+    out = _predict_set(model, data, batch_size, precision, yes_no_token_ids(tokenizer), progress and main,
                        f"predict {model.kind}", rank, world)  # fmt: skip
     if ddp:
         t = torch.from_numpy(out)

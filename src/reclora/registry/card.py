@@ -81,6 +81,26 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
              if k not in ("dataset", "rows", "users", "items", "samples", "positive_rate", "label_threshold", "data_version")]  # fmt: skip
     lines += _table(["", "value"], [r for r in drows + extra if r[1] is not None]) + [""]
 
+    rt = dict(manifest.get("runtime") or {})
+    if rt:
+        prec, hw = dict(rt.get("precision") or {}), dict(rt.get("hardware") or {})
+        cpu = dict(hw.get("cpu") or {})
+        gpus = hw.get("gpus") or []
+        hrows: list[list[Any]] = [
+            ["precision", f"{prec.get('chosen', 'n/a')} (requested {prec.get('requested', 'n/a')}: {prec.get('reason', '')})"
+             if prec else None],
+            ["CPU", f"{cpu.get('model', 'n/a')}; flags {', '.join(cpu.get('flags') or []) or 'none of note'}; "
+                    f"ATen {cpu.get('aten_capability', 'n/a')}" if cpu else None],
+            ["threads", f"{hw.get('threads')} ({hw.get('threads_source', 'n/a')})" if hw.get("threads") else None],
+            ["GPU", ", ".join(f"{g.get('name')} (compute capability {g.get('capability')})" for g in gpus) or "none"
+             if hw else None],
+            ["torch", f"{hw.get('torch')} (CUDA {hw.get('cuda') or 'none'})" if hw.get("torch") else None],
+        ]  # fmt: skip
+        lines += ["## Training hardware and precision", "",
+                  "What the adapter was trained on. A server decides its own precision by its own hardware "
+                  "(`reclora serve --precision` forces one).", ""]  # fmt: skip
+        lines += _table(["", "value"], [r for r in hrows if r[1] is not None]) + [""]
+
     lines += ["## Metrics", "", "Offline CTR metrics on the held-out test split (the latest 10% by time), "
               "every model scored on the same samples when they come from one evaluation report.", ""]  # fmt: skip
     rows = [[f"**{model}** (this version)", test.get("auc"), test.get("logloss"), test.get("accuracy"), test.get("n")]]

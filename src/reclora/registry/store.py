@@ -508,6 +508,7 @@ def cleanup(
 def _manifest(
     name: str, version: str, created: str, base_model: str, files: Mapping[str, Any], summary: Mapping[str, Any],
     lineage: Mapping[str, Any], data: Mapping[str, Any], promotion: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     return _clean({
         "schema_version": SCHEMA_VERSION,
@@ -519,6 +520,7 @@ def _manifest(
         "metrics": summary,
         "lineage": lineage,
         "data": data,
+        "runtime": dict(runtime or {}),
         "files": {k: files[k] for k in sorted(files)},
         "layout": {
             "crm": "crm", "adapter": "adapter", "params": PARAMS, "metrics": METRICS, "card": CARD,
@@ -553,6 +555,7 @@ def register(
     stale_after: float = STALE_AFTER,
     detect_git_commit: bool = True,
     promotion: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store a new immutable version ``vNNNN`` and return its manifest (plus ``path``, the version's URI).
 
@@ -565,6 +568,8 @@ def register(
     ``model-registry`` package; see :mod:`reclora.registry.kubeflow`).
     ``promotion``: the promotion gate's decision and its evidence (``register_and_gate``), kept in the
     manifest and the model card.
+    ``runtime``: what the adapter was trained on, {"precision": {"chosen", ...}, "hardware": {...}} (the LLM
+    stage's summary); recorded in the manifest and the model card (a server decides its own precision).
     """
     store = open_store(uri, name)
     refuse_overlap({"the registry": store.url(store.base)},
@@ -588,10 +593,10 @@ def register(
     cleanup(store, stale_after=stale_after)
 
     def build(version: str, files: dict[str, Any]) -> tuple[dict[str, Any], bytes, bytes]:
-        draft = _manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion)
+        draft = _manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion, runtime)
         card = _card(draft, params)
         files = {**files, CARD: _bytes_entry(card)}
-        m = _manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion)
+        m = _manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion, runtime)
         return m, card, json_bytes(m)
 
     if store.local:

@@ -41,7 +41,8 @@ def _model_identity(model_path: str) -> str:
 
 @torch.no_grad()
 def embed_texts(
-    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True, layers: int = 0
+    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True, layers: int = 0,
+    precision: Any = "auto",
 ) -> np.ndarray:
     """Mean-pooled last hidden state for each text, L2-normalised, float32 [n, d].
 
@@ -49,10 +50,13 @@ def embed_texts(
     texts of about one length (little padding); the result is in the order of ``texts``.
     ``layers`` > 0 runs only the first ``layers`` decoder layers (then the final norm): cost falls
     in proportion (params ``retrieval.embedding_layers``; 0, or at least the model's layer count,
-    = all). ConfigError if negative or the model has no Llama-style decoder.
+    = all). ``precision``: a :class:`~reclora.precision.Precision` or auto | fp32 | bf16 | fp16, decided
+    for the model's device (:func:`reclora.precision.as_precision`). ConfigError if ``layers`` is
+    negative or the model has no Llama-style decoder.
     """
     from reclora.errors import ConfigError
     from reclora.llm.layers import decoder_stack
+    from reclora.precision import as_precision
 
     decoder = decoder_stack(model)
     full = decoder.layers
@@ -62,6 +66,7 @@ def embed_texts(
         decoder.layers = full[:layers]  # restored below
     tokenizer.padding_side = "right"
     device = next(model.parameters()).device
+    prec = as_precision(precision, device)
     ids = tokenizer(texts, truncation=True, max_length=64)["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.empty((len(texts), decoder.config.hidden_size if hasattr(decoder, "config") else 0), dtype=np.float32)
@@ -70,7 +75,7 @@ def embed_texts(
             idx = order[i : i + batch_size]
             enc = tokenizer.pad({"input_ids": [ids[j] for j in idx]}, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with prec.autocast(device):
                 hs = decoder(**enc).last_hidden_state.float()
             m = enc["attention_mask"].unsqueeze(-1).float()
             v = (hs * m).sum(1) / m.sum(1).clamp(min=1)
@@ -81,13 +86,17 @@ def embed_texts(
     return out
 
 
-def embedding_cache_key(item_ids: np.ndarray, texts: list[str], model_path: str, layers: int = 0) -> str:
+def embedding_cache_key(item_ids: np.ndarray, texts: list[str], model_path: str, layers: int = 0,
+                        precision: str = "bf16") -> str:  # fmt: skip
     """The cache file stem (32 hex chars): SHA-256 of the model's identity (its directory, config.json and
-    weight file sizes, or the id as given), the layer count (when not all) and every (item id, text)
-    pair in order."""
+    weight file sizes, or the id as given), the layer count (when not all), the precision the embeddings
+    are computed in (when not bf16, the one every earlier cache file was computed in) and every
+    (item id, text) pair in order."""
     h = hashlib.sha256(_model_identity(model_path).encode())
     if layers:
         h.update(f"|layers={int(layers)}".encode())
+    if precision != "bf16":
+        h.update(f"|precision={precision}".encode())
     for i, t in zip(item_ids, texts):
         h.update(f"{i}\x1f{t}\x1e".encode())
     return h.hexdigest()[:32]
@@ -100,21 +109,26 @@ def load_or_embed_items(
     cache: Path | None = None,
     progress: bool = True,
     layers: int = 0,
+    precision: Any = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(item_ids [n], embeddings [n, d]) for the catalogue, from the cache or computed once
-    (``layers``: see :func:`embed_texts`)."""
+    (``layers``, ``precision``: see :func:`embed_texts`; the precision is decided for the CPU)."""
     from safetensors.numpy import load_file, save_file
 
+    from reclora.precision import as_precision
+
+    prec = as_precision(precision, "cpu")
     texts = item_texts(items)
     ids = items["item_id"].to_numpy(dtype=np.int64)
-    path = (cache or cache_dir() / "embeddings") / f"{embedding_cache_key(ids, texts, model_path, layers)}.safetensors"
+    key = embedding_cache_key(ids, texts, model_path, layers, prec.name)
+    path = (cache or cache_dir() / "embeddings") / f"{key}.safetensors"
     if path.is_file():
         d = load_file(str(path))
         return d["item_ids"], d["embeddings"]
     from reclora.llm import load_causal_lm
 
     model, tok = load_causal_lm(model_path)
-    emb = embed_texts(model, tok, texts, batch_size=batch_size, progress=progress, layers=layers)
+    emb = embed_texts(model, tok, texts, batch_size=batch_size, progress=progress, layers=layers, precision=prec)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)

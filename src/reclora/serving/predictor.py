@@ -127,20 +127,29 @@ class RecLoRAPredictor(Model):
         max_candidates: int = 100,
         max_instances: int = 64,
         max_batch: int = 512,
-        bf16: bool | None = None,
+        precision: str | None = None,
         num_threads: int | None = None,
     ) -> None:
+        """``precision``: auto | fp32 | bf16 | fp16 (None = auto), decided by this server's own hardware
+        when loading (:func:`reclora.precision.choose`), never the precision recorded at training.
+        ``num_threads``: torch's CPU threads (None: as the process set them, from its CPU quota)."""
         super().__init__(name)
         self.model_uri, self.ref = str(model_uri), ref
         self.base_model_override = str(base_model) if base_model else None
         self.feature_store_dir = str(feature_store) if feature_store else None
         self.max_candidates, self.max_instances, self.max_batch = int(max_candidates), int(max_instances), int(max_batch)
-        self.bf16_override = bf16
+        from reclora.precision import PRECISIONS
+
+        if precision is not None and precision not in PRECISIONS:
+            raise DataError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision_request = precision or "auto"
         self.num_threads = num_threads
         self._lock = threading.Lock()
         self._store_lock = threading.Lock()
         self.item_set: set[int] = set()  # filled by load(); the request parser needs only these two
         self.rating_range: tuple[float, float] | None = None
+        self.stats = {"requests": 0, "rows": 0, "tokens": 0, "tokens_squared": 0}  # scored since load (bench serve)
+        self._stats_lock = threading.Lock()
         self.ready = False
 
     # ------------------------------------------------------------------ load
@@ -167,7 +176,6 @@ class RecLoRAPredictor(Model):
         self.max_length = int(tp.get("max_length", 384))
         # the retrieval pool of a training sample: its user's max_history most recent earlier events
         self.max_history = int((self.params.get("data") or {}).get("max_history", 0)) or None
-        self.bf16 = bool(tp.get("bf16", False)) if self.bf16_override is None else bool(self.bf16_override)
         data = self.manifest.get("data") or {}
         from reclora.prompts import NOUNS
 
@@ -196,6 +204,9 @@ class RecLoRAPredictor(Model):
         base, self.tokenizer = load_causal_lm(self.base_model_path)
         self.adapter = load_adapter(base, vdir / "adapter")
         self.adapter.train(False)
+        from reclora.precision import choose
+
+        self.precision = choose(self.precision_request, next(self.adapter.module.parameters()).device)
 
         self.store = None
         if self.feature_store_dir:
@@ -207,6 +218,21 @@ class RecLoRAPredictor(Model):
             self.store = open_feature_store(repo)
         self.ready = True
         return self.ready
+
+    def info(self) -> dict[str, Any]:
+        """What this server runs and has done (``GET /reclora/info``): {"name", "version", "precision" (the
+        choice and why), "hardware", "base_model" {path, the dimensions a FLOP count needs}, "stats"
+        {"requests", "rows", "tokens", "tokens_squared"} scored since it loaded}."""
+        from reclora.hardware import hardware_info
+        from reclora.llm.layers import unwrap
+
+        cfg = getattr(unwrap(self.adapter.module), "config", None)
+        dims = {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                   "num_attention_heads", "num_key_value_heads", "vocab_size")}  # fmt: skip
+        with self._stats_lock:
+            stats = dict(self.stats)
+        return {"name": self.name, "version": self.version, "precision": self.precision.as_dict(),
+                "hardware": hardware_info(), "base_model": {"path": self.base_model_path, **dims}, "stats": stats}  # fmt: skip
 
     # ------------------------------------------------------------------ validation
     def _rating_range(self, dataset: str) -> tuple[float, float] | None:
@@ -361,15 +387,23 @@ class RecLoRAPredictor(Model):
         from reclora.prompts import build_prompts
         from reclora.retrieval import retrieve
 
+        from reclora.few2many import tokenize
+
         r = retrieve(df, self.k_long, self.k_short, self.mode, self.item_ids, self.embeddings)
         prompts = build_prompts(r, self.items if items is None else items, users, noun=self.noun, threshold=self.threshold)
+        lengths = [len(x) for x in tokenize(self.tokenizer, prompts, self.max_length)]
+        with self._stats_lock:
+            self.stats["requests"] += 1
+            self.stats["rows"] += len(prompts)
+            self.stats["tokens"] += sum(lengths)
+            self.stats["tokens_squared"] += sum(n * n for n in lengths)
         with self._lock:
             gi = str(self.adapter.config.get("gate_input", "hidden"))
             sig = crm_signals(self.crm, self.featurizer, r, gi) if self.adapter.uses_signal else None
             z = crm_signals(self.crm, self.featurizer, r, "score")[:, 0] if self.adapter.uses_anchor else None
             return predict_adapter(
                 self.adapter, self.tokenizer, prompts, sig, batch_size=max(1, min(len(prompts), self.max_batch)),
-                max_length=self.max_length, bf16=self.bf16, progress=False, distributed=False, anchors=z,
+                max_length=self.max_length, precision=self.precision, progress=False, distributed=False, anchors=z,
             )  # fmt: skip
 
     def score(self, parsed: list[dict[str, Any]]) -> tuple[list[np.ndarray], list[bool], list[str]]:

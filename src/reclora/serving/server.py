@@ -1,7 +1,8 @@
 """The HTTP server: the FastAPI app KServe's ModelServer builds (V1 + V2 + health + /metrics), served
 by our own uvicorn config so the host is ours to choose (ModelServer hard-codes 0.0.0.0).
 
-    build_app(predictor)  -> FastAPI app (the predictor must be loaded)
+    build_app(predictor)  -> FastAPI app (the predictor must be loaded); besides KServe's routes,
+                             GET /reclora/info: the precision, hardware and rows/tokens scored
     serve(model_uri, port=8080, host="127.0.0.1", ...)  load the model and serve until SIGINT/SIGTERM
 
 Slow and broken clients (neither kserve 0.21's ModelServer nor uvicorn bounds how long a request may
@@ -265,6 +266,7 @@ def build_app(predictor: RecLoRAPredictor) -> FastAPI:
         app.add_exception_handler(client_error, _client_error)
     app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_middleware(StrictJSONBody)
+    app.add_api_route("/reclora/info", lambda: predictor.info(), methods=["GET"])  # precision, hardware, rows scored
     app.state.predictor = predictor
     return app
 
@@ -281,15 +283,19 @@ def serve(
     num_threads: int | None = None,
     log_level: str = "warning",
     request_timeout: float = REQUEST_TIMEOUT,
+    precision: str | None = None,
 ) -> None:
     """Load the model, then serve V1/V2 on host:port until interrupted; a request must arrive whole within
-    ``request_timeout`` seconds (:func:`deadline_protocol`)."""
+    ``request_timeout`` seconds (:func:`deadline_protocol`). ``precision``: auto (None) | fp32 | bf16 | fp16,
+    decided by this machine (see :class:`RecLoRAPredictor`)."""
     import uvicorn
+    import torch
 
     predictor = RecLoRAPredictor(model_uri, ref=ref, name=name, base_model=base_model, feature_store=feature_store,
-                                 max_candidates=max_candidates, num_threads=num_threads)  # fmt: skip
+                                 max_candidates=max_candidates, num_threads=num_threads, precision=precision)  # fmt: skip
     predictor.load()
     app = build_app(predictor)
-    print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port}", flush=True)
+    print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port} "
+          f"({predictor.precision.name}, {torch.get_num_threads()} threads)", flush=True)  # fmt: skip
     protocol = deadline_protocol(request_timeout)
     uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level=log_level, log_config=None, http=protocol)).run()
