@@ -559,7 +559,10 @@ def evaluate_stage(
         tables = Tables(pd.DataFrame(), pd.read_parquet(Path(data_dir) / schema.ITEMS),
                         pd.read_parquet(Path(data_dir) / schema.USERS))  # fmt: skip
         items, _, users = shared_features(features_dir, tables, samples[KEY])
-        champ = rescore_champion(registry_uri, samples, items, users, str(dataset))
+        from reclora.precision import requested_precision
+
+        champ = rescore_champion(registry_uri, samples, items, users, str(dataset),
+                                 precision=requested_precision(p.get("train")))  # as the challenger was scored
         if champ["status"] == "scored":
             champ_name = f"champion {champ['version']}"
             preds[champ_name] = champ["p"]

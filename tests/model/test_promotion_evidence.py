@@ -333,7 +333,7 @@ def test_the_champion_is_rescored_on_the_challengers_samples(tmp_path, tiny_llam
 
     samples = evaluated_samples(data, sub[KEY])
     items, users = pd.read_parquet(data / "items.parquet"), pd.read_parquet(data / "users.parquet")
-    again = rescore_champion(str(reg), samples, items, users, "synthetic")
+    again = rescore_champion(str(reg), samples, items, users, "synthetic", precision=params["train"]["precision"])
     assert again["version"] == "v0001"
     np.testing.assert_allclose(again["p"], sub["p"].to_numpy(), atol=1e-5)
     # the registration applies it and keeps every figure

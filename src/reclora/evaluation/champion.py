@@ -50,6 +50,7 @@ def rescore_champion(
     users: pd.DataFrame | None,
     dataset: str,
     name: str | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """The registry's champion scored on ``samples`` (rows with user_id, item_id, timestamp and the
     history lists hist_item_ids, hist_ratings, hist_timestamps), or why it could not be (module docstring).
@@ -57,7 +58,8 @@ def rescore_champion(
     Returns {"status", "version", "reason", "stored" (its registered test AUC/LogLoss/n, from its own
     test split), "dataset", "base_model", "p" (float64 [len(samples)], only with "scored")}. Never raises
     for a broken or foreign champion: that is the result; ``samples`` without the history columns raise
-    ValueError.
+    ValueError. ``precision``: this run's ``train.precision`` (auto | fp32 | bf16 | fp16), decided on this
+    machine as the challenger's scores were, so the two are scored alike (never the champion's own).
     """
     from reclora.registry import DEFAULT_NAME, champion
     from reclora.registry.gate import data_mismatch
@@ -86,7 +88,7 @@ def rescore_champion(
                 return out | {"status": "not comparable", "reason": f"another item catalogue ({why})"}
             from reclora.serving import RecLoRAPredictor
 
-            predictor = RecLoRAPredictor(vdir, ref=m["version"])
+            predictor = RecLoRAPredictor(vdir, ref=m["version"], precision=precision)
             try:
                 predictor.load()
             except (RecLoRAError, OSError, ValueError, KeyError, RuntimeError) as e:
