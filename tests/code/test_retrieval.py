@@ -76,6 +76,35 @@ def test_frame_retrieve_equals_brute_force():
         assert got_r.tolist() == [float(r.hist_ratings[i]) for i in sorted(best)]
 
 
+def test_the_choice_does_not_depend_on_how_samples_are_batched():
+    """Served one request at a time or retrieved 512 samples to a chunk, a sample gets the same behaviours,
+    also among equal scores (identical item texts: the tiny random LLM embeds most titles alike), where
+    the most recent win. In float32 the dot product's rounding varies with the chunk's shapes by more than
+    the 1e-9 tie-break and the choice flipped between the pipeline and the server."""
+    rng = np.random.default_rng(3)
+    base = _unit(rng.normal(size=64))
+    # 30 items: groups of identical vectors and vectors a hair apart (1e-7), all close to one another
+    emb = np.stack([base + (i % 3) * 1e-7 * np.eye(64)[i % 64] for i in range(30)]).astype(np.float32)
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = np.arange(1, 31, dtype=np.int64)
+    rows = []
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        rows.append({"item_id": int(rng.integers(1, 31)), "hist_item_ids": rng.integers(1, 31, n),
+                     "hist_ratings": rng.integers(1, 6, n).astype(float)})
+    df = pd.DataFrame(rows)
+    together = retrieve(df, 20, 6, "relevance", ids, emb, chunk=512)
+    for i in range(0, len(df), 7):
+        alone = retrieve(df.iloc[[i]].reset_index(drop=True), 20, 6, "relevance", ids, emb)
+        for c in ("long_item_ids", "short_item_ids"):
+            assert alone[c].iloc[0].tolist() == together[c].iloc[i].tolist(), (i, c)
+    # exact ties: the most recent of the equal-scoring behaviours are kept
+    same = np.repeat(base[None, :], 3, axis=0).astype(np.float32)
+    lp, sp = retrieve_positions([0], [5], np.array([1]), np.array([2, 3, 2, 3, 2]), 3, 2, "relevance",
+                                np.array([1, 2, 3]), same)
+    assert lp.tolist() == [[2, 3, 4]] and sp.tolist() == [[3, 4]]
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="mode"):
         retrieve_positions([0], [1], np.array([1]), np.array([1]), 1, 1, "random")

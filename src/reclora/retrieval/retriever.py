@@ -43,8 +43,12 @@ class _Embeddings:
         self.order = np.argsort(ids, kind="stable")
         self.sorted = ids[self.order]
         self.unknown = len(ids)
-        emb = np.asarray(embeddings, dtype=np.float32)
-        self.matrix = np.vstack([emb, np.zeros((1, emb.shape[1]), np.float32)])
+        # float64: relevance scores must not depend on how samples are batched. A float32 dot product's
+        # rounding (about d x 6e-8 for unit vectors) changes with the einsum's shapes, and it is larger than the
+        # 1e-9 recency tie-break, so a chunk of 512 samples and one served request could pick different
+        # items among (near-)equal scores; in float64 it is about d x 1e-16, far below the tie-break.
+        emb = np.asarray(embeddings, dtype=np.float64)
+        self.matrix = np.vstack([emb, np.zeros((1, emb.shape[1]), np.float64)])
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
@@ -111,7 +115,7 @@ def retrieve_positions(
         rows = np.where(valid, s[:, None] + pos[None, :], 0)
         h_idx = event_rows[rows]
         t_idx = emb.rows(np.asarray(target_item_ids[a : a + chunk]))
-        scores = np.einsum("nld,nd->nl", emb.matrix[h_idx], emb.matrix[t_idx], optimize=True).astype(np.float64)
+        scores = np.einsum("nld,nd->nl", emb.matrix[h_idx], emb.matrix[t_idx], optimize=True)
         scores[h_idx == emb.unknown] = -1e9  # unknown items rank last but stay eligible
         scores += pos * 1e-9  # ties (e.g. identical texts) break toward the more recent behaviour
         long_pos[a : a + chunk] = _top_positions(scores, valid, k_long)
