@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reclora.data.loaders import Tables
+from reclora.data.canonical import Tables
 
 GENRES = [
     "Action", "Comedy", "Drama", "Romance", "Thriller", "Sci-Fi",
