@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from reclora.data import schema
+from reclora.data.samples import check_fractions, check_history, split_cuts
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -50,10 +51,8 @@ def spark_sample_index(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    if min_history < 0 or max_history < 1:
-        raise ValueError("min_history must be >= 0 and max_history >= 1")
+    check_fractions(fractions)
+    check_history(min_history, max_history)
     user = Window.partitionBy("user_id")
     df = src.select("rid", "user_id", "item_id", "rating", "timestamp")
     # strictly earlier events of the user (ties at the same second are not history); place in the user's block
@@ -64,8 +63,7 @@ def spark_sample_index(
         df = df.withColumn("_repeat", F.row_number().over(pair) > 1)
     timed, p1 = _ranked(df, ["timestamp", "user_id", "item_id", "rid"], "t_rank")
     n = p1.count()
-    c1 = int(round(n * fractions[0]))
-    c2 = int(round(n * (fractions[0] + fractions[1])))
+    c1, c2 = split_cuts(n, fractions)
     ev, p2 = _ranked(timed, ["user_id", "timestamp", "item_id", "rid"], "event_pos")
     ev = ev.withColumn("block_start", F.col("event_pos") - F.col("_in_block") + 1)
     keep = F.col("n_history") >= max(min_history, 1)
