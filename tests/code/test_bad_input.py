@@ -207,7 +207,7 @@ _PLAIN_RE = {"int64": r"[0-9]+", "float64": r"[0-9]+(\.[0-9]+)?"}
 )
 def test_the_csv_fast_path_takes_exactly_the_plain_decimal_cells(cells, dtype):
     """ML-25M's ratings.csv fast path (Arrow kernels) accepts the same cells as its regex definition."""
-    from reclora.data.loaders import _plain_cells
+    from reclora.data.files import _plain_cells
 
     want = all(re.fullmatch(_PLAIN_RE[dtype], c, flags=re.ASCII) for c in cells)
     assert _plain_cells(pa.chunked_array([pa.array(cells, pa.string())]), dtype) is want

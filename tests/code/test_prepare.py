@@ -12,7 +12,7 @@ from reclora.data.schema import SAMPLE_COLUMNS, SPLITS
 
 
 def test_prepare_synthetic_layout_and_summary(tmp_path):
-    s = prepare("synthetic", None, tmp_path / "out")
+    s = prepare("synthetic", None, tmp_path / "out", load_params())
     tables, samples, meta = read_prepared(tmp_path / "out")
     assert meta == {k: v for k, v in s.items() if k not in ("seconds", "out")} | {"seconds": None}
     assert s["rows"] == len(tables.interactions) and s["users"] == tables.interactions["user_id"].nunique()
@@ -24,14 +24,14 @@ def test_prepare_synthetic_layout_and_summary(tmp_path):
 
 
 def test_prepare_is_byte_reproducible(tmp_path):
-    prepare("synthetic", None, tmp_path / "a")
-    prepare("synthetic", None, tmp_path / "b")
+    prepare("synthetic", None, tmp_path / "a", load_params())
+    prepare("synthetic", None, tmp_path / "b", load_params())
     assert dvc_hash(tmp_path / "a")["md5"] == dvc_hash(tmp_path / "b")["md5"]
 
 
 def test_failed_prepare_leaves_the_previous_output_intact(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    prepare("synthetic", None, out)
+    prepare("synthetic", None, out, load_params())
     before = dvc_hash(out)["md5"]
 
     def boom(*a, **k):
@@ -39,14 +39,14 @@ def test_failed_prepare_leaves_the_previous_output_intact(tmp_path, monkeypatch)
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
     with pytest.raises(RuntimeError):
-        prepare("synthetic", None, out)
+        prepare("synthetic", None, out, load_params())
     monkeypatch.undo()
     assert dvc_hash(out)["md5"] == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dirs left behind
 
 
 def test_max_users_samples_users(tmp_path):
-    s = prepare("synthetic", None, tmp_path / "o", max_users=50)
+    s = prepare("synthetic", None, tmp_path / "o", load_params(), max_users=50)
     assert s["users"] == 50
 
 

@@ -20,7 +20,7 @@ from reclora.evaluation import (
     roc_points,
     write_report,
 )
-from reclora.evaluation import report as report_mod
+from reclora.evaluation import plots
 from reclora.io import read_json
 
 MODELS = ["CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA (uniform gate)", "RecLoRA (recent-K)"]
@@ -306,7 +306,7 @@ def test_failure_mid_write_leaves_previous_report_intact(tmp_path, predictions, 
     # no previous report: nothing is left behind
     fresh = tmp_path / "fresh"
     with monkeypatch.context() as mp:
-        mp.setattr(report_mod, plot, boom)
+        mp.setattr(plots, plot, boom)
         with pytest.raises(RuntimeError, match="plot failed"):
             write_report(fresh, small)
     assert list(tmp_path.iterdir()) == []
@@ -316,7 +316,7 @@ def test_failure_mid_write_leaves_previous_report_intact(tmp_path, predictions, 
     first = write_report(out, small)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with monkeypatch.context() as mp:
-        mp.setattr(report_mod, plot, boom)
+        mp.setattr(plots, plot, boom)
         with pytest.raises(RuntimeError, match="plot failed"):
             write_report(out, predictions, title="second")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -325,9 +325,9 @@ def test_failure_mid_write_leaves_previous_report_intact(tmp_path, predictions, 
 
 
 def test_auc_axis_is_zoomed_around_the_values():
-    lo, hi = report_mod._auc_ylim([0.74, 0.76, 0.78])
+    lo, hi = plots._auc_ylim([0.74, 0.76, 0.78])
     assert 0.6 < lo < 0.74 and 0.78 < hi < 0.85
-    lo, hi = report_mod._auc_ylim([0.999, 1.0])  # room for the labels, still near 1
+    lo, hi = plots._auc_ylim([0.999, 1.0])  # room for the labels, still near 1
     assert lo < 0.999 and 1.0 < hi <= 1.01
-    lo, _ = report_mod._auc_ylim([0.05, 0.9])
+    lo, _ = plots._auc_ylim([0.05, 0.9])
     assert lo == 0.0

@@ -19,6 +19,9 @@ index 0 and the model still runs. The fitted featurizer is plain JSON.
 * history: the list columns ``hist_items_col`` / ``hist_ratings_col`` (oldest
   first); the last ``max_len`` entries are kept, left-aligned and padded, with
   a boolean mask of real entries.
+
+Long because: one job, the featurizer (:class:`CRMFeaturizer`: fit, transform, JSON) and the small
+helpers only it uses.
 """
 
 from __future__ import annotations

@@ -296,6 +296,7 @@ def train_crm_streaming(
 
 # ------------------------------------------------------------------ several ranks on one machine
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it), for the gloo ranks' rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

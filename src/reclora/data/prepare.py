@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reclora.config import load_params
 from reclora.data import schema
 from reclora.data.loaders import DATASETS, LOADERS, Tables, load_table
 from reclora.data.samples import build_sample_index, materialize_histories
@@ -39,12 +38,20 @@ def load_dataset(dataset: str, path: str | Path | None, params: dict[str, Any]) 
     return LOADERS[dataset](Path(path))
 
 
+def user_sample(user_ids: np.ndarray, max_users: int, seed: int) -> np.ndarray | None:
+    """The ids of a seeded uniform sample of ``max_users`` users drawn from ``user_ids`` (sorted distinct ids),
+    or None when ``max_users`` is 0 (all) or not below their number. Both engines draw with it: the same
+    sorted ids and seed give the same users."""
+    if max_users <= 0 or max_users >= len(user_ids):
+        return None
+    return np.random.default_rng(seed).choice(user_ids, size=max_users, replace=False)
+
+
 def sample_users(tables: Tables, max_users: int, seed: int) -> Tables:
     """Keep a seeded uniform sample of users (for data sets too large for one machine)."""
-    users = np.sort(tables.interactions["user_id"].dropna().unique())
-    if max_users <= 0 or max_users >= len(users):
+    keep = user_sample(np.sort(tables.interactions["user_id"].dropna().unique()), max_users, seed)
+    if keep is None:
         return tables
-    keep = np.random.default_rng(seed).choice(users, size=max_users, replace=False)
     inter = tables.interactions[tables.interactions["user_id"].isin(keep)].reset_index(drop=True)
     user_tab = tables.users[tables.users["user_id"].isin(keep)].reset_index(drop=True)
     return Tables(inter, tables.items, user_tab, tables.time_source)
@@ -54,15 +61,16 @@ def prepare(
     dataset: str,
     path: str | Path | None,
     out: str | Path,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any],
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run the stage; returns the summary (also written to OUT/meta.json).
 
-    ``overrides`` replace keys of params['data'] (min_history, max_history, split, max_users, seed).
+    ``params``: the loaded params (sections ``data`` and ``synthetic``; load them at the edge with
+    :func:`reclora.config.load_params`). ``overrides`` replace keys of params['data'] (min_history,
+    max_history, split, max_users, seed).
     """
     refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None})
-    params = params if params is not None else load_params()
     data_p = {**params["data"], **{k: v for k, v in overrides.items() if v is not None}}
     t0 = time.perf_counter()
     tables = load_dataset(dataset, path, params)

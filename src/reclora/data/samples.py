@@ -55,16 +55,34 @@ def sort_order(major: np.ndarray, middle: np.ndarray, minor: np.ndarray) -> np.n
     return order.astype(np.int64, copy=False)
 
 
+def check_fractions(fractions: Sequence[float], shown: object = None) -> None:
+    """ValueError unless ``fractions`` (train, valid, test) are three non-negative numbers summing to 1
+    (within 1e-6); the message shows ``shown`` (default: ``fractions``), the value as the user gave it."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        got = fractions if shown is None else shown
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {got}")
+
+
+def check_history(min_history: int, max_history: int) -> None:
+    """ValueError unless ``min_history >= 0`` and ``max_history >= 1`` (counts of earlier events)."""
+    if min_history < 0 or max_history < 1:
+        raise ValueError("min_history must be >= 0 and max_history >= 1")
+
+
+def split_cuts(n: int, fractions: Sequence[float]) -> tuple[int, int]:
+    """Where valid and test begin among ``n`` events in global time order: ranks below ``round(n * f0)``
+    are train, below ``round(n * (f0 + f1))`` valid, the rest test."""
+    return int(round(n * fractions[0])), int(round(n * (fractions[0] + fractions[1])))
+
+
 def assign_splits(inter: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> np.ndarray:
     """Split name per interaction row, by rank in global time order."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    check_fractions(fractions)
     order = np.lexsort((inter["item_id"].to_numpy(), inter["user_id"].to_numpy(), inter["timestamp"].to_numpy()))
     n = len(inter)
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    c1 = int(round(n * fractions[0]))
-    c2 = int(round(n * (fractions[0] + fractions[1])))
+    c1, c2 = split_cuts(n, fractions)
     return np.where(rank < c1, "train", np.where(rank < c2, "valid", "test"))
 
 
@@ -80,8 +98,7 @@ def build_samples(
 
     ``repeat_is_same_event``: drop the samples of a (user, item) pair's later copies (time is row order).
     """
-    if min_history < 0 or max_history < 1:
-        raise ValueError("min_history must be >= 0 and max_history >= 1")
+    check_history(min_history, max_history)
     df = inter[["user_id", "item_id", "rating", "timestamp"]].copy()
     df["split"] = assign_splits(df, fractions)
     df = df.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
@@ -133,13 +150,11 @@ def split_codes(
 ) -> np.ndarray:
     """Split per interaction row as int8 codes (0 train, 1 valid, 2 test); same cut as :func:`assign_splits`.
     ``order``: the rows' global time order (:func:`sort_order` of timestamp, user, item) if known."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    check_fractions(fractions)
     if order is None:
         order = sort_order(inter["timestamp"].to_numpy(), inter["user_id"].to_numpy(), inter["item_id"].to_numpy())
     n = len(inter)
-    c1 = int(round(n * fractions[0]))
-    c2 = int(round(n * (fractions[0] + fractions[1])))
+    c1, c2 = split_cuts(n, fractions)
     code = np.empty(n, dtype=np.int8)
     code[order[:c1]] = 0
     code[order[c1:c2]] = 1
@@ -164,8 +179,7 @@ def build_sample_index(
     (all strictly earlier than ``timestamp``), so nothing is copied per sample. ``event_pos`` is the
     target's own row in ``events``. Memory: O(events) numpy arrays, no Python loop over samples.
     """
-    if min_history < 0 or max_history < 1:
-        raise ValueError("min_history must be >= 0 and max_history >= 1")
+    check_history(min_history, max_history)
     users = inter["user_id"].to_numpy(np.int64)
     ts = inter["timestamp"].to_numpy(np.int64)
     items = inter["item_id"].to_numpy(np.int64)

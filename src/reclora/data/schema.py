@@ -82,6 +82,8 @@ def arrow_schema(columns: dict[str, str]) -> pa.Schema:
 
 
 def split_path(split: str) -> str:
+    """The sample index file of ``split`` inside a prepared directory ("samples/<split>.parquet");
+    ValueError for a split other than train, valid, test."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     return f"{SAMPLES_DIR}/{split}.parquet"

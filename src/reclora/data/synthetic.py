@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reclora.data.loaders import Tables
+from reclora.data.canonical import Tables
 
 GENRES = [
     "Action", "Comedy", "Drama", "Romance", "Thriller", "Sci-Fi",
@@ -38,6 +38,12 @@ def generate(
     days: int = 365,
     **_: Any,
 ) -> Tables:
+    """The seeded synthetic data set (module doc): ``n_users`` users with 1-based ids, age, gender and
+    occupation; ``n_items`` items with 1-3 of the first ``n_genres`` genres and unique titles; per user
+    at least ``min_interactions`` (Poisson mean ``mean_interactions``, at most ``n_items``) ratings in
+    1..5 with unix-second timestamps inside ``days`` days from ``start`` (UTC). Other keyword arguments
+    (the rest of params ``synthetic``) are ignored. Raises ValueError for ``n_genres`` outside
+    [2, 16], no user or fewer than two items."""
     if not 2 <= n_genres <= len(GENRES):
         raise ValueError(f"n_genres must be in [2, {len(GENRES)}]")
     if n_users < 1 or n_items < 2:
