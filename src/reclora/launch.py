@@ -250,21 +250,19 @@ def train_llm(
 
 
 def _load_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The rank's params, loaded once here and checked (:func:`reclora.config.validated`): ``--params`` (a
-    file, YAML or JSON) or params.yaml with ``--profile``, then ``--overrides`` (JSON). Raises ConfigError
-    naming the key of a bad one."""
-    from reclora.config import deep_merge, load_params_with, validated
+    """The rank's params, loaded once here and checked (:func:`reclora.config.validated`): ``--params`` (the
+    whole params as JSON, as :func:`train_llm` writes them, or a YAML params file merged over the packaged
+    defaults as every ``--params`` is) or params.yaml with ``--profile``, then ``--overrides`` (JSON).
+    Raises ConfigError naming the key of a bad one."""
+    from reclora.config import deep_merge, load_params, load_params_with, validated
     from reclora.io import loads_json
 
     overrides = loads_json(args.overrides) if args.overrides else None
     if args.params:
-        text = Path(args.params).read_text()
         if args.params.endswith(".json"):
-            base = loads_json(text)
+            base = loads_json(Path(args.params).read_text())
         else:
-            import yaml
-
-            base = yaml.safe_load(text)
+            base = load_params(args.params)
         return validated(deep_merge(base, overrides))
     return validated(load_params_with(overrides, args.profile))
 

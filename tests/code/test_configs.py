@@ -110,6 +110,7 @@ def test_a_typod_key_is_refused_naming_it_and_the_known_keys(dotted, message):
     ("pipeline.promotion.max_slice_drop", "a lot", "pipeline.promotion.max_slice_drop must be a number or null"),
     ("validation.rating_range.ml-1m", [1], "validation.rating_range.ml-1m must be a list of 2"),
     ("pipeline", 3, "pipeline must be a mapping (a section), got 3"),
+    ("synthetic.start", 7, "synthetic.start must be a string or a date, got 7"),
 ])  # fmt: skip
 def test_a_wrong_type_is_refused_naming_the_key(dotted, value, message):
     with pytest.raises(ConfigError) as e:
@@ -353,6 +354,10 @@ def test_the_torchrun_entry_point_refuses_bad_params_before_the_process_group(tm
     f.write_text(json.dumps(_with(load_params(), "adapter.rank", 0)))
     with pytest.raises(ConfigError, match=r"^adapter\.rank must be >= 1, got 0$"):
         launch.main([*args, "--params", str(f)])
+    y = tmp_path / "params.yaml"  # a YAML params file is merged over the packaged defaults, as every --params
+    y.write_text(yaml.safe_dump({"train": {"sample_size": 5}}))
+    got = launch._load_params(launch.parser().parse_args([*args, "--params", str(y)]))
+    assert got == deep_merge(load_params(), {"train": {"sample_size": 5}})
 
 
 def test_the_spark_drivers_refuse_bad_params_before_any_work(tmp_path):

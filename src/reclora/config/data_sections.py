@@ -69,15 +69,14 @@ class SyntheticSection(Section):
     min_interactions: int = setting("Fewest interactions of a user.")
     n_genres: int = setting("Genres the items are drawn from.")
     seed: int = setting("Seed of the generator.")
-    start: str = setting("First day of the fixed time window (YYYY-MM-DD).")
+    start: str | datetime.date = setting("First day of the fixed time window (an ISO date, YYYY-MM-DD).")
     days: int = setting("Length of the time window in days.")
 
     def __post_init__(self) -> None:
         self.at_least(1, "n_users", "n_items", "min_interactions", "n_genres", "days")
         self.positive("mean_interactions")
         try:
-            datetime.date.fromisoformat(self.start)
-            ok = True
+            ok = isinstance(self.start, datetime.date) or bool(datetime.datetime.fromisoformat(self.start))
         except ValueError:
             ok = False
         self.require(ok, "start", "be a date (YYYY-MM-DD)")
@@ -94,7 +93,7 @@ class ValidationSection(Section):
     positive_rate: tuple[float, float] = setting("[low, high] bounds of the share of positive labels.")
     rating_range: dict[str, tuple[float, float]] = setting("Per data set: [low, high] of a valid rating.")
     future_slack_seconds: float = setting("Timestamps later than now + this many seconds are 'in the future'.")
-    min_timestamp: dict[str, str | int] = setting("Per data set: timestamps earlier than this (a UTC date "
+    min_timestamp: dict[str, str | int | datetime.date] = setting("Per data set: timestamps earlier than this (a UTC date "
                                                   "YYYY-MM-DD, or unix seconds) are refused.")  # fmt: skip
 
     def __post_init__(self) -> None:

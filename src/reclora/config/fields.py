@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import datetime
 import math
 import types
 import typing
@@ -71,6 +72,8 @@ def _describe(tp: Any) -> str:
         return f"a mapping (values: {_describe(args[1])})" if args else "a mapping"
     if isinstance(tp, type) and issubclass(tp, Section):
         return "a mapping (a section)"
+    if tp is datetime.date:
+        return "a date"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -136,6 +139,10 @@ def _typed(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise wrong()
         return tp.from_dict(value, key)
+    if tp is datetime.date:  # YAML reads an unquoted 2024-01-01 as a date
+        if not isinstance(value, datetime.date):
+            raise wrong()
+        return value
     raise TypeError(f"{key}: annotation {tp!r} is not supported by reclora.config.fields")
 
 
