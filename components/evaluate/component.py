@@ -18,14 +18,14 @@ def evaluate(
     import shutil
     from collections import namedtuple
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.evaluation.report import flat_metrics, summary_markdown
     from reclora.stages import evaluate_stage
 
     m = evaluate_stage({"CRM": crm.path, "Vanilla LoRA": lora.path, "RecLoRA": reclora.path}, report_files.path,
                        {"data_version": data_version}, data_dir=data.path, registry_uri=registry_uri or None,
                        features_dir=feature_store.path if feature_store else None, challenger="RecLoRA",
-                       params=load_params_with(overrides, profile or None))  # fmt: skip
+                       params=validated(load_params_with(overrides, profile or None)))  # fmt: skip
     shutil.copy(f"{report_files.path}/report.html", report.path)
     for k, v in flat_metrics(m).items():
         stats.log_metric(k, v)

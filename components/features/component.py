@@ -9,10 +9,10 @@ def features(data: Input[Dataset], profile: str, overrides: dict, feature_store:
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.features import features_stage
 
-    s = features_stage(data.path, feature_store.path, params=load_params_with(overrides, profile or None))
+    s = features_stage(data.path, feature_store.path, params=validated(load_params_with(overrides, profile or None)))
     for k, v in s.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stats.log_metric(k, v)

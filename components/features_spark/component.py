@@ -10,10 +10,10 @@ def features_spark(data: Input[Dataset], profile: str, overrides: dict, feature_
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.spark import features_on_spark
 
-    s = features_on_spark(data.uri, feature_store.uri, load_params_with(overrides, profile or None))
+    s = features_on_spark(data.uri, feature_store.uri, validated(load_params_with(overrides, profile or None)))
     for k, v in s.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stats.log_metric(k, v)

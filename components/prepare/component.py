@@ -11,13 +11,14 @@ def prepare(dataset: str, source_path: str, version_tag: str, profile: str, over
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.data import dvc_hash
     from reclora.data import prepare as run
     from reclora.storage import fetch_source
 
+    params = validated(load_params_with(overrides, profile or None))  # checked before any work
     raw = fetch_source(source_path) if source_path else None
-    s = run(dataset, raw, data.path, load_params_with(overrides, profile or None))
+    s = run(dataset, raw, data.path, params)
     version = dvc_hash(data.path)["md5"]
     data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
                           "rows": s["rows"], "users": s["users"], "items": s["items"],

@@ -13,10 +13,11 @@ def prepare_spark(dataset: str, source_path: str, version_tag: str, profile: str
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.spark import prepare_on_spark
 
-    s = prepare_on_spark(dataset, source_path, data.uri, report.uri, load_params_with(overrides, profile or None))
+    params = validated(load_params_with(overrides, profile or None))
+    s = prepare_on_spark(dataset, source_path, data.uri, report.uri, params)
     version = s["data_version"]
     data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
                           "rows": s["rows"], "users": s["users"], "items": s["items"], "engine": "spark",

@@ -16,12 +16,13 @@ def register(
 
     from collections import namedtuple
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.stages import register_stage
     from reclora.storage import copy_file
 
+    params = validated(load_params_with(overrides, profile or None))
     r = register_stage(crm.path, reclora.path, retrieved.path, data.path, evaluation.path, registry_uri,
-                       load_params_with(overrides, profile or None), data_version=data_version, run_id=run_id,
+                       params, data_version=data_version, run_id=run_id,
                        deploy=deploy)  # fmt: skip
     copy_file(r["model_card"], model_card.path)
     print(f"registered {r['version']} at {r['path']}; {'promoted to champion' if r['promoted'] else 'challenger'}: "

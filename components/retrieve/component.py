@@ -8,11 +8,11 @@ def retrieve(data: Input[Dataset], model_path: str, mode: str, profile: str, ove
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.stages import retrieve_stage
     from reclora.storage import fetch_model
 
-    params = load_params_with(overrides, profile or None)
+    params = validated(load_params_with(overrides, profile or None))
     model = fetch_model(model_path or params["model"].get("path") or None)  # the run's model.path as well
     s = retrieve_stage(data.path, retrieved.path, params, mode=mode or None, model_path=model, progress=False)
     retrieved.metadata.update({"mode": s["mode"], "k_long": s["k_long"], "k_short": s["k_short"]})

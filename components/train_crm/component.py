@@ -10,10 +10,11 @@ def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, ove
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.stages import crm_stage
 
-    s = crm_stage(data.path, retrieved.path, crm.path, load_params_with(overrides, profile or None), progress=False,
+    params = validated(load_params_with(overrides, profile or None))
+    s = crm_stage(data.path, retrieved.path, crm.path, params, progress=False,
                   features_dir=feature_store.path if feature_store else None)
     for k in ("auc", "logloss", "accuracy", "n"):  # on the whole test split
         stats.log_metric(f"test_{k}", s["test"][k])

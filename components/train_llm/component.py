@@ -18,11 +18,11 @@ def train_llm(
 
     setup_process()  # threads from the pod's CPU limit; a step given a GPU torch cannot use stops here
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.launch import train_llm as run_ranks
     from reclora.trainjob import train_llm_multinode
 
-    params = load_params_with(overrides, profile or None)
+    params = validated(load_params_with(overrides, profile or None))
     model_path = model_path or params["model"].get("path") or ""
     ckpt = "/".join(x.strip("/") for x in (checkpoint_uri, run_id, task_name or kind) if x) if checkpoint_uri else None
     crm_in = crm if kind == "reclora" else None

@@ -12,10 +12,10 @@ def validate(data: Input[Dataset], profile: str, overrides: dict, report: Output
     import shutil
     import sys
 
-    from reclora.config import load_params_with
+    from reclora.config import load_params_with, validated
     from reclora.validation import validate_prepared
 
-    params = load_params_with(overrides, profile or None)
+    params = validated(load_params_with(overrides, profile or None))
     r = validate_prepared(data.path, report_site.path, params=params["validation"])
     shutil.copy(r.report_html, report.path)
     for f in r.failures:

@@ -240,7 +240,7 @@ def train_llm(
         if model_path:
             args += ["--model-path", str(model_path)]
         if features_dir is not None:
-            args += ["--features", str(features_dir)]
+            args += ["--feature-store", str(features_dir)]
         if checkpoint_uri:
             args += ["--checkpoint-uri", checkpoint_uri]
         if not progress:
@@ -250,21 +250,21 @@ def train_llm(
 
 
 def _load_params(args: argparse.Namespace) -> dict[str, Any]:
-    from reclora.config import deep_merge, load_params_with
-
+    """The rank's params, loaded once here and checked (:func:`reclora.config.validated`): ``--params`` (the
+    whole params as JSON, as :func:`train_llm` writes them, or a YAML params file merged over the packaged
+    defaults as every ``--params`` is) or params.yaml with ``--profile``, then ``--overrides`` (JSON).
+    Raises ConfigError naming the key of a bad one."""
+    from reclora.config import deep_merge, load_params, load_params_with, validated
     from reclora.io import loads_json
 
     overrides = loads_json(args.overrides) if args.overrides else None
     if args.params:
-        text = Path(args.params).read_text()
         if args.params.endswith(".json"):
-            base = loads_json(text)
+            base = loads_json(Path(args.params).read_text())
         else:
-            import yaml
-
-            base = yaml.safe_load(text)
-        return deep_merge(base, overrides)
-    return load_params_with(overrides, args.profile)
+            base = load_params(args.params)
+        return validated(deep_merge(base, overrides))
+    return validated(load_params_with(overrides, args.profile))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -278,7 +278,8 @@ def parser() -> argparse.ArgumentParser:
     llm.add_argument("--crm", default=None, help="CRM stage output (RecLoRA; or object-store URI)")
     llm.add_argument("--out", required=True, help="output directory or object-store URI (written by rank 0)")
     llm.add_argument("--gate", default="crm")
-    llm.add_argument("--features", default=None, help="features stage output (Feast; or object-store URI)")
+    llm.add_argument("--feature-store", default=None, help="features stage output (Feast; or object-store URI)")
+    llm.add_argument("--features", dest="feature_store", default=None, help=argparse.SUPPRESS)  # its old name
     llm.add_argument("--model-path", default=None)
     llm.add_argument("--params", default=None, help="a params file (YAML or JSON) instead of params.yaml")
     llm.add_argument("--profile", default=None, help="a profile of params.yaml")
@@ -296,12 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     setup_process()
+    params = _load_params(args)  # checked before the process group forms
     init_from_env()
     try:
         s = run_llm_stage(
-            args.kind, args.data, args.retrieved, args.crm, args.out, _load_params(args),
+            args.kind, args.data, args.retrieved, args.crm, args.out, params,
             gate=args.gate, model_path=args.model_path, progress=not args.no_progress,
-            checkpoint_uri=args.checkpoint_uri, features_dir=args.features,
+            checkpoint_uri=args.checkpoint_uri, features_dir=args.feature_store,
         )  # fmt: skip
         if is_main():
             print(json.dumps(s, default=str))

@@ -9,7 +9,7 @@ import typer
 
 from reclora.bench.scale import OPTIONAL_STAGES as SCALE_OPTIONAL_STAGES
 from reclora.bench.scale import STAGES as SCALE_STAGES
-from reclora.cli.common import SET_OPTION, refuse_outputs, run_guarded
+from reclora.cli.common import SET_OPTION, command_params, refuse_outputs, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -32,7 +32,8 @@ def quality_cmd(
 
     def _run() -> int:
         refuse_outputs({"--out": out, "--work": work})
-        r = bench_quality(dataset, path, out, work, None, ablations, sample_size, eval_samples, max_users, model)
+        r = bench_quality(dataset, path, out, work, command_params(), ablations, sample_size, eval_samples, max_users,
+                          model)
         typer.echo(json.dumps({"models": r["models"], "wall_seconds": r["wall_seconds"], "report": r["report"]}, indent=2))
         return 0
 
@@ -60,7 +61,7 @@ def curve_cmd(
         except ValueError:
             raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
         refuse_outputs({"--out": out, "--work": work})
-        r = bench_curve(dataset, path, out, ns, work, None, eval_samples, max_users, model)
+        r = bench_curve(dataset, path, out, ns, work, command_params(), eval_samples, max_users, model)
         typer.echo(json.dumps({"sizes": r["sizes"], "crm": r["crm"], "plot": r["plot"]}, indent=2))
         return 0
 
@@ -85,7 +86,7 @@ def speed_cmd(
     from reclora.bench.speed import bench_speed
 
     raise typer.Exit(run_guarded(
-        lambda: refuse_outputs({"--out": out}) or bench_speed(out, None, model, batch_size, seq_len, steps, None, dataset, path, few2many_samples) and 0
+        lambda: refuse_outputs({"--out": out}) or bench_speed(out, command_params(), model, batch_size, seq_len, steps, None, dataset, path, few2many_samples) and 0
     ))  # fmt: skip
 
 

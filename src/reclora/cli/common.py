@@ -105,3 +105,28 @@ SET_OPTION: Any = typer.Option(
     None, "--set", metavar="SECTION.KEY=VALUE", callback=_remember_sets,
     help="Override one params.yaml value for this run, e.g. --set train.sample_size=64 (repeatable).",
 )  # fmt: skip
+
+
+def command_params(path: str | None = None) -> dict[str, Any]:
+    """The command's params, loaded once at this edge and passed down: the params file (``--params``, else
+    the one :func:`reclora.config.params_path` finds) merged over the packaged defaults, with the ``--set``
+    items applied, checked by :class:`reclora.config.Params` (a bad key or value is a ConfigError naming it,
+    before any work). Returns the plain dict the library functions take."""
+    from reclora.config import load_params, validated
+
+    return validated(load_params(path))
+
+
+# The features stage's output is "the feature store" everywhere on the command line: `--feature-store`.
+# `--features` (its name before) still works, hidden from the help.
+FEATURES_ALIAS: Any = typer.Option(None, "--features", hidden=True, help="Deprecated name of --feature-store.")
+
+
+def feature_store_dir(feature_store: Optional[str], features: Optional[str]) -> Optional[str]:
+    """The ``--feature-store`` value, or the deprecated ``--features`` alias's. Raises ConfigError when both
+    are given and differ."""
+    from reclora.errors import ConfigError
+
+    if features is not None and feature_store is not None and features != feature_store:
+        raise ConfigError("--features is the old name of --feature-store: give one of them")
+    return feature_store if feature_store is not None else features

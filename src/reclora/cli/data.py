@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import SET_OPTION, refuse_outputs, run_guarded
+from reclora.cli.common import SET_OPTION, command_params, refuse_outputs, run_guarded
 from reclora.data.loaders import DATASETS
 
 app = typer.Typer(no_args_is_help=True)
@@ -28,7 +28,7 @@ def prepare_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Write canonical tables and train/valid/test CTR samples; print one JSON summary line."""
-    from reclora.config import load_params
+    from reclora.config import load_params, validated
     from reclora.data import prepare
     from reclora.data.spark_prepare import data_engine, prepare_spark
 
@@ -37,6 +37,7 @@ def prepare_cmd(
         p = load_params(params)
         if engine is not None:
             p["data"]["engine"] = engine
+        p = validated(p)  # once, here: a bad key or value names itself before any work
         run = prepare_spark if data_engine(p) == "spark" else prepare
         summary = run(
             dataset, path, out, p,
@@ -61,14 +62,13 @@ def validate_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run the Great Expectations suites. Exit 0 = pass, 1 = fail (reasons on stderr), 2 = bad input."""
-    from reclora.config import section
     from reclora.data import dvc_hash
     from reclora.io import read_json, write_json
     from reclora.validation import validate_prepared
 
     def _run() -> int:
         refuse_outputs({"--report": report}, params)
-        result = validate_prepared(data, report, params=section("validation", params))
+        result = validate_prepared(data, report, params=command_params(params)["validation"])
         # record the data version (DVC's md5 of the prepared directory) for lineage
         summary = read_json(result.summary_json)
         summary["data_version"] = dvc_hash(data)

@@ -14,7 +14,7 @@ from reclora.cli import pipeline as pipeline_cli
 from reclora.cli import registry as registry_cli
 from reclora.cli import serve as serve_cli
 from reclora.cli import train as train_cli
-from reclora.cli.common import SET_OPTION, refuse_outputs, run_cli, run_guarded
+from reclora.cli.common import SET_OPTION, command_params, refuse_outputs, run_cli, run_guarded
 
 app = typer.Typer(
     help="RecLoRA: a Kubeflow training pipeline for LLM recommenders with personalized LoRA.",
@@ -40,21 +40,20 @@ def demo(
     from pathlib import Path
 
     from reclora.cli.data import print_failures
-    from reclora.config import load_params
     from reclora.data import dvc_hash, prepare
     from reclora.validation import validate_prepared
 
     def _run() -> int:
         data_dir, report_dir = Path(out) / "prepared", Path(out) / "validation"
         refuse_outputs({"--out": data_dir, "its report": report_dir})
-        params = load_params()
+        params = command_params()
         s = prepare("synthetic", None, data_dir, params)
         typer.echo(
             f"prepared  {s['rows']:,} synthetic interactions of {s['users']} users on {s['items']} items -> {data_dir}\n"
             f"          samples train/valid/test = {s['samples']['train']:,}/{s['samples']['valid']:,}/"
             f"{s['samples']['test']:,}, positive rate {s['positive_rate']:.3f}"
         )
-        r = validate_prepared(data_dir, report_dir)
+        r = validate_prepared(data_dir, report_dir, params=params["validation"])
         version = dvc_hash(data_dir)["md5"]
         typer.echo(f"validated {'PASS' if r.success else 'FAIL'}; report {r.report_html}")
         typer.echo(f"version   data {version} (DVC md5 of {data_dir})")

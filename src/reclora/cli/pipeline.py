@@ -63,10 +63,11 @@ def run_cmd(
         if not local:
             raise ConfigError("only --local runs here; for a cluster use `reclora pipeline submit --host URL`")
         from pipelines.run import run_local
-        from reclora.config import cli_overrides, deep_merge
+        from reclora.config import cli_overrides, deep_merge, load_params_with, validated
 
         # --set items travel to the components as part of the pipeline's `overrides`
         merged = deep_merge(_overrides(overrides), cli_overrides())
+        validated(load_params_with(merged, profile or None))  # the run's params, checked before any step starts
         try:
             r = run_local(dataset, path, profile, model, merged, pipeline_root, registry, runner=runner,
                           terminal=sys.stdout, log_file=not verbose)  # fmt: skip
@@ -103,8 +104,14 @@ def compile_cmd(
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
     from pipelines.run import compile_pipeline
+    from reclora.config import load_params_with, validated
 
-    raise typer.Exit(run_guarded(lambda: typer.echo(str(compile_pipeline(out, cpu_image, gpu_image, profile))) or 0))
+    def _run() -> int:
+        validated(load_params_with(None, profile))  # the pipeline's defaults, checked before compiling
+        typer.echo(str(compile_pipeline(out, cpu_image, gpu_image, profile)))
+        return 0
+
+    raise typer.Exit(run_guarded(_run))
 
 
 @app.command("submit")

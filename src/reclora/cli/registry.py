@@ -7,15 +7,16 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import SET_OPTION, run_guarded
+from reclora.cli.common import SET_OPTION, command_params, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def _uri(uri: Optional[str]) -> str:
-    from reclora.config import section
-
-    return uri or section("pipeline")["registry_uri"]
+def _uri(uri: Optional[str], params: Optional[dict] = None) -> str:
+    """``--uri``, else params ``pipeline.registry_uri`` (``params``, else the command's, loaded here)."""
+    if uri:
+        return uri
+    return (params if params is not None else command_params())["pipeline"]["registry_uri"]
 
 
 URI = typer.Option(None, "--uri", help="Registry URI (params pipeline.registry_uri; any fsspec URI).")
@@ -80,14 +81,14 @@ DRY_RUN = typer.Option(False, "--dry-run", help="Change nothing: print the champ
 
 def _champion_change(action: str, version: Optional[str], uri: Optional[str], deploy: bool, dry_run: bool,
                      allow_other_data: bool = False) -> int:  # fmt: skip
-    from reclora.config import load_params
     from reclora.registry import promote, rollback
     from reclora.registry.deploy import deploy_version, serving_settings, storage_uri
     from reclora.registry.promotion import OtherData, other_data, rollback_target
     from reclora.registry.store import open_store, verified_ref
 
-    u = _uri(uri)
-    sv = serving_settings(load_params())
+    params = command_params()
+    u = _uri(uri, params)
+    sv = serving_settings(params)
     api = None
     if deploy or dry_run:  # check the serving settings and the API access before changing the champion
         storage_uri(u, "v0000", storage_root=sv["storage_root"])

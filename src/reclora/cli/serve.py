@@ -58,7 +58,8 @@ def serve(
         if req is None:
             import os
 
-            from reclora.config import PARAMS_ENV, load_params, params_path
+            from reclora.cli.common import command_params
+            from reclora.config import PARAMS_ENV, params_path
 
             try:
                 params_path()
@@ -67,7 +68,7 @@ def serve(
                     raise
                 req = "auto"  # no params.yaml where the server runs (an image): its own hardware decides
             else:
-                req = requested_precision(load_params().get("train"))
+                req = requested_precision(command_params().get("train"))
         _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
                name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout,
                precision=req)  # fmt: skip

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import SET_OPTION, refuse_outputs, run_guarded
+from reclora.cli.common import FEATURES_ALIAS, SET_OPTION, command_params, feature_store_dir, refuse_outputs, run_guarded
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -29,7 +29,7 @@ def retrieve_cmd(
     from reclora.stages import retrieve_stage
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
-        retrieve_stage(data, out, mode=mode, model_path=model))))
+        retrieve_stage(data, out, command_params(), mode=mode, model_path=model))))
 
 
 @app.command("crm")
@@ -37,7 +37,8 @@ def crm_cmd(
     data: str = typer.Option(..., help="Prepared data directory."),
     retrieved: str = typer.Option(..., help="Output of `reclora train retrieve`."),
     out: str = typer.Option(..., help="Output directory (model, predictions, metrics)."),
-    features: Optional[str] = typer.Option(None, help="Output of the features stage: user attributes and item genres from Feast."),
+    feature_store: Optional[str] = typer.Option(None, "--feature-store", help="Output of the features stage: user attributes and item genres from Feast."),
+    features: Optional[str] = FEATURES_ALIAS,
     ranks: int = typer.Option(1, help="Data-parallel gloo ranks on this machine (under torchrun: its process group)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
@@ -45,7 +46,8 @@ def crm_cmd(
     from reclora.stages import crm_stage
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
-        crm_stage(data, retrieved, out, ranks=ranks, features_dir=features))))
+        crm_stage(data, retrieved, out, command_params(), ranks=ranks,
+                  features_dir=feature_store_dir(feature_store, features)))))
 
 
 @app.command("llm")
@@ -57,7 +59,8 @@ def llm_cmd(
     out: str = typer.Option(..., help="Output directory (adapter, predictions, metrics)."),
     gate: str = typer.Option("crm", help="crm | uniform (ablation without the CRM signal)."),
     model: Optional[str] = typer.Option(None, help="Base LLM path or id."),
-    features: Optional[str] = typer.Option(None, help="Output of the features stage: profiles and titles from Feast."),
+    feature_store: Optional[str] = typer.Option(None, "--feature-store", help="Output of the features stage: profiles and titles from Feast."),
+    features: Optional[str] = FEATURES_ALIAS,
     init_from: Optional[str] = typer.Option(None, help="Two-stage RecLoRA: a trained vanilla LoRA (`--kind lora` OUT/adapter) every meta-LoRA starts from."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
@@ -65,7 +68,8 @@ def llm_cmd(
     from reclora.stages import llm_stage
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
-        llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model, features_dir=features, init_from=init_from))))
+        llm_stage(kind, data, retrieved, crm, out, command_params(), gate=gate, model_path=model,
+                  features_dir=feature_store_dir(feature_store, features), init_from=init_from))))
 
 
 @app.command("evaluate")
@@ -74,7 +78,8 @@ def evaluate_cmd(
     out: str = typer.Option(..., help="Report directory (metrics.json, PNG plots, report.html)."),
     data: Optional[str] = typer.Option(None, help="Prepared data the models were evaluated on: sliced metrics."),
     registry: Optional[str] = typer.Option(None, help="Registry URI: re-score its champion on the same samples (needs --data)."),
-    features: Optional[str] = typer.Option(None, help="Output of the features stage: the champion's prompts from Feast."),
+    feature_store: Optional[str] = typer.Option(None, "--feature-store", help="Output of the features stage: the champion's prompts from Feast."),
+    features: Optional[str] = FEATURES_ALIAS,
     challenger: Optional[str] = typer.Option(None, help="The model the promotion gate judges (default: the first named *reclora*)."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
@@ -87,8 +92,9 @@ def evaluate_cmd(
         if any(len(p) != 2 for p in pairs):
             raise ConfigError("--run takes NAME=DIR")
         refuse_outputs({"--out": out})
-        m = evaluate_stage(dict(pairs), out, data_dir=data, registry_uri=registry, features_dir=features,
-                           challenger=challenger)  # fmt: skip
+        m = evaluate_stage(dict(pairs), out, data_dir=data, registry_uri=registry,
+                           features_dir=feature_store_dir(feature_store, features), challenger=challenger,
+                           params=command_params())
         models = {n: {k: v[k] for k in ("auc", "logloss", "ece", "accuracy", "n")} for n, v in m["models"].items()}
         return _echo({"models": models, "decision": m["gate"]["decision"]["reason"]})
 

@@ -35,14 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the prepare stage on Spark; 0 on success (errors raise, the application fails)."""
     from reclora import storage
-    from reclora.config import deep_merge, load_params
+    from reclora.config import deep_merge, load_params, validated
     from reclora.data.spark_prepare import prepare_spark
     from reclora.data.version import dvc_hash
 
     a = build_parser().parse_args(argv)
     from reclora.io import loads_json
 
-    params = deep_merge(load_params(), loads_json(a.params))
+    params = validated(deep_merge(load_params(), loads_json(a.params)))  # checked once, before any work
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     raw = storage.fetch_source(a.source, work / "raw") if a.source else None

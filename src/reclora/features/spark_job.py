@@ -22,7 +22,7 @@ from reclora.io import loads_json
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the features stage on Spark; 0 on success (errors raise, the application fails)."""
     from reclora import storage
-    from reclora.config import load_params
+    from reclora.config import load_params, validated
     from reclora.features.store import features_stage
 
     ap = argparse.ArgumentParser(prog="reclora-spark-features", description=__doc__.splitlines()[0])
@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     params = load_params()
     params["features"] = {**(params.get("features") or {}), "offline_store": "spark", **loads_json(a.features)}
+    params = validated(params)  # checked once, before any work
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = storage.download_dir(a.data, work / "data") if storage.is_remote(a.data) else Path(a.data)

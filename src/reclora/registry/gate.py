@@ -28,56 +28,12 @@ Every rule must pass; the reason names every figure.
 from __future__ import annotations
 
 import io
-import math
-from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from reclora.config.pipeline_sections import UNSCORED_RULES, PromotionRules  # noqa: F401 (moved there; re-exported)
 from reclora.errors import ConfigError
 
 STATUSES = ("none", "scored", "not comparable", "unscorable")
-UNSCORED_RULES = ("refuse", "baseline")
-
-
-@dataclass(frozen=True)
-class PromotionRules:
-    """The gate's settings (params ``pipeline.promotion``; see the module docstring)."""
-
-    baseline: str = "CRM"
-    baseline_margin: float = 0.0
-    champion_margin: float = -0.002
-    logloss_tolerance: float = 0.005
-    max_slice_drop: float | None = None
-    unscored_champion: str = "refuse"
-
-    def __post_init__(self) -> None:
-        for name in ("baseline_margin", "champion_margin", "logloss_tolerance"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not -1.0 <= v <= 1.0:
-                raise ConfigError(f"promotion.{name} must be a number in [-1, 1], got {v!r}")
-        if self.logloss_tolerance < 0:
-            raise ConfigError(f"promotion.logloss_tolerance must be >= 0, got {self.logloss_tolerance!r}")
-        d = self.max_slice_drop
-        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d <= 1.0):
-            raise ConfigError(f"promotion.max_slice_drop must be null or a number in [0, 1], got {d!r}")
-        if self.unscored_champion not in UNSCORED_RULES:
-            raise ConfigError(f"promotion.unscored_champion must be one of {', '.join(UNSCORED_RULES)}, got {self.unscored_champion!r}")
-        if not isinstance(self.baseline, str):
-            raise ConfigError(f"promotion.baseline must be a model name (or \"\" for none), got {self.baseline!r}")
-
-    @classmethod
-    def from_params(cls, p: Mapping[str, Any] | None) -> "PromotionRules":
-        """From params ``pipeline.promotion`` (unknown keys are refused, so a typo is not ignored)."""
-        p = dict(p or {})
-        known = set(cls.__dataclass_fields__)
-        extra = sorted(set(p) - known)
-        if extra:
-            raise ConfigError(f"unknown promotion setting(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
-        if "baseline" in p and p["baseline"] is None:
-            p["baseline"] = ""  # null: no baseline
-        return cls(**{k: (v if v is not None or k == "max_slice_drop" else getattr(cls, k)) for k, v in p.items()})
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _f(x: float | None) -> str:

@@ -1,4 +1,6 @@
-"""params.yaml is the single home of defaults; this module finds and reads it."""
+"""Finding, reading and merging params files: params.yaml (the single home of defaults) found, an older
+file merged over the packaged defaults, a profile and overrides applied, the command line's ``--set`` items
+typed and applied. The typed sections that check the result are in :mod:`reclora.config.schema`."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import yaml
 from reclora.errors import ConfigError
 
 PARAMS_ENV = "RECLORA_PARAMS"
-_REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+_REPO_PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"  # src/reclora/config/loader.py -> the repo
 
 
 def params_path(path: str | os.PathLike[str] | None = None) -> Path:
