@@ -89,3 +89,20 @@ def test_the_command_reference_is_generated_from_the_cli(tmp_path):
     assert "--help" not in prepare
     # a pipe in a help text is escaped outside code spans only (a table cell; in code it would show)
     assert hooks.cell("a | b `x|y`\n  c") == r"a \| b `x|y` c"
+
+
+def test_docstrings_read_as_markdown_the_way_they_are_meant():
+    import griffe
+
+    sys.path.insert(0, str(REPO / "docs"))
+    try:
+        from griffe_house import HouseDocstrings
+    finally:
+        sys.path.remove(str(REPO / "docs"))
+    doc = "h [n, H] or [h, z] [n, H + 1]; see :func:`reclora.data.prepare` and [the CRM][reclora.crm]."
+    fn = griffe.Function("f", docstring=griffe.Docstring(doc))
+    HouseDocstrings().on_instance(node=None, obj=fn, agent=None)
+    # a shape after a bracketed group is not a reference link; a role is code; a real cross-reference stays
+    assert fn.docstring.value == (
+        r"h [n, H] or [h, z] \[n, H + 1]; see `reclora.data.prepare` and [the CRM][reclora.crm]."
+    )
