@@ -12,8 +12,10 @@ configuration in pyproject.toml.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tokenize
 from collections import Counter
 from pathlib import Path
 
@@ -32,14 +34,20 @@ def ruff_format(text: str, path: str) -> str:
     return done.stdout
 
 
+def comment_lines(text: str) -> list[int]:
+    """0-based numbers of the lines whose comment starts with ``# fmt: skip`` (comments only, not strings)."""
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return [t.start[0] - 1 for t in tokens if t.type == tokenize.COMMENT and t.string.startswith(MARKER.strip())]
+
+
 def markers(path: str) -> list[tuple[int, str]]:
     """(1-based line, "unneeded" | "needed" | "ignored") for every marker of the file at ``path`` (from the root)."""
-    lines = (ROOT / path).read_text().splitlines(keepends=True)
-    base = ruff_format("".join(lines), path).splitlines(keepends=True)
+    text = (ROOT / path).read_text()
+    lines = text.splitlines(keepends=True)
+    base = ruff_format(text, path).splitlines(keepends=True)
     found = []
-    for i, line in enumerate(lines):
-        if MARKER not in line:
-            continue
+    for i in comment_lines(text):
+        line = lines[i]
         stripped = line.replace(MARKER, "", 1)
         # the skipped line is kept verbatim by the formatter: find the same occurrence of it in its output
         nth = sum(1 for earlier in lines[:i] if earlier == line)
@@ -58,7 +66,7 @@ def main(paths: list[str]) -> int:
     """Print the report for ``paths`` (default: the tracked Python files); returns the exit status (0)."""
     if not paths:
         tracked = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, cwd=ROOT, check=True)
-        paths = [p for p in tracked.stdout.split() if MARKER in (ROOT / p).read_text()]
+        paths = [p for p in tracked.stdout.split() if comment_lines((ROOT / p).read_text())]
     counts: Counter[tuple[str, str]] = Counter()
     for path in paths:
         for line, kind in markers(path):
