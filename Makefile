@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export CONTAINERS_CONF ?= $(CURDIR)/infra/docker/containers.conf
 IMAGES ?= all
 
-.PHONY: install model demo test test-fast test-spark data clean help images container-engine
+.PHONY: install model demo test test-fast test-spark data clean help images container-engine docs lint
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,7 +24,7 @@ $(BIN)/python:
 
 # requirements.lock pins every transitive dependency (constraints), pyproject.toml the direct ones.
 $(STAMP): $(BIN)/python pyproject.toml requirements.lock
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[test,cloud,peer]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[test,cloud,peer,docs]"
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -36,8 +36,19 @@ model: install  ## fetch the embedded default LLM into the cache (once)
 demo: model  ## install, fetch the model, run the main job: the whole pipeline locally (kfp.local)
 	$(BIN)/reclora pipeline run --local --profile small
 
-test: model container-engine  ## install, fetch the model, (podman if missing), run the whole test suite
+# The checks `make test` runs before the suite. `lint` joins them once `ruff format` has been run over the
+# whole code once (issue 26): CHECKS := docs lint
+CHECKS := docs
+
+test: model container-engine $(CHECKS)  ## install, fetch the model, (podman if missing), build the docs, run the whole test suite
 	$(BIN)/python -m pytest tests -q
+
+docs: install  ## build the docs site into site/ (mkdocs --strict: a broken link, anchor or API reference fails)
+	$(BIN)/mkdocs build --strict
+
+lint: install  ## ruff: lint (pyproject.toml [tool.ruff]) and the formatter's check; changes nothing
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: install  ## tests not marked slow (no real LLM, DVC or S3 end to end; quick Feast/GE/torchrun tests run)
 	$(BIN)/python -m pytest tests -q -m "not slow"
@@ -68,4 +79,4 @@ data: install  ## the DVC data stages (prepare, validate) with params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
-	rm -rf runs data/prepared reports .pytest_cache
+	rm -rf runs data/prepared reports .pytest_cache site
