@@ -129,7 +129,8 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 class DuplicateKeyError(ValueError):
-    """A JSON object repeats a key: which copy is meant is ambiguous (``json`` keeps the last silently)."""
+    """A JSON object or YAML mapping repeats a key: which copy is meant is ambiguous (``json`` and PyYAML keep
+    the last silently)."""
 
     def __init__(self, key: str) -> None:
         super().__init__(f"repeats the key {key!r} in one object (a repeated key is ambiguous)")
@@ -151,6 +152,33 @@ def loads_json(text: str | bytes) -> Any:
     Raises :class:`DuplicateKeyError` (a ValueError naming the key) for a repeated key and
     ``json.JSONDecodeError`` (also a ValueError) for text that is not JSON."""
     return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def loads_yaml(text: str | bytes) -> Any:
+    """``yaml.safe_load`` that refuses a mapping with a repeated key (PyYAML keeps the last copy silently).
+
+    Raises :class:`DuplicateKeyError` (a ValueError naming the key and its line) for a repeated key and
+    ``yaml.YAMLError`` for text that is not YAML."""
+    import yaml
+
+    class _StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                err = DuplicateKeyError(str(key))
+                line = key_node.start_mark.line + 1
+                err.args = (f"repeats the key {key!r} in one mapping (line {line}; a repeated key is ambiguous)",)
+                raise err
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -190,3 +190,23 @@ def test_a_json_file_that_repeats_a_key_is_refused_naming_it(tmp_path):
     f.write_text('{"dataset": "ml-100k", "rows": 1, "dataset": "synthetic"}')
     with pytest.raises(DataError, match=r"meta.json: JSON object repeats the key 'dataset'"):
         read_json(f)
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("train:\n  lr: 0.01\n  epochs: 2\n  lr: 0.5\n", "lr", 4),  # the later copy used to win silently
+    ("train: {lr: 0.01}\ntrain: {lr: 0.5}\n", "train", 2),
+    ("data:\n  table:\n    columns: {user_id: u, user_id: v}\n", "user_id", 3),
+])
+def test_a_params_file_that_repeats_a_key_is_refused_naming_it(tmp_path, text, key, line):
+    from reclora.config import load_params
+
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=rf"params.yaml: repeats the key '{key}' in one mapping \(line {line};"):
+        load_params(f)
+
+
+def test_yaml_anchors_and_merge_keys_still_load():
+    from reclora.io import loads_yaml
+
+    assert loads_yaml("a: &x {k: 1}\nb:\n  <<: *x\n  j: 2\n") == {"a": {"k": 1}, "b": {"k": 1, "j": 2}}

@@ -133,9 +133,12 @@ def parse_overrides(items: list[str], params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(p: Path) -> dict[str, Any]:
+    from reclora.io import DuplicateKeyError, loads_yaml
+
     try:
-        with open(p) as f:
-            params = yaml.safe_load(f)
+        params = loads_yaml(p.read_text())
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{p}: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     if not isinstance(params, dict):
