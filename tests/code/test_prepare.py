@@ -14,7 +14,8 @@ from reclora.data.schema import SAMPLE_COLUMNS, SPLITS
 def test_prepare_synthetic_layout_and_summary(tmp_path):
     s = prepare("synthetic", None, tmp_path / "out", load_params())
     tables, samples, meta = read_prepared(tmp_path / "out")
-    assert meta == {k: v for k, v in s.items() if k not in ("seconds", "out")} | {"seconds": None}
+    assert meta == {k: v for k, v in s.items() if k not in ("seconds", "out", "hardware")} | {"seconds": None}
+    assert s["hardware"]["threads"] >= 1 and s["hardware"]["cpu"]["logical_cpus"] >= 1  # what ran it, not in meta.json
     assert s["rows"] == len(tables.interactions) and s["users"] == tables.interactions["user_id"].nunique()
     assert sum(s["samples"].values()) == sum(len(df) for df in samples.values())
     for split in SPLITS:

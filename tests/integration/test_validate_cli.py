@@ -67,6 +67,7 @@ def test_clean_fixture_passes_and_corrupted_fails(tmp_path, small_params):
     proc, summary = _prepare_and_validate(raw, tmp_path / "clean", small_params)
     assert proc.returncode == 0, proc.stderr
     assert summary["success"] is True and summary["data_version"]["md5"].endswith(".dir")
+    assert summary["hardware"]["threads"] >= 1  # what ran the gate
     assert (tmp_path / "clean" / "report" / "index.html").is_file()
 
     bad = corrupt_ml100k(raw, tmp_path / "bad-raw")

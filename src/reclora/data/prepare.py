@@ -129,8 +129,11 @@ def prepare(
             pq.write_table(table, tmp / schema.split_path(split), row_group_size=SAMPLE_ROW_GROUP,
                            use_dictionary=SAMPLE_DICTIONARY_COLUMNS)  # fmt: skip
         write_json(tmp / schema.META, summary)  # no wall time inside: the output stays byte-reproducible
+    from reclora.hardware import hardware_info
+
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     summary["out"] = str(out)
+    summary["hardware"] = hardware_info()  # what ran it (not in meta.json: the data version is the content only)
     return summary
 
 

@@ -272,6 +272,8 @@ def validate_prepared(
             ctx.build_data_docs(site_names=[SITE_NAME])
         import great_expectations as gx
 
+        from reclora.hardware import hardware_info
+
         summary = {
             "success": success,
             "dataset": tables.dataset,
@@ -291,6 +293,7 @@ def validate_prepared(
             "report_html": INDEX,
             "great_expectations_version": gx.__version__,
             "seconds": round(time.perf_counter() - started, 3),
+            "hardware": hardware_info(),
         }
         write_json(site / SUMMARY, summary)
 
