@@ -25,7 +25,7 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
     t0 = time.perf_counter()
     prepare(dataset, source_path or None, work / "data", p)
     validate_prepared(work / "data", work / "validation", params=p["validation"])
-    features_stage(work / "data", work / "features")
+    features_stage(work / "data", work / "features", params=p)
     retrieve_stage(work / "data", work / "retrieved", p, model_path=model_path or None, progress=False)
     crm_stage(work / "data", work / "retrieved", work / "crm", p, progress=False)
     for kind in ("lora", "reclora"):

@@ -210,7 +210,7 @@ class RecLoRAPredictor(Model):
 
         self.store = None
         if self.feature_store_dir:
-            from reclora.features.store import open_feature_store
+            from reclora.features import open_feature_store
 
             repo = Path(self.feature_store_dir)
             if not (repo / "feature_store.yaml").is_file() and (repo / "repo" / "feature_store.yaml").is_file():
@@ -319,7 +319,7 @@ class RecLoRAPredictor(Model):
         """Histories of ``user_ids`` from the Feast online store (empty without one)."""
         if self.store is None or not user_ids:
             return {}
-        from reclora.features.store import online_user_features
+        from reclora.features import online_user_features
 
         with self._store_lock:  # the SQLite online store is not shared across threads safely
             f = online_user_features(self.store, list(user_ids), views=("user_history",))
