@@ -99,8 +99,8 @@ def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
     """A version directory (has manifest.json) as is; otherwise a local registry URI resolved at ``ref``.
 
     Raises DataError for a version that does not verify against its manifest (a manifest cut short, a
-    file missing, changed or not listed: :func:`reclora.registry.store.verify_dir`): it is never served."""
-    from reclora.registry.store import verify_dir
+    file missing, changed or not listed: :func:`reclora.registry.manifest.verify_dir`): it is never served."""
+    from reclora.registry.manifest import verify_dir
 
     p, version = Path(str(model)), None
     if not (p / "manifest.json").is_file():
