@@ -133,7 +133,7 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
 
     items = pd.read_parquet(work / "prepared" / "items.parquet")
     r = params["retrieval"]
-    model = r.get("embedding_model") or resolve_model_path(params.get("model", {}).get("path") or None)
+    model = r.get("embedding_model") or resolve_model_path(None, params["model"])
     with tempfile.TemporaryDirectory(dir=work) as cache:
         t0 = time.perf_counter()
         prec = choose(params.get("train"), "cpu")

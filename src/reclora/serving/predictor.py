@@ -160,8 +160,9 @@ class RecLoRAPredictor(Model):
         from reclora.crm import load_crm
         from reclora.few2many import load_adapter
         from reclora.io import read_json
+        from reclora.config import section
         from reclora.llm import load_causal_lm, resolve_model_path
-        from reclora.llm.model import local_model_path
+        from reclora.llm.location import local_model_path
 
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
@@ -199,8 +200,9 @@ class RecLoRAPredictor(Model):
             self.item_ids, self.embeddings, self.mode = e["item_ids"], e["embeddings"], "relevance"
 
         recorded = self.manifest.get("base_model")  # where training found it; maybe another machine's cache
-        base = self.base_model_override or (recorded and local_model_path(recorded))
-        self.base_model_path = resolve_model_path(base or None)
+        model = section("model")  # this server's params.yaml: its model cache and explicit model path
+        base = self.base_model_override or (recorded and local_model_path(recorded, model))
+        self.base_model_path = resolve_model_path(base or None, model)
         base, self.tokenizer = load_causal_lm(self.base_model_path)
         self.adapter = load_adapter(base, vdir / "adapter")
         self.adapter.train(False)
