@@ -42,7 +42,7 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
 
 def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small",
                    model_path: str = "") -> dict[str, Any]:  # fmt: skip
-    from pipelines.run import run_local
+    from pipelines.local import run_local
     from reclora.bench.quality import run_info
     from reclora.io import refuse_overlap
 

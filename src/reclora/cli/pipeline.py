@@ -62,7 +62,7 @@ def run_cmd(
     def _run() -> int:
         if not local:
             raise ConfigError("only --local runs here; for a cluster use `reclora pipeline submit --host URL`")
-        from pipelines.run import run_local
+        from pipelines.local import run_local
         from reclora.config import cli_overrides, deep_merge
 
         # --set items travel to the components as part of the pipeline's `overrides`
@@ -102,7 +102,7 @@ def compile_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
-    from pipelines.run import compile_pipeline
+    from pipelines.remote import compile_pipeline
 
     raise typer.Exit(run_guarded(lambda: typer.echo(str(compile_pipeline(out, cpu_image, gpu_image, profile))) or 0))
 
@@ -116,7 +116,7 @@ def submit_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Start one run on a KFP v2 backend."""
-    from pipelines.run import submit
+    from pipelines.remote import submit
 
     def _run() -> int:
         r = submit(host, package, _arguments(arguments), namespace=namespace)
@@ -136,7 +136,7 @@ def schedule_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Create the recurring run for scheduled retraining (no catch-up, one run at a time)."""
-    from pipelines.run import schedule
+    from pipelines.remote import schedule
 
     def _run() -> int:
         r = schedule(host, package, cron, _arguments(arguments), namespace=namespace)
