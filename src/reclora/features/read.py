@@ -115,7 +115,9 @@ def _times(values: Any) -> pd.Series:
     return pd.to_datetime(s, utc=True)
 
 
-def _key_chunks(store: "FeatureStore", view: str, keys: pd.DataFrame, key: str, max_join_rows: int) -> list[pd.DataFrame]:
+def _key_chunks(
+    store: "FeatureStore", view: str, keys: pd.DataFrame, key: str, max_join_rows: int
+) -> list[pd.DataFrame]:
     """Split the entity keys so that no single request joins more than ``max_join_rows`` rows.
 
     Feast's file offline store joins every entity row with *all* source rows of its entity before

@@ -259,7 +259,8 @@ def verify_dir(path: str | os.PathLike[str], version: str | None = None) -> list
 
 
 def check_version(store: Store, version: str) -> tuple[dict[str, Any] | None, list[str]]:
-    """(manifest or None, problems) of one version of ``store`` (problems empty: it verifies); see :func:`verify_dir`."""
+    """(manifest or None, problems) of one version of ``store`` (problems empty: it verifies); see
+    :func:`verify_dir`."""
     vdir = store.vdir(version)
     if store.local:
         problems = verify_dir(vdir, version)

@@ -298,8 +298,8 @@ def show(uri: str | os.PathLike[str], version: str | int = "champion", name: str
 
 def list_versions(uri: str | os.PathLike[str], name: str = DEFAULT_NAME, verify: bool = True) -> list[dict[str, Any]]:
     """One summary per finished version, oldest first: version, created_at, status, base_model, model, auc,
-    logloss. ``verify``: each version is checked (:func:`~reclora.registry.manifest.check_version`: its manifest whole, every file's
-    sha256 and size as listed); one that does not verify has status ``unreadable``, ``error`` (the
+    logloss. ``verify``: each version is checked (:func:`~reclora.registry.manifest.check_version`: its
+    manifest whole, every file's sha256 and size as listed); one that does not verify has status ``unreadable``, ``error`` (the
     reasons) and ``champion`` (whether champion.json points at it). Never raises for a broken version."""
     store = open_store(uri, name)
     current = store.current_champion()
