@@ -175,10 +175,9 @@ def historical_view(
     for c in (key, TIMESTAMP_FIELD):
         if c not in entity_df.columns:
             raise DataError(f"entity rows need columns {key} and {TIMESTAMP_FIELD}, got {list(entity_df.columns)}")
-    keys = pd.DataFrame(
-        {key: entity_df[key].astype("int64").to_numpy(), TIMESTAMP_FIELD: _times(entity_df[TIMESTAMP_FIELD]).to_numpy()}
-    ).drop_duplicates(ignore_index=True)
-    keys[TIMESTAMP_FIELD] = pd.to_datetime(keys[TIMESTAMP_FIELD], utc=True)
+    times = _times(entity_df[TIMESTAMP_FIELD]).astype("datetime64[ns, UTC]").array  # no per-row objects
+    keys = pd.DataFrame({key: entity_df[key].astype("int64").to_numpy(), TIMESTAMP_FIELD: times})
+    keys = keys.drop_duplicates(ignore_index=True)
     refs = feature_refs(store, view)
     names = [r.split(":", 1)[1] for r in refs]
     parts = []
