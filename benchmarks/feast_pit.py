@@ -72,7 +72,7 @@ def main() -> int:
 
     from reclora.data import schema
     from reclora.data.synthetic import generate
-    from reclora.features.store import apply_feature_repo, build_feature_sources
+    from reclora.features import apply_feature_repo, build_feature_sources
 
     results: dict = {"machine": {"cpus": os.cpu_count()}, "chunk_rows": a.chunk_rows, "sizes": {}}
     work = Path(a.work or tempfile.mkdtemp(prefix="reclora-pit-"))

@@ -1,1 +1,2 @@
-"""The KFP pipeline: its DAG (pipeline.py) and how to run it locally, compile, submit and schedule (run.py)."""
+"""The KFP pipeline: its DAG (pipeline.py), the local run with kfp.local (local.py), compile, submit and
+schedule on a KFP backend (remote.py), the Docker/podman runner (containers.py), the timing benchmark (bench.py)."""

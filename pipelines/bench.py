@@ -25,7 +25,7 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
     t0 = time.perf_counter()
     prepare(dataset, source_path or None, work / "data", p)
     validate_prepared(work / "data", work / "validation", params=p["validation"])
-    features_stage(work / "data", work / "features")
+    features_stage(work / "data", work / "features", params=p)
     retrieve_stage(work / "data", work / "retrieved", p, model_path=model_path or None, progress=False)
     crm_stage(work / "data", work / "retrieved", work / "crm", p, progress=False)
     for kind in ("lora", "reclora"):
@@ -42,7 +42,7 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
 
 def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small",
                    model_path: str = "") -> dict[str, Any]:  # fmt: skip
-    from pipelines.run import run_local
+    from pipelines.local import run_local
     from reclora.bench.quality import run_info
     from reclora.io import refuse_overlap
 

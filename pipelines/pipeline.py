@@ -19,7 +19,8 @@ source's fingerprint (the uncached source_version step), so changed data is prep
 Compile with a params profile (``profile="cluster"``) for the cluster defaults.
 """
 
-
+import copy
+import dataclasses
 from typing import Any, Optional
 
 from kfp import dsl, kubernetes
@@ -77,6 +78,21 @@ def _sized(task: Any, resources: dict[str, Any] | None, step: str) -> Any:
                 .set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"]))
     except ValueError as e:  # kfp's own format check (e.g. memory "1.5Gi")
         raise ConfigError(f"pipeline.resources.{step}: {e}") from None
+
+
+def _named(component: Any, name: str) -> Any:
+    """``component`` under the name ``name``, so that a task made from it is named ``name`` in the IR.
+
+    kfp 2.17 names a task after its component (``kfp.dsl.pipeline_context.Pipeline.add_task``: the
+    component spec's name, made unique with ``-2``, ``-3``, ...); ``set_display_name`` changes only the
+    UI label (``taskInfo``), and ``PipelineTask`` has no name setter. A copy whose ``component_spec``
+    (a public attribute) carries another name gives the task, its component and executor that name;
+    the container command (the same function) is unchanged.
+    """
+    named = copy.copy(component)
+    named.component_spec = dataclasses.replace(component.component_spec, name=name)
+    named.name = name
+    return named
 
 
 def _on_gpu_pool(task: Any, gpu: dict[str, Any], retries: int) -> Any:
@@ -156,7 +172,8 @@ def build_pipeline(
             _sized(crm, res, "train_crm")
             llm = {}
             for kind in ("lora", "reclora"):
-                t = c.train_llm(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
+                train = _named(c.train_llm, f"train-{kind}")  # the tasks train-lora and train-reclora
+                t = train(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
                                 crm=crm.outputs["crm"], feature_store=feat.outputs["feature_store"],
                                 model_path=model_path, gate="crm", profile=profile,
                                 overrides=overrides, nproc_per_node=nproc, num_nodes=nodes,

@@ -31,9 +31,10 @@ def ml100k_path() -> Path:
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
     """The fetched embedded default LLM (`make test` fetches it first)."""
-    from reclora.llm.fetch import default_model_dir, is_fetched
+    from reclora.config import load_params
+    from reclora.llm.location import default_model_dir, is_fetched
 
-    d = default_model_dir()
+    d = default_model_dir(load_params()["model"])
     if not is_fetched(d):
         pytest.fail(f"default model not fetched into {d}: run `reclora model fetch` (make test does)")
     return d

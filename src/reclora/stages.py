@@ -115,7 +115,7 @@ def retrieve_stage(
         event_items = read_events(data_dir, ["item_id"])["item_id"].to_numpy(np.int64)
         from reclora.precision import choose
 
-        src = rp.get("embedding_model") or resolve_model_path(model_path)
+        src = rp.get("embedding_model") or resolve_model_path(model_path, p["model"])
         items = pd.read_parquet(data_dir / schema.ITEMS)
         prec = choose(p.get("train"), "cpu")  # the embedding model runs on the CPU
         ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress,
@@ -353,7 +353,7 @@ def llm_stage(
     from reclora.few2many import distributed as dist
     from reclora.precision import choose
 
-    path = resolve_model_path(model_path)
+    path = resolve_model_path(model_path, p["model"])
     base, tok = load_causal_lm(path)
     base.to(dist.device())
     torch.manual_seed(seed)  # the adapter's initial weights are part of the run's determinism

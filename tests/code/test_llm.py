@@ -36,4 +36,4 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_resolve_prefers_an_explicit_path():
-    assert resolve_model_path("/models/llama") == "/models/llama"
+    assert resolve_model_path("/models/llama", {"name": "x", "path": "/elsewhere"}) == "/models/llama"

@@ -142,11 +142,12 @@ def test_demo_refuses_to_replace_the_params_file_it_reads(tmp_path, monkeypatch,
 
 
 def test_features_stage_and_registration_refuse_too(raw, tmp_path):
+    from reclora.config import load_params
     from reclora.features import features_stage
     from reclora.registry import register
 
     with pytest.raises(ConfigError, match="--out .* is the same path as the input --data"):
-        features_stage(raw, raw)
+        features_stage(raw, raw, params=load_params())
     before = _tree(raw)
     with pytest.raises(ConfigError, match="the registry .* lies inside the input crm_dir"):
         register(raw, crm_dir=raw.parent, adapter_dir=tmp_path / "a", params={}, metrics={}, lineage=None, base_model="m")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.run import compile_pipeline, schedule, submit
+from pipelines.remote import compile_pipeline, schedule, submit
 from reclora.config import load_params
 
-STAGES = {"source-version", "prepare", "validate", "features", "retrieve", "train-crm", "train-llm", "train-llm-2",
+STAGES = {"source-version", "prepare", "validate", "features", "retrieve", "train-crm", "train-lora", "train-reclora",
           "evaluate", "register"}
-TRAIN_LLM = {"train-llm", "train-llm-2"}
+TRAIN_LLM = {"train-lora", "train-reclora"}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,22 @@ def test_every_component_is_present_with_its_image(ir):
         assert e["container"]["image"] == want, name
         # nothing is installed at run time: the image has the project
         assert "pip install" not in " ".join(e["container"]["command"]), name
+
+
+def test_the_two_llm_trainings_are_tasks_named_for_what_they_train(ir):
+    """train-lora and train-reclora are the real task names (not KFP's automatic train-llm-2), each
+    passes its own kind, and both run the one train_llm component function."""
+    spec, _, _ = ir
+    tasks = _tasks(spec)
+    for kind in ("lora", "reclora"):
+        task = tasks[f"train-{kind}"]
+        assert task["inputs"]["parameters"]["kind"]["runtimeValue"]["constant"] == kind
+        assert task["componentRef"]["name"] == f"comp-train-{kind}"
+        assert task["taskInfo"]["name"] == ("train vanilla LoRA" if kind == "lora" else "train RecLoRA")
+        args = spec["deploymentSpec"]["executors"][f"exec-train-{kind}"]["container"]["args"]
+        assert args[args.index("--function_to_execute") + 1] == "train_llm"
+    assert tasks["train-reclora"]["dependentTasks"].count("train-lora") == 1  # one LLM at a time
+    assert not any(name.endswith(("-2", "-3")) for name in tasks)
 
 
 def test_gpu_settings_and_tolerations_only_on_the_llm_training_tasks(ir):
@@ -180,7 +196,7 @@ def test_submit_sends_a_run_with_the_compiled_spec(ir, client):
 
 
 # ------------------------------------------------------------------ the cluster overlay
-STORAGE_TASKS = {"source-version", "prepare", "retrieve", "train-llm", "train-llm-2", "evaluate", "register"}
+STORAGE_TASKS = {"source-version", "prepare", "retrieve", "train-lora", "train-reclora", "evaluate", "register"}
 
 
 def _compile(tmp_path, profile=None):
@@ -265,7 +281,7 @@ def test_multi_node_training_steps_only_create_the_trainjob(tmp_path, monkeypatc
 def _executor_step(name: str, nodes: int = 1) -> str:
     """The pipeline.resources entry of a compiled task (exec-<task>)."""
     step = name.removeprefix("exec-").replace("-", "_")
-    step = "train_llm" if step.startswith("train_llm") else step
+    step = "train_llm" if step in ("train_lora", "train_reclora") else step
     return "waiter" if step == "train_llm" and nodes > 1 else step
 
 
@@ -281,7 +297,7 @@ def test_every_step_requests_and_limits_cpu_and_memory_from_params(tmp_path):
                "memory_request": r.get("resourceMemoryRequest"), "memory_limit": r.get("resourceMemoryLimit")}
         assert got == {k: str(v) for k, v in want.items()}, name
     # GPU steps keep their accelerators next to CPU and memory
-    assert execs["exec-train-llm"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+    assert execs["exec-train-lora"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
 
 
 def test_a_per_step_override_and_the_waiter_reach_the_ir(tmp_path, monkeypatch):
@@ -377,7 +393,7 @@ def test_the_irs_kubernetes_settings_make_valid_pods(tmp_path):
         ks.assert_valid(pod, "pod of the compiled IR")
         for side in pod["spec"]["containers"][0]["resources"].values():  # quantities as the API server parses them
             assert all(parse_quantity(v) > 0 for v in side.values()), pod["metadata"]["name"]
-    broken = _pod_of("exec-train-llm", spec["deploymentSpec"]["executors"]["exec-train-llm"], k8s)
+    broken = _pod_of("exec-train-lora", spec["deploymentSpec"]["executors"]["exec-train-lora"], k8s)
     broken["spec"]["tolerations"][0]["tolerationSeconds"] = "soon"
     broken["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["optionl"] = True
     errs = ks.errors(broken)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from pipelines.run import _figure, _output_to
+from pipelines.local import _figure, _output_to
 
 
 def test_output_goes_to_the_log_and_the_terminal_stream_to_the_terminal(tmp_path, capfd):
@@ -49,10 +49,10 @@ def test_key_figure_per_stage():
     # every AUC says which samples it is on: the CRM's whole test split, the LLMs' evaluation subset...
     assert _figure("train-crm", {"stats": _art(test_auc=0.62909, test_n=1798.0)}) == \
         "CRM AUC 0.6291 on the whole test split (1,798 samples)"
-    assert _figure("train-llm-2", {"stats": _art(eval_auc=0.5, eval_n=200.0, train_samples=16.0),
+    assert _figure("train-reclora", {"stats": _art(eval_auc=0.5, eval_n=200.0, train_samples=16.0),
                                    "adapter": _art(kind="reclora")}) == \
         "RecLoRA AUC 0.5000 on a 200-sample subset of test (16 training samples)"
-    assert _figure("train-llm", {"stats": _art(eval_auc=0.25, eval_n=32.0, train_samples=16.0), "adapter": _art(kind="lora")}) \
+    assert _figure("train-lora", {"stats": _art(eval_auc=0.25, eval_n=32.0, train_samples=16.0), "adapter": _art(kind="lora")}) \
         == "LoRA AUC 0.2500 on a 32-sample subset of test (16 training samples)"
     # ... and the evaluation puts every model side by side on the same samples, ECE beside RecLoRA
     stats = _art(evaluated_samples=200.0, crm_auc=0.6945, vanilla_lora_auc=0.68, reclora_auc=0.7071, reclora_ece=0.031,

@@ -38,6 +38,7 @@ from reclora.registry import (
     verify,
 )
 from reclora.registry import store as store_mod
+from reclora.registry.errors import UnverifiedVersion
 
 
 def reclora_cli(*args: str):
@@ -534,9 +535,9 @@ def test_a_version_that_does_not_verify_is_listed_unreadable_and_refused_everywh
     assert [ln.split()[0] for ln in out] == ["v0001", "v0002", "v0003"] and words in out[1], out
     # promotion, rollback, deployment (its dry run too) and serving refuse it
     before = (reg / "reclora" / "champion.json").read_bytes()
-    with pytest.raises(store_mod.UnverifiedVersion, match=f"v0002 .* cannot be promoted: it does not verify"):
+    with pytest.raises(UnverifiedVersion, match=f"v0002 .* cannot be promoted: it does not verify"):
         promote(reg, "v0002")
-    with pytest.raises(store_mod.UnverifiedVersion, match="v0001 .* cannot be rolled back to"):
+    with pytest.raises(UnverifiedVersion, match="v0001 .* cannot be rolled back to"):
         rollback(reg)
     for args in (["registry", "promote", "v0002"], ["registry", "rollback"],
                  ["registry", "promote", "v0002", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"],
@@ -584,7 +585,7 @@ def test_an_object_store_version_is_verified_too(art):
         rows = {r["version"]: r for r in list_versions(uri)}
         assert rows["v0001"]["status"] == "challenger"
         assert rows["v0002"]["status"] == "unreadable" and "params.json: 2 bytes, the manifest says" in rows["v0002"]["error"]
-        with pytest.raises(store_mod.UnverifiedVersion):
+        with pytest.raises(UnverifiedVersion):
             promote(uri, "v0002")
         assert promote(uri, "v0001")["changed"]
     finally:

@@ -15,7 +15,7 @@ import yaml
 from reclora import spark
 from reclora.config import deep_merge, load_params
 from reclora.errors import ConfigError
-from reclora.features.store import store_config, store_overrides
+from reclora.features.repo import store_config, store_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_kube_requests import Recorder, spark_operator  # noqa: E402

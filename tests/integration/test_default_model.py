@@ -5,7 +5,7 @@ import json
 import pytest
 
 from reclora.llm import load_causal_lm, score_yes_no
-from reclora.llm.fetch import MARKER
+from reclora.llm.location import MARKER
 
 pytestmark = pytest.mark.slow
 

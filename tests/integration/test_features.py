@@ -23,13 +23,9 @@ from reclora.features import (
     open_feature_store,
 )
 from reclora.features.definitions import ACTIVITY_FEATURES, HISTORY_FEATURES, PROFILE_TEXT
-from reclora.features.store import (
-    activity_snapshots,
-    features_py,
-    history_snapshots,
-    point_in_time_check,
-    store_config,
-)
+from reclora.features.repo import render_feature_repo, store_config
+from reclora.features.sources import activity_snapshots, history_snapshots
+from reclora.features.stage import point_in_time_check
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,7 +202,7 @@ def test_pit_check_finds_a_leak_and_a_mismatch():
 
 
 def test_check_subset_is_seeded():
-    from reclora.features.store import _check_rows
+    from reclora.features.stage import _check_rows
 
     samples = pd.DataFrame({"user_id": np.arange(1000) % 7, "timestamp": np.arange(1000)})
     a, b = _check_rows(samples, 50, seed=1), _check_rows(samples, 50, seed=1)
@@ -254,9 +250,10 @@ def test_feast_apply_is_real(stage):
     assert not list((root / "features").parent.glob(".features.tmp-*"))  # nothing half-written left
 
 
-def test_checked_in_repo_matches_the_rendered_one():
+def test_checked_in_repo_matches_the_rendered_one(tmp_path):
     assert yaml.safe_load((REPO / "feature_repo" / "feature_store.yaml").read_text()) == store_config()
-    assert (REPO / "feature_repo" / "features.py").read_text() == features_py()
+    repo, _ = render_feature_repo(tmp_path / "repo", tmp_path / "sources")
+    assert (REPO / "feature_repo" / "features.py").read_bytes() == (repo / "features.py").read_bytes()
 
 
 def test_store_config_overrides_switch_backends():
@@ -272,11 +269,13 @@ def test_store_config_overrides_switch_backends():
 
 
 def test_missing_data_dir_is_a_data_error(tmp_path):
+    from reclora.config import load_params
+
     missing = tmp_path / "nope"
     with pytest.raises(DataError, match=r"nope: prepared data directory not found .*reclora data prepare"):
         build_feature_sources(missing, tmp_path / "sources")
     with pytest.raises(DataError, match="prepared data directory not found"):
-        features_stage(missing, tmp_path / "out")
+        features_stage(missing, tmp_path / "out", params=load_params())
     assert not (tmp_path / "out").exists() and not (tmp_path / "sources").exists()
     (tmp_path / "half").mkdir()
     pd.DataFrame({"user_id": [1]}).to_parquet(tmp_path / "half" / "users.parquet")
@@ -287,7 +286,7 @@ def test_missing_data_dir_is_a_data_error(tmp_path):
 
 
 def test_event_order_check():
-    from reclora.features.store import _in_event_order
+    from reclora.features.sources import _in_event_order
 
     df = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "timestamp": [5, 5, 7, 1, 1], "item_id": [3, 4, 1, 9, 9]})
     assert _in_event_order(df) and _in_event_order(df.iloc[:1])

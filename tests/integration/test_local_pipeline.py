@@ -87,7 +87,7 @@ def test_bad_data_stops_the_pipeline_at_validation(tmp_path, tiny_llama_dir):
     run_dirs = list((tmp_path / "root").glob("reclora-training-*"))
     assert len(run_dirs) == 1
     trained = {p.name for p in run_dirs[0].iterdir()}
-    assert not trained & {"train-crm", "train-llm", "train-llm-2", "register"}, trained
+    assert not trained & {"train-crm", "train-lora", "train-reclora", "register"}, trained
     assert not (tmp_path / "registry" / "reclora" / "versions").exists() or not any(
         (tmp_path / "registry" / "reclora" / "versions").iterdir()
     )

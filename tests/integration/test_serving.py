@@ -140,7 +140,7 @@ def test_served_scores_equal_the_pipelines_offline_predictions(client, version):
     import pandas as pd
 
     run = next((version["tmp"] / "root").glob("reclora-training-*"))
-    reclora_dir = next(d for d in run.glob("train-llm*/adapter") if json.loads((d / "metrics.json").read_text())["model"] == "reclora")
+    reclora_dir = next(d for d in run.glob("train-*/adapter") if json.loads((d / "metrics.json").read_text())["model"] == "reclora")
     offline = pd.read_parquet(reclora_dir / "predictions.parquet")
     from reclora.retrieval.layout import open_retrieved
 

@@ -20,7 +20,7 @@ CONF = {"spark.master": "local[1]", "spark.sql.session.timeZone": "UTC", "spark.
 
 def test_spark_store_gives_the_file_stores_point_in_time_features(tmp_path):
     from reclora.features.inputs import historical_view, model_inputs
-    from reclora.features.store import apply_feature_repo, build_feature_sources, historical_user_features
+    from reclora.features import apply_feature_repo, build_feature_sources, historical_user_features
 
     prep = tmp_path / "prepared"
     prep.mkdir()

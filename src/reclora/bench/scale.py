@@ -7,7 +7,7 @@ child process of its own, which reports the stage's wall seconds and its own pea
 
     prepare    reclora.data.prepare(ml-25m)               raw CSV -> events + sample index
     validate   reclora.validation.validate_prepared         the Great Expectations gate
-    features   reclora.features.store.features_stage        Feast repo, materialize, PIT check
+    features   reclora.features.stage.features_stage        Feast repo, materialize, PIT check
     retrieve   reclora.stages.retrieve_stage                positions of the retrieved histories
     crm        streaming featurizer fit + a fixed number of CRM training batches (samples/s)
     embed      (opt-in: ``--stages prepare,embed``) the catalogue's item text embeddings with the base
@@ -63,7 +63,7 @@ def _stage(name: str, work: Path, params: dict[str, Any], opts: dict[str, Any]) 
         r = validate_prepared(work / "prepared", work / "validation", params=params["validation"])
         return {"passed": bool(r.success), "failures": len(r.failures)}
     if name == "features":
-        from reclora.features.store import features_stage
+        from reclora.features.stage import features_stage
 
         s = features_stage(work / "prepared", work / "features", params=params)
         return {"samples": s.get("samples")}
@@ -133,7 +133,7 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
 
     items = pd.read_parquet(work / "prepared" / "items.parquet")
     r = params["retrieval"]
-    model = r.get("embedding_model") or resolve_model_path(params.get("model", {}).get("path") or None)
+    model = r.get("embedding_model") or resolve_model_path(None, params["model"])
     with tempfile.TemporaryDirectory(dir=work) as cache:
         t0 = time.perf_counter()
         prec = choose(params.get("train"), "cpu")
@@ -146,7 +146,7 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 _IMPORTS = {
     "generate": ["reclora.data.synthetic"], "prepare": ["reclora.data"], "validate": ["reclora.validation"],
-    "features": ["reclora.features.store"], "retrieve": ["reclora.stages", "reclora.retrieval", "reclora.llm"],
+    "features": ["reclora.features.stage"], "retrieve": ["reclora.stages", "reclora.retrieval", "reclora.llm"],
     "crm": ["torch", "reclora.crm", "reclora.crm.stream", "reclora.retrieval.layout"],
     "embed": ["torch", "transformers", "reclora.retrieval.embeddings", "reclora.llm"],
 }  # fmt: skip

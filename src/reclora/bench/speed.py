@@ -222,7 +222,7 @@ def bench_speed(
     sp = p["bench"]["speed"]
     b, s = batch_size or sp["batch_size"], seq_len or sp["seq_len"]
     n, w = steps or sp["steps"], warmup if warmup is not None else sp["warmup"]
-    model_dir = resolve_model_path(model_path)
+    model_dir = resolve_model_path(model_path, p["model"])
     width = gate_signal_width(int(p["crm"]["mlp"][-1]), p["adapter"].get("gate_input", "hidden"))
     ap = dict(p["adapter"]) | {"signal_dim": width}
     t_all = time.perf_counter()

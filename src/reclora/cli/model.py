@@ -19,10 +19,12 @@ def fetch_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Get the embedded default LLM (SmolLM2-135M-Instruct), convert it to safetensors, verify it."""
-    from reclora.llm.fetch import fetch_default_model, model_info
+    from reclora.config import load_params
+    from reclora.llm.fetch import fetch_default_model
+    from reclora.llm.location import model_info
 
     def _run() -> int:
-        path = fetch_default_model(cache_dir, force=force)
+        path = fetch_default_model(load_params()["model"], cache_dir, force=force)
         typer.echo(json.dumps({"path": str(path), **model_info(path)}, sort_keys=True))
         return 0
 
@@ -32,10 +34,11 @@ def fetch_cmd(
 @app.command("info")
 def info_cmd(set_: Optional[list[str]] = SET_OPTION) -> None:
     """Where the default model is and what it is."""
-    from reclora.llm.fetch import default_model_dir, is_fetched, model_info
+    from reclora.config import load_params
+    from reclora.llm.location import default_model_dir, is_fetched, model_info
 
     def _run() -> int:
-        d = default_model_dir()
+        d = default_model_dir(load_params()["model"])
         typer.echo(json.dumps({"path": str(d), "fetched": is_fetched(d), **model_info(d)}, sort_keys=True))
         return 0
 

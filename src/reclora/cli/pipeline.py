@@ -62,7 +62,7 @@ def run_cmd(
     def _run() -> int:
         if not local:
             raise ConfigError("only --local runs here; for a cluster use `reclora pipeline submit --host URL`")
-        from pipelines.run import run_local
+        from pipelines.local import run_local
         from reclora.config import cli_overrides, deep_merge, load_params_with, validated
 
         # --set items travel to the components as part of the pipeline's `overrides`
@@ -103,7 +103,7 @@ def compile_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
-    from pipelines.run import compile_pipeline
+    from pipelines.remote import compile_pipeline
     from reclora.config import load_params_with, validated
 
     def _run() -> int:
@@ -123,7 +123,7 @@ def submit_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Start one run on a KFP v2 backend."""
-    from pipelines.run import submit
+    from pipelines.remote import submit
 
     def _run() -> int:
         r = submit(host, package, _arguments(arguments), namespace=namespace)
@@ -143,7 +143,7 @@ def schedule_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Create the recurring run for scheduled retraining (no catch-up, one run at a time)."""
-    from pipelines.run import schedule
+    from pipelines.remote import schedule
 
     def _run() -> int:
         r = schedule(host, package, cron, _arguments(arguments), namespace=namespace)

@@ -84,7 +84,8 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
     from reclora.registry import promote, rollback
     from reclora.registry.deploy import deploy_version, serving_settings, storage_uri
     from reclora.registry.promotion import OtherData, other_data, rollback_target
-    from reclora.registry.store import open_store, verified_ref
+    from reclora.registry.backend import open_store
+    from reclora.registry.manifest import verified_ref
 
     params = command_params()
     u = _uri(uri, params)

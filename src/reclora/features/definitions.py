@@ -1,13 +1,14 @@
 """The Feast objects of the RecLoRA feature repo: entities, sources and feature views.
 
-This module is the single definition of the repo. ``feature_repo/features.py``
-(the checked-in Feast repo, for the ``feast`` CLI) and the library
-(:func:`reclora.features.store.apply_feature_repo`, which calls
+This module is the single definition of the repo. A repo's ``features.py``
+(the checked-in ``feature_repo/features.py`` and every rendered copy, for the
+``feast`` CLI: :func:`repo_objects`) and the library
+(:func:`reclora.features.repo.apply_feature_repo`, which calls
 ``FeatureStore.apply`` with these objects) both build their objects here, so
 the CLI and the pipeline can never drift apart.
 
 Sources are parquet files in one *sources directory* written by
-:func:`reclora.features.store.build_feature_sources`. Their paths are stored
+:func:`reclora.features.sources.build_feature_sources`. Their paths are stored
 relative to the feature repo when they can be, so a rendered repo and its
 sources can be moved (or renamed into place atomically) together.
 
@@ -36,10 +37,13 @@ answers "as of T".
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from reclora.errors import ConfigError
 
 PROJECT = "reclora"
 
@@ -63,12 +67,15 @@ ITEM_FEATURES = ("title", "genres")
 HISTORY_FEATURES = ("hist_item_ids", "hist_ratings", "hist_timestamps", "n_history")
 ACTIVITY_FEATURES = ("n_history", "last_event_timestamp", "mean_rating")
 
-# env var read by feature_repo/features.py: where the parquet sources are (absolute, or relative
-# to the feature repo); default "data/sources" inside the repo
+# env var read by a repo's features.py (repo_objects): where the parquet sources are (absolute, or
+# relative to the feature repo); default: the repo's REPO_SOURCES file, else "data/sources" inside it
 SOURCES_ENV = "RECLORA_FEATURE_SOURCES"
-# env var read by feature_repo/features.py: the offline store type the sources are declared for
-# ("spark" -> SparkSource, anything else -> FileSource)
+# env var read by a repo's features.py (repo_objects): the offline store type the sources are declared
+# for ("spark" -> SparkSource, anything else -> FileSource); default: REPO_SOURCES, else "file"
 OFFLINE_STORE_ENV = "RECLORA_FEAST_OFFLINE_STORE"
+# written beside feature_store.yaml by reclora.features.repo.render_feature_repo: {"sources": the
+# sources directory as the repo stores it, "offline_store": the store type}; the checked-in repo has none
+REPO_SOURCES = "feature_sources.json"
 # offline stores that read the parquet sources as Feast FileSources (Spark takes SparkSources)
 FILE_SOURCE_STORES = ("file", "dask", "duckdb")
 DEFAULT_SOURCES = "data/sources"
@@ -127,8 +134,6 @@ def _source(name: str, path: str, repo: Path | None, offline_store: str) -> Any:
     if offline_store in FILE_SOURCE_STORES or "." in offline_store:  # a custom store class: its own sources
         return FileSource(name=name, path=path, timestamp_field=TIMESTAMP_FIELD)
     if offline_store != "spark":
-        from reclora.errors import ConfigError
-
         raise ConfigError(f"offline store {offline_store!r}: the feature sources support file, duckdb or spark")
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
@@ -247,6 +252,29 @@ def feature_definitions(
         "user_history": user_history,
         "user_activity": user_activity,
     }
+
+
+def repo_objects(repo_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The Feast objects of the feature repo at ``repo_dir``, as its ``features.py`` gives them to the
+    ``feast`` CLI (:func:`feature_definitions` by name).
+
+    Sources directory: ``$RECLORA_FEATURE_SOURCES``, else ``sources`` of the repo's
+    ``feature_sources.json`` (written by ``render_feature_repo``), else ``data/sources``; offline
+    store: ``$RECLORA_FEAST_OFFLINE_STORE``, else that file's ``offline_store``, else ``file``.
+    Raises ConfigError when ``feature_sources.json`` is not a JSON object.
+    """
+    repo = Path(repo_dir)
+    recorded: Any = {}
+    if (repo / REPO_SOURCES).is_file():
+        try:
+            recorded = json.loads((repo / REPO_SOURCES).read_text())
+        except ValueError as e:
+            raise ConfigError(f"{repo / REPO_SOURCES}: not valid JSON ({e})") from e
+        if not isinstance(recorded, dict):
+            raise ConfigError(f"{repo / REPO_SOURCES}: must be a JSON object")
+    sources = os.environ.get(SOURCES_ENV) or str(recorded.get("sources") or DEFAULT_SOURCES)
+    offline_store = os.environ.get(OFFLINE_STORE_ENV) or str(recorded.get("offline_store") or "file")
+    return feature_definitions(sources, repo_path=repo, offline_store=offline_store)
 
 
 def feature_refs(store_or_defs: Any, view: str) -> list[str]:

@@ -31,6 +31,8 @@ import pandas as pd
 
 from reclora.errors import DataError
 from reclora.features.definitions import ITEM_FEATURES, PROFILE_TEXT, TIMESTAMP_FIELD, feature_refs
+from reclora.features.read import DEFAULT_CHUNK_ROWS, historical_view, latest_rows
+from reclora.features.repo import open_feature_store
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
 USER_VIEW = "user_profile"
 ITEM_VIEW = "item_metadata"
 ITEM_COLUMNS = ["item_id", *ITEM_FEATURES]
-DEFAULT_CHUNK_ROWS = 1_000_000  # entity rows per get_historical_features request (bounded memory)
 
 
 @dataclass
@@ -64,61 +65,9 @@ class ModelInputs:
         return self.users.drop(columns=[PROFILE_TEXT])
 
 
-def _times(values: Any) -> pd.Series:
-    """unix seconds or datetimes -> tz-aware UTC datetimes (ns)."""
-    s = pd.Series(values)
-    if pd.api.types.is_numeric_dtype(s):
-        return pd.to_datetime(s.astype("int64"), unit="s", utc=True)
-    return pd.to_datetime(s, utc=True)
-
-
 def _view_names(store: "FeatureStore", view: str) -> tuple[list[str], list[str]]:
     refs = feature_refs(store, view)
     return refs, [r.split(":", 1)[1] for r in refs]
-
-
-def historical_view(
-    store: "FeatureStore",
-    entity_df: pd.DataFrame,
-    view: str,
-    key: str,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    latest_per_key: bool = False,
-) -> pd.DataFrame:
-    """Point-in-time features of one view for the distinct (``key``, ``event_timestamp``) rows of
-    ``entity_df`` (times as unix seconds or datetimes), through ``get_historical_features``.
-
-    Returns one row per distinct (key, time), in the order the rows were first asked: ``key``
-    (int64), ``event_timestamp`` (UTC), the view's features (null where Feast has no row at or
-    before that time). Requests are split into ``chunk_rows`` entity rows each (0 = one request).
-    ``latest_per_key``: reduce every chunk's answer at once to the row :func:`model_inputs` would
-    keep per key (the latest with any feature value), so memory holds O(entities) rows, not
-    O(entity rows); :func:`model_inputs` gives the same result on it. Raises DataError on missing
-    columns.
-    """
-    from reclora.features.store import offline_reads
-
-    for c in (key, TIMESTAMP_FIELD):
-        if c not in entity_df.columns:
-            raise DataError(f"entity rows need columns {key} and {TIMESTAMP_FIELD}, got {list(entity_df.columns)}")
-    keys = pd.DataFrame(
-        {key: entity_df[key].astype("int64").to_numpy(), TIMESTAMP_FIELD: _times(entity_df[TIMESTAMP_FIELD]).to_numpy()}
-    ).drop_duplicates(ignore_index=True)
-    keys[TIMESTAMP_FIELD] = pd.to_datetime(keys[TIMESTAMP_FIELD], utc=True)
-    refs, names = _view_names(store, view)
-    step = len(keys) if chunk_rows <= 0 else int(chunk_rows)
-    parts = []
-    with offline_reads(store):
-        for s in range(0, max(len(keys), 1), max(step, 1)):
-            chunk = keys.iloc[s : s + step]
-            got = store.get_historical_features(entity_df=chunk, features=refs).to_df()
-            got[TIMESTAMP_FIELD] = pd.to_datetime(got[TIMESTAMP_FIELD], utc=True)
-            # Feast may drop entity rows without a feature row: merge back onto the asked rows
-            part = chunk.merge(got[[key, TIMESTAMP_FIELD, *names]], on=[key, TIMESTAMP_FIELD], how="left")
-            del got
-            parts.append(_latest_rows(part, key, names) if latest_per_key else part)
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return _latest_rows(out, key, names) if latest_per_key and len(parts) > 1 else out
 
 
 def offline_feature_frames(
@@ -136,7 +85,7 @@ def offline_feature_frames(
     (unix seconds), plus ``user_ids`` / ``item_ids`` (the known catalogue, ids only) at ``as_of``
     (default: the latest sample time), so every id the model has a vocabulary entry for gets its
     features as of the training cut-off. Returns the frames :func:`model_inputs` takes (one row per
-    entity row; with ``latest_per_key`` one per entity, see :func:`historical_view`).
+    entity row; with ``latest_per_key`` one per entity, see :func:`reclora.features.read.historical_view`).
     """
     for c in ("user_id", "item_id", "timestamp"):
         if c not in samples.columns:
@@ -178,18 +127,8 @@ def online_feature_frames(
     return out[0], out[1]
 
 
-def _latest_rows(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
-    """Per key, the row with the latest ``event_timestamp`` among those with any feature value
-    (ties: the later row); rows of entities Feast knows nothing of are dropped. Columns kept."""
-    f = frame.dropna(subset=[key])
-    f = f[f[names].notna().any(axis=1)] if names else f  # entities Feast knows nothing of
-    if TIMESTAMP_FIELD in f.columns:
-        f = f.sort_values([key, TIMESTAMP_FIELD], kind="stable")
-    return f.drop_duplicates(key, keep="last")
-
-
 def _latest(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
-    f = _latest_rows(frame, key, names)
+    f = latest_rows(frame, key, names)
     out = f[[key, *names]].astype({key: "int64"}).sort_values(key).reset_index(drop=True)
     return out
 
@@ -239,8 +178,6 @@ def training_inputs(
     """Training's :class:`ModelInputs`: the features stage's store (``features_dir``: its OUT, or
     the ``repo`` inside it) read offline on the samples' rows plus the catalogue ids (see
     :func:`offline_feature_frames`), through :func:`model_inputs`."""
-    from reclora.features.store import open_feature_store
-
     d = Path(features_dir)
     store = open_feature_store(d / "repo" if (d / "repo" / "feature_store.yaml").is_file() else d)
     return model_inputs(*offline_feature_frames(store, samples, user_ids, item_ids, as_of))

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the features stage on Spark; 0 on success (errors raise, the application fails)."""
     from reclora import storage
     from reclora.config import load_params, validated
-    from reclora.features.store import features_stage
+    from reclora.features.stage import features_stage
 
     ap = argparse.ArgumentParser(prog="reclora-spark-features", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)

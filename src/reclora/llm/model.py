@@ -1,4 +1,4 @@
-"""Load a causal LM and read p(Yes) at the answer position."""
+"""Load a causal LM and read p(Yes) at the answer position (where the model is: :mod:`reclora.llm.location`)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from reclora.config import section
 from reclora.errors import RecLoRAError
-
-
-def resolve_model_path(path: str | Path | None = None) -> str:
-    """An explicit path/id, else params model.path, else the fetched embedded default."""
-    from reclora.llm.fetch import default_model_dir, is_fetched
-
-    path = path or section("model").get("path")
-    if path:
-        return str(path)
-    d = default_model_dir()
-    if not is_fetched(d):
-        raise RecLoRAError(f"the default model is not in {d}; run `reclora model fetch` (or `make demo`)")
-    return str(d)
-
-
-def local_model_path(path: str | Path) -> str:
-    """``path`` as a base model on this machine: itself if it exists here; else, when it names the
-    embedded default model (a version registered on another machine or in another image, whose
-    model cache lay elsewhere, e.g. /opt/reclora/cache/models/NAME in the images), this machine's
-    fetched copy of it; else unchanged (a hub id, or a clear error when it is loaded)."""
-    from reclora.llm.fetch import default_model_dir, is_fetched
-
-    import os
-
-    p = Path(path)
-    if p.is_absolute() and not os.path.exists(p):  # False also where a parent is not readable (/root)
-        d = default_model_dir()
-        if p.name == d.name and is_fetched(d):
-            return str(d)
-    return str(path)
 
 
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:

@@ -11,31 +11,21 @@
     cleanup(uri)          remove what killed writers left behind
 
 ``uri`` is a local directory or any fsspec URI (s3://, gs://, memory://); every function takes
-``name=`` (default "reclora"). See :mod:`reclora.registry.store` for the layout and the atomicity rules.
+``name=`` (default "reclora"). See :mod:`reclora.registry.store` for the layout and the atomicity rules;
+the modules: ``errors``, ``backend`` (the Store over local paths and fsspec URIs), ``manifest`` (hashes,
+lineage, verification), ``store`` (register, list, show, resolve), ``promotion``, ``gate``, ``card``,
+``metrics``, ``deploy`` (KServe), ``kubeflow`` (the optional Kubeflow Model Registry).
 """
 
 from reclora.registry.card import render_model_card
 from reclora.registry.metrics import headline, summarize_metrics
 from reclora.registry.gate import PromotionRules, decide
 from reclora.registry.promotion import OtherData, champion, history, promote, register_and_gate, rollback
-from reclora.registry.store import (
-    DEFAULT_NAME,
-    DEFAULTS,
-    NoChampion,
-    NoPreviousChampion,
-    RegistryError,
-    VersionNotFound,
-    cleanup,
-    list_versions,
-    register,
-    resolve,
-    settings,
-    show,
-    verify,
-)
+from reclora.registry.backend import DEFAULT_NAME, cleanup
+from reclora.registry.errors import NoChampion, NoPreviousChampion, RegistryError, VersionNotFound
+from reclora.registry.store import list_versions, register, resolve, show, verify
 
 __all__ = [
-    "DEFAULTS",
     "DEFAULT_NAME",
     "NoChampion",
     "NoPreviousChampion",
@@ -54,7 +44,6 @@ __all__ = [
     "register_and_gate",
     "render_model_card",
     "resolve",
-    "settings",
     "show",
     "summarize_metrics",
     "rollback",

@@ -18,7 +18,7 @@ import os
 from typing import Any, Mapping
 
 from reclora.errors import ConfigError
-from reclora.registry.store import DEFAULT_NAME
+from reclora.registry.backend import DEFAULT_NAME
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 

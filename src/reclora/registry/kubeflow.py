@@ -23,7 +23,7 @@ import os
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from reclora.registry.store import RegistryError
+from reclora.registry.errors import RegistryError
 
 MODEL_FORMAT = "reclora-adapter"
 MODEL_FORMAT_VERSION = "1"

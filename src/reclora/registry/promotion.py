@@ -15,19 +15,10 @@ import os
 from typing import Any, Mapping
 
 from reclora.registry.gate import PromotionRules, data_mismatch, decide, read_items
-from reclora.registry.store import (
-    DEFAULT_NAME,
-    NoChampion,
-    NoPreviousChampion,
-    RegistryError,
-    Store,
-    open_store,
-    register,
-    show,
-    utc_now,
-    verified_ref,
-    version_ref,
-)
+from reclora.registry.backend import DEFAULT_NAME, Store, new_champion_doc, open_store, utc_now, version_ref
+from reclora.registry.errors import NoChampion, NoPreviousChampion, RegistryError
+from reclora.registry.manifest import verified_ref
+from reclora.registry.store import register, show
 
 
 class OtherData(RegistryError):
@@ -57,8 +48,6 @@ def champion(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str,
 
 def history(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str, Any]:
     """champion.json as stored (an empty document when nothing was ever promoted)."""
-    from reclora.registry.store import new_champion_doc
-
     store = open_store(uri, name)
     return store.champion_doc() or new_champion_doc(name)
 

@@ -99,8 +99,8 @@ def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
     """A version directory (has manifest.json) as is; otherwise a local registry URI resolved at ``ref``.
 
     Raises DataError for a version that does not verify against its manifest (a manifest cut short, a
-    file missing, changed or not listed: :func:`reclora.registry.store.verify_dir`): it is never served."""
-    from reclora.registry.store import verify_dir
+    file missing, changed or not listed: :func:`reclora.registry.manifest.verify_dir`): it is never served."""
+    from reclora.registry.manifest import verify_dir
 
     p, version = Path(str(model)), None
     if not (p / "manifest.json").is_file():
@@ -160,8 +160,9 @@ class RecLoRAPredictor(Model):
         from reclora.crm import load_crm
         from reclora.few2many import load_adapter
         from reclora.io import read_json
+        from reclora.config import section
         from reclora.llm import load_causal_lm, resolve_model_path
-        from reclora.llm.model import local_model_path
+        from reclora.llm.location import local_model_path
 
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
@@ -199,8 +200,9 @@ class RecLoRAPredictor(Model):
             self.item_ids, self.embeddings, self.mode = e["item_ids"], e["embeddings"], "relevance"
 
         recorded = self.manifest.get("base_model")  # where training found it; maybe another machine's cache
-        base = self.base_model_override or (recorded and local_model_path(recorded))
-        self.base_model_path = resolve_model_path(base or None)
+        model = section("model")  # this server's params.yaml: its model cache and explicit model path
+        base = self.base_model_override or (recorded and local_model_path(recorded, model))
+        self.base_model_path = resolve_model_path(base or None, model)
         base, self.tokenizer = load_causal_lm(self.base_model_path)
         self.adapter = load_adapter(base, vdir / "adapter")
         self.adapter.train(False)
@@ -210,7 +212,7 @@ class RecLoRAPredictor(Model):
 
         self.store = None
         if self.feature_store_dir:
-            from reclora.features.store import open_feature_store
+            from reclora.features import open_feature_store
 
             repo = Path(self.feature_store_dir)
             if not (repo / "feature_store.yaml").is_file() and (repo / "repo" / "feature_store.yaml").is_file():
@@ -319,7 +321,7 @@ class RecLoRAPredictor(Model):
         """Histories of ``user_ids`` from the Feast online store (empty without one)."""
         if self.store is None or not user_ids:
             return {}
-        from reclora.features.store import online_user_features
+        from reclora.features import online_user_features
 
         with self._store_lock:  # the SQLite online store is not shared across threads safely
             f = online_user_features(self.store, list(user_ids), views=("user_history",))
