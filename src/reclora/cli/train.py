@@ -26,10 +26,11 @@ def retrieve_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Long-short modality retrieval: top-K relevant earlier behaviours per sample, in time order."""
+    from reclora.config import load_params
     from reclora.stages import retrieve_stage
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
-        retrieve_stage(data, out, mode=mode, model_path=model))))
+        retrieve_stage(data, out, load_params(), mode=mode, model_path=model))))
 
 
 @app.command("crm")
@@ -42,10 +43,11 @@ def crm_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Train the DIN-style CRM on the full training split (streamed batches; early stopping on valid)."""
+    from reclora.config import load_params
     from reclora.stages import crm_stage
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
-        crm_stage(data, retrieved, out, ranks=ranks, features_dir=features))))
+        crm_stage(data, retrieved, out, load_params(), ranks=ranks, features_dir=features))))
 
 
 @app.command("llm")
@@ -62,10 +64,11 @@ def llm_cmd(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Few2Many: train an adapter on a seeded sample of train; resumes from its checkpoint if killed."""
+    from reclora.config import load_params
     from reclora.stages import llm_stage
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
-        llm_stage(kind, data, retrieved, crm, out, gate=gate, model_path=model, features_dir=features, init_from=init_from))))
+        llm_stage(kind, data, retrieved, crm, out, load_params(), gate=gate, model_path=model, features_dir=features, init_from=init_from))))
 
 
 @app.command("evaluate")
@@ -80,6 +83,7 @@ def evaluate_cmd(
 ) -> None:
     """Score the models on their common samples (+ the champion, + slices); write the HTML report and the metrics JSON."""
     from reclora.errors import ConfigError
+    from reclora.config import load_params
     from reclora.stages import evaluate_stage
 
     def _run() -> int:
@@ -88,7 +92,7 @@ def evaluate_cmd(
             raise ConfigError("--run takes NAME=DIR")
         refuse_outputs({"--out": out})
         m = evaluate_stage(dict(pairs), out, data_dir=data, registry_uri=registry, features_dir=features,
-                           challenger=challenger)  # fmt: skip
+                           challenger=challenger, params=load_params())  # fmt: skip
         models = {n: {k: v[k] for k in ("auc", "logloss", "ece", "accuracy", "n")} for n, v in m["models"].items()}
         return _echo({"models": models, "decision": m["gate"]["decision"]["reason"]})
 
