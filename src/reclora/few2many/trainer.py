@@ -116,7 +116,9 @@ class Few2ManyRecipe:
             self.rank, self.world, self.main = 0, 1, True
         self.device = next(model.module.parameters()).device
         self.prec = as_precision(cfg.precision, self.device)
-        self.step, self.losses, self.resumed = 0, [], None
+        self.step = 0
+        self.resumed: int | None = None
+        self.losses: list[float] = []
         self.val_auc: list[float] = []
         self.best: dict[str, Any] = {"auc": -math.inf, "epoch": None}
         self.best_weights: dict[str, torch.Tensor] | None = None

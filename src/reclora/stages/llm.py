@@ -216,7 +216,7 @@ def llm_summary(
         "valid_samples": int(len(va)) if va is not None else 0,
         "loss_first_last": [loss[0], float(np.mean(loss[-10:]))] if loss else None,
         "adapter": dict(ap),
-        "train_config": tp,
+        "train_config": dict(tp),
         "predict_seconds": round(t_pred - t_train, 2),
         "seconds": round(time.perf_counter() - t0, 2),
         "precision": choose(cfg.precision, dist.device(), log=False).as_dict(),
