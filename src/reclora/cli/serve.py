@@ -71,10 +71,22 @@ def serve(
                 req = requested_precision(command_params().get("train"))
         _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
                name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout,
-               precision=req)  # fmt: skip
+               precision=req, rating_ranges=_rating_ranges())  # fmt: skip
         return 0
 
     raise typer.Exit(run_guarded(_run))
+
+
+def _rating_ranges() -> dict | None:
+    """validation.rating_range of this machine's params.yaml, for a served version whose params lack it;
+    None without a params.yaml (in an image): inline history ratings need only be finite."""
+    from reclora.config import load_params
+    from reclora.errors import ConfigError
+
+    try:
+        return (load_params().get("validation") or {}).get("rating_range")
+    except ConfigError:
+        return None
 
 
 def main() -> None:

@@ -6,7 +6,8 @@
 
 The champion version is loaded exactly as the KServe predictor serves it
 (:class:`reclora.serving.RecLoRAPredictor`: its CRM, adapter, retrieval settings and item embeddings on its
-recorded base LLM) and scores the samples with :meth:`~reclora.serving.RecLoRAPredictor.score_samples`, with
+recorded base LLM) and scores the samples with :meth:`~reclora.serving.RecLoRAPredictor.score_samples` (its
+retrieval, then :func:`reclora.scoring.score_samples`, the function the LLM stage scores with), with
 this run's item titles and user profiles (the data, not the model), in batches of its own run's
 ``train.predict_batch_size`` as its LLM stage scored (bf16 results depend on a batch's shape). A champion trained on another data set
 or item catalogue is ``not comparable`` (:func:`reclora.registry.gate.data_mismatch`); one whose version

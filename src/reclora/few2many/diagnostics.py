@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from reclora.few2many.adapters import AdapterModel
-from reclora.few2many.trainer import PromptSet
+from reclora.few2many.data import PromptSet
 from reclora.llm.model import yes_no_token_ids
 from reclora.precision import Precision, as_precision
 

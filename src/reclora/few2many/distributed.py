@@ -52,6 +52,14 @@ def init_from_env(timeout_s: float | None = None) -> bool:
     return dist.get_world_size() > 1
 
 
+def use_process_group(flag: bool | None) -> bool:
+    """Whether a trainer or predictor runs data-parallel: None = when a process group of more than one rank
+    exists or torchrun's environment describes one (initialised here, :func:`init_from_env`); False = alone."""
+    if flag is False:
+        return False
+    return init_from_env()
+
+
 def active() -> bool:
     """A process group of more than one rank exists."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -124,3 +132,29 @@ def same_on_all_ranks(value: int) -> bool:
     t = _comm_tensor(torch.tensor([value, -value], dtype=torch.int64))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t[0]) == -int(t[1])
+
+
+def all_reduce_grads(params: list[torch.nn.Parameter], loss_share: float) -> float:
+    """Sum the trainable gradients and the loss over the ranks in one collective; returns the global loss.
+
+    A parameter no rank computed a gradient for (an unused gate) keeps ``grad=None``, as alone,
+    so the optimizer skips it as it would in a single process.
+    """
+    dev = params[0].device
+    has = [p.grad is not None for p in params]
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+        + [torch.tensor([float(h) for h in has] + [loss_share], dtype=torch.float32, device=dev)]
+    )
+    all_reduce_sum_(flat)
+    off, flags = 0, flat[-len(params) - 1 : -1].tolist()
+    for p, flag in zip(params, flags):
+        g = flat[off : off + p.numel()].view_as(p).to(p.dtype)
+        off += p.numel()
+        if flag == 0:
+            p.grad = None
+        elif p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+    return float(flat[-1].item())

@@ -30,13 +30,10 @@ outputs:
                               (ragged BYTES candidates: padded with -1 up to the longest list)
     cold_start  BOOL [n]
 
-Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 naming the field:
-unknown item ids, too many/empty/duplicate candidates, wrong types, ids outside the 64-bit range,
-timestamps outside [0, 253402300799] (unix seconds up to 9999-12-31), history ratings outside the
-data set's rating range (validation.rating_range of the version's params, else of params.yaml), V2 data that does not fit
-its declared datatype (1.5 or 2**40 in an INT32/INT64 input). Nothing is guessed: an unknown or
-misspelt field (``History``), a V2 input name given twice, V2 inputs whose row counts disagree and a
-JSON object that repeats a key are 400s naming the field. A 500 is only a fault of the server.
+Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 naming the field
+(:mod:`reclora.serving.requests` lists the checks; history ratings are checked against
+validation.rating_range of the version's params, else of the serving machine's params.yaml). A 500 is
+only a fault of the server.
 
 All rows of all instances of a request are scored in one batched forward; forwards are
 serialized with a lock because the personalized LoRA layers keep per-forward state.
@@ -45,54 +42,25 @@ serialized with a lock because the personalized LoRA layers keep per-forward sta
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
-from reclora.data.loaders import INT64_MAX, INT64_MIN
 from reclora.errors import DataError, RecLoRAError
-from reclora.io import loads_json
+from reclora.serving.requests import MAX_TIMESTAMP, parse_instances, parse_v2, v1_instances
+
+if TYPE_CHECKING:
+    from reclora.scoring import ScoringInputs, ScoringModel
 
 DEFAULT_NAME = "reclora"
 HISTORY_SOURCES = ("request", "feature_store", "none")
-INT_RANGES = {"INT64": (INT64_MIN, INT64_MAX), "INT32": (-(2**31), 2**31 - 1)}
-MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: the last second a datetime can show
-V1_BODY_FIELDS = ("instances",)
-INSTANCE_FIELDS = ("user_id", "candidates", "history", "timestamp")
-HISTORY_FIELDS = ("item_id", "rating", "timestamp")
-V2_INPUTS = ("user_id", "candidates", "history")
-
-
-def _unknown_fields(obj: Mapping[str, Any], known: Sequence[str], where: str) -> None:
-    """InvalidInput naming the first key of ``obj`` that is not one of ``known`` (and the known one it
-    resembles, e.g. ``History`` -> ``history``): an unknown field is never ignored."""
-    for key in obj:
-        if key not in known:
-            near = next((k for k in known if str(key).strip().lower().replace("-", "_") == k), None)
-            hint = f" (did you mean {near!r}?)" if near else ""
-            raise InvalidInput(f"{where} has an unknown field {str(key)!r}{hint}; the fields are {', '.join(known)}")
-
-
-def _is_int(v: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> bool:
-    """An integer (not a bool) within [lo, hi] (default: the 64-bit range)."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and lo <= int(v) <= hi
-
-
-def _flat(data: Any) -> list[Any]:
-    if isinstance(data, (list, tuple)):
-        return [x for d in data for x in _flat(d)]
-    return [data]
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+__all__ = ["DEFAULT_NAME", "HISTORY_SOURCES", "MAX_TIMESTAMP", "RecLoRAPredictor", "resolve_version_dir"]
 
 
 def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
@@ -129,10 +97,13 @@ class RecLoRAPredictor(Model):
         max_batch: int = 512,
         precision: str | None = None,
         num_threads: int | None = None,
+        rating_ranges: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         """``precision``: auto | fp32 | bf16 | fp16 (None = auto), decided by this server's own hardware
         when loading (:func:`reclora.precision.choose`), never the precision recorded at training.
-        ``num_threads``: torch's CPU threads (None: as the process set them, from its CPU quota)."""
+        ``num_threads``: torch's CPU threads (None: as the process set them, from its CPU quota).
+        ``rating_ranges``: validation.rating_range of the serving machine's params ({data set: [lo, hi]}),
+        for a version whose own params lack it; None: inline history ratings need only be finite."""
         super().__init__(name)
         self.model_uri, self.ref = str(model_uri), ref
         self.base_model_override = str(base_model) if base_model else None
@@ -144,6 +115,7 @@ class RecLoRAPredictor(Model):
             raise DataError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision_request = precision or "auto"
         self.num_threads = num_threads
+        self.rating_ranges = dict(rating_ranges) if rating_ranges is not None else None
         self._lock = threading.Lock()
         self._store_lock = threading.Lock()
         self.item_set: set[int] = set()  # filled by load(); the request parser needs only these two
@@ -238,83 +210,17 @@ class RecLoRAPredictor(Model):
 
     # ------------------------------------------------------------------ validation
     def _rating_range(self, dataset: str) -> tuple[float, float] | None:
-        """validation.rating_range of the data set: the version's params, else params.yaml's default."""
-        from reclora.config import section
-        from reclora.errors import ConfigError
-
+        """validation.rating_range of the data set: the version's params, else the serving machine's."""
         ranges = (self.params.get("validation") or {}).get("rating_range")
         if not isinstance(ranges, Mapping):
-            try:
-                ranges = section("validation").get("rating_range")
-            except ConfigError:  # no params.yaml where the server runs: ratings need only be finite
-                ranges = None
+            ranges = self.rating_ranges
         rr = ranges.get(dataset) if isinstance(ranges, Mapping) else None
         return (float(rr[0]), float(rr[1])) if isinstance(rr, (list, tuple)) and len(rr) == 2 else None
 
-    @staticmethod
-    def _check_ts(v: Any, what: str) -> int:
-        if not _is_int(v, 0, MAX_TIMESTAMP):
-            raise InvalidInput(f"{what} must be an integer of unix seconds in [0, {MAX_TIMESTAMP}], got {v!r}")
-        return int(v)
-
-    def _check_item(self, v: Any, what: str) -> int:
-        if not _is_int(v):
-            raise InvalidInput(f"{what}: item ids must be integers within the 64-bit range, got {v!r}")
-        if int(v) not in self.item_set:
-            raise InvalidInput(f"{what}: unknown item id {int(v)}")
-        return int(v)
-
-    def _parse_history(self, h: Any, where: str) -> list[tuple[int, float, int]] | None:
-        if h is None:
-            return None
-        if not isinstance(h, list):
-            raise InvalidInput(f"{where}.history must be a list of {{item_id, rating, timestamp}} objects")
-        out = []
-        for j, e in enumerate(h):
-            w = f"{where}.history[{j}]"
-            if not isinstance(e, Mapping):
-                raise InvalidInput(f"{w} must be an object with item_id and rating")
-            _unknown_fields(e, HISTORY_FIELDS, w)
-            iid = self._check_item(e.get("item_id"), w)
-            r = e.get("rating")
-            if not _is_num(r):
-                raise InvalidInput(f"{w}.rating must be a finite number, got {r!r}")
-            if self.rating_range and not self.rating_range[0] <= r <= self.rating_range[1]:
-                lo, hi = (f"{x:g}" for x in self.rating_range)
-                raise InvalidInput(f"{w}.rating must be within [{lo}, {hi}] (the data set's rating range), got {r!r}")
-            ts = self._check_ts(e.get("timestamp", j), f"{w}.timestamp")
-            out.append((iid, float(r), ts))
-        return out
-
     def parse_instances(self, instances: Any) -> list[dict[str, Any]]:
-        """Validate V1 instances into [{"user_id", "candidates", "history" (or None), "timestamp"}]."""
-        if not isinstance(instances, list) or not instances:
-            raise InvalidInput('"instances" must be a non-empty list')
-        if len(instances) > self.max_instances:
-            raise InvalidInput(f"too many instances: {len(instances)} > {self.max_instances}")
-        out = []
-        for i, inst in enumerate(instances):
-            w = f"instances[{i}]"
-            if not isinstance(inst, Mapping):
-                raise InvalidInput(f"{w} must be an object with user_id and candidates")
-            _unknown_fields(inst, INSTANCE_FIELDS, w)
-            uid = inst.get("user_id")
-            if not _is_int(uid):
-                raise InvalidInput(f"{w}.user_id must be an integer within the 64-bit range, got {uid!r}")
-            cands = inst.get("candidates")
-            if not isinstance(cands, list) or not cands:
-                raise InvalidInput(f"{w}.candidates must be a non-empty list of item ids")
-            if len(cands) > self.max_candidates:
-                raise InvalidInput(f"{w}: too many candidates: {len(cands)} > {self.max_candidates}")
-            cands = [self._check_item(c, f"{w}.candidates") for c in cands]
-            if len(set(cands)) != len(cands):
-                raise InvalidInput(f"{w}.candidates has duplicate item ids")
-            ts = inst.get("timestamp")
-            if ts is not None:
-                ts = self._check_ts(ts, f"{w}.timestamp")
-            out.append({"user_id": int(uid), "candidates": cands,  # type: ignore[arg-type]
-                        "history": self._parse_history(inst.get("history"), w), "timestamp": ts})  # fmt: skip
-        return out
+        """Validate V1 instances into [{"user_id", "candidates", "history" (or None), "timestamp"}] against this
+        version's catalogue and rating range (:func:`reclora.serving.requests.parse_instances`)."""
+        return parse_instances(instances, self.item_set, self.rating_range, self.max_instances, self.max_candidates)
 
     # ------------------------------------------------------------------ scoring
     def _store_lookup(self, user_ids: Sequence[int]) -> dict[int, list]:
@@ -380,33 +286,48 @@ class RecLoRAPredictor(Model):
         shared = self.shared_features(sorted({p["user_id"] for p in parsed}), sorted(item_ids))
         return df, cold, source, shared
 
-    def score_samples(self, df: pd.DataFrame, users: pd.DataFrame | None = None,
-                      items: pd.DataFrame | None = None) -> np.ndarray:  # fmt: skip
-        """p(click) per sample row: retrieval -> CRM hidden vectors -> prompts -> personalized LoRA
-        (-> the CRM logit as the anchor when the adapter's readout is crm_residual)."""
-        from reclora.crm import crm_signals
-        from reclora.few2many import predict_adapter
-        from reclora.prompts import build_prompts
-        from reclora.retrieval import retrieve
+    @property
+    def scoring_model(self) -> ScoringModel:
+        """The loaded version as :func:`reclora.scoring.score_samples` reads it."""
+        from reclora.scoring import PromptStyle, ScoringModel
 
+        style = PromptStyle(self.noun, self.threshold)
+        return ScoringModel(self.adapter, self.tokenizer, self.crm, self.featurizer, style, self.max_length)
+
+    def _count(self, inputs: ScoringInputs) -> None:
+        """Add a forward's rows and prompt tokens to ``stats``."""
         from reclora.few2many import tokenize
 
-        r = retrieve(df, self.k_long, self.k_short, self.mode, self.item_ids, self.embeddings)
-        prompts = build_prompts(r, self.items if items is None else items, users, noun=self.noun, threshold=self.threshold)
-        lengths = [len(x) for x in tokenize(self.tokenizer, prompts, self.max_length)]
+        lengths = [len(x) for x in tokenize(self.tokenizer, inputs.prompts, self.max_length)]
         with self._stats_lock:
             self.stats["requests"] += 1
-            self.stats["rows"] += len(prompts)
+            self.stats["rows"] += len(inputs.prompts)
             self.stats["tokens"] += sum(lengths)
             self.stats["tokens_squared"] += sum(n * n for n in lengths)
+
+    def score_samples(
+        self, df: pd.DataFrame, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """p(click) per sample row [n], float64: retrieval (this version's mode and K) -> CRM hidden vectors ->
+        prompts -> personalized LoRA (-> the CRM logit as the anchor when the adapter's readout is
+        crm_residual), through :func:`reclora.scoring.score_samples`, one forward of every row (batches of at
+        most ``max_batch``). ``df``: user_id, item_id, timestamp and the history lists hist_item_ids,
+        hist_ratings, hist_timestamps; ``items``: titles (default: the version's catalogue)."""
+        from reclora.retrieval import retrieve
+        from reclora.scoring import score_samples
+
+        r = retrieve(df, self.k_long, self.k_short, self.mode, self.item_ids, self.embeddings)
         with self._lock:
-            gi = str(self.adapter.config.get("gate_input", "hidden"))
-            sig = crm_signals(self.crm, self.featurizer, r, gi) if self.adapter.uses_signal else None
-            z = crm_signals(self.crm, self.featurizer, r, "score")[:, 0] if self.adapter.uses_anchor else None
-            return predict_adapter(
-                self.adapter, self.tokenizer, prompts, sig, batch_size=max(1, min(len(prompts), self.max_batch)),
-                max_length=self.max_length, precision=self.precision, progress=False, distributed=False, anchors=z,
-            )  # fmt: skip
+            return score_samples(
+                self.scoring_model,
+                r,
+                self.items if items is None else items,
+                users,
+                batch_size=max(1, min(len(r), self.max_batch)),
+                precision=self.precision,
+                distributed=False,
+                on_inputs=self._count,
+            )
 
     def score(self, parsed: list[dict[str, Any]]) -> tuple[list[np.ndarray], list[bool], list[str]]:
         """Per instance: p(click) of its candidates in request order; cold-start flags; history sources."""
@@ -434,79 +355,10 @@ class RecLoRAPredictor(Model):
         return {"predictions": preds, "model_version": self.version}
 
     # ------------------------------------------------------------------ V2
-    @staticmethod
-    def _json_cells(arr: np.ndarray, name: str) -> list[Any]:
-        out = []
-        for j, v in enumerate(arr.reshape(-1)):
-            try:
-                out.append(loads_json(v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)))
-            except ValueError as e:  # not JSON (or not UTF-8), or an object that repeats a key
-                raise InvalidInput(f"input {name!r}[{j}] is not valid JSON: {e}") from e
-        return out
-
-    @staticmethod
-    def _v2_ints(inp: Any) -> np.ndarray:
-        """An INT64/INT32 input as int64; JSON data is checked element by element first, since numpy would
-        truncate 1.5 to 1 and fail with an OverflowError on 2**64."""
-        lo, hi = INT_RANGES[inp.datatype]
-        if inp._raw_data is None:
-            bad = [v for v in _flat(inp.data) if not _is_int(v, lo, hi)][:1]
-            if bad or not isinstance(inp.data, (list, tuple)):
-                shown = bad[0] if bad else inp.data
-                raise InvalidInput(
-                    f"input {inp.name!r} is {inp.datatype} but holds {shown!r} (integers in [{lo}, {hi}] only)"
-                )
-        return inp.as_numpy().astype(np.int64)
-
     def parse_v2(self, req: InferRequest) -> tuple[list[dict[str, Any]], int]:
-        """InferRequest -> V1-style instances (validated later) and the output width k."""
-        names = [i.name for i in req.inputs]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise InvalidInput(f"V2 input {repeated[0]!r} is given {names.count(repeated[0])} times; each input once")
-        by_name = {i.name: i for i in req.inputs}
-        for need in ("user_id", "candidates"):
-            if need not in by_name:
-                raise InvalidInput(f"V2 request lacks input {need!r} (inputs: user_id INT64 [n], candidates INT64 [n, k])")
-        unknown = set(by_name) - set(V2_INPUTS)
-        if unknown:
-            raise InvalidInput(f"unknown V2 inputs {sorted(unknown)}; expected {', '.join(V2_INPUTS)}")
-        try:
-            u_in, c_in = by_name["user_id"], by_name["candidates"]
-            if u_in.datatype not in INT_RANGES:
-                raise InvalidInput(f"user_id must be INT64, got {u_in.datatype}")
-            users = self._v2_ints(u_in).reshape(-1)
-            n = len(users)
-            if c_in.datatype in INT_RANGES:
-                c = self._v2_ints(c_in)
-                if c.ndim != 2 or c.shape[0] != n:
-                    raise InvalidInput(f"candidates must have shape [n, k] with n = {n}, got {list(c.shape)}")
-                cands = [[int(x) for x in row] for row in c]
-            elif c_in.datatype == "BYTES":
-                cands = self._json_cells(c_in.as_numpy(), "candidates")
-                if len(cands) != n:
-                    raise InvalidInput(f"candidates (BYTES) must hold one JSON list per user: {len(cands)} != {n}")
-            else:
-                raise InvalidInput(f"candidates must be INT64 [n, k] or BYTES [n] (JSON lists), got {c_in.datatype}")
-            hist: list[Any] = [None] * n
-            if "history" in by_name:
-                h_in = by_name["history"]
-                if h_in.datatype != "BYTES":
-                    raise InvalidInput(f"history must be BYTES [n] (JSON lists), got {h_in.datatype}")
-                hist = self._json_cells(h_in.as_numpy(), "history")
-                if len(hist) != n:
-                    raise InvalidInput(f"history must hold one JSON list per user: {len(hist)} != {n}")
-        except InvalidInput:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
-            raise InvalidInput(f"malformed V2 request: {e}") from e
-        rows = {"user_id": len(users), "candidates": len(cands), "history": len(hist)}
-        if len(set(rows.values())) != 1:  # one row per user in every input: never zip a user away
-            raise InvalidInput(f"V2 inputs disagree on the number of rows: {rows}")
-        instances = [{"user_id": int(u), "candidates": c, **({"history": h} if h is not None else {})}
-                     for u, c, h in zip(users, cands, hist, strict=True)]  # fmt: skip
-        k = max((len(c) for c in cands if isinstance(c, list)), default=0)
-        return instances, k
+        """InferRequest -> V1-style instances (validated later) and the output width k
+        (:func:`reclora.serving.requests.parse_v2`)."""
+        return parse_v2(req)
 
     def predict_v2(self, req: InferRequest) -> InferResponse:
         instances, k = self.parse_v2(req)
@@ -527,12 +379,5 @@ class RecLoRAPredictor(Model):
         loop = asyncio.get_running_loop()
         if isinstance(payload, InferRequest):
             return await loop.run_in_executor(None, self.predict_v2, payload)
-        if isinstance(payload, (bytes, bytearray, str)):  # a client that did not say application/json (curl -d)
-            try:
-                payload = loads_json(payload)
-            except ValueError as e:  # not JSON (or not UTF-8), or an object that repeats a key
-                raise InvalidInput(f"V1 body is not valid JSON: {e}") from e
-        if not isinstance(payload, Mapping) or "instances" not in payload:
-            raise InvalidInput('V1 body must be a JSON object with "instances": [{"user_id", "candidates", ...}]')
-        _unknown_fields(payload, V1_BODY_FIELDS, "the V1 body")
-        return await loop.run_in_executor(None, self.predict_instances, payload["instances"])
+        instances = v1_instances(payload)
+        return await loop.run_in_executor(None, self.predict_instances, instances)

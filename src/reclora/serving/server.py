@@ -26,7 +26,7 @@ import logging
 import re
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -284,15 +284,18 @@ def serve(
     log_level: str = "warning",
     request_timeout: float = REQUEST_TIMEOUT,
     precision: str | None = None,
+    rating_ranges: Mapping[str, Sequence[float]] | None = None,
 ) -> None:
     """Load the model, then serve V1/V2 on host:port until interrupted; a request must arrive whole within
     ``request_timeout`` seconds (:func:`deadline_protocol`). ``precision``: auto (None) | fp32 | bf16 | fp16,
-    decided by this machine (see :class:`RecLoRAPredictor`)."""
+    decided by this machine; ``rating_ranges``: the serving machine's validation.rating_range, for a version
+    whose params lack it (see :class:`RecLoRAPredictor`)."""
     import uvicorn
     import torch
 
     predictor = RecLoRAPredictor(model_uri, ref=ref, name=name, base_model=base_model, feature_store=feature_store,
-                                 max_candidates=max_candidates, num_threads=num_threads, precision=precision)  # fmt: skip
+                                 max_candidates=max_candidates, num_threads=num_threads, precision=precision,
+                                 rating_ranges=rating_ranges)  # fmt: skip
     predictor.load()
     app = build_app(predictor)
     print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port} "
