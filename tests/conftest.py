@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 ML100K = REPO.parent / "shared" / "data" / "ml-100k"
 
 
+@pytest.fixture(autouse=True)
+def _no_cli_sets_left_over():
+    """A CLI command run in-process remembers its ``--set`` items (reclora.config.set_cli_overrides) for every
+    later params load of that process, as one command should; a test must not hand them to the next test."""
+    yield
+    from reclora.config import set_cli_overrides
+
+    set_cli_overrides(None)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

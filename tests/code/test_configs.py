@@ -216,7 +216,7 @@ def test_the_choices_are_the_librarys():
     from reclora.data.spark_prepare import ENGINES
     from reclora.features.repo import OFFLINE_STORES
     from reclora.few2many.adapters import READOUTS
-    from reclora.few2many.trainer import LOSSES
+    from reclora.few2many.config import LOSSES
     from reclora.lora.config import GATE_INPUTS, MIXING_RULES
     from reclora.precision import PRECISIONS
 

@@ -286,12 +286,17 @@ def test_the_spark_engine_refuses_a_colliding_mapping_before_spark_starts(tmp_pa
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 
 
-def _oracle_sep(cells: list[str], sep: str) -> bool:
+def _oracle_sep(cells: list[str], sep: str, last: bool = False) -> bool:
     """Whether a headerless line of these cells can hold them exactly: no line end or separator inside, and
-    (for '::') no run of colons the separator could split two ways."""
+    (for '::') no run of colons the separator could split two ways: a cell after a separator must not start
+    with ':' and a cell before one must not end with it (every cell here follows the line's id; with ``last``
+    the final cell ends the line, where a trailing ':' is unambiguous)."""
     if any("\n" in c or sep in c for c in cells):
         return False
-    return not (sep == "::" and any(c.startswith(":") or c.endswith(":") for c in cells))
+    if sep != "::":
+        return True
+    before_sep = cells[:-1] if last else cells
+    return not (any(c.startswith(":") for c in cells) or any(c.endswith(":") for c in before_sep))
 
 
 def _write_text_case(fmt: str, d: Path, title: str, genre: str, attr: str) -> tuple[Path, bool]:
@@ -310,7 +315,7 @@ def _write_text_case(fmt: str, d: Path, title: str, genre: str, attr: str) -> tu
         (d / "movies.dat").write_text(f"10::{title}::{genre}\n20::B::Drama\n30::C::Drama\n", encoding="utf-8")
         (d / "users.dat").write_text("1::M::30::1::1\n2::F::40::2::2\n")
         # genres is the last field: a trailing "\r" stays content (the file's other lines end in "\n" only)
-        return d / "movies.dat", _oracle_sep([title, genre], "::")
+        return d / "movies.dat", _oracle_sep([title, genre], "::", last=True)
     if fmt == "ml-25m":
         (d / "ratings.csv").write_text(_csv(ratings, ["userId", "movieId", "rating", "timestamp"]))
         (d / "movies.csv").write_text(_csv([["10", title, genre], ["20", "B", "Drama"], ["30", "C", "Drama"]],
