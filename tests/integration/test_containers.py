@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["prepare", "validate", "retrieve", "features", "train-crm", "train-lora", "train-reclora", "evaluate",
           "register"]  # fmt: skip
+# every task of the run: the stages above plus the uncached step that fingerprints the source data
+TASKS = ["source-version", *STAGES]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,10 @@ def test_pipeline_runs_every_component_in_its_image(docker_run):
     log = Path(next(line.split(":", 1)[1].strip() for line in lines if line.startswith("full log:")))
     text = log.read_text()
     # every task ran in the image (kfp.local.DockerRunner says which it found), none in this process
-    assert text.count(f"Found image '{docker_run['image']}'") == len(STAGES), text[-3000:]
+    assert text.count(f"Found image '{docker_run['image']}'") == len(TASKS), text[-3000:]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    finished = set(re.findall(r"Task '([a-z0-9-]+)' finished with status SUCCESS", plain))
+    assert finished == set(TASKS), sorted(finished)
     manifest = json.loads((docker_run["registry"] / "reclora" / "versions" / "v0001" / "manifest.json").read_text())
     assert manifest["lineage"]["data_version"].endswith(".dir")
     # outputs belong to whoever ran the pipeline (the containers ran as the caller's uid:gid)
