@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reclora.config import load_params_with
+from reclora.config import as_params, load_params_with
 from reclora.io import write_json
 
 
@@ -21,22 +21,22 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
     from reclora.stages import crm_stage, evaluate_stage, llm_stage, register_stage, retrieve_stage
     from reclora.validation import validate_prepared
 
-    p = load_params_with(None, profile or None)
+    params = as_params(load_params_with(None, profile or None))
     t0 = time.perf_counter()
-    prepare(dataset, source_path or None, work / "data", p)
-    validate_prepared(work / "data", work / "validation", params=p["validation"])
-    features_stage(work / "data", work / "features", params=p)
-    retrieve_stage(work / "data", work / "retrieved", p, model_path=model_path or None, progress=False)
-    crm_stage(work / "data", work / "retrieved", work / "crm", p, progress=False)
+    prepare(dataset, source_path or None, work / "data", params)
+    validate_prepared(work / "data", work / "validation", params=params.validation)
+    features_stage(work / "data", work / "features", params=params)
+    retrieve_stage(work / "data", work / "retrieved", params, model_path=model_path or None, progress=False)
+    crm_stage(work / "data", work / "retrieved", work / "crm", params, progress=False)
     for kind in ("lora", "reclora"):
-        llm_stage(kind, work / "data", work / "retrieved", work / "crm" if kind == "reclora" else None, work / kind, p,
-                  model_path=model_path or None, progress=False)  # fmt: skip
+        llm_stage(kind, work / "data", work / "retrieved", work / "crm" if kind == "reclora" else None, work / kind,
+                  params, model_path=model_path or None, progress=False)  # fmt: skip
     # as the pipeline's evaluate step: slices and the champion re-scored
     evaluate_stage({"CRM": work / "crm", "Vanilla LoRA": work / "lora", "RecLoRA": work / "reclora"}, work / "report",
-                   data_dir=work / "data", registry_uri=str(work / "registry"), features_dir=work / "features",
-                   challenger="RecLoRA", params=p)  # fmt: skip
+                   data_dir=work / "data", registry_uri=str(work / "registry"), feature_store=work / "features",
+                   challenger="RecLoRA", params=params)  # fmt: skip
     register_stage(work / "crm", work / "reclora", work / "retrieved", work / "data", work / "report",
-                   str(work / "registry"), p)  # fmt: skip
+                   str(work / "registry"), params)  # fmt: skip
     return time.perf_counter() - t0
 
 

@@ -24,7 +24,7 @@ def evaluate(
 
     m = evaluate_stage({"CRM": crm.path, "Vanilla LoRA": lora.path, "RecLoRA": reclora.path}, report_files.path,
                        {"data_version": data_version}, data_dir=data.path, registry_uri=registry_uri or None,
-                       features_dir=feature_store.path if feature_store else None, challenger="RecLoRA",
+                       feature_store=feature_store.path if feature_store else None, challenger="RecLoRA",
                        params=validated(load_params_with(overrides, profile or None)))  # fmt: skip
     shutil.copy(f"{report_files.path}/report.html", report.path)
     for k, v in flat_metrics(m).items():

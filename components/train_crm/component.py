@@ -15,7 +15,7 @@ def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, ove
 
     params = validated(load_params_with(overrides, profile or None))
     s = crm_stage(data.path, retrieved.path, crm.path, params, progress=False,
-                  features_dir=feature_store.path if feature_store else None)
+                  feature_store=feature_store.path if feature_store else None)
     for k in ("auc", "logloss", "accuracy", "n"):  # on the whole test split
         stats.log_metric(f"test_{k}", s["test"][k])
     crm.metadata.update({"framework": "torch", "format": "safetensors", "hidden_dim": s["hidden_dim"]})

@@ -29,11 +29,11 @@ def train_llm(
     if num_nodes > 1:
         s = train_llm_multinode(kind, data.uri, retrieved.uri, crm_in.uri if crm_in else None, adapter.path, params,
                                 ckpt, gate=gate, model_path=model_path or None,
-                                features_uri=feature_store.uri if feature_store else None)  # fmt: skip
+                                feature_store=feature_store.uri if feature_store else None)  # fmt: skip
     else:
         s = run_ranks(nproc_per_node, kind, data.path, retrieved.path, crm_in.path if crm_in else None, adapter.path,
                       params, gate=gate, model_path=model_path or None, checkpoint_uri=ckpt,
-                      features_dir=feature_store.path if feature_store else None)  # fmt: skip
+                      feature_store=feature_store.path if feature_store else None)  # fmt: skip
     for k in ("auc", "logloss", "accuracy", "n"):  # on the seeded evaluation subset of test
         stats.log_metric(f"eval_{k}", s["eval"][k])
     stats.log_metric("train_samples", s["train_samples"])

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import torch.distributed as dist
 
+from reclora.config import Params, as_params
 from reclora.few2many.distributed import barrier, init_from_env, is_main, shutdown
 
 WORKER_MODULE = "reclora.launch"
@@ -165,18 +166,19 @@ def run_llm_stage(
     retrieved_dir: str | Path,
     crm_dir: str | Path | None,
     out_dir: str | Path,
-    params: Mapping[str, Any] | None = None,
+    params: Params | Mapping[str, Any],
     gate: str = "crm",
     model_path: str | None = None,
     progress: bool = True,
     checkpoint_uri: str | None = None,
-    features_dir: str | Path | None = None,
+    feature_store: str | Path | None = None,
 ) -> dict[str, Any]:
     """``reclora.stages.llm_stage`` on every rank of the process group (data-parallel training).
 
     Every rank trains (and loads the checkpoint when resuming); only rank 0 writes ``out_dir``.
     Inputs and ``out_dir`` may be fsspec URIs (a TrainJob node has no pipeline volume): inputs
-    are downloaded per rank, the output is written locally and uploaded by rank 0.
+    are downloaded per rank, the output is written locally and uploaded by rank 0. ``params``: the run's
+    params (a :class:`~reclora.config.Params` or its mapping); ``feature_store``: the features stage's output.
     """
     from reclora import storage
     from reclora.stages import llm_stage
@@ -186,13 +188,13 @@ def run_llm_stage(
         tmp = Path(t)
         data, ret = _localize(data_dir, tmp, "data"), _localize(retrieved_dir, tmp, "retrieved")
         crm = _localize(crm_dir, tmp, "crm")
-        feats = _localize(features_dir, tmp, "features")
+        store = _localize(feature_store, tmp, "feature_store")
         model_path = storage.fetch_model(model_path)
         out = tmp / "out" / "adapter" if storage.is_remote(str(out_dir)) else Path(out_dir)
         # llm_stage writes its output on rank 0 only and holds the other ranks at a barrier
         summary = llm_stage(
             kind, data, ret, crm, out, params, gate=gate, model_path=model_path,
-            progress=progress and is_main(), checkpoint_uri=checkpoint_uri, features_dir=feats,
+            progress=progress and is_main(), checkpoint_uri=checkpoint_uri, feature_store=store,
         )  # fmt: skip
         if is_main() and out != Path(out_dir):
             storage.upload_dir(out, str(out_dir))
@@ -207,40 +209,42 @@ def train_llm(
     retrieved_dir: str | Path,
     crm_dir: str | Path | None,
     out_dir: str | Path,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     gate: str = "crm",
     model_path: str | None = None,
     checkpoint_uri: str | None = None,
     progress: bool = False,
     timeout: float | None = None,
-    features_dir: str | Path | None = None,
+    feature_store: str | Path | None = None,
 ) -> dict[str, Any]:
     """The LLM stage with ``nproc`` data-parallel ranks on this node; returns rank 0's summary.
 
     ``nproc`` <= 1: in this process. Otherwise ``nproc`` worker processes (one per GPU with NCCL,
-    CPU processes with gloo) through :func:`launch` with a loopback rendezvous; their output is
+    CPU processes with gloo) through :func:`launch` with a loopback rendezvous, handed ``params`` (a
+    :class:`~reclora.config.Params` or its mapping) as a JSON file; their output is
     identical to one process training the same global batches. Raises RuntimeError (with the
     ranks' log tails) when a rank fails.
     """
     from reclora.storage import fetch_model
 
+    params = as_params(params)
     model_path = fetch_model(model_path)  # a model in a bucket: downloaded once, before any rank starts
     if int(nproc) <= 1:
         from reclora.stages import llm_stage
 
         return llm_stage(kind, data_dir, retrieved_dir, crm_dir, out_dir, params, gate=gate, model_path=model_path,
-                         progress=progress, checkpoint_uri=checkpoint_uri, features_dir=features_dir)  # fmt: skip
+                         progress=progress, checkpoint_uri=checkpoint_uri, feature_store=feature_store)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="reclora-launch-") as t:
         pfile, sfile = Path(t) / "params.json", Path(t) / "summary.json"
-        pfile.write_text(json.dumps(dict(params), default=str))
+        pfile.write_text(json.dumps(params.to_dict(), default=str))
         args = ["llm", "--kind", kind, "--data", str(data_dir), "--retrieved", str(retrieved_dir),
                 "--out", str(out_dir), "--gate", gate, "--params", str(pfile), "--summary", str(sfile)]  # fmt: skip
         if crm_dir is not None:
             args += ["--crm", str(crm_dir)]
         if model_path:
             args += ["--model-path", str(model_path)]
-        if features_dir is not None:
-            args += ["--feature-store", str(features_dir)]
+        if feature_store is not None:
+            args += ["--feature-store", str(feature_store)]
         if checkpoint_uri:
             args += ["--checkpoint-uri", checkpoint_uri]
         if not progress:
@@ -303,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = run_llm_stage(
             args.kind, args.data, args.retrieved, args.crm, args.out, params,
             gate=args.gate, model_path=args.model_path, progress=not args.no_progress,
-            checkpoint_uri=args.checkpoint_uri, features_dir=args.feature_store,
+            checkpoint_uri=args.checkpoint_uri, feature_store=args.feature_store,
         )  # fmt: skip
         if is_main():
             print(json.dumps(s, default=str))

@@ -25,6 +25,7 @@ import json
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from reclora.config import Params, as_params
 from reclora.errors import ConfigError
 
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
@@ -142,34 +143,35 @@ def run_on_spark(
     key: str,
     main_application_file: str,
     arguments: Sequence[str],
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     spark_conf: Mapping[str, Any] | None = None,
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Build the SparkApplication of ``step`` (named for ``key``, the step's output URI) from params
-    ``pipeline.spark`` and the storage Secret, create it and wait for COMPLETED; returns its name.
+    ``pipeline.spark`` and the storage Secret (``params``: a :class:`~reclora.config.Params` or its mapping),
+    create it and wait for COMPLETED; returns its name.
     ``arguments``: the driver program's; the work directory ``/workspace/<name>`` is appended as
     ``--work``. Raises ConfigError (missing settings), RuntimeError (the application failed)."""
     from reclora.kube import pod_namespace
     from reclora.trainjob import secret_env
 
-    p = params["pipeline"]
-    sp = p.get("spark") or {}
+    params = as_params(params)
+    settings = params.pipeline.spark
     if not main_application_file:
         raise ConfigError(f"the Spark {step} step needs its driver program (pipeline.spark: "
                           f"{'prepare_application_file' if step == 'prepare' else 'main_application_file'})")  # fmt: skip
     name = application_name(key, step)
     body = spark_application_body(
-        name=name, namespace=pod_namespace(str(sp.get("namespace", "reclora"))), image=str(sp.get("image", "")),
+        name=name, namespace=pod_namespace(settings.namespace), image=settings.image,
         main_application_file=main_application_file, arguments=[*arguments, "--work", f"{WORK_MOUNT}/{name}"],
-        spark_version=str(sp.get("spark_version", "")), driver=sp.get("driver") or {},
-        executor=sp.get("executor") or {}, work_claim=str(sp.get("work_claim", "")),
-        service_account=sp.get("service_account") or None, spark_conf=spark_conf or {},
-        env=secret_env(p.get("storage_secret")), step=step,
+        spark_version=settings.spark_version, driver=settings.driver.to_dict(),
+        executor=settings.executor.to_dict(), work_claim=settings.work_claim,
+        service_account=settings.service_account or None, spark_conf=spark_conf or {},
+        env=secret_env(params.pipeline.storage_secret.to_dict()), step=step,
     )  # fmt: skip
-    run_spark_application(body, api=api, poll_s=float(sp.get("poll_seconds", 15)),
-                          timeout_s=sp.get("timeout_seconds"), sleep=sleep)  # fmt: skip
+    run_spark_application(body, api=api, poll_s=float(settings.poll_seconds), timeout_s=settings.timeout_seconds,
+                          sleep=sleep)  # fmt: skip
     return name
 
 
@@ -194,49 +196,51 @@ def prepare_on_spark(
     source: str,
     out_uri: str,
     report_uri: str,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """The prepare step as a SparkApplication (``data.engine: spark``): raw ``source`` -> the prepared
     directory at ``out_uri``; returns the report the driver wrote at ``report_uri`` (the stage summary
     plus ``data_version``). ``source``: an object-store URI, a DVC reference, a path on the work volume
-    (``/workspace/...``), or "" for synthetic data. Raises ConfigError for local output URIs or a local
-    source the driver cannot see, RuntimeError when the application fails."""
+    (``/workspace/...``), or "" for synthetic data. ``params``: the run's params (a
+    :class:`~reclora.config.Params` or its mapping; its ``data`` and ``synthetic`` sections go to the driver).
+    Raises ConfigError for local output URIs or a local source the driver cannot see, RuntimeError when the
+    application fails."""
     from reclora import storage
 
     _require_remote("prepare", output=out_uri, report=report_uri)
     if source and not (storage.is_remote(source) or storage.is_dvc_ref(source) or source.startswith(f"{WORK_MOUNT}/")):
         raise ConfigError(f"the Spark prepare step needs an object-store URI, a DVC reference or a path under "
                           f"{WORK_MOUNT}/ as its source (the driver pod shares nothing else), got {source!r}")  # fmt: skip
-    sp = params["pipeline"].get("spark") or {}
-    data = dict(params.get("data") or {})
-    sections = {"data": {**data, "engine": "spark"}, "synthetic": dict(params.get("synthetic") or {})}
+    params = as_params(params)
+    sections = {"data": {**params.data.to_dict(), "engine": "spark"}, "synthetic": params.synthetic.to_dict()}
     args = ["--dataset", dataset, "--source", source, "--out", out_uri, "--report", report_uri,
             "--params", json.dumps(sections, default=str)]  # fmt: skip
-    run_on_spark("prepare", out_uri, str(sp.get("prepare_application_file", "")), args, params,
-                 spark_conf=data.get("spark_conf") or {}, api=api, sleep=sleep)  # fmt: skip
+    run_on_spark("prepare", out_uri, params.pipeline.spark.prepare_application_file, args, params,
+                 spark_conf=params.data.spark_conf, api=api, sleep=sleep)  # fmt: skip
     return _read_json(report_uri)
 
 
 def features_on_spark(
     data_uri: str,
     out_uri: str,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """The features step as a SparkApplication: ``data_uri`` (prepared data) -> ``out_uri`` (the
-    features stage's output), both object-store URIs. Returns the stage summary the application
+    features stage's output), both object-store URIs. ``params``: the run's params (a
+    :class:`~reclora.config.Params` or its mapping; its ``features`` section goes to the driver as
+    ``--features-params``). Returns the stage summary the application
     wrote (``<out_uri>/summary.json``). Raises ConfigError when a URI is local (the driver pod shares
     no volume with this step), RuntimeError when the application fails."""
     _require_remote("features", data=data_uri, output=out_uri)
-    sp = params["pipeline"].get("spark") or {}
-    fp = dict(params.get("features") or {})
-    feat = {**fp, "offline_store": "spark"}
-    args = ["--data", data_uri, "--out", out_uri, "--features", json.dumps(feat, default=str)]
-    run_on_spark("features", out_uri, str(sp.get("main_application_file", "")), args, params,
-                 spark_conf=fp.get("spark_conf") or {}, api=api, sleep=sleep)  # fmt: skip
+    params = as_params(params)
+    features = {**params.features.to_dict(), "offline_store": "spark"}
+    args = ["--data", data_uri, "--out", out_uri, "--features-params", json.dumps(features, default=str)]
+    run_on_spark("features", out_uri, params.pipeline.spark.main_application_file, args, params,
+                 spark_conf=params.features.spark_conf, api=api, sleep=sleep)  # fmt: skip
     return _read_json(f"{out_uri.rstrip('/')}/summary.json")
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from reclora.config import Params, as_params
 from reclora.errors import ConfigError
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -112,18 +113,21 @@ def train_llm_multinode(
     retrieved_uri: str,
     crm_uri: str | None,
     out_dir: str | Path,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     checkpoint_uri: str,
     gate: str = "crm",
     model_path: str | None = None,
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
-    features_uri: str | None = None,
+    feature_store: str | None = None,
 ) -> dict[str, Any]:
     """The LLM stage on ``pipeline.gpu.num_nodes`` nodes x ``accelerator_limit`` GPUs through a TrainJob.
 
-    Inputs are object-store URIs (the pipeline's artifact URIs); the job writes the adapter to
-    ``<checkpoint_uri>/output``, which is then copied into ``out_dir``. Returns the stage summary
+    Inputs are object-store URIs (the pipeline's artifact URIs; ``feature_store``: the features stage's
+    output); the job writes the adapter to
+    ``<checkpoint_uri>/output``, which is then copied into ``out_dir``. ``params``: the run's params (a
+    :class:`~reclora.config.Params` or its mapping; ``pipeline.gpu``, ``pipeline.trainjob``, and all of them
+    handed to every node). Returns the stage summary
     (the adapter's metrics.json). Raises ConfigError without a ``checkpoint_uri``.
     """
     from reclora import storage
@@ -132,29 +136,28 @@ def train_llm_multinode(
 
     if not checkpoint_uri or not storage.is_remote(checkpoint_uri):
         raise ConfigError("multi-node training needs pipeline.checkpoint_uri set to an object-store URI")
-    p = params["pipeline"]
-    gpu, tj = p["gpu"], p.get("trainjob") or {}
+    params = as_params(params)
+    pipeline = params.pipeline
+    gpu, trainjob = pipeline.gpu, pipeline.trainjob
     out_uri = f"{checkpoint_uri.rstrip('/')}/output"
     args = ["llm", "--kind", kind, "--data", data_uri, "--retrieved", retrieved_uri, "--out", out_uri,
             "--gate", gate, "--checkpoint-uri", f"{checkpoint_uri.rstrip('/')}/ckpt", "--no-progress",
-            "--overrides", json.dumps(dict(params), default=str)]  # fmt: skip
+            "--overrides", json.dumps(params.to_dict(), default=str)]  # fmt: skip
     if crm_uri:
         args += ["--crm", crm_uri]
     if model_path:
         args += ["--model-path", model_path]
-    if features_uri:
-        args += ["--features", features_uri]
-    n_gpu = int(gpu["accelerator_limit"])
-    res = json.loads(json.dumps(tj.get("resources_per_node") or {}))
+    if feature_store:
+        args += ["--feature-store", feature_store]
+    res = json.loads(json.dumps(trainjob.resources_per_node))
     for side in ("requests", "limits"):
-        res.setdefault(side, {})[gpu["accelerator_type"]] = str(n_gpu)
+        res.setdefault(side, {})[gpu.accelerator_type] = str(gpu.accelerator_limit)
     body = trainjob_body(
-        name=job_name(checkpoint_uri, kind), namespace=pod_namespace(str(tj.get("namespace", "reclora"))),
-        image=p["gpu_image"], runtime=str(tj.get("runtime", "reclora-torch")), args=args,
-        num_nodes=int(gpu["num_nodes"]), nproc_per_node=n_gpu, resources_per_node=res,
-        env=secret_env(p.get("storage_secret")),
+        name=job_name(checkpoint_uri, kind), namespace=pod_namespace(trainjob.namespace),
+        image=pipeline.gpu_image, runtime=trainjob.runtime, args=args,
+        num_nodes=gpu.num_nodes, nproc_per_node=gpu.accelerator_limit, resources_per_node=res,
+        env=secret_env(pipeline.storage_secret.to_dict()),
     )  # fmt: skip
-    run_trainjob(body, api=api, poll_s=float(tj.get("poll_seconds", 15)),
-                 timeout_s=tj.get("timeout_seconds"), sleep=sleep)  # fmt: skip
+    run_trainjob(body, api=api, poll_s=float(trainjob.poll_seconds), timeout_s=trainjob.timeout_seconds, sleep=sleep)
     storage.download_dir(out_uri, out_dir)
     return read_json(Path(out_dir) / "metrics.json")

@@ -39,3 +39,31 @@ def test_scale_ratios_between_consecutive_sizes():
     assert r["time"]["25000/5000"] == {"events": 6.0, "prepare": 6.0}  # the events actually generated
     assert r["time"]["50000/25000"]["events"] == round(50000 / 24000, 3)  # no data figures: the size asked for
     assert r["crm_samples_per_s"] == {"25000/1000": 0.75}  # 50000 ran fewer batches: no ratio
+
+
+def test_every_stage_process_gets_the_params_bench_scale_was_given(tmp_path, monkeypatch):
+    """The run's params (here with an override) reach every stage's process, which checks them at its edge."""
+    import json
+
+    import pytest
+
+    from reclora.bench import scale
+    from reclora.config import Params, deep_merge, load_params
+    from reclora.errors import ConfigError
+
+    params = deep_merge(load_params(), {"data": {"min_history": 3}, "bench": {"scale": {"crm_batches": 9}}})
+    seen = []
+
+    def child(name, work, opts, timeout_s):
+        seen.append((name, opts))
+        return {"events": 1000} if name == "generate" else {"seconds": 1.0, "peak_rss_gb": 0.1}
+
+    monkeypatch.setattr(scale, "_run_child", child)
+    r = scale.bench_scale([1000], tmp_path / "s.json", params=params, stages=("prepare",), progress=False)
+    assert [n for n, _ in seen] == ["generate", "prepare"] and r["crm_batches"] == 9
+    for _, opts in seen:
+        assert Params.from_dict(json.loads(json.dumps(opts, default=str))["params"]) == Params.from_dict(params)
+    bad = dict(seen[-1][1], params=deep_merge(params, {"crm": {"lr": -1}}))
+    with pytest.raises(ConfigError, match=r"^crm\.lr must be > 0, got -1$"):  # the child's own check, before work
+        scale._child_main(["prepare", str(tmp_path / "w"), json.dumps(bad), str(tmp_path / "r.json")])
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r.json").exists()

@@ -250,6 +250,31 @@ def test_promotion_rules_moved_and_still_import_from_the_gate():
     assert typed.baseline == "" and isinstance(typed, PromotionRules)
 
 
+# ------------------------------------------------------------------ what the library reads
+def test_as_params_types_a_mapping_and_passes_params_through():
+    from reclora.config import as_params
+
+    p = load_params_with(profile="small")
+    typed = as_params(p)
+    assert isinstance(typed, Params) and typed == Params.from_dict(p) and typed.to_dict() == p
+    assert typed.train.sample_size == RAW["profiles"]["small"]["train"]["sample_size"]  # the profile's, typed
+    assert as_params(typed) is typed
+    with pytest.raises(ConfigError, match=r"^train\.lr must be > 0, got -1$"):
+        as_params(_with(p, "train.lr", -1))
+    with pytest.raises(ConfigError, match=r"unknown key 'crm\.attention_hidden'"):  # a key params.yaml lacks
+        as_params(_with(p, "crm.attention_hidden", [16]))
+
+
+def test_updated_replaces_keys_of_sections_and_checks_them():
+    typed = Params.from_dict(load_params())
+    changed = typed.updated(train={"sample_size": 7}, adapter={"readout": "crm_residual"})
+    want = deep_merge(typed.to_dict(), {"train": {"sample_size": 7}, "adapter": {"readout": "crm_residual"}})
+    assert changed.to_dict() == want
+    assert typed.train.sample_size == RAW["train"]["sample_size"] and typed.adapter.readout == RAW["adapter"]["readout"]
+    with pytest.raises(ConfigError, match=r"^train\.lr must be > 0, got -1$"):
+        typed.updated(train={"lr": -1})
+
+
 # ------------------------------------------------------------------ the hand-over to the library's classes
 def _library_configs(p):
     """The library's hyper-parameter classes built from params ``p`` the way the stages build them."""
@@ -370,7 +395,7 @@ def test_the_spark_drivers_refuse_bad_params_before_any_work(tmp_path):
                           "--params", json.dumps({"data": {"split": [0.5, 0.5]}})])  # fmt: skip
     with pytest.raises(ConfigError, match=r"^features\.chunk_rows must be >= 0, got -1$"):
         features_job.main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--work", str(work),
-                           "--features", json.dumps({"chunk_rows": -1})])  # fmt: skip
+                           "--features-params", json.dumps({"chunk_rows": -1})])  # fmt: skip
     assert not work.exists()
 
 
@@ -381,7 +406,7 @@ def test_feature_store_is_the_option_and_features_a_hidden_alias(command, tmp_pa
     seen = {}
 
     def record(*a, **k):
-        seen["features_dir"] = k.get("features_dir")
+        seen["feature_store"] = k.get("feature_store")
         return {"models": {}, "gate": {"decision": {"reason": ""}}}
 
     monkeypatch.setattr(f"reclora.stages.{stage}", record)
@@ -393,7 +418,7 @@ def test_feature_store_is_the_option_and_features_a_hidden_alias(command, tmp_pa
     for opt in ("--feature-store", "--features"):
         seen.clear()
         rc, cap = _cli(["train", command, *base, *out, opt, "FS"], capsys)
-        assert rc == 0 and seen["features_dir"] == "FS", (opt, cap.err)
+        assert rc == 0 and seen["feature_store"] == "FS", (opt, cap.err)
     rc, cap = _cli(["train", command, *base, *out, "--feature-store", "A", "--features", "B"], capsys)
     assert rc == 2 and "--features is the old name of --feature-store" in cap.err
 

@@ -141,7 +141,7 @@ def _params(nodes=2, gpus=4):
     return deep_merge(load_params("params.yaml" if Path("params.yaml").is_file() else None), {"pipeline": {
         "gpu": {"num_nodes": nodes, "accelerator_limit": gpus},
         "storage_secret": {"name": "reclora-object-store"},
-        "trainjob": {"poll_seconds": 0},
+        "trainjob": {"poll_seconds": 0.5},  # the tests' sleep only records it
     }})  # fmt: skip
 
 
@@ -171,7 +171,7 @@ def test_multinode_training_creates_the_trainjob_and_waits_for_it(tmp_path):
     assert (tmp_path / "adapter" / "adapter" / "weights.safetensors").read_bytes() == b"w"
     name = trainjob.job_name(ckpt, "reclora")
     base = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/reclora/trainjobs"
-    assert [c[:2] for c in rec.calls] == [("POST", base)] + [("GET", f"{base}/{name}")] * 3 and naps == [0.0, 0.0]
+    assert [c[:2] for c in rec.calls] == [("POST", base)] + [("GET", f"{base}/{name}")] * 3 and naps == [0.5, 0.5]
 
     body = rec.calls[0][3]
     p = _params()["pipeline"]

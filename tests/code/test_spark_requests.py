@@ -85,7 +85,7 @@ def test_the_spark_step_creates_the_application_and_waits_for_it():
     # the driver program accepts exactly these arguments, and runs the stage on Feast's Spark store
     a = dict(zip(s["arguments"][::2], s["arguments"][1::2]))
     assert (a["--data"], a["--out"], a["--work"]) == ("s3://art/run-1/data", out, f"/workspace/{name}")
-    assert json.loads(a["--features"])["offline_store"] == "spark"
+    assert json.loads(a["--features-params"])["offline_store"] == "spark"
 
 
 def test_a_failed_application_fails_the_step_and_a_retry_replaces_it():

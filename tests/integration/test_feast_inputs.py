@@ -104,7 +104,7 @@ def test_crm_stage_results_unchanged_through_feast(ml100k, tmp_path):
     root, params, _, _ = ml100k
     a = crm_stage(root / "prepared", root / "retrieved", tmp_path / "tables", params, progress=False)
     b = crm_stage(root / "prepared", root / "retrieved", tmp_path / "feast", params, progress=False,
-                  features_dir=root / "features")  # fmt: skip
+                  feature_store=root / "features")  # fmt: skip
     assert a["test"] == b["test"] and a["valid_auc_by_epoch"] == b["valid_auc_by_epoch"]
     pa_, pb = (pd.read_parquet(tmp_path / d / "predictions.parquet") for d in ("tables", "feast"))
     np.testing.assert_array_equal(pa_["p"].to_numpy(), pb["p"].to_numpy())

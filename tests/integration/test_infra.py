@@ -922,7 +922,7 @@ def test_crm_trainjob_runs_the_crm_stage_on_the_same_runtime_with_feast_features
     assert tr["args"][:2] == ["--module", "reclora"] and args[0] == "train"
     _, sctx = sub_context(typer.main.get_command(app), "train", args[1:])
     assert sctx.info_name == "crm"
-    for key in ("data", "retrieved", "features", "out"):  # features: Feast's offline store for the attributes
+    for key in ("data", "retrieved", "feature_store", "out"):  # Feast's offline store for the attributes
         assert sctx.params[key].startswith("/workspace/"), key
 
 

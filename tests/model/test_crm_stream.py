@@ -87,7 +87,7 @@ def test_every_sample_once_per_epoch_in_bounded_buffers(retrieved):
 
 def test_crm_stage_streams_and_scores_the_test_split(retrieved, tmp_path):
     tmp, p = retrieved
-    p = dict(p, crm={**p["crm"], **{k: v for k, v in SMALL.items() if k not in ("max_len", "hist_items_col", "hist_ratings_col")}})
+    p = dict(p, crm={**p["crm"], **{k: v for k, v in SMALL.items() if k in p["crm"]}})  # the keys params crm has
     summary = crm_stage(tmp / "prep", tmp / "ret", tmp_path / "crm", p, progress=False)
     s = open_retrieved(tmp / "ret")
     assert summary["test"]["n"] == len(s["test"]) and 0.5 < summary["test"]["auc"] <= 1.0

@@ -7,12 +7,11 @@ subset, sharing one cache of frozen-layer states. Writes FILE.json and FILE.png.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from reclora.config import load_params
+from reclora.config import Params, as_params
 from reclora.io import refuse_overlap, write_json
 
 MODELS = {"Vanilla LoRA": ("lora", None), "RecLoRA": ("reclora", "crm")}
@@ -52,8 +51,8 @@ def bench_curve(
     path: str | Path | None,
     out: str | Path,
     sizes: Sequence[int],
-    work: str | Path | None = None,
-    params: Mapping[str, Any] | None = None,
+    work: str | Path | None,
+    params: Params | Mapping[str, Any],
     eval_samples: int | None = None,
     max_users: int | None = None,
     model_path: str | None = None,
@@ -62,25 +61,27 @@ def bench_curve(
     """Train both LLM models at every size in ``sizes`` (positive ints); returns and writes
     {"sizes": {n: {model: {auc, logloss, n, seconds, best_epoch}}}, "crm": {...}, "complete", ...} and a
     PNG beside ``out`` (same stem), both rewritten after every size (``complete`` is true after the
-    last). Raises ValueError for an empty or non-positive size list."""
-    from reclora.bench.quality import Timer, prepare_and_train_crm, run_info
+    last). ``params``: the run's params (a :class:`~reclora.config.Params` or its mapping); ``eval_samples``
+    replaces ``train.eval_samples``, ``max_users`` defaults to ``bench.quality.max_users``. Raises ValueError for
+    an empty or non-positive size list."""
+    from reclora.bench.quality import CONFIG_SECTIONS, Timer, prepare_and_train_crm, run_info
     from reclora.evaluation import ctr_metrics
     from reclora.stages import PREDICTIONS, llm_stage
 
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] <= 0:
         raise ValueError(f"bench curve: sizes must be positive integers, got {list(sizes)}")
-    p = copy.deepcopy(dict(params) if params is not None else load_params())
+    params = as_params(params)
     if eval_samples is not None:
-        p["train"]["eval_samples"] = eval_samples
+        params = params.updated(train={"eval_samples": eval_samples})
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}-work"
     refuse_overlap({"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     timed = Timer(secs, "bench curve")
-    mu = p["bench"]["quality"]["max_users"] if max_users is None else max_users
-    data, _ = prepare_and_train_crm(dataset, path, work, p, timed, mu, model_path, progress)
+    max_users = params.bench.quality.max_users if max_users is None else max_users
+    data, _ = prepare_and_train_crm(dataset, path, work, params, timed, max_users, model_path, progress)
 
     import pandas as pd
 
@@ -88,13 +89,13 @@ def bench_curve(
     evaluated = None
     crm_eval = None
     for n in sizes:
-        q = copy.deepcopy(p)
-        q["train"]["sample_size"] = n
+        sized = params.updated(train={"sample_size": n})
         points[str(n)] = {}
         for name, (kind, crm) in MODELS.items():
             d = work / f"{kind}-{n}"
             r = timed(f"{kind}_{n}", llm_stage, kind, work / "prepared", work / "retrieved", crm and work / crm, d,
-                      params=q, model_path=model_path, progress=progress, cache_dir=work / "layer-cache")  # fmt: skip
+                      params=sized, model_path=model_path, progress=progress,
+                      cache_dir=work / "layer-cache")  # fmt: skip
             points[str(n)][name] = r["eval"] | {"seconds": r["seconds"], "best_epoch": r["train"].get("best_epoch"),
                                                 "train_samples": r["train_samples"]}  # fmt: skip
             if crm_eval is None:  # the CRM on exactly the samples the LLM models are scored on
@@ -113,10 +114,10 @@ def bench_curve(
             "crm": crm_eval,
             "evaluated": evaluated,
             "samples": {"interactions": data["rows"], "splits": data["samples"]},
-            "config": {k: p[k] for k in ("retrieval", "crm", "adapter", "train")},
+            "config": {name: getattr(params, name).to_dict() for name in CONFIG_SECTIONS},
             "seconds": secs,
             "wall_seconds": round(time.perf_counter() - t_all, 1),
-            **run_info(p),
+            **run_info(params),
             "complete": n == sizes[-1],
         }
         result["plot"] = str(plot_curve(result, out.with_suffix(".png")))

@@ -19,11 +19,16 @@ import io
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from unittest import mock
 
 import numpy as np
 import pandas as pd
+
+from reclora.config import Params, as_params
+
+if TYPE_CHECKING:
+    from reclora.config.model_sections import CRMSection
 
 PEER_NAME = "Peer DIN (DeepCTR-Torch)"
 
@@ -82,12 +87,12 @@ def train_peer_din(
     valid: pd.DataFrame,
     score: pd.DataFrame,
     featurizer: Any,
-    crm_params: Mapping[str, Any],
+    crm: CRMSection,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Train DeepCTR-Torch's DIN on ``train`` (early stopping on ``valid`` AUC), return p(click) for ``score``.
 
     ``featurizer``: the CRM's fitted :class:`reclora.crm.CRMFeaturizer` (same vocabularies and history
-    width); ``crm_params``: the ``crm`` section of params.yaml (embed_dim, mlp, dropout, lr,
+    width); ``crm``: the run's params ``crm`` section (embed_dim, mlp, dropout, lr, weight_decay,
     batch_size, max_epochs, patience, seed). Returns (probabilities [len(score)], training summary).
     """
     import torch
@@ -95,8 +100,7 @@ def train_peer_din(
 
     inputs, models = _import_deepctr()
     SparseFeat, VarLenSparseFeat = inputs.SparseFeat, inputs.VarLenSparseFeat
-    cp = dict(crm_params)
-    d = int(cp["embed_dim"])
+    d = crm.embed_dim
     xt, xv, xs = (_inputs(featurizer, df) for df in (train, valid, score))
     width = xt["hist_item_id"].shape[1]
     for x in (xv, xs):  # every split padded to the training width
@@ -116,18 +120,18 @@ def train_peer_din(
         VarLenSparseFeat(SparseFeat("hist_rating", featurizer.n_ratings, embedding_dim=d), width, "mean",
                          length_name="seq_length"),  # fmt: skip
     ]
-    torch.manual_seed(int(cp["seed"]))
-    model = models.DIN(cols, ["item_id"], dnn_hidden_units=tuple(int(u) for u in cp["mlp"]),
-                       dnn_dropout=float(cp["dropout"]), seed=int(cp["seed"]), device="cpu")  # fmt: skip
-    model.compile(torch.optim.AdamW(model.parameters(), lr=float(cp["lr"]), weight_decay=float(cp["weight_decay"])),
+    torch.manual_seed(crm.seed)
+    model = models.DIN(cols, ["item_id"], dnn_hidden_units=tuple(crm.mlp),
+                       dnn_dropout=crm.dropout, seed=crm.seed, device="cpu")  # fmt: skip
+    model.compile(torch.optim.AdamW(model.parameters(), lr=crm.lr, weight_decay=crm.weight_decay),
                   "binary_crossentropy")  # fmt: skip
     yt, yv = train["label"].to_numpy().astype(np.float32), valid["label"].to_numpy()
     from reclora.crm.train import EpochLog
 
-    log = EpochLog(int(cp["patience"]))  # the CRM's early stopping on validation AUC
+    log = EpochLog(crm.patience)  # the CRM's early stopping on validation AUC
     t0 = time.perf_counter()
-    for epoch in range(1, int(cp["max_epochs"]) + 1):
-        model.fit(xt, yt, batch_size=int(cp["batch_size"]), epochs=1, verbose=0, shuffle=True)
+    for epoch in range(1, crm.max_epochs + 1):
+        model.fit(xt, yt, batch_size=crm.batch_size, epochs=1, verbose=0, shuffle=True)
         auc = float(roc_auc_score(yv, model.predict(xv, batch_size=4096).reshape(-1)))
         if log.end_epoch(model, {"epoch": epoch, "valid_auc": auc}, time.perf_counter(), progress=False):
             break
@@ -145,9 +149,11 @@ def _version() -> str:
 
 
 def peer_stage(data_dir: str | Path, retrieved_dir: str | Path, crm_dir: str | Path, out_dir: str | Path,
-               params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+               params: Params | Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Train the peer DIN on the bench's samples and write its predictions for the evaluation
-    subset (the same rows as the LLM runs) in the stages' layout (predictions.parquet, metrics.json)."""
+    subset (the same rows as the LLM runs) in the stages' layout (predictions.parquet, metrics.json).
+    ``params``: the run's params (a :class:`~reclora.config.Params` or its mapping: ``crm``, ``train``'s
+    evaluation subset)."""
     from reclora.crm import load_crm
     from reclora.evaluation import ctr_metrics
     from reclora.io import atomic_dir, write_json
@@ -155,10 +161,10 @@ def peer_stage(data_dir: str | Path, retrieved_dir: str | Path, crm_dir: str | P
 
     s = _read_samples(Path(retrieved_dir))
     _, feat = load_crm(Path(crm_dir) / "model")
-    tp = params["train"]
-    ev = eval_subset(s["test"], int(tp["eval_samples"]), int(tp["seed"]))
+    params = as_params(params)
+    ev = eval_subset(s["test"], params.train.eval_samples, params.train.seed)
     train, valid = (s[k].iloc[np.arange(len(s[k]))] for k in ("train", "valid"))  # materialized: a benchmark of ML-100K size
-    p, summary = train_peer_din(train, valid, ev, feat, params["crm"])
+    p, summary = train_peer_din(train, valid, ev, feat, params.crm)
     summary = {"model": PEER_NAME, "train_samples": int(len(train)), "eval": ctr_metrics(ev["label"].to_numpy(), p)} | summary
     with atomic_dir(Path(out_dir)) as tmp:
         ev[KEY + ["label"]].assign(p=p).to_parquet(tmp / PREDICTIONS, index=False)

@@ -8,29 +8,29 @@ paired bootstrap intervals.
 
 from __future__ import annotations
 
-import copy
 import platform
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from reclora.config import load_params
+from reclora.config import Params, as_params
 from reclora.errors import ValidationFailed
 from reclora.evaluation.slices import slice_table_text
 from reclora.io import refuse_overlap, write_json
 
 SLICE_TABLE = ("CRM", "Vanilla LoRA", "RecLoRA")  # the models of the printed slice table (the JSON has every model)
+CONFIG_SECTIONS = ("retrieval", "crm", "adapter", "train")  # the params a benchmark JSON records
 
 
-def run_info(params: Mapping[str, Any]) -> dict[str, Any]:
+def run_info(params: Params | Mapping[str, Any]) -> dict[str, Any]:
     """What a benchmark JSON records of the run's machine: {"hardware": :func:`reclora.hardware.hardware_info`
-    + platform and Python, "precision": the LLM's precision for ``params``' train.precision on this
-    process's device (:func:`reclora.precision.choose`)}."""
+    + platform and Python, "precision": the LLM's precision for ``params``' train.precision (a
+    :class:`~reclora.config.Params` or its mapping) on this process's device (:func:`reclora.precision.choose`)}."""
     from reclora.hardware import hardware_info
     from reclora.precision import choose
 
     hw = {"platform": platform.platform(), "python": platform.python_version(), **hardware_info()}
-    return {"hardware": hw, "precision": choose(params.get("train"), log=False).as_dict()}
+    return {"hardware": hw, "precision": choose(as_params(params).train.precision, log=False).as_dict()}
 
 
 class Timer:
@@ -47,7 +47,7 @@ class Timer:
         return r
 
 
-def prepare_and_train_crm(dataset: str, path: str | Path | None, work: Path, p: Mapping[str, Any], timed: Timer,
+def prepare_and_train_crm(dataset: str, path: str | Path | None, work: Path, params: Params, timed: Timer,
                           max_users: int, model_path: str | None, progress: bool) -> tuple[dict, dict]:  # fmt: skip
     """The shared first half of the quality and curve benchmarks: prepare -> validate (a failure
     raises ValidationFailed) -> retrieve -> CRM, into ``work``. Returns (prepare summary, CRM summary)."""
@@ -55,12 +55,13 @@ def prepare_and_train_crm(dataset: str, path: str | Path | None, work: Path, p: 
     from reclora.stages import crm_stage, retrieve_stage
     from reclora.validation import validate_prepared
 
-    data = timed("prepare", prepare, dataset, path, work / "prepared", dict(p), max_users=max_users)
-    v = timed("validate", validate_prepared, work / "prepared", work / "validation", params=p["validation"])
+    data = timed("prepare", prepare, dataset, path, work / "prepared", params, max_users=max_users)
+    v = timed("validate", validate_prepared, work / "prepared", work / "validation", params=params.validation)
     if not v.success:
         raise ValidationFailed(v.describe())
-    timed("retrieve", retrieve_stage, work / "prepared", work / "retrieved", p, model_path=model_path, progress=progress)
-    crm = timed("crm", crm_stage, work / "prepared", work / "retrieved", work / "crm", p, progress=progress)
+    retrieved = work / "retrieved"
+    timed("retrieve", retrieve_stage, work / "prepared", retrieved, params, model_path=model_path, progress=progress)
+    crm = timed("crm", crm_stage, work / "prepared", work / "retrieved", work / "crm", params, progress=progress)
     return data, crm
 
 
@@ -83,8 +84,8 @@ def bench_quality(
     dataset: str,
     path: str | Path | None,
     out: str | Path,
-    work: str | Path | None = None,
-    params: Mapping[str, Any] | None = None,
+    work: str | Path | None,
+    params: Params | Mapping[str, Any],
     ablations: bool | None = None,
     sample_size: int | None = None,
     eval_samples: int | None = None,
@@ -92,29 +93,34 @@ def bench_quality(
     model_path: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """CRM, vanilla LoRA, RecLoRA (and its variants, a peer DIN, the ablations) on ``dataset`` in one harness:
+    one report (``work``/report, default ``work``: OUT's stem + '-work') and ``out`` (JSON: metrics on the same
+    evaluated samples, paired bootstrap intervals of AUC(RecLoRA*) - AUC(CRM), slices, timings, the machine).
+
+    ``params``: the run's params (a :class:`~reclora.config.Params` or its mapping); ``ablations``, ``max_users``
+    default to params ``bench.quality``'s, ``sample_size`` and ``eval_samples`` replace ``train``'s. Raises
+    ValidationFailed when the prepared data fail the gate, ConfigError for bad settings or outputs that overlap
+    an input."""
     from reclora.stages import crm_stage, evaluate_stage, llm_stage, retrieve_stage
 
-    p = copy.deepcopy(dict(params) if params is not None else load_params())
-    if sample_size is not None:
-        p["train"]["sample_size"] = sample_size
-    if eval_samples is not None:
-        p["train"]["eval_samples"] = eval_samples
-    qp = p["bench"]["quality"]
-    ablations = qp["ablations"] if ablations is None else ablations
+    params = as_params(params)
+    train_changes = {"sample_size": sample_size, "eval_samples": eval_samples}
+    params = params.updated(train={k: v for k, v in train_changes.items() if v is not None})
+    quality = params.bench.quality
+    ablations = quality.ablations if ablations is None else ablations
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}-work"
     refuse_overlap({"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     timed = Timer(secs, "bench quality")
-    mu = qp["max_users"] if max_users is None else max_users
-    data, crm = prepare_and_train_crm(dataset, path, work, p, timed, mu, model_path, progress)
+    max_users = quality.max_users if max_users is None else max_users
+    data, crm = prepare_and_train_crm(dataset, path, work, params, timed, max_users, model_path, progress)
     runs = {"CRM": work / "crm"}
     llm: dict[str, dict] = {}
     cache = work / "layer-cache"  # frozen-layer states shared by every LLM run on the same prompts
-    common = {"params": p, "model_path": model_path, "progress": progress, "cache_dir": cache}
-    residual = copy.deepcopy(p)
-    residual["adapter"]["readout"] = "crm_residual"
+    common = {"params": params, "model_path": model_path, "progress": progress, "cache_dir": cache}
+    residual = params.updated(adapter={"readout": "crm_residual"})
 
     def llm_run(name: str, key: str, kind: str, retrieved: str, crm_dir: str | None, **kw: Any) -> None:
         llm[name] = timed(key, llm_stage, kind, work / "prepared", work / retrieved, crm_dir and work / crm_dir,
@@ -122,11 +128,12 @@ def bench_quality(
         runs[name] = work / key
 
     peer_note, peer = None, None
-    if qp.get("peer", True):
+    if quality.peer:
         from reclora.bench.peer import PEER_NAME, peer_available, peer_stage
 
         if peer_available():
-            peer = timed("peer_din", peer_stage, work / "prepared", work / "retrieved", work / "crm", work / "peer-din", p)
+            peer_dir = work / "peer-din"
+            peer = timed("peer_din", peer_stage, work / "prepared", work / "retrieved", work / "crm", peer_dir, params)
             runs[PEER_NAME] = work / "peer-din"
         else:
             peer_note = "peer DIN skipped: install the benchmark extra, pip install -e '.[peer]'"
@@ -140,13 +147,14 @@ def bench_quality(
         llm_run("RecLoRA (uniform gate)", "reclora-uniform", "reclora", "retrieved", "crm", gate="uniform")
         llm_run("RecLoRA + CRM residual (no text path)", "reclora-residual-no-text", "reclora", "retrieved", "crm",
                 params=residual, text_path=False)  # fmt: skip
-        timed("retrieve_recent", retrieve_stage, work / "prepared", work / "retrieved-recent", p, mode="recent")
-        timed("crm_recent", crm_stage, work / "prepared", work / "retrieved-recent", work / "crm-recent", p, progress=progress)
+        timed("retrieve_recent", retrieve_stage, work / "prepared", work / "retrieved-recent", params, mode="recent")
+        recent = work / "retrieved-recent"
+        timed("crm_recent", crm_stage, work / "prepared", recent, work / "crm-recent", params, progress=progress)
         llm_run("RecLoRA (recent-K)", "reclora-recent", "reclora", "retrieved-recent", "crm-recent")
     report = timed(
         "evaluate", evaluate_stage, runs, work / "report",
         {"dataset": dataset, "source": str(path) if path else None, "data": data},
-        data_dir=work / "prepared", challenger="RecLoRA", params=p,
+        data_dir=work / "prepared", challenger="RecLoRA", params=params,
     )  # fmt: skip
     intervals = auc_diff_intervals(runs, "CRM", [n for n in runs if n.startswith("RecLoRA")])
     n_eval = report["context"]["evaluated_samples"]
@@ -166,7 +174,7 @@ def bench_quality(
         "crm_full_test": crm["test"],
         "samples": {
             "interactions": data["rows"], "users": data["users"], "items": data["items"],
-            "splits": data["samples"], "few2many_train": int(p["train"]["sample_size"]),
+            "splits": data["samples"], "few2many_train": params.train.sample_size,
             "evaluated": report.get("context", {}).get("evaluated_samples"),
         },  # fmt: skip
         "auc_diff_vs_crm": intervals,
@@ -176,11 +184,11 @@ def bench_quality(
         "llm_train": {n: r["train"] for n, r in llm.items()},
         "diagnostics": {n: r.get("diagnostics") for n, r in llm.items() if r.get("diagnostics")},
         "readout_scale": {n: r["readout_scale"] for n, r in llm.items() if r.get("readout_scale") is not None},
-        "config": {k: p[k] for k in ("retrieval", "crm", "adapter", "train")},
+        "config": {name: getattr(params, name).to_dict() for name in CONFIG_SECTIONS},
         "seconds": secs,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
         "report": str(work / "report" / "report.html"),
-        **run_info(p),
+        **run_info(params),
     }
     write_json(out, result)
     return result

@@ -37,15 +37,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from reclora.config import Params, as_params
 
 STAGES = ("prepare", "validate", "features", "retrieve", "crm")
 OPTIONAL_STAGES = ("embed",)
 
 
 # ------------------------------------------------------------------ the stages (run in a child process)
-def _stage(name: str, work: Path, params: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
-    """Run one stage on ``work`` (raw/, prepared/, ...); returns extra figures."""
+def _stage(name: str, work: Path, params: Params | Mapping[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage on ``work`` (raw/, prepared/, ...) with the run's ``params`` (a :class:`~reclora.config.Params`
+    or its mapping); returns extra figures."""
+    params = as_params(params)
     if name == "generate":
         from reclora.data.synthetic import generate_ml25m_like, write_ml25m_csv
 
@@ -60,7 +64,7 @@ def _stage(name: str, work: Path, params: dict[str, Any], opts: dict[str, Any]) 
     if name == "validate":
         from reclora.validation import validate_prepared
 
-        r = validate_prepared(work / "prepared", work / "validation", params=params["validation"])
+        r = validate_prepared(work / "prepared", work / "validation", params=params.validation)
         return {"passed": bool(r.success), "failures": len(r.failures)}
     if name == "features":
         from reclora.features.stage import features_stage
@@ -79,20 +83,20 @@ def _stage(name: str, work: Path, params: dict[str, Any], opts: dict[str, Any]) 
     raise ValueError(f"unknown stage {name!r}")
 
 
-def _crm_batches(work: Path, params: dict[str, Any], n_batches: int) -> dict[str, Any]:
+def _crm_batches(work: Path, params: Params, n_batches: int) -> dict[str, Any]:
     """Fit the featurizer (one streaming pass over train) and run ``n_batches`` training steps."""
     import torch
 
-    from reclora.crm import DIN, CRMConfig
+    from reclora.crm import DIN
     from reclora.crm.stream import EventArrays, StreamingBatches, fit_featurizer
     from reclora.crm.train import crm_optimizer
     from reclora.data import read_prepared
     from reclora.retrieval.layout import open_retrieved
+    from reclora.stages.crm import crm_config
 
     tables, _, _ = read_prepared(work / "prepared", histories=False)
     s = open_retrieved(work / "retrieved")
-    cfg = CRMConfig.from_dict({**params["crm"], "max_len": int(params["retrieval"]["k_long"]),
-                               "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"})  # fmt: skip
+    cfg = crm_config(params)  # as the CRM stage configures it
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     events = EventArrays(s["train"].events.frame)
@@ -120,7 +124,7 @@ def _crm_batches(work: Path, params: dict[str, Any], n_batches: int) -> dict[str
     return {"batches": done, "batch_size": cfg.batch_size, "crm_samples_per_s": round(n_timed / dt, 1) if dt > 0 else None}
 
 
-def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+def _embed_items(work: Path, params: Params) -> dict[str, Any]:
     """Embed every catalogue item's text with the retriever's model (the base LLM by default),
     without the cache (a fresh cache directory that is then removed); items/s."""
     import tempfile
@@ -132,33 +136,35 @@ def _embed_items(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     from reclora.retrieval.embeddings import load_or_embed_items
 
     items = pd.read_parquet(work / "prepared" / "items.parquet")
-    r = params["retrieval"]
-    model = r.get("embedding_model") or resolve_model_path(None, params["model"])
+    retrieval = params.retrieval
+    model = retrieval.embedding_model or resolve_model_path(None, params.model)
     with tempfile.TemporaryDirectory(dir=work) as cache:
         t0 = time.perf_counter()
-        prec = choose(params.get("train"), "cpu")
-        _, emb = load_or_embed_items(items, model, int(r["embedding_batch_size"]), Path(cache), progress=False,
-                                     layers=int(r.get("embedding_layers") or 0), precision=prec)  # fmt: skip
+        prec = choose(params.train.precision, "cpu")
+        _, emb = load_or_embed_items(items, model, retrieval.embedding_batch_size, Path(cache), progress=False,
+                                     layers=retrieval.embedding_layers, precision=prec)  # fmt: skip
         dt = time.perf_counter() - t0
     return {"items": int(len(items)), "dim": int(emb.shape[1]), "items_per_s": round(len(items) / dt, 1),
-            "layers": int(r.get("embedding_layers") or 0), "precision": prec.name}  # fmt: skip
+            "layers": retrieval.embedding_layers, "precision": prec.name}  # fmt: skip
 
 
 _IMPORTS = {
     "generate": ["reclora.data.synthetic"], "prepare": ["reclora.data"], "validate": ["reclora.validation"],
     "features": ["reclora.features.stage"], "retrieve": ["reclora.stages", "reclora.retrieval", "reclora.llm"],
-    "crm": ["torch", "reclora.crm", "reclora.crm.stream", "reclora.retrieval.layout"],
+    "crm": ["torch", "reclora.crm", "reclora.crm.stream", "reclora.retrieval.layout", "reclora.stages.crm"],
     "embed": ["torch", "transformers", "reclora.retrieval.embeddings", "reclora.llm"],
 }  # fmt: skip
 
 
 def _child_main(argv: list[str]) -> int:
-    """``python -m reclora.bench.scale STAGE WORK OPTS_JSON RESULT_JSON``: run and report one stage."""
+    """``python -m reclora.bench.scale STAGE WORK OPTS_JSON RESULT_JSON``: run and report one stage.
+
+    The child process's entry point, an edge: the run's params come in ``OPTS_JSON`` (``params``, as the parent
+    :func:`bench_scale` was given them) and are checked here once (:meth:`reclora.config.Params.from_dict`,
+    a ConfigError naming the key) before the stage."""
     name, work, opts_json, result = argv
     opts = json.loads(opts_json)
-    from reclora.config import load_params
-
-    params = load_params(opts.get("params"))
+    params = Params.from_dict(opts["params"])
     import importlib
 
     for m in _IMPORTS.get(name, []):  # imports are not the stage's time
@@ -174,7 +180,7 @@ def _child_main(argv: list[str]) -> int:
 def _run_child(name: str, work: Path, opts: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
     res = work / f".{name}.json"
     res.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "reclora.bench.scale", name, str(work), json.dumps(opts), str(res)]
+    cmd = [sys.executable, "-m", "reclora.bench.scale", name, str(work), json.dumps(opts, default=str), str(res)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -197,7 +203,8 @@ def bench_scale(
     mode: str = "recent",
     crm_batches: int | None = None,
     seed: int = 7,
-    params_path: str | None = None,
+    *,
+    params: Params | Mapping[str, Any],
     stages: tuple[str, ...] = STAGES,
     keep: bool = False,
     timeout_s: float | None = None,
@@ -209,7 +216,8 @@ def bench_scale(
     ``mode``: retrieval mode (recent | relevance: relevance embeds the catalogue with the base LLM
     first, cached). ``crm_batches``: CRM training steps timed per size (default params
     ``bench.scale.crm_batches``). ``work``: scratch directory (default OUT's stem + '-work'); each size's data is
-    deleted after it unless ``keep``. ``repeats``: rounds over all sizes (module docstring).
+    deleted after it unless ``keep``. ``repeats``: rounds over all sizes (module docstring). ``params`` (keyword,
+    required): the run's params (a :class:`~reclora.config.Params` or its mapping), handed to every stage's process.
     Raises ConfigError on bad sizes/stages/mode/repeats.
     """
     from reclora.errors import ConfigError
@@ -226,21 +234,19 @@ def bench_scale(
         raise ConfigError(f"--mode must be recent or relevance, got {mode!r}")
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
-    from reclora.config import load_params
-
-    base_params = load_params(params_path)
+    params = as_params(params)
     if crm_batches is None:
-        crm_batches = int(base_params["bench"]["scale"]["crm_batches"])
+        crm_batches = params.bench.scale.crm_batches
     if crm_batches < 2:
         raise ConfigError("--crm-batches must be >= 2 (the first batch is warm-up)")
     out = Path(out)
     work = Path(work) if work else out.with_name(out.stem + "-work")
     result: dict[str, Any] = {
         "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "hardware": hardware_info(), "precision": choose(base_params.get("train"), "cpu", log=False).as_dict(),  # the embed stage's
+        "hardware": hardware_info(), "precision": choose(params.train.precision, "cpu", log=False).as_dict(),  # the embed stage's
         "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "repeats": repeats, "sizes": {},
     }  # fmt: skip
-    opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params_path}
+    opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params.to_dict()}
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
     failed: set[int] = set()
     for rep in range(repeats):  # the repeats go round all sizes, so slow spells of the machine hit every size

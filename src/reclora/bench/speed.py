@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from reclora.config import load_params
+from reclora.config import Params, as_params
 from reclora.io import write_json
 
 
@@ -118,9 +118,12 @@ def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: 
     }
 
 
-def speed_prompts(dataset: str, path: str | Path | None, n: int, params: Mapping[str, Any], seed: int = 0) -> tuple[list[str], np.ndarray]:
+def speed_prompts(
+    dataset: str, path: str | Path | None, n: int, params: Params | Mapping[str, Any], seed: int = 0
+) -> tuple[list[str], np.ndarray]:
     """``n`` real CTR prompts (profile, recent-K history with stars, target) and labels from ``dataset``
-    (ML-100K with its path, or the synthetic generator), a seeded sample of the training split."""
+    (ML-100K with its path, or the synthetic generator), a seeded sample of the training split. ``params``: the
+    run's params (a :class:`~reclora.config.Params` or its mapping: ``data``, ``synthetic``, ``retrieval``)."""
     import tempfile
 
     from reclora.data import prepare, read_prepared
@@ -128,13 +131,13 @@ def speed_prompts(dataset: str, path: str | Path | None, n: int, params: Mapping
     from reclora.prompts import NOUNS, build_prompts
     from reclora.retrieval import retrieve
 
+    params = as_params(params)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(dataset, path, Path(tmp) / "prepared", dict(params))
+        prepare(dataset, path, Path(tmp) / "prepared", params)
         tables, samples, meta = read_prepared(Path(tmp) / "prepared")
     train = samples["train"]
     few = train.iloc[sample_few(len(train), n, seed)].reset_index(drop=True)
-    rp = params["retrieval"]
-    r = retrieve(few, int(rp["k_long"]), int(rp["k_short"]), "recent", None, None)
+    r = retrieve(few, params.retrieval.k_long, params.retrieval.k_short, "recent", None, None)
     prompts = build_prompts(r, tables.items, tables.users, noun=NOUNS.get(meta["dataset"], "item"),
                             threshold=float(meta["label_threshold"]))  # fmt: skip
     return prompts, r["label"].to_numpy()
@@ -171,17 +174,18 @@ def few2many_throughput(model_path: str, adapter_cfg: dict, train_cfg: dict, pro
 REFERENCE = {"adapter": {"layers": "all"}, "train": {"cache_lower": False, "bucket": False}}
 
 
-def bench_few2many_speed(model_path: str, p: Mapping[str, Any], dataset: str, path: str | Path | None,
+def bench_few2many_speed(model_path: str, params: Params, dataset: str, path: str | Path | None,
                          n: int, epochs: int) -> dict[str, Any]:  # fmt: skip
     """Few2Many training samples/s on real prompts: the reference configuration (all layers, no cache, no
-    length buckets) against params.yaml's, same prompts, same epochs; and their ratio."""
-    prompts, labels = speed_prompts(dataset, path, n, p)
-    tp = dict(p["train"]) | {"epochs": epochs, "patience": 0}
+    length buckets) against the run's params (``adapter``, ``train``), same prompts, same epochs; and their ratio."""
+    prompts, labels = speed_prompts(dataset, path, n, params)
+    train_settings = params.train.to_dict() | {"epochs": epochs, "patience": 0}
     out: dict[str, Any] = {"dataset": dataset, "samples": n, "epochs": epochs,
                            "mean_prompt_chars": round(float(np.mean([len(x) for x in prompts])), 1)}  # fmt: skip
     runs = {}
     for name, over in (("reference", REFERENCE), ("default", {"adapter": {}, "train": {}})):
-        runs[name] = few2many_throughput(model_path, dict(p["adapter"]) | over["adapter"], tp | over["train"], prompts, labels)
+        adapter_settings = params.adapter.to_dict() | over["adapter"]
+        runs[name] = few2many_throughput(model_path, adapter_settings, train_settings | over["train"], prompts, labels)
         print(f"[bench speed] few2many {name}: {runs[name]['samples_per_s']:.2f} samples/s "
               f"(layers {runs[name]['layers']}, cache {runs[name]['cache_lower']}, buckets {runs[name]['bucket']})", flush=True)  # fmt: skip
     out["runs"] = runs
@@ -193,7 +197,7 @@ def bench_few2many_speed(model_path: str, p: Mapping[str, Any], dataset: str, pa
 
 def bench_speed(
     out: str | Path,
-    params: Mapping[str, Any] | None = None,
+    params: Params | Mapping[str, Any],
     model_path: str | None = None,
     batch_size: int | None = None,
     seq_len: int | None = None,
@@ -209,22 +213,23 @@ def bench_speed(
 
     The JSON's ``speed`` holds RecLoRA's ``step_s.{fp32,bf16,auto}``, ``auto_over_fastest`` (auto's
     step time over the fastest forced one) and ``mfu`` (auto's achieved FLOP/s over the matmul peak
-    measured at the chosen precision); ``precision`` the choice and why; ``hardware`` what ran.
+    measured at the chosen precision); ``precision`` the choice and why; ``hardware`` what ran. ``params``: the
+    run's params (a :class:`~reclora.config.Params` or its mapping); the sizes default to ``bench.speed``'s.
     """
     from reclora.bench.quality import run_info
     from reclora.llm import resolve_model_path
     from reclora.io import refuse_overlap
     from reclora.lora.config import gate_signal_width
-    from reclora.precision import Capabilities, choose, decide, requested_precision
+    from reclora.precision import Capabilities, choose, decide
 
     refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
-    p = dict(params) if params is not None else load_params()
-    sp = p["bench"]["speed"]
-    b, s = batch_size or sp["batch_size"], seq_len or sp["seq_len"]
-    n, w = steps or sp["steps"], warmup if warmup is not None else sp["warmup"]
-    model_dir = resolve_model_path(model_path, p["model"])
-    width = gate_signal_width(int(p["crm"]["mlp"][-1]), p["adapter"].get("gate_input", "hidden"))
-    ap = dict(p["adapter"]) | {"signal_dim": width}
+    params = as_params(params)
+    speed_settings = params.bench.speed
+    b, s = batch_size or speed_settings.batch_size, seq_len or speed_settings.seq_len
+    n, w = steps or speed_settings.steps, warmup if warmup is not None else speed_settings.warmup
+    model_dir = resolve_model_path(model_path, params.model)
+    width = gate_signal_width(params.crm.mlp[-1], params.adapter.gate_input)
+    adapter_settings = params.adapter.to_dict() | {"signal_dim": width}
     t_all = time.perf_counter()
     auto = choose("auto", "cpu")
     precs = {"fp32": decide("fp32", Capabilities(device="cpu")), "bf16": decide("bf16", Capabilities(device="cpu")),
@@ -234,7 +239,7 @@ def bench_speed(
     runs: dict[str, dict[str, Any]] = {}
     for label, prec in precs.items():
         for kind in ("lora", "reclora"):
-            r = _time_steps(kind, model_dir, ap, b, s, prec, n, w)
+            r = _time_steps(kind, model_dir, adapter_settings, b, s, prec, n, w)
             r["precision"] = prec.name
             r["tokens_per_s"] = b * s / r["step_seconds"]
             r["achieved_gflops"] = r["flops_per_step"] / r["step_seconds"] / 1e9
@@ -257,8 +262,8 @@ def bench_speed(
     }
     print(f"[bench speed] auto = {auto.name}: {step_s['auto']:.2f} s/step, {speed['auto_over_fastest']:.3f}x the fastest "
           f"forced precision, MFU {speed['mfu']:.2f} of the measured {auto.name} peak", flush=True)  # fmt: skip
-    few = bench_few2many_speed(model_dir, p, dataset, path, int(few2many_samples or sp.get("few2many_samples", 64)),
-                               int(sp.get("few2many_epochs", 2)))  # fmt: skip
+    few = bench_few2many_speed(model_dir, params, dataset, path, few2many_samples or speed_settings.few2many_samples,
+                               speed_settings.few2many_epochs)  # fmt: skip
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     result = {
         "benchmark": "speed",
@@ -267,7 +272,7 @@ def bench_speed(
         "seq_len": s,
         "steps": n,
         "warmup": w,
-        "adapter": ap,
+        "adapter": adapter_settings,
         "matmul_peak_gflops": peak,
         "runs": runs,
         "reclora_over_lora_step_time": {
@@ -278,8 +283,8 @@ def bench_speed(
         "few2many": few,
         "peak_rss_gb": round(rss_gb, 3),
         "wall_seconds": round(time.perf_counter() - t_all, 1),
-        "precision": auto.as_dict() | {"few2many": choose(requested_precision(p["train"]), "cpu", log=False).name},
-        "hardware": run_info(p)["hardware"],
+        "precision": auto.as_dict() | {"few2many": choose(params.train.precision, "cpu", log=False).name},
+        "hardware": run_info(params)["hardware"],
     }
     print(
         f"[bench speed] RecLoRA/LoRA step time: fp32 {result['reclora_over_lora_step_time']['fp32']:.3f}x, "

@@ -114,7 +114,8 @@ def scale_cmd(
             raise ConfigError(f"--events must be comma-separated integers, got {events!r}") from None
         st = tuple(x.strip() for x in stages.split(",") if x.strip())
         refuse_outputs({"--out": out, "--work": work})
-        r = bench_scale(ns, out, work, mode, crm_batches, stages=st, keep=keep, timeout_s=timeout, repeats=repeats)
+        r = bench_scale(ns, out, work, mode, crm_batches, params=command_params(), stages=st, keep=keep,
+                        timeout_s=timeout, repeats=repeats)
         typer.echo(json.dumps({"sizes": r["sizes"], "ratios": r["ratios"], "plot": r["plot"]}, indent=2))
         return 0
 

@@ -122,7 +122,7 @@ def command_params(path: str | None = None) -> dict[str, Any]:
 FEATURES_ALIAS: Any = typer.Option(None, "--features", hidden=True, help="Deprecated name of --feature-store.")
 
 
-def feature_store_dir(feature_store: Optional[str], features: Optional[str]) -> Optional[str]:
+def feature_store_option(feature_store: Optional[str], features: Optional[str]) -> Optional[str]:
     """The ``--feature-store`` value, or the deprecated ``--features`` alias's. Raises ConfigError when both
     are given and differ."""
     from reclora.errors import ConfigError

@@ -8,15 +8,16 @@ from typing import Optional
 import typer
 
 from reclora.cli.common import SET_OPTION, command_params, run_guarded
+from reclora.config import Params, as_params
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def _uri(uri: Optional[str], params: Optional[dict] = None) -> str:
+def _uri(uri: Optional[str], params: Optional[Params] = None) -> str:
     """``--uri``, else params ``pipeline.registry_uri`` (``params``, else the command's, loaded here)."""
     if uri:
         return uri
-    return (params if params is not None else command_params())["pipeline"]["registry_uri"]
+    return (params if params is not None else as_params(command_params())).pipeline.registry_uri
 
 
 URI = typer.Option(None, "--uri", help="Registry URI (params pipeline.registry_uri; any fsspec URI).")
@@ -82,17 +83,18 @@ DRY_RUN = typer.Option(False, "--dry-run", help="Change nothing: print the champ
 def _champion_change(action: str, version: Optional[str], uri: Optional[str], deploy: bool, dry_run: bool,
                      allow_other_data: bool = False) -> int:  # fmt: skip
     from reclora.registry import promote, rollback
-    from reclora.registry.deploy import deploy_version, serving_settings, storage_uri
+    from reclora.registry.deploy import deploy_version, storage_uri
     from reclora.registry.promotion import OtherData, other_data, rollback_target
     from reclora.registry.backend import open_store
     from reclora.registry.manifest import verified_ref
 
-    params = command_params()
+    params = as_params(command_params())
     u = _uri(uri, params)
-    sv = serving_settings(params)
+    serving = params.pipeline.serving
+    storage_root = serving.storage_root or None
     api = None
     if deploy or dry_run:  # check the serving settings and the API access before changing the champion
-        storage_uri(u, "v0000", storage_root=sv["storage_root"])
+        storage_uri(u, "v0000", storage_root=storage_root)
     if deploy and not dry_run:
         from reclora.kube import custom_objects_api
 
@@ -107,8 +109,8 @@ def _champion_change(action: str, version: Optional[str], uri: Optional[str], de
     else:
         out = promote(u, version, allow_other_data=allow_other_data) if action == "promote" else rollback(u)
     if deploy or dry_run:
-        out["deploy"] = deploy_version(u, out["version"], service=sv["service"], namespace=sv["namespace"],
-                                       storage_root=sv["storage_root"], dry_run=dry_run, api=api)  # fmt: skip
+        out["deploy"] = deploy_version(u, out["version"], service=serving.service, namespace=serving.namespace,
+                                       storage_root=storage_root, dry_run=dry_run, api=api)  # fmt: skip
     typer.echo(json.dumps(out, default=str))
     return 0
 

@@ -7,11 +7,14 @@ Register in cli/main.py with ``app.command("serve")(serve_cli.serve)``; also run
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from reclora.cli.common import SET_OPTION, run_cli, run_guarded
+
+if TYPE_CHECKING:
+    from reclora.config import Params
 
 
 def serve(
@@ -48,45 +51,43 @@ def serve(
 
     def _run() -> int:
         from reclora.errors import ConfigError
-        from reclora.precision import PRECISIONS, requested_precision
+        from reclora.precision import PRECISIONS
 
         if precision is not None and precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
-        req = precision
-        if req is None:
-            import os
-
-            from reclora.cli.common import command_params
-            from reclora.config import PARAMS_ENV, params_path
-
-            try:
-                params_path()
-            except ConfigError:
-                if os.environ.get(PARAMS_ENV):
-                    raise
-                req = "auto"  # no params.yaml where the server runs (an image): its own hardware decides
-            else:
-                req = requested_precision(command_params().get("train"))
+        params = _machine_params()
+        req = precision or (params.train.precision if params is not None else "auto")
         _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
                name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout,
-               precision=req, rating_ranges=_rating_ranges())  # fmt: skip
+               precision=req, rating_ranges=params.validation.rating_range if params is not None else None,
+               model=params.model if params is not None else None)  # fmt: skip
         return 0
 
     raise typer.Exit(run_guarded(_run))
 
 
-def _rating_ranges() -> dict | None:
-    """validation.rating_range of this machine's params.yaml, for a served version whose params lack it;
-    None without a params.yaml (in an image): inline history ratings need only be finite."""
-    from reclora.config import load_params
+def _machine_params() -> Params | None:
+    """This machine's params (params.yaml with ``--set``, checked), loaded once here: ``train.precision`` (the
+    default of ``--precision``), ``validation.rating_range`` (for a served version whose params lack it) and
+    ``model`` (where the base LLM is on this machine). None without a params.yaml where the server runs (an
+    image without one): its own hardware decides the precision, inline history ratings need only be finite, and
+    the base LLM is the one the version records. Raises ConfigError for a bad params file, or a missing one that
+    $RECLORA_PARAMS names."""
+    import os
+
+    from reclora.cli.common import command_params
+    from reclora.config import PARAMS_ENV, as_params, params_path
     from reclora.errors import ConfigError
 
     try:
-        return (load_params().get("validation") or {}).get("rating_range")
+        params_path()
     except ConfigError:
+        if os.environ.get(PARAMS_ENV):
+            raise
         return None
+    return as_params(command_params())
 
 
 def main() -> None:

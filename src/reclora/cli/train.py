@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
-from reclora.cli.common import FEATURES_ALIAS, SET_OPTION, command_params, feature_store_dir, refuse_outputs, run_guarded
+from reclora.cli.common import (
+    FEATURES_ALIAS,
+    SET_OPTION,
+    command_params,
+    feature_store_option,
+    refuse_outputs,
+    run_guarded,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -47,7 +54,7 @@ def crm_cmd(
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
         crm_stage(data, retrieved, out, command_params(), ranks=ranks,
-                  features_dir=feature_store_dir(feature_store, features)))))
+                  feature_store=feature_store_option(feature_store, features)))))
 
 
 @app.command("llm")
@@ -69,7 +76,7 @@ def llm_cmd(
 
     raise typer.Exit(run_guarded(lambda: refuse_outputs({"--out": out}) or _echo(
         llm_stage(kind, data, retrieved, crm, out, command_params(), gate=gate, model_path=model,
-                  features_dir=feature_store_dir(feature_store, features), init_from=init_from))))
+                  feature_store=feature_store_option(feature_store, features), init_from=init_from))))
 
 
 @app.command("evaluate")
@@ -93,7 +100,7 @@ def evaluate_cmd(
             raise ConfigError("--run takes NAME=DIR")
         refuse_outputs({"--out": out})
         m = evaluate_stage(dict(pairs), out, data_dir=data, registry_uri=registry,
-                           features_dir=feature_store_dir(feature_store, features), challenger=challenger,
+                           feature_store=feature_store_option(feature_store, features), challenger=challenger,
                            params=command_params())
         models = {n: {k: v[k] for k in ("auc", "logloss", "ece", "accuracy", "n")} for n, v in m["models"].items()}
         return _echo({"models": models, "decision": m["gate"]["decision"]["reason"]})

@@ -5,6 +5,9 @@ on the params it loaded before any work.
     params = validated(load_params_with(overrides, profile))   # a plain dict, checked; ConfigError naming the key
     typed = Params.from_dict(params)                            # the sections: typed.train.lr, typed.pipeline.gpu
 
+The library's entry points take either (``params: Params | Mapping[str, Any]``) and read the sections through
+:func:`as_params`: a :class:`Params` passes through, a mapping is read by :meth:`Params.from_dict`.
+
 The values live in params.yaml only: the sections have no defaults (except :class:`PromotionRules`, whose
 defaults a test keeps equal to params.yaml's). ``profiles`` stays a mapping of named overrides; each is
 checked by applying it (:meth:`Params.from_dict`).
@@ -13,6 +16,7 @@ checked by applying it (:meth:`Params.from_dict`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -77,9 +81,24 @@ class Params(Section):
                 raise ConfigError(f"profiles.{name}: {e}") from None
         return out
 
+    def updated(self, **sections: Mapping[str, Any]) -> "Params":
+        """A copy with some keys of some sections replaced, each checked as its section checks it:
+        ``params.updated(train={"sample_size": 64}, adapter={"readout": "crm_residual"})``. Raises ConfigError for
+        a value the section refuses, TypeError for a key it does not have."""
+        return dataclasses.replace(
+            self, **{name: dataclasses.replace(getattr(self, name), **changes) for name, changes in sections.items()}
+        )
+
 
 def validated(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` checked through :meth:`Params.from_dict` and returned as they are (the plain dict the
     library functions take). Raises ConfigError naming the key of the first fault."""
     Params.from_dict(params)
     return params if isinstance(params, dict) else copy.deepcopy(dict(params))
+
+
+def as_params(params: Params | Mapping[str, Any]) -> Params:
+    """``params`` typed: a :class:`Params` as it is, a params mapping (params.yaml merged, a profile and overrides
+    applied) through :meth:`Params.from_dict`. What a library entry point runs on the ``params`` it is given.
+    Raises ConfigError naming the key of the first fault of a mapping."""
+    return params if isinstance(params, Params) else Params.from_dict(params)

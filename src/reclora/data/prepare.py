@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reclora.config import Params, as_params
+from reclora.config.data_sections import DataSection
 from reclora.data import schema
 from reclora.data.loaders import DATASETS, LOADERS, Tables, load_table
 from reclora.data.samples import build_sample_index, materialize_histories
@@ -25,17 +27,27 @@ SAMPLE_ROW_GROUP = 65536  # rows per parquet row group of the sample index (the 
 SAMPLE_DICTIONARY_COLUMNS = ["rating", "label", "history_length"]
 
 
-def load_dataset(dataset: str, path: str | Path | None, params: dict[str, Any]) -> Tables:
-    """Load any supported data set into the canonical tables."""
+def load_dataset(dataset: str, path: str | Path | None, params: Params | Mapping[str, Any]) -> Tables:
+    """Load any supported data set into the canonical tables (``params``: the run's, a
+    :class:`~reclora.config.Params` or its mapping; ``synthetic`` and ``data.table`` are read). Raises
+    ConfigError for an unknown data set or a missing ``path``, DataError for files it cannot read."""
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    params = as_params(params)
     if dataset == "synthetic":
-        return generate(**params["synthetic"])
+        return generate(**params.synthetic.to_dict())
     if not path:
         raise ConfigError(f"--path is required for dataset {dataset!r}")
     if dataset == "table":
-        return load_table(path, params["data"]["table"])
+        return load_table(path, params.data.table.to_dict())
     return LOADERS[dataset](Path(path))
+
+
+def data_settings(params: Params, overrides: Mapping[str, Any]) -> DataSection:
+    """Params ``data`` with ``overrides`` (its keys: min_history, max_history, split, max_users, seed; None =
+    keep the params' value) in place. Raises ConfigError naming an unknown key or a value the section refuses."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return DataSection.from_dict({**params.data.to_dict(), **given}) if given else params.data
 
 
 def user_sample(user_ids: np.ndarray, max_users: int, seed: int) -> np.ndarray | None:
@@ -61,23 +73,24 @@ def prepare(
     dataset: str,
     path: str | Path | None,
     out: str | Path,
-    params: dict[str, Any],
+    params: Params | Mapping[str, Any],
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run the stage; returns the summary (also written to OUT/meta.json).
 
-    ``params``: the loaded params (sections ``data`` and ``synthetic``; load them at the edge with
-    :func:`reclora.config.load_params`). ``overrides`` replace keys of params['data'] (min_history,
-    max_history, split, max_users, seed).
+    ``params``: the run's params (sections ``data`` and ``synthetic``; a :class:`~reclora.config.Params` or
+    its mapping, loaded at the edge with :func:`reclora.config.load_params`). ``overrides`` replace keys of
+    params ``data`` (min_history, max_history, split, max_users, seed: :func:`data_settings`).
     """
     refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None})
-    data_p = {**params["data"], **{k: v for k, v in overrides.items() if v is not None}}
+    params = as_params(params)
+    data = data_settings(params, overrides)
     t0 = time.perf_counter()
     tables = load_dataset(dataset, path, params)
-    tables = sample_users(tables, int(data_p.get("max_users") or 0), int(data_p.get("seed", 0)))
+    tables = sample_users(tables, data.max_users, data.seed)
     if tables.interactions.empty:
         raise DataError(f"{dataset}: no interactions found in {path}")
-    threshold = float(data_p["label_threshold"][dataset])
+    threshold = float(data.label_threshold[dataset])
     inter = tables.interactions
     if inter[["user_id", "item_id", "timestamp"]].isna().any().any():
         # histories cannot be built around missing ids/times; keep them in the
@@ -90,9 +103,9 @@ def prepare(
     events, samples = build_sample_index(
         sample_src,
         threshold=threshold,
-        min_history=int(data_p["min_history"]),
-        max_history=int(data_p["max_history"]),
-        fractions=tuple(data_p["split"]),
+        min_history=data.min_history,
+        max_history=data.max_history,
+        fractions=tuple(data.split),
         repeat_is_same_event=tables.time_source == "row_order",
     )
     summary: dict[str, Any] = {
@@ -108,10 +121,10 @@ def prepare(
         "positive_rate_by_split": {
             s: round(float(df["label"].mean()), 4) if len(df) else None for s, df in samples.items()
         },
-        "min_history": int(data_p["min_history"]),
-        "max_history": int(data_p["max_history"]),
-        "split": list(data_p["split"]),
-        "max_users": int(data_p.get("max_users") or 0),
+        "min_history": data.min_history,
+        "max_history": data.max_history,
+        "split": list(data.split),
+        "max_users": data.max_users,
         "seconds": None,
     }
     out = Path(out)

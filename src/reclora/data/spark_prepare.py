@@ -39,16 +39,17 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from reclora.config import Params, as_params
 from reclora.data import schema
 from reclora.data.loaders import DATASETS
-from reclora.data.prepare import SAMPLE_DICTIONARY_COLUMNS, SAMPLE_ROW_GROUP, user_sample
+from reclora.data.prepare import SAMPLE_DICTIONARY_COLUMNS, SAMPLE_ROW_GROUP, data_settings, user_sample
 from reclora.data.samples import SPLIT_CODES, check_fractions, check_history
 from reclora.data.spark_engine import ENGINES, data_engine, require_pyspark, spark_session
 from reclora.data.spark_index import spark_sample_index
@@ -68,7 +69,7 @@ def prepare_spark(
     dataset: str,
     path: str | Path | None,
     out: str | Path,
-    params: dict[str, Any],
+    params: Params | Mapping[str, Any],
     spark: SparkSession | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
@@ -76,13 +77,15 @@ def prepare_spark(
 
     Writes the same directory as the pandas path (tables, events.parquet, samples/*.parquet,
     meta.json: equal values, dtypes, row order and row groups) atomically to ``out`` (a local path: on
-    a cluster a volume the driver and the executors share). ``params``: the loaded params (sections
-    ``data`` and ``synthetic``). ``spark``: a session (default:
-    :func:`spark_session` with params ``data.spark_conf``). ``overrides`` replace keys of
-    params['data']. Raises ConfigError (a data set the Spark path does not read, no pyspark/Java),
-    DataError (missing files, cells it cannot read: see the module doc), ValueError (bad split/history).
+    a cluster a volume the driver and the executors share). ``params``: the run's params (sections
+    ``data`` and ``synthetic``; a :class:`~reclora.config.Params` or its mapping). ``spark``: a session
+    (default: :func:`spark_session` with params ``data.spark_conf``). ``overrides`` replace keys of
+    params ``data`` (:func:`reclora.data.prepare.data_settings`). Raises ConfigError (a data set the Spark
+    path does not read, no pyspark/Java), DataError (missing files, cells it cannot read: see the module doc),
+    ValueError (bad split/history).
     """
-    data_p = {**params["data"], **{k: v for k, v in overrides.items() if v is not None}}
+    params = as_params(params)
+    data = data_settings(params, overrides)
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if dataset not in SPARK_DATASETS:
@@ -93,19 +96,19 @@ def prepare_spark(
             raise ConfigError(f"--path is required for dataset {dataset!r}")
         if not Path(path).is_dir():
             raise DataError(f"data directory not found: {path}")
-    fractions = tuple(float(f) for f in data_p["split"])
-    min_history, max_history = int(data_p["min_history"]), int(data_p["max_history"])
-    check_fractions(fractions, shown=tuple(data_p["split"]))
+    fractions = tuple(float(f) for f in data.split)
+    min_history, max_history = data.min_history, data.max_history
+    check_fractions(fractions, shown=tuple(data.split))
     check_history(min_history, max_history)
-    threshold = float(data_p["label_threshold"][dataset])
-    max_users, seed = int(data_p.get("max_users") or 0), int(data_p.get("seed", 0))
-    check_source_file(dataset, Path(path) if path else None, data_p)  # before Spark's JVM starts
+    threshold = float(data.label_threshold[dataset])
+    max_users, seed = data.max_users, data.seed
+    check_source_file(dataset, Path(path) if path else None, data.table)  # before Spark's JVM starts
     refuse_overlap({"--out": out}, {"--path": path if dataset != "synthetic" else None})
     t0 = time.perf_counter()
-    spark = spark if spark is not None else spark_session(data_p.get("spark_conf"))
+    spark = spark if spark is not None else spark_session(data.spark_conf)
     if spark.conf.get("spark.master", "").startswith("local"):
         # local mode: a failed task's executor log (a Java stack trace) would bury our one-line error
-        spark.sparkContext.setLogLevel(str(data_p.get("spark_log_level") or "OFF"))
+        spark.sparkContext.setLogLevel(data.spark_log_level or "OFF")
     # every field of a CSV line is parsed, so a line with a field too many or too few fails (FAILFAST)
     # instead of being cut to the columns read
     spark.conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
@@ -116,7 +119,7 @@ def prepare_spark(
     try:
         with atomic_dir(out) as tmp:
             parts = tmp / PARTS_DIR
-            src = read_source(spark, dataset, Path(path) if path else None, {**params, "data": data_p}, parts / "input")
+            src = read_source(spark, dataset, Path(path) if path else None, params, parts / "input")
             inter = src.inter.persist()
             persisted.append(inter)
             with spark_errors(src.where):
@@ -199,7 +202,7 @@ def prepare_spark(
                 },
                 "min_history": min_history,
                 "max_history": max_history,
-                "split": list(data_p["split"]),
+                "split": list(data.split),
                 "max_users": max_users,
                 "seconds": None,
             }

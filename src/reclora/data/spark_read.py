@@ -24,6 +24,9 @@ from reclora.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
+    from reclora.config import Params
+    from reclora.config.data_sections import TableSection
+
 CANONICAL = ("user_id", "item_id", "rating", "timestamp")
 _INT_TEXT = r"^\s*[+-]?[0-9]+\s*$"
 _NUMBER_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
@@ -97,14 +100,15 @@ def _read_csv(spark: SparkSession, path: Path) -> DataFrame:
             .option("escape", '"').csv(path.resolve().as_uri()))  # fmt: skip
 
 
-def read_source(spark: SparkSession, dataset: str, path: Path | None, params: dict[str, Any], scratch: Path) -> Source:
+def read_source(spark: SparkSession, dataset: str, path: Path | None, params: Params, scratch: Path) -> Source:
     """The interactions of ``dataset`` (ml-25m, table, synthetic) under ``path`` as a lazy Spark frame with its
-    checks (``params``: data.table, synthetic; ``scratch``: where the synthetic set is written for Spark).
+    checks (``params``: the run's, ``data.table`` and ``synthetic`` read; ``scratch``: where the synthetic set
+    is written for Spark).
     Raises DataError for a missing file or a column that cannot hold ids, times or ratings."""
     from pyspark.sql import functions as F
 
     if dataset == "synthetic":
-        tables = generate(**params["synthetic"])
+        tables = generate(**params.synthetic.to_dict())
         scratch.mkdir(parents=True, exist_ok=True)
         file = scratch / "synthetic-interactions.parquet"
         tables.interactions.assign(rid=np.arange(len(tables.interactions), dtype=np.int64)).to_parquet(file, index=False)
@@ -119,7 +123,7 @@ def read_source(spark: SparkSession, dataset: str, path: Path | None, params: di
         names = {"user_id": "userId", "item_id": "movieId", "rating": "rating", "timestamp": "timestamp"}
         inter, checks = _canonical(raw, names, file)
         return Source(inter, raw, checks, file, lambda _ids: ml25m_items(path), lambda derived: derived())
-    spec = params["data"]["table"]
+    spec = params.data.table.to_dict()
     stem = spec.get("interactions", "interactions")
     src = table_source_columns(spec)
     file = need_table_file(path, stem)
@@ -135,16 +139,16 @@ def read_source(spark: SparkSession, dataset: str, path: Path | None, params: di
                    lambda derived: table_users(path, spec, derived))  # fmt: skip
 
 
-def check_source_file(dataset: str, path: Path | None, data_p: dict[str, Any]) -> None:
+def check_source_file(dataset: str, path: Path | None, table: TableSection) -> None:
     """DataError when the interactions file :func:`read_source` would read is missing, or its header repeats a column,
-    or the table mapping is ambiguous for it (checked before Spark starts, as the pandas loaders check them)."""
+    or the table mapping (params ``data.table``) is ambiguous for it (checked before Spark starts, as the pandas
+    loaders check them)."""
     if dataset == "ml-25m" and path is not None:
         csv_header(need_file(path, "ratings.csv"))
     if dataset == "table" and path is not None:
-        stem = data_p["table"].get("interactions", "interactions")
-        file = need_table_file(path, stem)
+        file = need_table_file(path, table.interactions)
         columns = parquet_columns(file) if file.suffix == ".parquet" else csv_header(file)
-        check_mapping(columns, file, table_source_columns(data_p["table"]), CANONICAL)
+        check_mapping(columns, file, table_source_columns(table.to_dict()), CANONICAL)
 
 
 @contextlib.contextmanager

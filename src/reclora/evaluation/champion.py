@@ -20,12 +20,15 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 
 from reclora.errors import RecLoRAError
+
+if TYPE_CHECKING:
+    from reclora.config.model_sections import ModelSection
 
 
 @contextlib.contextmanager
@@ -52,6 +55,7 @@ def rescore_champion(
     dataset: str,
     name: str | None = None,
     precision: str = "auto",
+    model: ModelSection | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The registry's champion scored on ``samples`` (rows with user_id, item_id, timestamp and the
     history lists hist_item_ids, hist_ratings, hist_timestamps), or why it could not be (module docstring).
@@ -60,7 +64,9 @@ def rescore_champion(
     test split), "dataset", "base_model", "p" (float64 [len(samples)], only with "scored")}. Never raises
     for a broken or foreign champion: that is the result; ``samples`` without the history columns raise
     ValueError. ``precision``: this run's ``train.precision`` (auto | fp32 | bf16 | fp16), decided on this
-    machine as the challenger's scores were, so the two are scored alike (never the champion's own).
+    machine as the challenger's scores were, so the two are scored alike (never the champion's own). ``model``:
+    this run's params ``model`` section, which finds the champion's base LLM on this machine (see
+    :class:`reclora.serving.RecLoRAPredictor`).
     """
     from reclora.registry import DEFAULT_NAME, champion
     from reclora.registry.gate import data_mismatch
@@ -89,7 +95,7 @@ def rescore_champion(
                 return out | {"status": "not comparable", "reason": f"another item catalogue ({why})"}
             from reclora.serving import RecLoRAPredictor
 
-            predictor = RecLoRAPredictor(vdir, ref=m["version"], precision=precision)
+            predictor = RecLoRAPredictor(vdir, ref=m["version"], precision=precision, model=model)
             try:
                 predictor.load()
             except (RecLoRAError, OSError, ValueError, KeyError, RuntimeError) as e:

@@ -1,6 +1,6 @@
 """Sliced metrics, TFMA-style: AUC, LogLoss and sample count of every model on subsets of the evaluated samples.
 
-    spec = SliceSpec.from_params(params["evaluation"]["slices"], dataset="ml-100k")
+    spec = SliceSpec.from_params(params.evaluation.slices.to_dict(), dataset="ml-100k")
     inputs = slice_inputs(prepared_dir, keys)            # the evaluated samples' slicing columns
     slices = define_slices(inputs, spec)                 # [Slice(feature, value, mask)]
     rows = slice_metrics(labels, {"CRM": p1, "RecLoRA": p2}, slices, spec, comparisons=[("RecLoRA", "CRM")])

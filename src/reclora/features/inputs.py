@@ -169,16 +169,16 @@ def model_inputs(user_frame: pd.DataFrame, item_frame: pd.DataFrame) -> ModelInp
 
 
 def training_inputs(
-    features_dir: str | os.PathLike[str],
+    feature_store: str | os.PathLike[str],
     samples: pd.DataFrame,
     user_ids: Iterable[Any] = (),
     item_ids: Iterable[Any] = (),
     as_of: Any = None,
 ) -> ModelInputs:
-    """Training's :class:`ModelInputs`: the features stage's store (``features_dir``: its OUT, or
+    """Training's :class:`ModelInputs`: the features stage's store (``feature_store``: its OUT, or
     the ``repo`` inside it) read offline on the samples' rows plus the catalogue ids (see
     :func:`offline_feature_frames`), through :func:`model_inputs`."""
-    d = Path(features_dir)
+    d = Path(feature_store)
     store = open_feature_store(d / "repo" if (d / "repo" / "feature_store.yaml").is_file() else d)
     return model_inputs(*offline_feature_frames(store, samples, user_ids, item_ids, as_of))
 
@@ -186,11 +186,11 @@ def training_inputs(
 MODEL_INPUTS_DIR = "model_inputs"
 
 
-def read_model_inputs(features_dir: str | os.PathLike[str]) -> ModelInputs | None:
-    """The :class:`ModelInputs` the features stage wrote (``features_dir``/model_inputs/{users,items}.parquet:
+def read_model_inputs(feature_store: str | os.PathLike[str]) -> ModelInputs | None:
+    """The :class:`ModelInputs` the features stage wrote (``feature_store``/model_inputs/{users,items}.parquet:
     its training join on every sample row plus the catalogue at the cut-off), or None when the
     directory has none (a store built by hand). Training stages read these instead of joining again."""
-    d = Path(features_dir) / MODEL_INPUTS_DIR
+    d = Path(feature_store) / MODEL_INPUTS_DIR
     if not ((d / "users.parquet").is_file() and (d / "items.parquet").is_file()):
         return None
     return ModelInputs(users=pd.read_parquet(d / "users.parquet"), items=pd.read_parquet(d / "items.parquet"))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
-from reclora.config import deep_merge
+from reclora.config import Params, deep_merge
 from reclora.errors import ConfigError, DataError
 from reclora.features.definitions import PROJECT, REPO_SOURCES, SOURCE_FILES, feature_definitions
 
@@ -61,10 +61,10 @@ def _merge_store(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, 
     return {**deep_merge(dict(base), rest), **copy.deepcopy(retyped)}
 
 
-def store_overrides(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def store_overrides(params: Params | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Store-config overrides: ``$RECLORA_FEAST_STORE_CONFIG`` (a YAML file), else params'
-    ``features``: ``offline_store`` (file | duckdb | spark; spark with ``spark_conf``) and then the
-    ``store`` mapping (any feature_store.yaml keys) over it."""
+    ``features`` (a :class:`~reclora.config.Params` or its mapping): ``offline_store`` (file | duckdb | spark;
+    spark with ``spark_conf``) and then the ``store`` mapping (any feature_store.yaml keys) over it."""
     path = os.environ.get(STORE_CONFIG_ENV)
     if path:
         p = Path(path)
@@ -77,24 +77,24 @@ def store_overrides(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if not isinstance(over, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         return over
-    if params and isinstance(params.get("features"), Mapping):
-        fp = params["features"]
-        over = fp.get("store") or {}
+    features = params.features.to_dict() if isinstance(params, Params) else (params or {}).get("features")
+    if isinstance(features, Mapping):
+        over = features.get("store") or {}
         if not isinstance(over, Mapping):
             raise ConfigError("params.yaml: features.store must be a mapping")
-        kind = fp.get("offline_store")
+        kind = features.get("offline_store")
         if not kind:
             return dict(over)
         if kind not in OFFLINE_STORES:
             raise ConfigError(f"params.yaml: features.offline_store must be one of {', '.join(OFFLINE_STORES)}, got {kind!r}")
         block: dict[str, Any] = {"type": kind}
         if kind == "spark":
-            conf = fp.get("spark_conf") or {}
+            conf = features.get("spark_conf") or {}
             if not isinstance(conf, Mapping):
                 raise ConfigError("params.yaml: features.spark_conf must be a mapping")
             block["spark_conf"] = {str(k): str(v) for k, v in conf.items()}
-            if fp.get("spark_staging_location"):
-                block["staging_location"] = str(fp["spark_staging_location"])
+            if features.get("spark_staging_location"):
+                block["staging_location"] = str(features["spark_staging_location"])
         return _merge_store({"offline_store": block}, over)
     return {}
 

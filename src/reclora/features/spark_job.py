@@ -1,10 +1,11 @@
 """The driver program of the Spark features step (``mainApplicationFile`` of the SparkApplication).
 
-    spark-submit .../reclora/features/spark_job.py --data URI --out URI --work DIR [--features JSON]
+    spark-submit .../reclora/features/spark_job.py --data URI --out URI --work DIR [--features-params JSON]
 
 Copies the prepared data (``--data``, a local directory or an object-store URI) into ``--work``
 (a volume the executors mount too), runs the features stage there with Feast's Spark offline store
-(``--features``: the params ``features`` section as JSON; its ``offline_store`` defaults to spark),
+(``--features-params``: the params ``features`` section as JSON, merged over this image's params.yaml; its
+``offline_store`` defaults to spark),
 and copies the stage's output to ``--out``. Prints the stage summary as one JSON line.
 """
 
@@ -29,10 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--features", default="{}", help="params features section (JSON)")
+    ap.add_argument("--features-params", default="{}", help="params features section (JSON)")
     a = ap.parse_args(argv)
     params = load_params()
-    params["features"] = {**(params.get("features") or {}), "offline_store": "spark", **loads_json(a.features)}
+    params["features"] = {**params["features"], "offline_store": "spark", **loads_json(a.features_params)}
     params = validated(params)  # checked once, before any work
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import pandas as pd
 import pyarrow.parquet as pq
 
+from reclora.config import Params, as_params
 from reclora.data import read_split, schema
 from reclora.errors import ConfigError, DataError
 from reclora.features.definitions import ITEM_METADATA_FILE, TIMESTAMP_FIELD, USER_PROFILE_FILE, feature_refs
@@ -50,6 +51,7 @@ from reclora.features.sources import build_feature_sources, check_prepared
 from reclora.io import atomic_dir, refuse_overlap, write_json
 
 PIT_CHECK = "pit_check.parquet"
+MAX_JOIN_ROWS = 2_000_000  # joined rows per point-in-time check request (each entity row joins its user's rows)
 FEATURE_VIEWS = ("user_profile", "item_metadata", "user_history", "user_activity")
 SUMMARY = "summary.json"
 
@@ -101,7 +103,7 @@ def features_stage(
     out_dir: str | os.PathLike[str],
     history_len: int | None = None,
     *,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     online_path: str | os.PathLike[str] | None = None,
     store_config: Mapping[str, Any] | None = None,
     materialize_end: Any = None,
@@ -116,26 +118,27 @@ def features_stage(
     catalogue at the cut-off, in requests of ``chunk_rows`` rows, turned into ModelInputs), and the
     point-in-time check (``user_activity`` as of each checked sample's time against the sample).
 
-    ``params``: the run's parameters (loaded at the edge: the CLI, the KFP component, the Spark job).
-    Defaults from its ``features``: ``history_len`` (else ``data.max_history``, 100),
-    ``max_join_rows`` (2e6), ``pit_check_rows`` (200,000; 0 = every sample row), ``chunk_rows``
-    (1e6). Raises DataError on bad input and if the point-in-time check finds any leak.
+    ``params``: the run's parameters (a :class:`~reclora.config.Params` or its mapping, loaded at the edge: the
+    CLI, the KFP component, the Spark job). Defaults: ``history_len`` params ``data.max_history``,
+    ``max_join_rows`` :data:`MAX_JOIN_ROWS`, ``pit_check_rows`` params ``features.pit_check_rows`` (0 = every
+    sample row), ``chunk_rows`` params ``features.chunk_rows`` (0 = the library's default); the check's sample is
+    seeded by ``data.seed``, the store configured by ``features`` (``store_config`` replaces that).
+    Raises DataError on bad input and if the point-in-time check finds any leak.
     """
     refuse_overlap({"--out": out_dir, "the online store": online_path}, {"--data": data_dir})
     t0 = time.perf_counter()
     data = Path(data_dir)
-    fp: Mapping[str, Any] = params["features"] if isinstance(params.get("features"), Mapping) else {}
+    params = as_params(params)
     if history_len is None:
-        history_len = int(fp.get("history_len") or params.get("data", {}).get("max_history", 100))
+        history_len = params.data.max_history
     if max_join_rows is None:
-        max_join_rows = int(fp.get("max_join_rows") or 2_000_000)
+        max_join_rows = MAX_JOIN_ROWS
     if pit_check_rows is None:
-        pit_check_rows = int(fp.get("pit_check_rows", 200_000) or 0)
+        pit_check_rows = params.features.pit_check_rows
     if chunk_rows is None:
-        chunk_rows = int(fp.get("chunk_rows") or DEFAULT_CHUNK_ROWS)
+        chunk_rows = params.features.chunk_rows or DEFAULT_CHUNK_ROWS
     if pit_check_rows < 0 or chunk_rows < 0:
         raise ConfigError("features.pit_check_rows and features.chunk_rows must be >= 0")
-    seed = int(params.get("data", {}).get("seed", 0))
     overrides = dict(store_config) if store_config is not None else store_overrides(params)
     check_prepared(data)  # fail fast, with the clear message, before anything is written
     samples = _read_samples(data)
@@ -170,7 +173,7 @@ def features_stage(
         mi.items.to_parquet(tmp / MODEL_INPUTS_DIR / "items.parquet", index=False)
         t = lap("training_join", t)
         # the point-in-time check: Feast's aggregates as of each checked row's time vs the samples
-        keys = _check_rows(samples, pit_check_rows, seed)
+        keys = _check_rows(samples, pit_check_rows, params.data.seed)
         # requests bounded by joined rows (Feast joins each entity row with all its user's rows)
         feats = historical_user_features(
             store, keys.assign(**{TIMESTAMP_FIELD: keys["timestamp"]}), ("user_activity",), max_join_rows

@@ -3,26 +3,34 @@
 No loading here (:mod:`reclora.llm.model` loads, :mod:`reclora.llm.fetch` downloads): just the
 names and checks both of them, the stages and the server agree on. ``model`` arguments are the
 params ``model`` section (``name``: the embedded default's name, ``path``: an explicit model, "" = the
-default), loaded at the edge.
+default; the typed :class:`~reclora.config.model_sections.ModelSection` or its mapping), loaded at the edge.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from reclora.config import cache_dir
 from reclora.errors import RecLoRAError
 from reclora.io import read_json
 
+if TYPE_CHECKING:
+    from reclora.config.model_sections import ModelSection
+
 MARKER = "reclora_model.json"
 
 
-def default_model_dir(model: Mapping[str, Any], cache: str | Path | None = None) -> Path:
-    """The directory of the embedded default model ``model["name"]``: ``<cache>/models/<name>``
+def _setting(model: ModelSection | Mapping[str, Any], key: str) -> Any:
+    """The ``model`` section's ``key`` (``name``, ``path``): the typed section's attribute or the mapping's value."""
+    return model.get(key) if isinstance(model, Mapping) else getattr(model, key)
+
+
+def default_model_dir(model: ModelSection | Mapping[str, Any], cache: str | Path | None = None) -> Path:
+    """The directory of the embedded default model ``model.name``: ``<cache>/models/<name>``
     (``cache`` default: $RECLORA_CACHE or the user cache dir). It may not be fetched yet."""
-    return (Path(cache) if cache else cache_dir()) / "models" / str(model["name"])
+    return (Path(cache) if cache else cache_dir()) / "models" / str(_setting(model, "name"))
 
 
 def is_fetched(path: Path) -> bool:
@@ -35,10 +43,10 @@ def model_info(path: Path) -> dict[str, Any]:
     return read_json(path / MARKER) if (path / MARKER).is_file() else {"path": str(path)}
 
 
-def resolve_model_path(path: str | Path | None, model: Mapping[str, Any]) -> str:
-    """An explicit path/id, else ``model["path"]``, else the fetched embedded default.
+def resolve_model_path(path: str | Path | None, model: ModelSection | Mapping[str, Any]) -> str:
+    """An explicit path/id, else ``model.path``, else the fetched embedded default.
     Raises RecLoRAError when the default is needed and not fetched."""
-    path = path or model.get("path")
+    path = path or _setting(model, "path")
     if path:
         return str(path)
     d = default_model_dir(model)
@@ -47,7 +55,7 @@ def resolve_model_path(path: str | Path | None, model: Mapping[str, Any]) -> str
     return str(d)
 
 
-def local_model_path(path: str | Path, model: Mapping[str, Any]) -> str:
+def local_model_path(path: str | Path, model: ModelSection | Mapping[str, Any]) -> str:
     """``path`` as a base model on this machine: itself if it exists here; else, when it names the
     embedded default model (a version registered on another machine or in another image, whose
     model cache lay elsewhere, e.g. /opt/reclora/cache/models/NAME in the images), this machine's

@@ -26,8 +26,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
-    """The markdown model card of one version, from its manifest (and the run's params)."""
-    p = dict(params or {})
+    """The markdown model card of one version, from its manifest (and the run's params as the version records
+    them: a mapping of some sections, an older version's without newer keys)."""
+    recorded = dict(params or {})
     name, version = manifest.get("name", "reclora"), manifest.get("version", "?")
     met = manifest.get("metrics") or {}
     test = met.get("test") or {}
@@ -35,10 +36,10 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
     data = dict(manifest.get("data") or {})
     lineage = dict(manifest.get("lineage") or {})
     base = manifest.get("base_model", "n/a")
-    ad = p.get("adapter") or {}
-    tr = p.get("train") or {}
-    rp = p.get("retrieval") or {}
-    dp = p.get("data") or {}
+    adapter = recorded.get("adapter") or {}
+    train = recorded.get("train") or {}
+    retrieval = recorded.get("retrieval") or {}
+    data_params = recorded.get("data") or {}
 
     lines = [f"# Model card: {name} {version}", ""]
     lines += [
@@ -56,12 +57,12 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
         "",
     ]
     cfg = [
-        ["adapter kind", ad.get("kind", model)],
-        ["rank / alpha", f"{ad.get('rank', 'n/a')} / {ad.get('alpha', 'n/a')}"],
-        ["meta-LoRAs per module", ad.get("n_experts")],
-        ["target modules", ad.get("target_modules")],
-        ["LLM training sample", tr.get("sample_size")],
-        ["history in prompt / in CRM", f"{rp.get('k_short', 'n/a')} / {rp.get('k_long', 'n/a')}"],
+        ["adapter kind", adapter.get("kind", model)],
+        ["rank / alpha", f"{adapter.get('rank', 'n/a')} / {adapter.get('alpha', 'n/a')}"],
+        ["meta-LoRAs per module", adapter.get("n_experts")],
+        ["target modules", adapter.get("target_modules")],
+        ["LLM training sample", train.get("sample_size")],
+        ["history in prompt / in CRM", f"{retrieval.get('k_short', 'n/a')} / {retrieval.get('k_long', 'n/a')}"],
     ]
     lines += _table(["setting", "value"], [r for r in cfg if r[1] is not None]) + [""]
 
@@ -110,7 +111,7 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
 
     lines += _promotion(manifest.get("promotion"))
 
-    min_hist = data.get("min_history", dp.get("min_history", 5))
+    min_hist = data.get("min_history", data_params.get("min_history", 5))
     lines += [
         "## Intended use",
         "",

@@ -15,7 +15,7 @@ The pipeline's ServiceAccount may only get and patch this one InferenceService
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.errors import ConfigError
 from reclora.registry.backend import DEFAULT_NAME
@@ -75,10 +75,3 @@ def deploy_version(
     out["previous"] = (((current or {}).get("spec") or {}).get("predictor") or {}).get("model", {}).get("storageUri")
     api.patch_namespaced_custom_object(body=patch, **kw)
     return out
-
-
-def serving_settings(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``pipeline.serving`` of params.yaml with its defaults (service, namespace, storage_root, deploy)."""
-    s = dict((params.get("pipeline") or {}).get("serving") or {})
-    return {"service": s.get("service", "reclora"), "namespace": s.get("namespace", "reclora"),
-            "storage_root": s.get("storage_root") or None, "deploy": bool(s.get("deploy", False))}  # fmt: skip

@@ -1,6 +1,6 @@
 """The promotion gate: promote a challenger only on figures measured on the same samples.
 
-    rules = PromotionRules.from_params(params["pipeline"]["promotion"])
+    rules = params.pipeline.promotion      # typed params (reclora.config); a mapping: PromotionRules.from_params
     decision = decide(evidence, rules)     # evidence: the evaluation report's "gate" block
     decision["promote"], decision["reason"], decision["checks"]
 

@@ -56,6 +56,7 @@ from reclora.errors import DataError, RecLoRAError
 from reclora.serving.requests import MAX_TIMESTAMP, parse_instances, parse_v2, v1_instances
 
 if TYPE_CHECKING:
+    from reclora.config.model_sections import ModelSection
     from reclora.scoring import ScoringInputs, ScoringModel
 
 DEFAULT_NAME = "reclora"
@@ -98,16 +99,23 @@ class RecLoRAPredictor(Model):
         precision: str | None = None,
         num_threads: int | None = None,
         rating_ranges: Mapping[str, Sequence[float]] | None = None,
+        model: ModelSection | Mapping[str, Any] | None = None,
     ) -> None:
         """``precision``: auto | fp32 | bf16 | fp16 (None = auto), decided by this server's own hardware
         when loading (:func:`reclora.precision.choose`), never the precision recorded at training.
         ``num_threads``: torch's CPU threads (None: as the process set them, from its CPU quota).
         ``rating_ranges``: validation.rating_range of the serving machine's params ({data set: [lo, hi]}),
-        for a version whose own params lack it; None: inline history ratings need only be finite."""
+        for a version whose own params lack it; None: inline history ratings need only be finite.
+        ``model``: the serving machine's params ``model`` section (loaded at the edge: the serve command, the
+        evaluate stage), which finds the base LLM on this machine: a version registered elsewhere names the
+        embedded default in that machine's cache (:func:`reclora.llm.location.local_model_path`), and
+        ``model.path`` stands in for a version that records none; None: the base LLM is ``base_model``, else
+        the path the version records, as it is."""
         super().__init__(name)
         self.model_uri, self.ref = str(model_uri), ref
         self.base_model_override = str(base_model) if base_model else None
-        self.feature_store_dir = str(feature_store) if feature_store else None
+        self.model_section = model
+        self.feature_store = str(feature_store) if feature_store else None
         self.max_candidates, self.max_instances, self.max_batch = int(max_candidates), int(max_instances), int(max_batch)
         from reclora.precision import PRECISIONS
 
@@ -132,7 +140,6 @@ class RecLoRAPredictor(Model):
         from reclora.crm import load_crm
         from reclora.few2many import load_adapter
         from reclora.io import read_json
-        from reclora.config import section
         from reclora.llm import load_causal_lm, resolve_model_path
         from reclora.llm.location import local_model_path
 
@@ -142,11 +149,11 @@ class RecLoRAPredictor(Model):
         self.version_dir = vdir
         self.manifest = read_json(vdir / "manifest.json")
         self.version = self.manifest.get("version", vdir.name)
+        # the sections the version was trained with, as recorded (an older version's may lack newer keys)
         self.params = read_json(vdir / "params.json") if (vdir / "params.json").is_file() else {}
-        rp = self.params.get("retrieval", {})
-        tp = self.params.get("train", {})
-        self.k_long, self.k_short = int(rp.get("k_long", 60)), int(rp.get("k_short", 10))
-        self.max_length = int(tp.get("max_length", 384))
+        retrieval = self.params.get("retrieval", {})
+        self.k_long, self.k_short = int(retrieval.get("k_long", 60)), int(retrieval.get("k_short", 10))
+        self.max_length = int(self.params.get("train", {}).get("max_length", 384))
         # the retrieval pool of a training sample: its user's max_history most recent earlier events
         self.max_history = int((self.params.get("data") or {}).get("max_history", 0)) or None
         data = self.manifest.get("data") or {}
@@ -167,14 +174,18 @@ class RecLoRAPredictor(Model):
         self.item_ids: np.ndarray | None = None
         self.embeddings: np.ndarray | None = None
         self.mode = "recent"  # without item embeddings: the K most recent behaviours
-        if emb_file.is_file() and rp.get("mode", "relevance") == "relevance":
+        if emb_file.is_file() and retrieval.get("mode", "relevance") == "relevance":
             e = load_file(str(emb_file))
             self.item_ids, self.embeddings, self.mode = e["item_ids"], e["embeddings"], "relevance"
 
         recorded = self.manifest.get("base_model")  # where training found it; maybe another machine's cache
-        model = section("model")  # this server's params.yaml: its model cache and explicit model path
-        base = self.base_model_override or (recorded and local_model_path(recorded, model))
-        self.base_model_path = resolve_model_path(base or None, model)
+        if self.model_section is None:
+            if not (self.base_model_override or recorded):
+                raise RecLoRAError(f"{vdir}: the version records no base model; give base_model (--base-model)")
+            self.base_model_path = str(self.base_model_override or recorded)
+        else:  # this server's params: its model cache and explicit model path
+            base = self.base_model_override or (recorded and local_model_path(recorded, self.model_section))
+            self.base_model_path = resolve_model_path(base or None, self.model_section)
         base, self.tokenizer = load_causal_lm(self.base_model_path)
         self.adapter = load_adapter(base, vdir / "adapter")
         self.adapter.train(False)
@@ -183,10 +194,10 @@ class RecLoRAPredictor(Model):
         self.precision = choose(self.precision_request, next(self.adapter.module.parameters()).device)
 
         self.store = None
-        if self.feature_store_dir:
+        if self.feature_store:
             from reclora.features import open_feature_store
 
-            repo = Path(self.feature_store_dir)
+            repo = Path(self.feature_store)
             if not (repo / "feature_store.yaml").is_file() and (repo / "repo" / "feature_store.yaml").is_file():
                 repo = repo / "repo"  # the features stage's output dir
             self.store = open_feature_store(repo)

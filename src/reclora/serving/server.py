@@ -26,7 +26,7 @@ import logging
 import re
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +34,9 @@ from fastapi.responses import JSONResponse, ORJSONResponse
 
 from reclora.io import DuplicateKeyError, loads_json
 from reclora.serving.predictor import DEFAULT_NAME, RecLoRAPredictor
+
+if TYPE_CHECKING:
+    from reclora.config.model_sections import ModelSection
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 30.0  # seconds a request may take to arrive whole (reclora serve --request-timeout)
@@ -285,17 +288,19 @@ def serve(
     request_timeout: float = REQUEST_TIMEOUT,
     precision: str | None = None,
     rating_ranges: Mapping[str, Sequence[float]] | None = None,
+    model: ModelSection | Mapping[str, Any] | None = None,
 ) -> None:
     """Load the model, then serve V1/V2 on host:port until interrupted; a request must arrive whole within
     ``request_timeout`` seconds (:func:`deadline_protocol`). ``precision``: auto (None) | fp32 | bf16 | fp16,
     decided by this machine; ``rating_ranges``: the serving machine's validation.rating_range, for a version
-    whose params lack it (see :class:`RecLoRAPredictor`)."""
+    whose params lack it; ``model``: the serving machine's params ``model`` section, which finds the base LLM
+    here (see :class:`RecLoRAPredictor`)."""
     import uvicorn
     import torch
 
     predictor = RecLoRAPredictor(model_uri, ref=ref, name=name, base_model=base_model, feature_store=feature_store,
                                  max_candidates=max_candidates, num_threads=num_threads, precision=precision,
-                                 rating_ranges=rating_ranges)  # fmt: skip
+                                 rating_ranges=rating_ranges, model=model)  # fmt: skip
     predictor.load()
     app = build_app(predictor)
     print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port} "

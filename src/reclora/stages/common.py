@@ -31,23 +31,23 @@ def eval_subset(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def shared_features(
-    features_dir: str | Path | None, tables: Any, samples: pd.DataFrame | Callable[[], pd.DataFrame]
+    feature_store: str | Path | None, tables: Any, samples: pd.DataFrame | Callable[[], pd.DataFrame]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(items, users for the CRM, users for the prompts) of a training stage.
 
-    With ``features_dir`` (the features stage's output) they come from Feast's offline store: the
+    With ``feature_store`` (the features stage's output) they come from Feast's offline store: the
     ModelInputs its training join wrote (``model_inputs/``), or, for a store without them, a join on
     the samples' (entity, time) rows plus the prepared tables' ids (see
     ``reclora.features.inputs.training_inputs``); without, from the prepared tables (as before Feast).
     ``samples`` (user_id, item_id, timestamp) may be a function that builds them: it is called only
     when the join is needed (the CRM's key frame holds every training sample: 0.6 GB at 25M events).
     """
-    if features_dir is None:
+    if feature_store is None:
         return tables.items, tables.users, tables.users
     from reclora.features.inputs import read_model_inputs, training_inputs
 
-    mi = read_model_inputs(features_dir)
-    if mi is None:
+    inputs = read_model_inputs(feature_store)
+    if inputs is None:
         keys = samples() if callable(samples) else samples
-        mi = training_inputs(features_dir, keys, tables.users["user_id"], tables.items["item_id"])
-    return mi.items, mi.crm_users(), mi.users
+        inputs = training_inputs(feature_store, keys, tables.users["user_id"], tables.items["item_id"])
+    return inputs.items, inputs.crm_users(), inputs.users

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 
 import pandas as pd
 
+from reclora.config import Params, as_params
 from reclora.data import read_prepared
 from reclora.errors import DataError
 from reclora.hardware import hardware_info
 from reclora.io import atomic_dir, read_json, refuse_overlap, write_json
 from reclora.stages.common import KEY, PREDICTIONS, shared_features
+
+if TYPE_CHECKING:
+    from reclora.crm import CRMConfig
 
 
 class CRMResult(TypedDict):
@@ -45,36 +49,41 @@ class CRMResult(TypedDict):
     hardware: dict[str, Any]
 
 
-def _crm_train(data_dir: str, retrieved_dir: str, params: dict[str, Any], progress: bool,
-               features_dir: str | Path | None = None) -> tuple[Any, Any, dict[str, Any]]:  # fmt: skip
-    """Train the CRM on the streaming layout (every rank of a process group runs this):
-    ``(model, featurizer, history)``; user and item features from Feast with ``features_dir``."""
+def crm_config(params: Params) -> CRMConfig:
+    """The CRM's settings on the retrieved layout: params ``crm``, a history of ``retrieval.k_long`` behaviours
+    read from the retrieved long-history columns. Raises ConfigError for settings CRMConfig refuses."""
     from reclora.crm import CRMConfig
+
+    long_history = {"hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
+    return CRMConfig.from_dict({**params.crm.to_dict(), "max_len": params.retrieval.k_long, **long_history})
+
+
+def _crm_train(data_dir: str, retrieved_dir: str, params: Params, progress: bool,
+               feature_store: str | Path | None = None) -> tuple[Any, Any, dict[str, Any]]:  # fmt: skip
+    """Train the CRM on the streaming layout (every rank of a process group runs this):
+    ``(model, featurizer, history)``; user and item features from Feast with ``feature_store``."""
     from reclora.crm.stream import EventArrays, train_crm_streaming
     from reclora.retrieval.layout import open_retrieved
 
     tables, _, _ = read_prepared(data_dir, histories=False)
     s = open_retrieved(retrieved_dir)
-    cfg = CRMConfig.from_dict(
-        {**params["crm"], "max_len": int(params["retrieval"]["k_long"]),
-         "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
-    )  # fmt: skip
+    cfg = crm_config(params)
     events = EventArrays(s["train"].events.frame)
     def keys() -> pd.DataFrame:
         return pd.DataFrame({c: s["train"].column(c) for c in ("user_id", "item_id", "timestamp")})
 
-    items, users, _ = shared_features(features_dir, tables, keys)
+    items, users, _ = shared_features(feature_store, tables, keys)
     return train_crm_streaming(s["train"], s["valid"], events, items, users, cfg, progress=progress)
 
 
-def _crm_rank(data_dir: str, retrieved_dir: str, params: dict[str, Any], progress: bool, tmp: str,
-              features_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def _crm_rank(data_dir: str, retrieved_dir: str, params: Params, progress: bool, tmp: str,
+              feature_store: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """One rank of data-parallel CRM training; rank 0 saves the model to ``tmp``."""
     import torch.distributed as dist
 
     from reclora.crm import save_crm
 
-    model, feat, history = _crm_train(data_dir, retrieved_dir, params, progress, features_dir)
+    model, feat, history = _crm_train(data_dir, retrieved_dir, params, progress, feature_store)
     if dist.get_rank() == 0:
         save_crm(tmp, model, feat, history)
     return {"history": history}
@@ -84,19 +93,20 @@ def crm_stage(
     data_dir: str | Path,
     retrieved_dir: str | Path,
     out_dir: str | Path,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     progress: bool = True,
     ranks: int = 1,
-    features_dir: str | Path | None = None,
+    feature_store: str | Path | None = None,
 ) -> CRMResult:
     """Retrieved samples -> trained CRM (OUT/model), its test predictions and metrics.json.
 
     Batches stream from the retrieved layout (reclora.crm.stream): memory does not grow with the number
     of samples. ``ranks`` > 1: data-parallel training on that many gloo ranks on this machine (under
     torchrun, an initialised process group is used as it is: rank 0 writes). Deterministic per seed.
-    ``features_dir`` (the features stage's output): user attributes and item genres from Feast's
+    ``feature_store`` (the features stage's output): user attributes and item genres from Feast's
     offline store (``shared_features``); without it, from the prepared tables. ``params``: the run's params
-    (``crm``, ``retrieval.k_long``). Raises DataError for ``ranks`` < 1 or inputs that are not the stages' outputs.
+    (``crm``, ``retrieval.k_long``; a :class:`~reclora.config.Params` or its mapping). Raises DataError for
+    ``ranks`` < 1 or inputs that are not the stages' outputs.
     """
     import tempfile
 
@@ -106,8 +116,9 @@ def crm_stage(
     from reclora.few2many import distributed as dist
     from reclora.retrieval.layout import open_retrieved
 
-    refuse_overlap({"--out": out_dir}, {"--data": data_dir, "--retrieved": retrieved_dir, "--features": features_dir})
-    p = dict(params)
+    inputs = {"--data": data_dir, "--retrieved": retrieved_dir, "--feature-store": feature_store}
+    refuse_overlap({"--out": out_dir}, inputs)
+    params = as_params(params)
     t0 = time.perf_counter()
     _, _, meta = read_prepared(data_dir, histories=False)
     s = open_retrieved(retrieved_dir)
@@ -115,12 +126,13 @@ def crm_stage(
         raise DataError(f"ranks must be >= 1, got {ranks}")
     if int(ranks) > 1 and not dist.active():
         with tempfile.TemporaryDirectory(prefix="crm-ranks-") as td:
-            run_ranks(int(ranks), _crm_rank, (str(data_dir), str(retrieved_dir), p, progress, f"{td}/model", features_dir))
+            rank_args = (str(data_dir), str(retrieved_dir), params, progress, f"{td}/model", feature_store)
+            run_ranks(int(ranks), _crm_rank, rank_args)
             model, feat = load_crm(f"{td}/model")
             history = read_json(Path(td) / "model" / "crm_history.json")
     else:
         dist.init_from_env()
-        model, feat, history = _crm_train(str(data_dir), str(retrieved_dir), p, progress, features_dir)
+        model, feat, history = _crm_train(str(data_dir), str(retrieved_dir), params, progress, feature_store)
     events = EventArrays(s["test"].events.frame)
     preds = pd.DataFrame({c: s["test"].column(c) for c in KEY + ["label"]})
     preds["p"] = predict_split(model, feat, s["test"], events)

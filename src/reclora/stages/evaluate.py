@@ -9,6 +9,7 @@ from typing import Any, Mapping, TypedDict, cast
 import numpy as np
 import pandas as pd
 
+from reclora.config import Params, as_params
 from reclora.errors import DataError
 from reclora.io import read_json, refuse_overlap
 from reclora.stages.common import KEY, PREDICTIONS, shared_features
@@ -108,37 +109,38 @@ def evaluate_stage(
     *,
     data_dir: str | Path | None = None,
     registry_uri: str | None = None,
-    features_dir: str | Path | None = None,
+    feature_store: str | Path | None = None,
     challenger: str | None = None,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
 ) -> EvaluateResult:
     """Score every model on the same samples (the intersection of their predictions) and write the report.
 
     ``data_dir`` (the prepared data the models were evaluated on): metrics per slice
     (:mod:`reclora.evaluation.slices`, params ``evaluation.slices``). ``registry_uri``: the current champion
     is re-scored on the same samples (:func:`reclora.evaluation.champion.rescore_champion`; needs
-    ``data_dir``, and ``features_dir`` for the prompts' profiles and titles from Feast as in training) and is
+    ``data_dir``, and ``feature_store`` for the prompts' profiles and titles from Feast as in training) and is
     reported as one more model, ``champion vNNNN``. The promotion gate's evidence (``challenger``, default
     the first model named *reclora*, against the baseline ``pipeline.promotion.baseline`` and the champion:
     paired bootstrap intervals of the AUC differences, params ``evaluation.bootstrap``/``confidence``) and
     its decision (:func:`reclora.registry.gate.decide`) are in the report's ``gate`` block, which the
-    register stage reads. ``params`` (keyword, required): the run's params (``evaluation``, ``pipeline.promotion``).
+    register stage reads. ``params`` (keyword, required): the run's params (``evaluation``, ``pipeline.promotion``,
+    ``train.precision`` for the champion's re-scoring; a :class:`~reclora.config.Params` or its mapping).
     Returns metrics.json's dict. Raises DataError for missing predictions, models that share no samples or
     disagree on labels, an unknown challenger, or re-scoring without ``data_dir``.
     """
     from reclora.evaluation import write_report
     from reclora.evaluation.slices import SliceSpec, define_slices, slice_inputs, slice_metrics
-    from reclora.registry.gate import PromotionRules, decide
+    from reclora.registry.gate import decide
 
     if not prediction_dirs:
         raise DataError("evaluate: no predictions given")
-    p = dict(params)
-    ep = dict(p.get("evaluation") or {})
-    n_boot, level, seed = int(ep.get("bootstrap", 1000)), float(ep.get("confidence", 0.95)), int(ep.get("seed", 0))
-    rules = PromotionRules.from_params((p.get("pipeline") or {}).get("promotion"))
+    params = as_params(params)
+    n_boot, level, seed = params.evaluation.bootstrap, params.evaluation.confidence, params.evaluation.seed
+    rules = params.pipeline.promotion
     if registry_uri and data_dir is None:
         raise DataError("evaluate: re-scoring the champion (registry_uri) needs the prepared data (data_dir)")
-    refuse_overlap({"--out": out_dir}, {f"--run {n}": d for n, d in prediction_dirs.items()} | {"--data": data_dir, "--features": features_dir})
+    runs = {f"--run {n}": d for n, d in prediction_dirs.items()}
+    refuse_overlap({"--out": out_dir}, runs | {"--data": data_dir, "--feature-store": feature_store})
     frames = {}
     for name, d in prediction_dirs.items():
         f = Path(d) / PREDICTIONS
@@ -181,11 +183,9 @@ def evaluate_stage(
         samples = evaluated_samples(data_dir, common)
         tables = Tables(pd.DataFrame(), pd.read_parquet(Path(data_dir) / schema.ITEMS),
                         pd.read_parquet(Path(data_dir) / schema.USERS))  # fmt: skip
-        items, _, users = shared_features(features_dir, tables, samples[KEY])
-        from reclora.precision import requested_precision
-
+        items, _, users = shared_features(feature_store, tables, samples[KEY])
         champ = rescore_champion(registry_uri, samples, items, users, str(dataset),
-                                 precision=requested_precision(p.get("train")))  # as the challenger was scored
+                                 precision=params.train.precision, model=params.model)  # as the challenger was scored
         if champ["status"] == "scored":
             champ_name = f"champion {champ['version']}"
             preds[champ_name] = champ["p"]
@@ -195,7 +195,7 @@ def evaluate_stage(
                       "reason": champ["reason"]}  # fmt: skip
     slice_rows, slice_block = None, None
     if data_dir is not None:
-        spec = SliceSpec.from_params(ep.get("slices"), dataset)
+        spec = SliceSpec.from_params(params.evaluation.slices.to_dict(), dataset)
         sl = define_slices(slice_inputs(data_dir, common), spec)
         comparisons = [(challenger, r) for r in (baseline, champ_name) if r]
         slice_rows = slice_metrics(labels, preds, sl, spec, comparisons, n_boot=n_boot, level=level, seed=seed)

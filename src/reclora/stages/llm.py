@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 import numpy as np
 import pandas as pd
 
+from reclora.config import Params, as_params
+from reclora.config import cache_dir as reclora_cache
 from reclora.data import read_prepared
 from reclora.errors import DataError
 from reclora.hardware import hardware_info
@@ -23,6 +25,7 @@ from reclora.io import atomic_dir, refuse_overlap, write_json
 from reclora.stages.common import KEY, PREDICTIONS, eval_subset, read_samples, shared_features
 
 if TYPE_CHECKING:
+    from reclora.config.model_sections import AdapterSection, ModelSection, TrainSection
     from reclora.scoring import ScoringInputs
 
 
@@ -41,7 +44,7 @@ class LLMResult(TypedDict):
         readout_scale: the crm_residual readout's learned scale s, else None.
         valid_samples: samples in the validation subset (0 without one).
         loss_first_last: [first step's loss, mean of the last ten], None when nothing was trained.
-        adapter: the adapter settings (params ``adapter`` + kind, signal_dim, gate, init_from).
+        adapter: the adapter settings (params ``adapter`` + signal_dim, gate, kind, init_from).
         train_config: params ``train`` as run.
         predict_seconds: wall time of scoring the evaluation subset.
         seconds: wall time of the stage.
@@ -69,7 +72,7 @@ class LLMResult(TypedDict):
 
 
 def few2many_samples(
-    retrieved_dir: str | Path, train: Mapping[str, Any]
+    retrieved_dir: str | Path, train: TrainSection
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(Few2Many training sample, evaluation subset, validation subset or None) of the retrieved splits, seeded
     by params ``train`` (``seed``; sizes ``sample_size``, ``eval_samples``, ``valid_samples``); each a frame of
@@ -77,32 +80,34 @@ def few2many_samples(
     from reclora.few2many import sample_few
 
     s = read_samples(Path(retrieved_dir))
-    seed = int(train["seed"])
-    few = s["train"].iloc[sample_few(len(s["train"]), int(train["sample_size"]), seed)].reset_index(drop=True)
-    ev = eval_subset(s["test"], int(train["eval_samples"]), seed)
-    n_val = int(train.get("valid_samples", 0) or 0)
-    va = eval_subset(s["valid"], n_val, seed) if n_val > 0 and len(s["valid"]) else None
+    few = s["train"].iloc[sample_few(len(s["train"]), train.sample_size, train.seed)].reset_index(drop=True)
+    ev = eval_subset(s["test"], train.eval_samples, train.seed)
+    n_val = train.valid_samples
+    va = eval_subset(s["valid"], n_val, train.seed) if n_val > 0 and len(s["valid"]) else None
     return few, ev, va
 
 
-def _crm_for(kind: str, gate: str, readout: str, crm_dir: str | Path | None, ap: dict[str, Any]) -> Any:
+def _crm_for(
+    kind: str, gate: str, adapter: AdapterSection, crm_dir: str | Path | None, adapter_settings: dict[str, Any]
+) -> Any:
     """The trained CRM (model, featurizer) the adapter reads (RecLoRA's gates, the crm_residual readout), else
-    None; sets ``ap``'s signal_dim and gate for RecLoRA. Raises DataError when one is needed and not given."""
-    if kind != "reclora" and readout != "crm_residual":
+    None; sets ``adapter_settings``' signal_dim and gate for RecLoRA. Raises DataError when one is needed and
+    not given."""
+    if kind != "reclora" and adapter.readout != "crm_residual":
         return None
     from reclora.crm import load_crm, signal_width
 
     if crm_dir is None:
-        raise DataError(f"{kind} with readout {readout} needs a trained CRM (crm_dir)")
+        raise DataError(f"{kind} with readout {adapter.readout} needs a trained CRM (crm_dir)")
     crm, feat = load_crm(Path(crm_dir) / "model")
     if kind == "reclora":
-        ap.update(signal_dim=signal_width(crm, str(ap.get("gate_input", "hidden"))), gate=gate)
+        adapter_settings.update(signal_dim=signal_width(crm, adapter.gate_input), gate=gate)
     return crm, feat
 
 
 def _adapter_on_base(
-    kind: str, ap: dict[str, Any], model_path: str | None, seed: int, init_from: Path | None,
-    model_section: Mapping[str, Any],
+    kind: str, adapter_settings: dict[str, Any], model_path: str | None, seed: int, init_from: Path | None,
+    model: ModelSection,
 ) -> tuple[str, Any, Any]:
     """(base model path, a fresh adapter of ``kind`` on the base LLM on this rank's device, tokenizer); the
     adapter's initial weights are drawn after ``torch.manual_seed(seed)`` (part of the run's determinism)."""
@@ -112,11 +117,11 @@ def _adapter_on_base(
     from reclora.few2many import distributed as dist
     from reclora.llm import load_causal_lm, resolve_model_path
 
-    path = resolve_model_path(model_path, model_section)
+    path = resolve_model_path(model_path, model)
     base, tok = load_causal_lm(path)
     base.to(dist.device())
     torch.manual_seed(seed)
-    adapter = build_adapter(kind, base, ap)
+    adapter = build_adapter(kind, base, adapter_settings)
     if init_from is not None:
         init_from_shared_lora(adapter, init_from)
     return path, adapter, tok
@@ -134,15 +139,16 @@ def train_on_inputs(
     labels: np.ndarray,
     valid: tuple[ScoringInputs, np.ndarray] | None,
     cfg: Any,
-    tp: Mapping[str, Any],
+    diagnostics: bool,
     run_dir: Path,
     checkpoint_uri: str | None,
     progress: bool,
     cache_dir: str | Path | None,
     text_path: bool,
 ) -> dict[str, Any]:
-    """Train ``adapter`` on the training inputs (labels [n] 0/1) with ``cfg`` (a TrainConfig of params ``train``
-    ``tp``, which also says whether to run the diagnostics), checkpointing in
+    """Train ``adapter`` on the training inputs (labels [n] 0/1) with ``cfg`` (a TrainConfig of params ``train``),
+    running the text path's diagnostics when ``diagnostics`` (params ``train.diagnostics``) and there is a
+    validation subset, checkpointing in
     ``run_dir`` (mirrored to ``checkpoint_uri``); ``valid``: (inputs, labels) of the validation subset.
     ``text_path=False`` (the crm_residual readout's ablation) trains nothing. Returns
     :func:`reclora.few2many.train_adapter`'s history. Raises DataError for ``text_path=False`` without the
@@ -169,7 +175,7 @@ def train_on_inputs(
             progress,
             anchors=train.anchors,
             valid=val,
-            diagnostics=bool(tp.get("diagnostics", False)) and val is not None,
+            diagnostics=diagnostics and val is not None,
             cache_dir=cache_dir,
         )
 
@@ -188,15 +194,15 @@ def llm_summary(
     probs: np.ndarray,
     history: Mapping[str, Any],
     adapter: Any,
-    ap: Mapping[str, Any],
-    tp: Mapping[str, Any],
+    adapter_settings: Mapping[str, Any],
+    train: TrainSection,
     cfg: Any,
     seconds: tuple[float, float, float],
 ) -> LLMResult:
     """The stage's summary: ``samples`` = (training sample, evaluation subset, validation subset or None),
-    ``probs`` the evaluation subset's p(click) [n_eval], ``history`` the training's, ``ap`` the adapter
-    settings (with kind and init_from), ``tp``/``cfg`` params ``train`` and its TrainConfig, ``seconds`` = (start, end of training, end of scoring) of
-    ``time.perf_counter``."""
+    ``probs`` the evaluation subset's p(click) [n_eval], ``history`` the training's, ``adapter_settings`` the
+    adapter's (with kind and init_from), ``train``/``cfg`` params ``train`` and its TrainConfig, ``seconds`` =
+    (start, end of training, end of scoring) of ``time.perf_counter``."""
     from reclora.evaluation import ctr_metrics
     from reclora.few2many import distributed as dist
     from reclora.precision import choose
@@ -216,8 +222,8 @@ def llm_summary(
         "readout_scale": float(adapter.readout_scale.detach()) if adapter.readout_scale is not None else None,
         "valid_samples": int(len(va)) if va is not None else 0,
         "loss_first_last": [loss[0], float(np.mean(loss[-10:]))] if loss else None,
-        "adapter": dict(ap),
-        "train_config": dict(tp),
+        "adapter": dict(adapter_settings),
+        "train_config": train.to_dict(),
         "predict_seconds": round(t_pred - t_train, 2),
         "seconds": round(time.perf_counter() - t0, 2),
         "precision": choose(cfg.precision, dist.device(), log=False).as_dict(),
@@ -250,19 +256,20 @@ def llm_stage(
     retrieved_dir: str | Path,
     crm_dir: str | Path | None,
     out_dir: str | Path,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     gate: str = "crm",
     model_path: str | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
     text_path: bool = True,
     checkpoint_uri: str | None = None,
-    features_dir: str | Path | None = None,
+    feature_store: str | Path | None = None,
     init_from: str | Path | None = None,
 ) -> LLMResult:
     """Few2Many: train ``kind`` ("lora" or "reclora") on a seeded sample of train, score the eval subset.
 
-    ``params``: the run's params (``train``, ``adapter``). The run directory OUT/run keeps resumable
+    ``params``: the run's params (``train``, ``adapter``, ``model``; a :class:`~reclora.config.Params` or its
+    mapping). The run directory OUT/run keeps resumable
     checkpoints: a killed run started again with
     the same arguments continues from its last checkpoint. OUT/adapter is written at the end.
     ``cache_dir``: frozen-layer states shared with other runs on the same prompts and base model
@@ -272,7 +279,7 @@ def llm_stage(
     (ablation, crm_residual readout only): nothing is trained, s stays 0, so the predictions are the CRM's.
     ``checkpoint_uri`` (any fsspec URI): the checkpoints are also mirrored there, and a run
     whose local run directory is gone (a retry in a new pod) resumes from that copy.
-    ``features_dir``: the features stage's output; the prompts' profiles and titles then come from Feast.
+    ``feature_store``: the features stage's output; the prompts' profiles and titles then come from Feast.
     ``init_from`` (RecLoRA only): two-stage RecLoRA, every meta-LoRA starts from this trained vanilla
     LoRA (an OUT/adapter of kind "lora" with the same rank and targets; ``init_from_shared_lora``).
     Raises DataError for inputs that are not the stages' outputs, a CRM missing where one is needed, or
@@ -285,12 +292,10 @@ def llm_stage(
     out = Path(out_dir)
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
     refuse_overlap({"--out": out, "its checkpoint directory": run_dir},
-                   {"--data": data_dir, "--retrieved": retrieved_dir, "--crm": crm_dir, "--features": features_dir,
-                    "--init-from": init_from, "--model": model_path})  # fmt: skip
-    tp, ap = dict(params["train"]), dict(params["adapter"])
-    if cache_dir is None and tp.get("share_frozen_cache"):
-        from reclora.config import cache_dir as reclora_cache
-
+                   {"--data": data_dir, "--retrieved": retrieved_dir, "--crm": crm_dir,
+                    "--feature-store": feature_store, "--init-from": init_from, "--model": model_path})  # fmt: skip
+    params = as_params(params)
+    if cache_dir is None and params.train.share_frozen_cache:
         cache_dir = reclora_cache() / "frozen-states"
     if init_from is not None:
         if kind != "reclora":
@@ -300,37 +305,41 @@ def llm_stage(
         init_from = check_shared_lora_dir(init_from)  # before any model loads
     t0 = time.perf_counter()
     tables, _, meta = read_prepared(data_dir, histories=False)
-    few, ev, va = few2many_samples(retrieved_dir, tp)
+    few, ev, va = few2many_samples(retrieved_dir, params.train)
     style = PromptStyle(NOUNS.get(meta["dataset"], "item"), float(meta["label_threshold"]))
     used = pd.concat([f for f in (few, ev, va) if f is not None], ignore_index=True)
-    items, _, users = shared_features(features_dir, tables, used)
+    items, _, users = shared_features(feature_store, tables, used)
 
-    readout = str(ap.get("readout", "llm"))
-    crm = _crm_for(kind, gate, readout, crm_dir, ap)
-    gate_input = str(ap.get("gate_input", "hidden")) if kind == "reclora" and gate == "crm" else None
-    anchored = readout == "crm_residual"
+    adapter_settings = params.adapter.to_dict()  # + signal_dim and gate (RecLoRA), what build_adapter reads
+    crm = _crm_for(kind, gate, params.adapter, crm_dir, adapter_settings)
+    gate_input = params.adapter.gate_input if kind == "reclora" and gate == "crm" else None
+    anchored = params.adapter.readout == "crm_residual"
     train_in = scoring_inputs(few, items, users, style, crm, gate_input, anchored)
     valid = None
     if va is not None:
         valid = (scoring_inputs(va, items, users, style, crm, gate_input, anchored), va["label"].to_numpy())
 
-    path, adapter, tok = _adapter_on_base(kind, ap, model_path, int(tp["seed"]), init_from, params["model"])
-    cfg = TrainConfig.from_dict(tp)
+    seed = params.train.seed
+    path, adapter, tok = _adapter_on_base(kind, adapter_settings, model_path, seed, init_from, params.model)
+    cfg = TrainConfig.from_dict(params.train.to_dict())
     labels = few["label"].to_numpy()
     history = train_on_inputs(
-        adapter, tok, train_in, labels, valid, cfg, tp, run_dir, checkpoint_uri, progress, cache_dir, text_path
+        adapter, tok, train_in, labels, valid, cfg, params.train.diagnostics, run_dir, checkpoint_uri, progress,
+        cache_dir, text_path,
     )
     t_train = time.perf_counter()
     scorer = ScoringModel(adapter, tok, crm[0] if crm else None, crm[1] if crm else None, style, cfg.max_length)
-    batch = int(tp["predict_batch_size"])
     probs = score_samples(
-        scorer, ev, items, users, batch_size=batch, precision=cfg.precision, progress=progress, cache_dir=cache_dir,
-        distributed=None,
+        scorer, ev, items, users, batch_size=params.train.predict_batch_size, precision=cfg.precision,
+        progress=progress, cache_dir=cache_dir, distributed=None,
     )
     t_pred = time.perf_counter()
-    ap_out = ap | {"kind": kind} | ({"init_from": str(init_from)} if init_from is not None else {})
-    name = _model_name(kind, gate, readout, init_from is not None)
+    adapter_settings |= {"kind": kind} | ({"init_from": str(init_from)} if init_from is not None else {})
+    name = _model_name(kind, gate, params.adapter.readout, init_from is not None)
     times = (t0, t_train, t_pred)
-    summary = llm_summary(name, path, meta["dataset"], (few, ev, va), probs, history, adapter, ap_out, tp, cfg, times)
+    samples = (few, ev, va)
+    summary = llm_summary(
+        name, path, meta["dataset"], samples, probs, history, adapter, adapter_settings, params.train, cfg, times
+    )
     _write_outputs(out, run_dir, adapter, ev, probs, summary, history["loss"])
     return summary

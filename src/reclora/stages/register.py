@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, TypedDict, cast
 
+from reclora.config import Params, as_params
 from reclora.io import read_json
+
+#: the params sections recorded with a registered version (its params.json and model card)
+REGISTERED_SECTIONS = ("data", "retrieval", "crm", "adapter", "train", "validation")
 
 
 class RegisterResult(TypedDict):
@@ -41,7 +45,7 @@ def register_stage(
     data_dir: str | Path,
     evaluation_dir: str | Path,
     registry_uri: str,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     data_version: str = "",
     run_id: str = "",
     deploy: bool | None = None,
@@ -53,30 +57,31 @@ def register_stage(
     ``deploy`` (default: params ``pipeline.serving.deploy``): when the version is promoted, patch the
     KServe InferenceService's storageUri to it (:func:`reclora.registry.deploy.deploy_version`);
     the result is under ``"deploy"`` (None when nothing was patched). ``params``: the run's params (``pipeline``
-    and the sections recorded with the version).
+    and the sections recorded with the version, :data:`REGISTERED_SECTIONS`; a :class:`~reclora.config.Params`
+    or its mapping).
     """
-    from reclora.registry import PromotionRules, register_and_gate
-    from reclora.registry.deploy import deploy_version, serving_settings
+    from reclora.registry import register_and_gate
+    from reclora.registry.deploy import deploy_version
 
-    p = dict(params)
-    rules = PromotionRules.from_params(p["pipeline"].get("promotion"))
-    sv = serving_settings(p)
+    params = as_params(params)
+    serving = params.pipeline.serving
+    storage_root = serving.storage_root or None
     api = None
-    if sv["deploy"] if deploy is None else deploy:  # fail before registering, not after promoting
+    if serving.deploy if deploy is None else deploy:  # fail before registering, not after promoting
         from reclora.kube import custom_objects_api
         from reclora.registry.deploy import storage_uri
 
-        storage_uri(registry_uri, "v0000", storage_root=sv["storage_root"])
+        storage_uri(registry_uri, "v0000", storage_root=storage_root)
         api = custom_objects_api()
     adapter_meta = read_json(Path(reclora_dir) / "metrics.json")
     r = register_and_gate(
         registry_uri,
-        rules=rules,
+        rules=params.pipeline.promotion,
         crm_dir=crm_dir,
         adapter_dir=reclora_dir,
         retrieval_dir=retrieved_dir,
         items_path=data_dir,
-        params={k: p[k] for k in ("data", "retrieval", "crm", "adapter", "train", "validation") if k in p},
+        params={name: getattr(params, name).to_dict() for name in REGISTERED_SECTIONS},
         metrics=read_json(Path(evaluation_dir) / "metrics.json"),
         lineage={"data_version": data_version, "pipeline_run_id": run_id},
         base_model=str(adapter_meta.get("base_model", "")),
@@ -88,7 +93,7 @@ def register_stage(
     if r["promoted"] and api is not None:
         from reclora.kube import pod_namespace
 
-        ns = pod_namespace(sv["namespace"])  # in a pod: the run's namespace, where the service account may patch
-        r["deploy"] = deploy_version(registry_uri, r["version"], service=sv["service"], namespace=ns,
-                                     storage_root=sv["storage_root"], api=api)  # fmt: skip
+        ns = pod_namespace(serving.namespace)  # in a pod: the run's namespace, where the service account may patch
+        r["deploy"] = deploy_version(registry_uri, r["version"], service=serving.service, namespace=ns,
+                                     storage_root=storage_root, api=api)  # fmt: skip
     return cast(RegisterResult, r)

@@ -9,6 +9,7 @@ from typing import Any, Mapping, TypedDict
 import numpy as np
 import pandas as pd
 
+from reclora.config import Params, as_params
 from reclora.data.schema import SPLITS
 from reclora.errors import DataError
 from reclora.hardware import hardware_info
@@ -42,7 +43,7 @@ class RetrieveResult(TypedDict):
 def retrieve_stage(
     data_dir: str | Path,
     out_dir: str | Path,
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     mode: str | None = None,
     model_path: str | None = None,
     progress: bool = True,
@@ -51,7 +52,8 @@ def retrieve_stage(
     positions of its k_long / k_short retrieved behaviours in the event store. Reads the sample index
     one row group at a time and writes it the same way: memory O(events + row group), not O(samples).
 
-    ``params``: the run's params (``retrieval``, and ``train`` for the embedding precision); ``mode``
+    ``params``: the run's params (``retrieval``, ``model``, and ``train`` for the embedding precision; a
+    :class:`~reclora.config.Params` or its mapping); ``mode``
     (default ``retrieval.mode``): relevance | recent. Raises DataError for a directory that is not
     prepared data (or prepared by an older version)."""
     import shutil
@@ -67,10 +69,10 @@ def retrieve_stage(
     from reclora.retrieval.retriever import _Embeddings
 
     refuse_overlap({"--out": out_dir}, {"--data": data_dir, "--model": model_path})
-    p = dict(params)
-    rp = p["retrieval"]
-    mode = mode or rp["mode"]
-    k_long, k_short = int(rp["k_long"]), int(rp["k_short"])
+    params = as_params(params)
+    retrieval = params.retrieval
+    mode = mode or retrieval.mode
+    k_long, k_short = retrieval.k_long, retrieval.k_short
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
     tables_check = [data_dir / schema.META, data_dir / schema.ITEMS] + [data_dir / schema.split_path(x) for x in SPLITS]
@@ -84,11 +86,11 @@ def retrieve_stage(
         event_items = read_events(data_dir, ["item_id"])["item_id"].to_numpy(np.int64)
         from reclora.precision import choose
 
-        src = rp.get("embedding_model") or resolve_model_path(model_path, p["model"])
+        src = retrieval.embedding_model or resolve_model_path(model_path, params.model)
         items = pd.read_parquet(data_dir / schema.ITEMS)
-        prec = choose(p.get("train"), "cpu")  # the embedding model runs on the CPU
-        ids, emb = load_or_embed_items(items, src, batch_size=int(rp["embedding_batch_size"]), progress=progress,
-                                       layers=int(rp.get("embedding_layers") or 0), precision=prec)  # fmt: skip
+        prec = choose(params.train.precision, "cpu")  # the embedding model runs on the CPU
+        ids, emb = load_or_embed_items(items, src, batch_size=retrieval.embedding_batch_size, progress=progress,
+                                       layers=retrieval.embedding_layers, precision=prec)  # fmt: skip
         event_rows = _Embeddings(ids, emb).rows(event_items)
     out = Path(out_dir)
     counts: dict[str, int] = {}

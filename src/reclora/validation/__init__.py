@@ -1,7 +1,7 @@
 """The Great Expectations data gate on the prepared data.
 
     from reclora.validation import validate_prepared, ValidationResult
-    result = validate_prepared(data_dir, report_dir, now=None, params=None)
+    result = validate_prepared(data_dir, report_dir, now=None, params=params.validation)
 
 One GE suite per table (reclora.interactions, .items, .users, .samples), run
 through GE checkpoints that build a Data Docs site at ``report_dir/index.html``;

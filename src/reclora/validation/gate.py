@@ -22,9 +22,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from reclora import config
+from reclora.config.data_sections import ValidationSection
 from reclora.errors import ConfigError, ValidationFailed
 from reclora.io import atomic_dir, refuse_overlap, write_json
 from reclora.validation import reasons
@@ -37,9 +37,6 @@ SITE_NAME = "reclora_data_gate"
 SUMMARY = "summary.json"
 INDEX = "index.html"
 PARTIAL_UNEXPECTED_COUNT = 10
-REQUIRED_PARAMS = (
-    "min_interactions", "max_interactions", "positive_rate", "rating_range", "future_slack_seconds", "min_timestamp",
-)  # fmt: skip
 
 
 @dataclass
@@ -68,22 +65,17 @@ class ValidationResult:
             raise ValidationFailed(self.describe())
 
 
-def _check_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
-    missing = [k for k in REQUIRED_PARAMS if k not in params]
-    if missing:
-        raise ConfigError(f"validation params missing: {', '.join(missing)}")
-    ranges = params["rating_range"]
-    if not isinstance(ranges, dict) or dataset not in ranges:
-        known = ", ".join(ranges) if isinstance(ranges, dict) else "none"
-        raise ConfigError(f"validation.rating_range has no entry for dataset {dataset!r} (has: {known})")
-    for key, value in (("rating_range." + dataset, ranges[dataset]), ("positive_rate", params["positive_rate"])):
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and value[0] <= value[1]):
-            raise ConfigError(f"validation.{key} must be [low, high], got {value!r}")
-    lows = params["min_timestamp"]
-    if not isinstance(lows, dict) or dataset not in lows:
-        known = ", ".join(lows) if isinstance(lows, dict) else "none"
-        raise ConfigError(f"validation.min_timestamp has no entry for dataset {dataset!r} (has: {known})")
-    return {**params, "min_timestamp_seconds": min_timestamp_seconds(lows[dataset], f"validation.min_timestamp.{dataset}")}
+def gate_settings(validation: ValidationSection, dataset: str) -> dict[str, Any]:
+    """What the suites check ``dataset``'s prepared data against (and the summary records): params ``validation``
+    as a mapping, with ``min_timestamp_seconds`` (its ``min_timestamp`` of the data set, in unix seconds). Raises
+    ConfigError when the section has no rating range or lower time bound for the data set, or a bound that is
+    not a date or unix seconds."""
+    for key, per_dataset in (("rating_range", validation.rating_range), ("min_timestamp", validation.min_timestamp)):
+        if dataset not in per_dataset:
+            known = ", ".join(per_dataset) or "none"
+            raise ConfigError(f"validation.{key} has no entry for dataset {dataset!r} (has: {known})")
+    earliest = min_timestamp_seconds(validation.min_timestamp[dataset], f"validation.min_timestamp.{dataset}")
+    return {**validation.to_dict(), "min_timestamp_seconds": earliest}
 
 
 def min_timestamp_seconds(value: Any, key: str) -> int:
@@ -217,13 +209,14 @@ def validate_prepared(
     report_dir: str | os.PathLike[str],
     *,
     now: int | None = None,
-    params: dict[str, Any] | None = None,
+    params: ValidationSection | Mapping[str, Any],
 ) -> ValidationResult:
     """Run the Great Expectations data gate on a prepared directory.
 
-    ``params`` defaults to the ``validation`` section of params.yaml; the dataset
-    name and label threshold come from ``data_dir/meta.json``; ``now`` (unix
-    seconds, default the current time) bounds the timestamps.
+    ``params`` (keyword, required): the run's params ``validation`` section (a
+    :class:`~reclora.config.data_sections.ValidationSection` or its mapping, loaded at
+    the edge); the dataset name and label threshold come from ``data_dir/meta.json``;
+    ``now`` (unix seconds, default the current time) bounds the timestamps.
 
     Always writes the Data Docs site (``report_dir/index.html``) and
     ``report_dir/summary.json``, for a pass and a fail. Raises
@@ -235,12 +228,12 @@ def validate_prepared(
     data_dir = Path(data_dir)
     refuse_overlap({"--report": report_dir}, {"--data": data_dir})
     report_dir = Path(report_dir).absolute()
-    params = config.section("validation") if params is None else params
+    validation = params if isinstance(params, ValidationSection) else ValidationSection.from_dict(params)
     tables = load_prepared(data_dir)
-    params = _check_params(params, tables.dataset)
+    settings = gate_settings(validation, tables.dataset)
     now = int(time.time()) if now is None else int(now)
     add_derived_columns(tables)
-    checks = build_checks(tables, params, now)
+    checks = build_checks(tables, settings, now)
     frames = {c.table: c.frame for c in checks}
 
     with atomic_dir(report_dir) as site:
@@ -289,7 +282,7 @@ def validate_prepared(
             "tables": per_table,
             "failures": failures,
             "statistics": totals,
-            "params": params,
+            "params": settings,
             "report_html": INDEX,
             "great_expectations_version": gx.__version__,
             "seconds": round(time.perf_counter() - started, 3),
