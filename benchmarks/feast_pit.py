@@ -94,8 +94,12 @@ def main() -> int:
         for store in a.stores.split(","):
             repo = d / f"repo-{store}"
             apply_feature_repo(repo, d / "sources", store_config={"offline_store": {"type": store}})
-            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(repo), str(samples), str(a.chunk_rows)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(repo), str(samples), str(a.chunk_rows)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             peak, killed = _peak_rss(proc.pid, a.max_rss_gb, proc)
             out, err = proc.communicate()
             rec = {"peak_rss_gb": round(peak, 2), "killed": killed}

@@ -29,19 +29,41 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
     retrieve_stage(work / "data", work / "retrieved", params, model_path=model_path or None, progress=False)
     crm_stage(work / "data", work / "retrieved", work / "crm", params, progress=False)
     for kind in ("lora", "reclora"):
-        llm_stage(kind, work / "data", work / "retrieved", work / "crm" if kind == "reclora" else None, work / kind,
-                  params, model_path=model_path or None, progress=False)  # fmt: skip
+        llm_stage(
+            kind,
+            work / "data",
+            work / "retrieved",
+            work / "crm" if kind == "reclora" else None,
+            work / kind,
+            params,
+            model_path=model_path or None,
+            progress=False,
+        )
     # as the pipeline's evaluate step: slices and the champion re-scored
-    evaluate_stage({"CRM": work / "crm", "Vanilla LoRA": work / "lora", "RecLoRA": work / "reclora"}, work / "report",
-                   data_dir=work / "data", registry_uri=str(work / "registry"), feature_store=work / "features",
-                   challenger="RecLoRA", params=params)  # fmt: skip
-    register_stage(work / "crm", work / "reclora", work / "retrieved", work / "data", work / "report",
-                   str(work / "registry"), params)  # fmt: skip
+    evaluate_stage(
+        {"CRM": work / "crm", "Vanilla LoRA": work / "lora", "RecLoRA": work / "reclora"},
+        work / "report",
+        data_dir=work / "data",
+        registry_uri=str(work / "registry"),
+        feature_store=work / "features",
+        challenger="RecLoRA",
+        params=params,
+    )
+    register_stage(
+        work / "crm",
+        work / "reclora",
+        work / "retrieved",
+        work / "data",
+        work / "report",
+        str(work / "registry"),
+        params,
+    )
     return time.perf_counter() - t0
 
 
-def bench_pipeline(out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small",
-                   model_path: str = "") -> dict[str, Any]:  # fmt: skip
+def bench_pipeline(
+    out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small", model_path: str = ""
+) -> dict[str, Any]:
     from pipelines.local import run_local
     from reclora.bench.quality import run_info
     from reclora.io import refuse_overlap

@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS_CONF = REPO / "infra" / "docker" / "containers.conf"
@@ -70,16 +71,22 @@ def docker_api() -> Iterator[str]:
 
     eng = engine()
     if eng is None:
-        raise ConfigError("--runner docker needs a container engine: install docker or podman "
-                          "(apt-get install podman buildah runc)")  # fmt: skip
+        raise ConfigError(
+            "--runner docker needs a container engine: install docker or podman (apt-get install podman buildah runc)"
+        )
     if eng == "docker":
         yield os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         return
     tmp = Path(tempfile.mkdtemp(prefix="reclora-podman-"))
     url = f"unix://{tmp / 'podman.sock'}"
     log = open(tmp / "service.log", "wb")
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", url], env=engine_env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", url],
+        env=engine_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -93,8 +100,10 @@ def docker_api() -> Iterator[str]:
             except Exception as e:  # noqa: BLE001 - not up yet (socket missing, connection refused)
                 if proc.poll() is not None or time.time() > deadline:
                     log.flush()
-                    raise ConfigError(f"podman system service did not answer on {url}: {e}; "
-                                      f"{(tmp / 'service.log').read_text()[-500:]}") from None  # fmt: skip
+                    raise ConfigError(
+                        f"podman system service did not answer on {url}: {e}; "
+                        f"{(tmp / 'service.log').read_text()[-500:]}"
+                    ) from None
                 time.sleep(0.3)
         yield url
     finally:
@@ -108,9 +117,13 @@ def docker_api() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_args(binds: Sequence[str | os.PathLike[str] | None] = (), params: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """``containers.run`` arguments for kfp.local.DockerRunner: the restricted pod settings of
-    infra/k8s (read-only root, no capabilities, no privilege escalation, no network) plus
+def run_args(
+    binds: Sequence[str | os.PathLike[str] | None] = (), params: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """``containers.run`` arguments for kfp.local.DockerRunner.
+
+    The restricted pod settings of infra/k8s (read-only root, no capabilities, no privilege escalation,
+    no network) plus:
 
     - the caller's uid:gid, so outputs under the pipeline root belong to whoever ran the pipeline;
     - tmpfs on the images' writable paths (emptyDir volumes on the cluster);
@@ -144,9 +157,12 @@ def run_args(binds: Sequence[str | os.PathLike[str] | None] = (), params: str | 
 
 
 @contextlib.contextmanager
-def docker_runner(images: Sequence[str], pipeline_root: str | os.PathLike[str],
-                  binds: Sequence[str | os.PathLike[str] | None] = (),
-                  params: str | os.PathLike[str] | None = None) -> Iterator[Any]:  # fmt: skip
+def docker_runner(
+    images: Sequence[str],
+    pipeline_root: str | os.PathLike[str],
+    binds: Sequence[str | os.PathLike[str] | None] = (),
+    params: str | os.PathLike[str] | None = None,
+) -> Iterator[Any]:
     """A kfp.local.DockerRunner for ``images`` (each must be built here: ``make images``), with the
     Docker API up for the duration (DOCKER_HOST set, then restored). Raises ConfigError for a
     missing image or engine."""
@@ -157,8 +173,9 @@ def docker_runner(images: Sequence[str], pipeline_root: str | os.PathLike[str],
     eng = engine()
     missing = [i for i in dict.fromkeys(images) if not image_exists(i, eng)]
     if missing:
-        raise ConfigError(f"image{'s' if len(missing) > 1 else ''} not built here: {', '.join(missing)} "
-                          f"(run `make images`)")  # fmt: skip
+        raise ConfigError(
+            f"image{'s' if len(missing) > 1 else ''} not built here: {', '.join(missing)} (run `make images`)"
+        )
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     with docker_api() as url:
         before = os.environ.get("DOCKER_HOST")

@@ -7,10 +7,12 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, TextIO
 
 from reclora.config import load_params, params_path
+
 
 def _latest_run_dir(root: Path, name: str, after: float) -> Path | None:
     runs = [d for d in root.glob(f"{name}-*") if d.is_dir() and d.stat().st_mtime >= after - 1]
@@ -20,8 +22,9 @@ def _latest_run_dir(root: Path, name: str, after: float) -> Path | None:
 def _runs_newest_first(run_dir: Path) -> list[Path]:
     """This run, then the earlier runs: a cached step's outputs live in the run that computed them."""
     name = load_params()["pipeline"]["name"]
-    earlier = sorted((d for d in run_dir.parent.glob(f"{name}-*") if d != run_dir),
-                     key=lambda d: d.stat().st_mtime, reverse=True)  # fmt: skip
+    earlier = sorted(
+        (d for d in run_dir.parent.glob(f"{name}-*") if d != run_dir), key=lambda d: d.stat().st_mtime, reverse=True
+    )
     return [run_dir, *earlier]
 
 
@@ -51,8 +54,10 @@ def _figure(task: str, outputs: dict[str, Any]) -> str:
             return "PASS" if outputs.get("Output") else "FAIL (stopped before training)"
         if task == "features":
             m = meta("stats")
-            return (f"{int(m['samples']):,} sample rows joined, {int(m['users'])} users, "
-                    f"point-in-time leaks {int(m['pit_leaks'])} of {int(m['pit_check_rows']):,} checked")  # fmt: skip
+            return (
+                f"{int(m['samples']):,} sample rows joined, {int(m['users'])} users, "
+                f"point-in-time leaks {int(m['pit_leaks'])} of {int(m['pit_check_rows']):,} checked"
+            )
         if task == "retrieve":
             m = meta("retrieved")
             return f"{m['mode']}, K long/short {int(m['k_long'])}/{int(m['k_short'])}"
@@ -79,8 +84,9 @@ def _figure(task: str, outputs: dict[str, Any]) -> str:
 def _evaluate_line(stats: dict[str, Any], outputs: dict[str, Any]) -> str:
     """Every model's AUC on the evaluation's shared samples, RecLoRA's ECE beside it (from the step's metrics)."""
     names = {"reclora": "RecLoRA", "crm": "CRM", "vanilla_lora": "Vanilla LoRA"}
-    aucs = {k[: -len("_auc")]: v for k, v in stats.items()
-            if k.endswith("_auc") and not k.startswith(("slice_", "auc_"))}  # fmt: skip
+    aucs = {
+        k[: -len("_auc")]: v for k, v in stats.items() if k.endswith("_auc") and not k.startswith(("slice_", "auc_"))
+    }
     if "reclora" not in aucs:
         return f"RecLoRA AUC {outputs['auc']:.4f}, LogLoss {outputs['logloss']:.4f}"
     n = f" {int(stats['evaluated_samples']):,}" if "evaluated_samples" in stats else ""
@@ -232,8 +238,10 @@ def run_local(
     registry = registry_uri or str(Path(p["registry_uri"]).resolve())
     from reclora.io import refuse_overlap
 
-    refuse_overlap({"--pipeline-root": pipeline_root or p["pipeline_root"], "--registry": registry},
-                   {"--path": source_path if dataset != "synthetic" else None, "--model": model_path})
+    refuse_overlap(
+        {"--pipeline-root": pipeline_root or p["pipeline_root"], "--registry": registry},
+        {"--path": source_path if dataset != "synthetic" else None, "--model": model_path},
+    )
     cpu_image, gpu_image = cpu_image or p["cpu_image"], gpu_image or p["gpu_image"]
     # the components run `python3 -m kfp.dsl.executor_main` from PATH: use this environment's
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -277,8 +285,11 @@ def run_local(
 
             if "://" not in registry:
                 Path(registry).mkdir(parents=True, exist_ok=True)  # bind-mounted: it must exist
-            local_runner = stack.enter_context(docker_runner(
-                [cpu_image, gpu_image], root, binds=[registry, source_path, model_path], params=params_path()))  # fmt: skip
+            local_runner = stack.enter_context(
+                docker_runner(
+                    [cpu_image, gpu_image], root, binds=[registry, source_path, model_path], params=params_path()
+                )
+            )
         else:
             local_runner = local.SubprocessRunner(use_venv=False)
         to_stdout = terminal is sys.stdout
@@ -289,8 +300,14 @@ def run_local(
         local.init(runner=local_runner, pipeline_root=str(root), enable_caching=True, raise_on_error=True)
         try:
             fn = build_pipeline(cpu_image, gpu_image, gpu=False)
-            fn(dataset=dataset, source_path=str(source_path or ""), profile=profile, model_path=model_path,
-               overrides=overrides or {}, registry_uri=registry)  # fmt: skip
+            fn(
+                dataset=dataset,
+                source_path=str(source_path or ""),
+                profile=profile,
+                model_path=model_path,
+                overrides=overrides or {},
+                registry_uri=registry,
+            )
         except Exception as e:  # a failed task: say where its log is, keep kfp's message
             where = seen.get("log") or log
             raise RuntimeError(f"{e}{f' (full log: {where})' if where else ''}") from e
@@ -301,9 +318,14 @@ def run_local(
                 seen["log"] = log
     seconds = time.time() - started
     run_dir = seen.get("run_dir") or _latest_run_dir(root, p["name"], started)
-    out: dict[str, Any] = {"pipeline_root": str(root), "run_dir": str(run_dir) if run_dir else None,
-                           "seconds": round(seconds, 1), "cached_steps": sorted(set(cache_hits)),
-                           "runner": runner, "log": str(seen["log"]) if seen.get("log") else None}  # fmt: skip
+    out: dict[str, Any] = {
+        "pipeline_root": str(root),
+        "run_dir": str(run_dir) if run_dir else None,
+        "seconds": round(seconds, 1),
+        "cached_steps": sorted(set(cache_hits)),
+        "runner": runner,
+        "log": str(seen["log"]) if seen.get("log") else None,
+    }
     if run_dir is None:
         return out
     out["validation_passed"] = _executor_output(run_dir, "validate").get("parameterValues", {}).get("Output")

@@ -21,7 +21,7 @@ Compile with a params profile (``profile="cluster"``) for the cluster defaults.
 
 import copy
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -40,8 +40,9 @@ def _with_storage_secret(task: Any, secret: dict[str, Any] | None) -> Any:
         if secret.get("keys"):
             kubernetes.use_secret_as_env(task, secret_name=secret["name"], secret_key_to_env=dict(secret["keys"]))
         if secret.get("optional_keys"):
-            kubernetes.use_secret_as_env(task, secret_name=secret["name"], secret_key_to_env=dict(secret["optional_keys"]),
-                                         optional=True)  # fmt: skip
+            kubernetes.use_secret_as_env(
+                task, secret_name=secret["name"], secret_key_to_env=dict(secret["optional_keys"]), optional=True
+            )
     return task
 
 
@@ -54,8 +55,10 @@ def step_resources(resources: dict[str, Any] | None, step: str) -> dict[str, str
     missing = [k for k in RESOURCE_KEYS if k not in spec]
     unknown = sorted(set(spec) - set(RESOURCE_KEYS))
     if missing or unknown:
-        raise ConfigError(f"pipeline.resources.{step}: needs {', '.join(RESOURCE_KEYS)}"
-                          f"{f' (missing {missing})' if missing else ''}{f' (unknown {unknown})' if unknown else ''}")
+        raise ConfigError(
+            f"pipeline.resources.{step}: needs {', '.join(RESOURCE_KEYS)}"
+            f"{f' (missing {missing})' if missing else ''}{f' (unknown {unknown})' if unknown else ''}"
+        )
     from kubernetes.utils import parse_quantity
 
     out = {k: str(spec[k]) for k in RESOURCE_KEYS}
@@ -65,8 +68,10 @@ def step_resources(resources: dict[str, Any] | None, step: str) -> dict[str, str
         except ValueError as e:
             raise ConfigError(f"pipeline.resources.{step}: {kind}: {e}") from None
         if req > lim:
-            raise ConfigError(f"pipeline.resources.{step}: {kind}_request {out[f'{kind}_request']} is above "
-                              f"{kind}_limit {out[f'{kind}_limit']}")
+            raise ConfigError(
+                f"pipeline.resources.{step}: {kind}_request {out[f'{kind}_request']} is above "
+                f"{kind}_limit {out[f'{kind}_limit']}"
+            )
     return out
 
 
@@ -74,8 +79,12 @@ def _sized(task: Any, resources: dict[str, Any] | None, step: str) -> Any:
     """CPU and memory requests and limits of ``step`` (params ``pipeline.resources``) on ``task``."""
     r = step_resources(resources, step)
     try:
-        return (task.set_cpu_request(r["cpu_request"]).set_cpu_limit(r["cpu_limit"])
-                .set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"]))
+        return (
+            task.set_cpu_request(r["cpu_request"])
+            .set_cpu_limit(r["cpu_limit"])
+            .set_memory_request(r["memory_request"])
+            .set_memory_limit(r["memory_limit"])
+        )
     except ValueError as e:  # kfp's own format check (e.g. memory "1.5Gi")
         raise ConfigError(f"pipeline.resources.{step}: {e}") from None
 
@@ -100,15 +109,16 @@ def _on_gpu_pool(task: Any, gpu: dict[str, Any], retries: int) -> Any:
     for k, v in (gpu.get("node_selector") or {}).items():
         kubernetes.add_node_selector(task, label_key=k, label_value=str(v))
     for t in gpu.get("tolerations") or []:
-        kubernetes.add_toleration(task, key=t.get("key"), operator=t.get("operator"), value=t.get("value"),
-                                  effect=t.get("effect"))  # fmt: skip
+        kubernetes.add_toleration(
+            task, key=t.get("key"), operator=t.get("operator"), value=t.get("value"), effect=t.get("effect")
+        )
     task.set_retry(num_retries=retries, backoff_duration="30s")
     task.set_caching_options(enable_caching=False)
     return task
 
 
 def build_pipeline(
-    cpu_image: Optional[str] = None, gpu_image: Optional[str] = None, gpu: bool = True, profile: Optional[str] = None
+    cpu_image: str | None = None, gpu_image: str | None = None, gpu: bool = True, profile: str | None = None
 ) -> Any:
     """The pipeline function for the given images; ``gpu=False`` leaves the training steps unplaced (and one
     rank each). ``profile``: a params.yaml profile for the pipeline's defaults (e.g. "cluster"); it is also
@@ -126,15 +136,18 @@ def build_pipeline(
     res = p.get("resources")
     root = str(p.get("pipeline_root") or "")
 
-    @dsl.pipeline(name=p["name"], description="RecLoRA: CRM + personalized LoRA on an LLM, Few2Many, evaluated and registered.",
-                  pipeline_root=root if is_remote(root) else None)
+    @dsl.pipeline(
+        name=p["name"],
+        description="RecLoRA: CRM + personalized LoRA on an LLM, Few2Many, evaluated and registered.",
+        pipeline_root=root if is_remote(root) else None,
+    )
     def reclora_pipeline(
         dataset: str = "synthetic",
         source_path: str = "",
         data_version_tag: str = "",
         model_path: str = "",
         profile: str = profile or "",
-        overrides: dict = {},
+        overrides: dict = {},  # noqa: B006 (a KFP pipeline parameter: its default is a literal in the IR)
         retrieval_mode: str = "relevance",
         registry_uri: str = p["registry_uri"],
         checkpoint_uri: str = p.get("checkpoint_uri") or "",
@@ -144,8 +157,14 @@ def build_pipeline(
         src.set_display_name("source version").set_caching_options(enable_caching=False)  # the data may have changed
         _sized(_with_storage_secret(src, secret), res, "source_version")
         prepare = c.prepare_spark if prepare_on_spark else c.prepare  # data.engine: a SparkApplication or this pod
-        prep = prepare(dataset=dataset, source_path=source_path, version_tag=data_version_tag, profile=profile,
-                       overrides=overrides, source_fingerprint=src.output)  # fmt: skip
+        prep = prepare(
+            dataset=dataset,
+            source_path=source_path,
+            version_tag=data_version_tag,
+            profile=profile,
+            overrides=overrides,
+            source_fingerprint=src.output,
+        )
         prep.set_display_name("prepare data (Spark)" if prepare_on_spark else "prepare data")
         prep.set_caching_options(enable_caching=True)
         _sized(_with_storage_secret(prep, secret), res, "waiter" if prepare_on_spark else "prepare")
@@ -161,24 +180,43 @@ def build_pipeline(
                 feat = c.features(data=prep.outputs["data"], profile=profile, overrides=overrides)
                 _sized(feat.set_display_name("features (Feast)"), res, "features")
             feat.set_caching_options(enable_caching=True)
-            ret = c.retrieve(data=prep.outputs["data"], model_path=model_path, mode=retrieval_mode, profile=profile,
-                             overrides=overrides).set_display_name("samples + retrieve")  # fmt: skip
+            ret = c.retrieve(
+                data=prep.outputs["data"],
+                model_path=model_path,
+                mode=retrieval_mode,
+                profile=profile,
+                overrides=overrides,
+            ).set_display_name("samples + retrieve")
             ret.set_caching_options(enable_caching=True)
             _sized(_with_storage_secret(ret, secret), res, "retrieve")  # model_path may be a bucket URI
-            crm = c.train_crm(data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
-                              feature_store=feat.outputs["feature_store"], profile=profile,
-                              overrides=overrides).set_display_name("train CRM")  # fmt: skip
+            crm = c.train_crm(
+                data=prep.outputs["data"],
+                retrieved=ret.outputs["retrieved"],
+                feature_store=feat.outputs["feature_store"],
+                profile=profile,
+                overrides=overrides,
+            ).set_display_name("train CRM")
             crm.set_retry(num_retries=retries).set_caching_options(enable_caching=False)
             _sized(crm, res, "train_crm")
             llm = {}
             for kind in ("lora", "reclora"):
                 train = _named(c.train_llm, f"train-{kind}")  # the tasks train-lora and train-reclora
-                t = train(kind=kind, data=prep.outputs["data"], retrieved=ret.outputs["retrieved"],
-                                crm=crm.outputs["crm"], feature_store=feat.outputs["feature_store"],
-                                model_path=model_path, gate="crm", profile=profile,
-                                overrides=overrides, nproc_per_node=nproc, num_nodes=nodes,
-                                checkpoint_uri=checkpoint_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER)  # fmt: skip
+                t = train(
+                    kind=kind,
+                    data=prep.outputs["data"],
+                    retrieved=ret.outputs["retrieved"],
+                    crm=crm.outputs["crm"],
+                    feature_store=feat.outputs["feature_store"],
+                    model_path=model_path,
+                    gate="crm",
+                    profile=profile,
+                    overrides=overrides,
+                    nproc_per_node=nproc,
+                    num_nodes=nodes,
+                    checkpoint_uri=checkpoint_uri,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+                )
                 t.set_display_name("train vanilla LoRA" if kind == "lora" else "train RecLoRA")
                 if gpu and nodes <= 1:
                     llm[kind] = _on_gpu_pool(t, p["gpu"], retries)
@@ -187,18 +225,32 @@ def build_pipeline(
                     llm[kind].set_caching_options(enable_caching=False)
                 _sized(_with_storage_secret(llm[kind], secret), res, "waiter" if nodes > 1 else "train_llm")
             llm["reclora"].after(llm["lora"])  # one LLM at a time on a small node
-            ev = c.evaluate(crm=crm.outputs["crm"], lora=llm["lora"].outputs["adapter"],
-                            reclora=llm["reclora"].outputs["adapter"], data=prep.outputs["data"],
-                            feature_store=feat.outputs["feature_store"], registry_uri=registry_uri,
-                            data_version=prep.outputs["Output"], profile=profile,
-                            overrides=overrides).set_display_name("evaluate")  # fmt: skip
+            ev = c.evaluate(
+                crm=crm.outputs["crm"],
+                lora=llm["lora"].outputs["adapter"],
+                reclora=llm["reclora"].outputs["adapter"],
+                data=prep.outputs["data"],
+                feature_store=feat.outputs["feature_store"],
+                registry_uri=registry_uri,
+                data_version=prep.outputs["Output"],
+                profile=profile,
+                overrides=overrides,
+            ).set_display_name("evaluate")
             ev.set_caching_options(enable_caching=False)
             _sized(_with_storage_secret(ev, secret), res, "evaluate")
-            reg = c.register(crm=crm.outputs["crm"], reclora=llm["reclora"].outputs["adapter"],
-                             retrieved=ret.outputs["retrieved"], data=prep.outputs["data"],
-                             evaluation=ev.outputs["report_files"], registry_uri=registry_uri,
-                             data_version=prep.outputs["Output"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                             profile=profile, overrides=overrides, deploy=deploy)  # fmt: skip
+            reg = c.register(
+                crm=crm.outputs["crm"],
+                reclora=llm["reclora"].outputs["adapter"],
+                retrieved=ret.outputs["retrieved"],
+                data=prep.outputs["data"],
+                evaluation=ev.outputs["report_files"],
+                registry_uri=registry_uri,
+                data_version=prep.outputs["Output"],
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                profile=profile,
+                overrides=overrides,
+                deploy=deploy,
+            )
             reg.set_display_name("register + promote").set_caching_options(enable_caching=False)
             _sized(_with_storage_secret(reg, secret), res, "register")
 

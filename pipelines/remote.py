@@ -39,29 +39,50 @@ def _experiment_id(client: Any, name: str) -> str:
         return client.create_experiment(name=name).experiment_id
 
 
-def submit(host: str, package: str | Path, arguments: dict[str, Any] | None = None, experiment: str = EXPERIMENT,
-           service_account: str = "reclora-pipeline-runner", namespace: str | None = None) -> Any:  # fmt: skip
+def submit(
+    host: str,
+    package: str | Path,
+    arguments: dict[str, Any] | None = None,
+    experiment: str = EXPERIMENT,
+    service_account: str = "reclora-pipeline-runner",
+    namespace: str | None = None,
+) -> Any:
     """Start one run of a compiled pipeline on a KFP v2 backend."""
     client = _client(host, namespace)
     return client.create_run_from_pipeline_package(
-        str(package), arguments=arguments or {}, experiment_id=_experiment_id(client, experiment),
-        run_name=f"reclora-{time.strftime('%Y%m%d-%H%M%S')}", service_account=service_account,
-    )  # fmt: skip
+        str(package),
+        arguments=arguments or {},
+        experiment_id=_experiment_id(client, experiment),
+        run_name=f"reclora-{time.strftime('%Y%m%d-%H%M%S')}",
+        service_account=service_account,
+    )
 
 
-def schedule(host: str, package: str | Path, cron: str, arguments: dict[str, Any] | None = None,
-             experiment: str = EXPERIMENT, name: str = "reclora-scheduled-retraining",
-             service_account: str = "reclora-pipeline-runner", namespace: str | None = None) -> Any:  # fmt: skip
+def schedule(
+    host: str,
+    package: str | Path,
+    cron: str,
+    arguments: dict[str, Any] | None = None,
+    experiment: str = EXPERIMENT,
+    name: str = "reclora-scheduled-retraining",
+    service_account: str = "reclora-pipeline-runner",
+    namespace: str | None = None,
+) -> Any:
     """A recurring run for scheduled retraining: cron (KFP's 6 fields, seconds first), no catch-up,
     at most one run at a time."""
     if len(cron.split()) != 6:
         raise ValueError(f"KFP cron needs 6 fields (seconds first), e.g. '0 0 3 * * *'; got {cron!r}")
     client = _client(host, namespace)
     return client.create_recurring_run(
-        experiment_id=_experiment_id(client, experiment), job_name=name, cron_expression=cron,
-        max_concurrency=1, no_catchup=True, params=arguments or {}, pipeline_package_path=str(package),
+        experiment_id=_experiment_id(client, experiment),
+        job_name=name,
+        cron_expression=cron,
+        max_concurrency=1,
+        no_catchup=True,
+        params=arguments or {},
+        pipeline_package_path=str(package),
         service_account=service_account,
-    )  # fmt: skip
+    )
 
 
 __all__ = ["compile_pipeline", "schedule", "submit"]

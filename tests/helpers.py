@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from hypothesis import strategies as st
 
 from reclora.data.loaders import ML1M_OCCUPATIONS, ML100K_GENRES, Tables
@@ -50,7 +49,10 @@ def write_ml1m(t: Tables, d: Path) -> Path:
     (d / "ratings.dat").write_text("\n".join(rows) + "\n")
     movies = [f"{r.item_id}::{r.title}::{r.genres}" for r in t.items.itertuples()]
     (d / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))
-    users = [f"{r.user_id}::{r.gender}::{r.age}::{i % len(ML1M_OCCUPATIONS)}::02139" for i, r in enumerate(t.users.itertuples())]
+    users = [
+        f"{r.user_id}::{r.gender}::{r.age}::{i % len(ML1M_OCCUPATIONS)}::02139"
+        for i, r in enumerate(t.users.itertuples())
+    ]
     (d / "users.dat").write_text("\n".join(users) + "\n")
     return d
 
@@ -77,11 +79,11 @@ def write_goodbooks(t: Tables, d: Path) -> Path:
     return d
 
 
-def reclora(*args: str, cwd: Path | None = None, check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+def reclora(
+    *args: str, cwd: Path | None = None, check: bool = False, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the installed `reclora` command in a subprocess (as a user would)."""
-    proc = subprocess.run(
-        [str(BIN / "reclora"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([str(BIN / "reclora"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"reclora {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -114,11 +116,18 @@ def build_tiny_llama(d: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=vocab["<pad>"], bos_token_id=vocab["<|im_start|>"], eos_token_id=vocab["<|im_end|>"],
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<|im_start|>"],
+        eos_token_id=vocab["<|im_end|>"],
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
     LlamaForCausalLM(cfg).save_pretrained(d, safe_serialization=True)
     tok.save_pretrained(d)
     return d
@@ -131,13 +140,25 @@ def llm_stage_inputs(d: Path) -> tuple[Path, Path, dict]:
     from reclora.data import prepare
     from reclora.stages import retrieve_stage
 
-    params = deep_merge(load_params(), {
-        "synthetic": {"n_users": 30, "n_items": 40, "mean_interactions": 20, "min_interactions": 10},
-        "retrieval": {"mode": "recent", "k_long": 8, "k_short": 3},
-        "adapter": {"dropout": 0.0},
-        "train": {"sample_size": 24, "batch_size": 4, "epochs": 1, "precision": "fp32", "checkpoint_every": 1,
-                  "eval_samples": 16, "predict_batch_size": 8, "max_length": 256, "lr": 0.005},
-    })  # fmt: skip
+    params = deep_merge(
+        load_params(),
+        {
+            "synthetic": {"n_users": 30, "n_items": 40, "mean_interactions": 20, "min_interactions": 10},
+            "retrieval": {"mode": "recent", "k_long": 8, "k_short": 3},
+            "adapter": {"dropout": 0.0},
+            "train": {
+                "sample_size": 24,
+                "batch_size": 4,
+                "epochs": 1,
+                "precision": "fp32",
+                "checkpoint_every": 1,
+                "eval_samples": 16,
+                "predict_batch_size": 8,
+                "max_length": 256,
+                "lr": 0.005,
+            },
+        },
+    )
     data, ret = d / "prepared", d / "retrieved"
     prepare("synthetic", None, data, params)
     retrieve_stage(data, ret, params, mode="recent", progress=False)
@@ -179,8 +200,14 @@ def write_bad_input_case(name: str, d: Path) -> Path:
         (d / "ratings.csv").write_text(header + "1,1,4.0,978300000\n")
     elif name == "parquet_ts_ms":
         ts = pa.array([1709298000000], pa.timestamp("ms"))
-        table = pa.table({"user_id": pa.array([1], pa.int64()), "item_id": pa.array([1], pa.int64()),
-                          "rating": pa.array([4.0]), "timestamp": ts})  # fmt: skip
+        table = pa.table(
+            {
+                "user_id": pa.array([1], pa.int64()),
+                "item_id": pa.array([1], pa.int64()),
+                "rating": pa.array([4.0]),
+                "timestamp": ts,
+            }
+        )
         pq.write_table(table, d / "interactions.parquet")
         return d
     elif name == "goodbooks_dup":
@@ -199,7 +226,9 @@ MAX_TIMESTAMP = 253402300799  # the serving bound on unix seconds: 9999-12-31T23
 INT64 = (-(2**63), 2**63 - 1)
 HOSTILE = st.one_of(
     st.integers(-(2**70), 2**70),
-    st.sampled_from([0, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), -(2**63) - 1, MAX_TIMESTAMP, MAX_TIMESTAMP + 1, 1, 8]),
+    st.sampled_from(
+        [0, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), -(2**63) - 1, MAX_TIMESTAMP, MAX_TIMESTAMP + 1, 1, 8]
+    ),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([1.0, 4.5, 0.5, 5.0, 5.5, float("nan"), float("inf")]),
     st.text(max_size=4),
@@ -208,8 +237,16 @@ HOSTILE = st.one_of(
     st.lists(st.integers(0, 9), max_size=3),
     st.dictionaries(st.text(max_size=2), st.integers(0, 3), max_size=2),
 )
-FIELDS = ("user_id", "candidates", "candidates[]", "timestamp", "history", "history.item_id", "history.rating",
-          "history.timestamp")  # fmt: skip
+FIELDS = (
+    "user_id",
+    "candidates",
+    "candidates[]",
+    "timestamp",
+    "history",
+    "history.item_id",
+    "history.rating",
+    "history.timestamp",
+)
 
 
 def is_int(v, lo, hi) -> bool:
@@ -217,15 +254,18 @@ def is_int(v, lo, hi) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-def valid_field(
-    field: str, v, items: set[int], rating_range: tuple[float, float] = (1.0, 5.0), first: int = 1
-) -> bool:
+def valid_field(field: str, v, items: set[int], rating_range: tuple[float, float] = (1.0, 5.0), first: int = 1) -> bool:
     """Whether the serving parser must accept ``v`` in ``field`` of :func:`hostile_instance` (else a 400);
     ``first``: the instance's first candidate (a second equal one is a duplicate)."""
     if field == "user_id":
         return is_int(v, *INT64)
     if field == "candidates":
-        return isinstance(v, list) and 0 < len(v) and all(is_int(c, *INT64) and c in items for c in v) and len(set(v)) == len(v)
+        return (
+            isinstance(v, list)
+            and 0 < len(v)
+            and all(is_int(c, *INT64) and c in items for c in v)
+            and len(set(v)) == len(v)
+        )
     if field == "candidates[]":
         return is_int(v, *INT64) and v in items and v != first
     if field in ("timestamp", "history.timestamp"):
@@ -242,8 +282,12 @@ def valid_field(
 
 def hostile_instance(field: str, v, candidates: tuple[int, int] = (1, 2), known: int = 3) -> dict:
     """A V1 instance whose ``field`` holds ``v`` and every other field a valid value."""
-    inst = {"user_id": 7, "candidates": list(candidates), "timestamp": 900_000_000,
-            "history": [{"item_id": known, "rating": 4.0, "timestamp": 800_000_000}]}  # fmt: skip
+    inst = {
+        "user_id": 7,
+        "candidates": list(candidates),
+        "timestamp": 900_000_000,
+        "history": [{"item_id": known, "rating": 4.0, "timestamp": 800_000_000}],
+    }
     if field == "candidates[]":
         inst["candidates"] = [candidates[0], v]
     elif field.startswith("history."):
@@ -254,7 +298,13 @@ def hostile_instance(field: str, v, candidates: tuple[int, int] = (1, 2), known:
 
 
 # the words the 400 must contain for a hostile value in each field
-NAMED = {"user_id": "instances[0].user_id", "candidates": "instances[0].candidates",
-         "candidates[]": "instances[0].candidates", "timestamp": "instances[0].timestamp",
-         "history": "instances[0].history", "history.item_id": "instances[0].history[0]",
-         "history.rating": "instances[0].history[0].rating", "history.timestamp": "instances[0].history[0].timestamp"}  # fmt: skip
+NAMED = {
+    "user_id": "instances[0].user_id",
+    "candidates": "instances[0].candidates",
+    "candidates[]": "instances[0].candidates",
+    "timestamp": "instances[0].timestamp",
+    "history": "instances[0].history",
+    "history.item_id": "instances[0].history[0]",
+    "history.rating": "instances[0].history[0].rating",
+    "history.timestamp": "instances[0].history[0].timestamp",
+}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ INFRA_README = REPO / "infra" / "README.md"
 K8S_OLDEST = "1.31.0"
 
 
-@lru_cache(maxsize=None)
+@cache
 def sources() -> list[dict[str, Any]]:
     """The fixtures' provenance (tests/schemas/sources.json): component, kind, version, repository, commit, file."""
     return json.loads((SCHEMAS / "sources.json").read_text())
@@ -69,7 +69,7 @@ def _strict(node: Any, root: bool = False) -> Any:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(kind: str, version: str, api_version: str) -> Any:
     import jsonschema
 
@@ -93,7 +93,7 @@ def _meta_errors(meta: Any, where: str, k8s_version: str) -> list[str]:
     try:
         kubernetes_validate.validate(probe, k8s_version, strict=True)
     except kubernetes_validate.ValidationError as e:
-        sub = '.'.join(str(p) for p in list(e.path)[1:])
+        sub = ".".join(str(p) for p in list(e.path)[1:])
         return [f"{where}{'.' + sub if sub else ''}: {e.message}"]
     return []
 
@@ -199,7 +199,7 @@ def supported_versions() -> dict[str, dict[str, Any]]:
 
 
 def version_key(v: str) -> tuple[int, ...]:
-    """"v0.16.0" / "1.31" -> (0, 16, 0) / (1, 31); "main" sorts last."""
+    """ "v0.16.0" / "1.31" -> (0, 16, 0) / (1, 31); "main" sorts last."""
     if v == "main":
         return (10**9,)
     return tuple(int(x) for x in re.findall(r"\d+", v))

@@ -4,9 +4,19 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markd
 
 
 def evaluate(
-    crm: Input[Model], lora: Input[Model], reclora: Input[Model], data: Input[Dataset], registry_uri: str,
-    data_version: str, profile: str, overrides: dict, report: Output[HTML], report_files: Output[Artifact],
-    stats: Output[Metrics], roc: Output[ClassificationMetrics], summary: Output[Markdown],
+    crm: Input[Model],
+    lora: Input[Model],
+    reclora: Input[Model],
+    data: Input[Dataset],
+    registry_uri: str,
+    data_version: str,
+    profile: str,
+    overrides: dict,
+    report: Output[HTML],
+    report_files: Output[Artifact],
+    stats: Output[Metrics],
+    roc: Output[ClassificationMetrics],
+    summary: Output[Markdown],
     feature_store: Input[Dataset] = None,
 ) -> NamedTuple("EvaluationOutputs", [("auc", float), ("logloss", float), ("promote", bool), ("decision", str)]):
     """RecLoRA against the CRM, vanilla LoRA and the current champion re-scored on the same samples; sliced
@@ -22,10 +32,16 @@ def evaluate(
     from reclora.evaluation.report import flat_metrics, summary_markdown
     from reclora.stages import evaluate_stage
 
-    m = evaluate_stage({"CRM": crm.path, "Vanilla LoRA": lora.path, "RecLoRA": reclora.path}, report_files.path,
-                       {"data_version": data_version}, data_dir=data.path, registry_uri=registry_uri or None,
-                       feature_store=feature_store.path if feature_store else None, challenger="RecLoRA",
-                       params=validated(load_params_with(overrides, profile or None)))  # fmt: skip
+    m = evaluate_stage(
+        {"CRM": crm.path, "Vanilla LoRA": lora.path, "RecLoRA": reclora.path},
+        report_files.path,
+        {"data_version": data_version},
+        data_dir=data.path,
+        registry_uri=registry_uri or None,
+        feature_store=feature_store.path if feature_store else None,
+        challenger="RecLoRA",
+        params=validated(load_params_with(overrides, profile or None)),
+    )
     shutil.copy(f"{report_files.path}/report.html", report.path)
     for k, v in flat_metrics(m).items():
         stats.log_metric(k, v)

@@ -1,8 +1,9 @@
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 
-def features(data: Input[Dataset], profile: str, overrides: dict, feature_store: Output[Dataset],
-             stats: Output[Metrics]):
+def features(
+    data: Input[Dataset], profile: str, overrides: dict, feature_store: Output[Dataset], stats: Output[Metrics]
+):
     """Feast: write the feature sources, `feast apply`, materialize the SQLite online store, join the
     shared features on every sample row (training's model inputs) and check point-in-time correctness."""
     from reclora.hardware import setup_process

@@ -1,8 +1,9 @@
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 
-def features_spark(data: Input[Dataset], profile: str, overrides: dict, feature_store: Output[Dataset],
-                   stats: Output[Metrics]):  # fmt: skip
+def features_spark(
+    data: Input[Dataset], profile: str, overrides: dict, feature_store: Output[Dataset], stats: Output[Metrics]
+):
     """The features step beyond one machine: a SparkApplication (Kubeflow Spark Operator) runs the Feast
     sources, `feast apply`, materialization and the point-in-time joins on Spark (Feast's Spark offline
     store); this step creates it, waits for it, and reports the stage summary it wrote."""

@@ -1,8 +1,16 @@
 from kfp.dsl import Dataset, Metrics, Output
 
 
-def prepare(dataset: str, source_path: str, version_tag: str, profile: str, overrides: dict, data: Output[Dataset],
-            stats: Output[Metrics], source_fingerprint: str = "") -> str:  # fmt: skip
+def prepare(
+    dataset: str,
+    source_path: str,
+    version_tag: str,
+    profile: str,
+    overrides: dict,
+    data: Output[Dataset],
+    stats: Output[Metrics],
+    source_fingerprint: str = "",
+) -> str:
     """Raw behaviour data -> canonical tables + train/valid/test CTR samples; returns the data version
     (DVC's md5 of the prepared directory, the same as `dvc.lock` would record). ``source_path``: a path in
     the pod, an object-store URI (s3://, gs://) or a DVC reference (dvc+<repository>#<path>[@<rev>]).
@@ -20,9 +28,18 @@ def prepare(dataset: str, source_path: str, version_tag: str, profile: str, over
     raw = fetch_source(source_path) if source_path else None
     s = run(dataset, raw, data.path, params)
     version = dvc_hash(data.path)["md5"]
-    data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
-                          "rows": s["rows"], "users": s["users"], "items": s["items"],
-                          "source_fingerprint": source_fingerprint})  # fmt: skip
+    data.metadata.update(
+        {
+            "dataset": dataset,
+            "source": source_path,
+            "version_tag": version_tag,
+            "data_version": version,
+            "rows": s["rows"],
+            "users": s["users"],
+            "items": s["items"],
+            "source_fingerprint": source_fingerprint,
+        }
+    )
     for k in ("rows", "users", "items", "positive_rate"):
         stats.log_metric(k, s[k])
     for split, n in s["samples"].items():

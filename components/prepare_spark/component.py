@@ -1,8 +1,17 @@
 from kfp.dsl import Artifact, Dataset, Metrics, Output
 
 
-def prepare_spark(dataset: str, source_path: str, version_tag: str, profile: str, overrides: dict, data: Output[Dataset],
-                  stats: Output[Metrics], report: Output[Artifact], source_fingerprint: str = "") -> str:  # fmt: skip
+def prepare_spark(
+    dataset: str,
+    source_path: str,
+    version_tag: str,
+    profile: str,
+    overrides: dict,
+    data: Output[Dataset],
+    stats: Output[Metrics],
+    report: Output[Artifact],
+    source_fingerprint: str = "",
+) -> str:
     """The prepare step beyond one machine (params ``data.engine: spark``): a SparkApplication (Kubeflow
     Spark Operator) builds the same prepared directory as the `prepare` step on Spark's executors and
     writes it to this step's ``data`` URI; this step creates it, waits for it, and reports the summary
@@ -19,9 +28,19 @@ def prepare_spark(dataset: str, source_path: str, version_tag: str, profile: str
     params = validated(load_params_with(overrides, profile or None))
     s = prepare_on_spark(dataset, source_path, data.uri, report.uri, params)
     version = s["data_version"]
-    data.metadata.update({"dataset": dataset, "source": source_path, "version_tag": version_tag, "data_version": version,
-                          "rows": s["rows"], "users": s["users"], "items": s["items"], "engine": "spark",
-                          "source_fingerprint": source_fingerprint})  # fmt: skip
+    data.metadata.update(
+        {
+            "dataset": dataset,
+            "source": source_path,
+            "version_tag": version_tag,
+            "data_version": version,
+            "rows": s["rows"],
+            "users": s["users"],
+            "items": s["items"],
+            "engine": "spark",
+            "source_fingerprint": source_fingerprint,
+        }
+    )
     for k in ("rows", "users", "items", "positive_rate"):
         stats.log_metric(k, s[k])
     for split, n in s["samples"].items():

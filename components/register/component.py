@@ -4,8 +4,17 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 
 def register(
-    crm: Input[Model], reclora: Input[Model], retrieved: Input[Dataset], data: Input[Dataset], evaluation: Input[Artifact],
-    registry_uri: str, data_version: str, run_id: str, profile: str, overrides: dict, model_card: Output[Markdown],
+    crm: Input[Model],
+    reclora: Input[Model],
+    retrieved: Input[Dataset],
+    data: Input[Dataset],
+    evaluation: Input[Artifact],
+    registry_uri: str,
+    data_version: str,
+    run_id: str,
+    profile: str,
+    overrides: dict,
+    model_card: Output[Markdown],
     deploy: bool = False,
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("promoted", bool), ("reason", str)]):
     """Register the adapter version (immutable) and promote it if it passes the gate; with ``deploy``, a
@@ -21,12 +30,23 @@ def register(
     from reclora.storage import copy_file
 
     params = validated(load_params_with(overrides, profile or None))
-    r = register_stage(crm.path, reclora.path, retrieved.path, data.path, evaluation.path, registry_uri,
-                       params, data_version=data_version, run_id=run_id,
-                       deploy=deploy)  # fmt: skip
+    r = register_stage(
+        crm.path,
+        reclora.path,
+        retrieved.path,
+        data.path,
+        evaluation.path,
+        registry_uri,
+        params,
+        data_version=data_version,
+        run_id=run_id,
+        deploy=deploy,
+    )
     copy_file(r["model_card"], model_card.path)
-    print(f"registered {r['version']} at {r['path']}; {'promoted to champion' if r['promoted'] else 'challenger'}: "
-          f"{r['reason']}")  # fmt: skip
+    print(
+        f"registered {r['version']} at {r['path']}; {'promoted to champion' if r['promoted'] else 'challenger'}: "
+        f"{r['reason']}"
+    )
     if r["deploy"]:
         print(f"InferenceService {r['deploy']['namespace']}/{r['deploy']['service']} -> {r['deploy']['storageUri']}")
     out = namedtuple("RegisterOutputs", ["version", "promoted", "reason"])

@@ -1,7 +1,9 @@
 from kfp.dsl import Dataset, Input, Output
 
 
-def retrieve(data: Input[Dataset], model_path: str, mode: str, profile: str, overrides: dict, retrieved: Output[Dataset]):
+def retrieve(
+    data: Input[Dataset], model_path: str, mode: str, profile: str, overrides: dict, retrieved: Output[Dataset]
+):
     """Long-short modality retrieval: K_long and K_short relevant earlier behaviours per sample.
     ``model_path``: a path in the image, a hub id or an object-store URI (downloaded into the cache)."""
     from reclora.hardware import setup_process

@@ -1,8 +1,15 @@
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
-def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, overrides: dict, crm: Output[Model],
-              stats: Output[Metrics], feature_store: Input[Dataset] = None):  # fmt: skip
+def train_crm(
+    data: Input[Dataset],
+    retrieved: Input[Dataset],
+    profile: str,
+    overrides: dict,
+    crm: Output[Model],
+    stats: Output[Metrics],
+    feature_store: Input[Dataset] = None,
+):
     """The DIN-style CRM on the full training split; its hidden vector is RecLoRA's signal. User
     attributes and item genres come from Feast's offline store (the features step's repo; without
     it, from the prepared tables)."""
@@ -14,8 +21,14 @@ def train_crm(data: Input[Dataset], retrieved: Input[Dataset], profile: str, ove
     from reclora.stages import crm_stage
 
     params = validated(load_params_with(overrides, profile or None))
-    s = crm_stage(data.path, retrieved.path, crm.path, params, progress=False,
-                  feature_store=feature_store.path if feature_store else None)
+    s = crm_stage(
+        data.path,
+        retrieved.path,
+        crm.path,
+        params,
+        progress=False,
+        feature_store=feature_store.path if feature_store else None,
+    )
     for k in ("auc", "logloss", "accuracy", "n"):  # on the whole test split
         stats.log_metric(f"test_{k}", s["test"][k])
     crm.metadata.update({"framework": "torch", "format": "safetensors", "hidden_dim": s["hidden_dim"]})

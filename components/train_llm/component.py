@@ -2,9 +2,21 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
 def train_llm(
-    kind: str, data: Input[Dataset], retrieved: Input[Dataset], crm: Input[Model], model_path: str, gate: str,
-    profile: str, overrides: dict, adapter: Output[Model], stats: Output[Metrics], nproc_per_node: int = 1,
-    num_nodes: int = 1, checkpoint_uri: str = "", run_id: str = "", task_name: str = "",
+    kind: str,
+    data: Input[Dataset],
+    retrieved: Input[Dataset],
+    crm: Input[Model],
+    model_path: str,
+    gate: str,
+    profile: str,
+    overrides: dict,
+    adapter: Output[Model],
+    stats: Output[Metrics],
+    nproc_per_node: int = 1,
+    num_nodes: int = 1,
+    checkpoint_uri: str = "",
+    run_id: str = "",
+    task_name: str = "",
     feature_store: Input[Dataset] = None,
 ):
     """Few2Many: RecLoRA (or the vanilla LoRA baseline) on a seeded sample of train; scores the eval subset.
@@ -27,13 +39,32 @@ def train_llm(
     ckpt = "/".join(x.strip("/") for x in (checkpoint_uri, run_id, task_name or kind) if x) if checkpoint_uri else None
     crm_in = crm if kind == "reclora" else None
     if num_nodes > 1:
-        s = train_llm_multinode(kind, data.uri, retrieved.uri, crm_in.uri if crm_in else None, adapter.path, params,
-                                ckpt, gate=gate, model_path=model_path or None,
-                                feature_store=feature_store.uri if feature_store else None)  # fmt: skip
+        s = train_llm_multinode(
+            kind,
+            data.uri,
+            retrieved.uri,
+            crm_in.uri if crm_in else None,
+            adapter.path,
+            params,
+            ckpt,
+            gate=gate,
+            model_path=model_path or None,
+            feature_store=feature_store.uri if feature_store else None,
+        )
     else:
-        s = run_ranks(nproc_per_node, kind, data.path, retrieved.path, crm_in.path if crm_in else None, adapter.path,
-                      params, gate=gate, model_path=model_path or None, checkpoint_uri=ckpt,
-                      feature_store=feature_store.path if feature_store else None)  # fmt: skip
+        s = run_ranks(
+            nproc_per_node,
+            kind,
+            data.path,
+            retrieved.path,
+            crm_in.path if crm_in else None,
+            adapter.path,
+            params,
+            gate=gate,
+            model_path=model_path or None,
+            checkpoint_uri=ckpt,
+            feature_store=feature_store.path if feature_store else None,
+        )
     for k in ("auc", "logloss", "accuracy", "n"):  # on the seeded evaluation subset of test
         stats.log_metric(f"eval_{k}", s["eval"][k])
     stats.log_metric("train_samples", s["train_samples"])

@@ -1,8 +1,14 @@
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 
-def validate(data: Input[Dataset], profile: str, overrides: dict, report: Output[HTML], report_site: Output[Artifact],
-             stats: Output[Metrics]) -> bool:  # fmt: skip
+def validate(
+    data: Input[Dataset],
+    profile: str,
+    overrides: dict,
+    report: Output[HTML],
+    report_site: Output[Artifact],
+    stats: Output[Metrics],
+) -> bool:
     """Great Expectations gate: the Data Docs site (and its overview page for the KFP UI); True when the data passed.
     The pipeline runs nothing after it when it returns False."""
     from reclora.hardware import setup_process

@@ -68,7 +68,9 @@ def _read(f: Path) -> str | None:
         return None
 
 
-def cpu_quota(root: str | os.PathLike[str] = CGROUP_ROOT, proc_cgroup: str | os.PathLike[str] = PROC_CGROUP) -> float | None:
+def cpu_quota(
+    root: str | os.PathLike[str] = CGROUP_ROOT, proc_cgroup: str | os.PathLike[str] = PROC_CGROUP
+) -> float | None:
     """The CPU limit of this process's cgroup in CPUs (e.g. 2.0 for ``cpu.max`` = "200000 100000"),
     the smallest along its ancestors; None when there is none ("max", -1) or no cgroup file is readable.
 
@@ -125,7 +127,9 @@ def _cpus(root: str | os.PathLike[str], proc_cgroup: str | os.PathLike[str]) -> 
     return aff, f"CPU affinity ({aff})"
 
 
-def available_cpus(root: str | os.PathLike[str] = CGROUP_ROOT, proc_cgroup: str | os.PathLike[str] = PROC_CGROUP) -> int:
+def available_cpus(
+    root: str | os.PathLike[str] = CGROUP_ROOT, proc_cgroup: str | os.PathLike[str] = PROC_CGROUP
+) -> int:
     """CPUs this process can keep busy: the cgroup quota rounded down (at least 1), capped by the affinity set."""
     return _cpus(root, proc_cgroup)[0]
 
@@ -133,8 +137,11 @@ def available_cpus(root: str | os.PathLike[str] = CGROUP_ROOT, proc_cgroup: str 
 _THREADS: dict[str, Any] = {}
 
 
-def thread_count(ranks: int | None = None, root: str | os.PathLike[str] = CGROUP_ROOT,
-                 proc_cgroup: str | os.PathLike[str] = PROC_CGROUP) -> tuple[int, str]:  # fmt: skip
+def thread_count(
+    ranks: int | None = None,
+    root: str | os.PathLike[str] = CGROUP_ROOT,
+    proc_cgroup: str | os.PathLike[str] = PROC_CGROUP,
+) -> tuple[int, str]:
     """(threads per process, where the number came from): ``RECLORA_THREADS`` if set, else the CPUs
     available (:func:`available_cpus`) shared among ``ranks`` processes on this node (default: torchrun's
     ``LOCAL_WORLD_SIZE``, else 1), at least 1. Raises RecLoRAError for a bad ``RECLORA_THREADS``."""
@@ -158,8 +165,11 @@ def thread_count(ranks: int | None = None, root: str | os.PathLike[str] = CGROUP
     return max(1, cpus // ranks), src
 
 
-def configure_threads(ranks: int | None = None, root: str | os.PathLike[str] = CGROUP_ROOT,
-                      proc_cgroup: str | os.PathLike[str] = PROC_CGROUP) -> int:  # fmt: skip
+def configure_threads(
+    ranks: int | None = None,
+    root: str | os.PathLike[str] = CGROUP_ROOT,
+    proc_cgroup: str | os.PathLike[str] = PROC_CGROUP,
+) -> int:
     """Set this process's threads from :func:`thread_count`: torch's intra-op threads when torch is
     imported (else it reads ``OMP_NUM_THREADS`` when it is), and ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
     ``OPENBLAS_NUM_THREADS`` for this process's libraries and the processes it starts. Returns the count."""
@@ -231,7 +241,11 @@ def check_gpu(env: dict[str, str] | None = None, cuda_available: bool | None = N
         return
     drv = driver if driver is not None else nvidia_driver_version()
     built = torch.version.cuda
-    build = f"torch {torch.__version__} built for CUDA {built}" if built else f"torch {torch.__version__} is a CPU-only build"
+    build = (
+        f"torch {torch.__version__} built for CUDA {built}"
+        if built
+        else f"torch {torch.__version__} is a CPU-only build"
+    )
     raise GPUUnavailable(
         f"this step was given a GPU (NVIDIA_VISIBLE_DEVICES={given}) but torch sees no CUDA device: "
         f"NVIDIA driver {drv or 'not found in the container'}; {build}. Use a node whose driver supports "
@@ -269,14 +283,26 @@ def hardware_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             prop = torch.cuda.get_device_properties(i)
-            gpus.append({"name": prop.name, "capability": f"{prop.major}.{prop.minor}",
-                         "memory_gb": round(prop.total_memory / 1024**3, 1)})  # fmt: skip
-    isa_env = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-                                          "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)}  # fmt: skip
+            gpus.append(
+                {
+                    "name": prop.name,
+                    "capability": f"{prop.major}.{prop.minor}",
+                    "memory_gb": round(prop.total_memory / 1024**3, 1),
+                }
+            )
+    isa_env = {
+        k: os.environ[k]
+        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        if os.environ.get(k)
+    }
     return {
         "cpu": {
-            "model": model, "flags": flags, "aten_capability": str(torch.backends.cpu.get_cpu_capability()),
-            "logical_cpus": os.cpu_count(), "affinity_cpus": affinity_cpus(), "cgroup_quota": cpu_quota(),
+            "model": model,
+            "flags": flags,
+            "aten_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "logical_cpus": os.cpu_count(),
+            "affinity_cpus": affinity_cpus(),
+            "cgroup_quota": cpu_quota(),
         },
         "threads": torch.get_num_threads(),
         "threads_source": _THREADS.get("source", "torch default"),
@@ -284,4 +310,4 @@ def hardware_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "gpus": gpus,
-    }  # fmt: skip
+    }

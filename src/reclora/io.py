@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 
 def _umask() -> int:
@@ -191,4 +192,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return loads_json(raw)
     except ValueError as e:
-        raise DataError(f"{path}: {'JSON object ' if isinstance(e, DuplicateKeyError) else 'not valid JSON: '}{e}") from e
+        raise DataError(
+            f"{path}: {'JSON object ' if isinstance(e, DuplicateKeyError) else 'not valid JSON: '}{e}"
+        ) from e

@@ -10,8 +10,9 @@ create-or-follow-then-poll loop of the custom resources a pipeline step runs and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional
+from typing import Any, Literal
 
 from reclora.errors import ConfigError
 
@@ -47,7 +48,7 @@ def custom_objects_api() -> Any:
     return client.CustomObjectsApi()
 
 
-State = Optional[Literal["done", "failed"]]
+State = Literal["done", "failed"] | None
 
 
 def create_and_wait(

@@ -1,11 +1,11 @@
-"""Launching data-parallel ranks of the LLM stage, and the torchrun entry point (``python -m reclora.launch``).
+r"""Launching data-parallel ranks of the LLM stage, and the torchrun entry point (``python -m reclora.launch``).
 
 This module sits above :mod:`reclora.stages`; the low-level rank/device/collective helpers the
 trainer uses are in :mod:`reclora.few2many.distributed`.
 
 Launch N ranks of the LLM stage on one node (N GPUs with NCCL, else N CPU processes with gloo)::
 
-    python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node N \\
+    python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node N \
         -m reclora.launch llm --kind reclora --data D --retrieved R --crm C --out O
 
 which is what ``launch(N, ["llm", ...])`` runs (``command`` builds it). ``launch(..., local=True)``
@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch.distributed as dist
 
@@ -85,9 +86,14 @@ def launch(
 
 
 def _launch_local(
-    nproc: int, args: Sequence[str], module: str | None, env: dict[str, str],
-    timeout: float | None, log_dir: str | Path | None, check: bool,
-) -> int:  # fmt: skip
+    nproc: int,
+    args: Sequence[str],
+    module: str | None,
+    env: dict[str, str],
+    timeout: float | None,
+    log_dir: str | Path | None,
+    check: bool,
+) -> int:
     if nproc < 1:
         raise ValueError("nproc must be >= 1")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -96,15 +102,26 @@ def _launch_local(
     port = sock.getsockname()[1]
     # the store owns (and closes) the pre-bound socket: it listens on loopback only
     store = dist.TCPStore(
-        "127.0.0.1", port, world_size=nproc, is_master=True, wait_for_workers=False,
-        timeout=datetime.timedelta(seconds=timeout or 1800), master_listen_fd=sock.detach(), use_libuv=True,
-    )  # fmt: skip
+        "127.0.0.1",
+        port,
+        world_size=nproc,
+        is_master=True,
+        wait_for_workers=False,
+        timeout=datetime.timedelta(seconds=timeout or 1800),
+        master_listen_fd=sock.detach(),
+        use_libuv=True,
+    )
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="reclora-dist-"))
     logs.mkdir(parents=True, exist_ok=True)
     base = {
-        **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc),
-        "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "TORCHELASTIC_USE_AGENT_STORE": "True",
-    }  # fmt: skip
+        **env,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": str(nproc),
+        "LOCAL_WORLD_SIZE": str(nproc),
+        "GROUP_RANK": "0",
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }
     base.setdefault("GLOO_SOCKET_IFNAME", "lo")
     from reclora.hardware import THREAD_VARS, thread_count
 
@@ -193,9 +210,18 @@ def run_llm_stage(
         out = tmp / "out" / "adapter" if storage.is_remote(str(out_dir)) else Path(out_dir)
         # llm_stage writes its output on rank 0 only and holds the other ranks at a barrier
         summary = llm_stage(
-            kind, data, ret, crm, out, params, gate=gate, model_path=model_path,
-            progress=progress and is_main(), checkpoint_uri=checkpoint_uri, feature_store=store,
-        )  # fmt: skip
+            kind,
+            data,
+            ret,
+            crm,
+            out,
+            params,
+            gate=gate,
+            model_path=model_path,
+            progress=progress and is_main(),
+            checkpoint_uri=checkpoint_uri,
+            feature_store=store,
+        )
         if is_main() and out != Path(out_dir):
             storage.upload_dir(out, str(out_dir))
         barrier()
@@ -232,13 +258,39 @@ def train_llm(
     if int(nproc) <= 1:
         from reclora.stages import llm_stage
 
-        return llm_stage(kind, data_dir, retrieved_dir, crm_dir, out_dir, params, gate=gate, model_path=model_path,
-                         progress=progress, checkpoint_uri=checkpoint_uri, feature_store=feature_store)  # fmt: skip
+        return llm_stage(
+            kind,
+            data_dir,
+            retrieved_dir,
+            crm_dir,
+            out_dir,
+            params,
+            gate=gate,
+            model_path=model_path,
+            progress=progress,
+            checkpoint_uri=checkpoint_uri,
+            feature_store=feature_store,
+        )
     with tempfile.TemporaryDirectory(prefix="reclora-launch-") as t:
         pfile, sfile = Path(t) / "params.json", Path(t) / "summary.json"
         pfile.write_text(json.dumps(params.to_dict(), default=str))
-        args = ["llm", "--kind", kind, "--data", str(data_dir), "--retrieved", str(retrieved_dir),
-                "--out", str(out_dir), "--gate", gate, "--params", str(pfile), "--summary", str(sfile)]  # fmt: skip
+        args = [
+            "llm",
+            "--kind",
+            kind,
+            "--data",
+            str(data_dir),
+            "--retrieved",
+            str(retrieved_dir),
+            "--out",
+            str(out_dir),
+            "--gate",
+            gate,
+            "--params",
+            str(pfile),
+            "--summary",
+            str(sfile),
+        ]
         if crm_dir is not None:
             args += ["--crm", str(crm_dir)]
         if model_path:
@@ -305,10 +357,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_from_env()
     try:
         s = run_llm_stage(
-            args.kind, args.data, args.retrieved, args.crm, args.out, params,
-            gate=args.gate, model_path=args.model_path, progress=not args.no_progress,
-            checkpoint_uri=args.checkpoint_uri, feature_store=args.feature_store,
-        )  # fmt: skip
+            args.kind,
+            args.data,
+            args.retrieved,
+            args.crm,
+            args.out,
+            params,
+            gate=args.gate,
+            model_path=args.model_path,
+            progress=not args.no_progress,
+            checkpoint_uri=args.checkpoint_uri,
+            feature_store=args.feature_store,
+        )
         if is_main():
             print(json.dumps(s, default=str))
             if args.summary:

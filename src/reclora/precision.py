@@ -28,8 +28,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -61,15 +62,16 @@ class Capabilities:
     cuda_capability: tuple[int, int] | None = None
 
     @classmethod
-    def query(cls, device: torch.device | str) -> "Capabilities":
+    def query(cls, device: torch.device | str) -> Capabilities:
         """The capabilities torch reports for ``device`` in this process."""
         dev = torch.device(device)
         if dev.type == "cuda":
             idx = dev.index if dev.index is not None else torch.cuda.current_device()
             return cls(
-                device="cuda", cuda_capability=tuple(torch.cuda.get_device_capability(idx)),  # type: ignore[arg-type]
+                device="cuda",
+                cuda_capability=tuple(torch.cuda.get_device_capability(idx)),  # type: ignore[arg-type]
                 cuda_bf16=bool(torch.cuda.is_bf16_supported(including_emulation=False)),
-            )  # fmt: skip
+            )
         if dev.type != "cpu":
             return cls(device=dev.type)
         native = False
@@ -77,10 +79,12 @@ class Capabilities:
             fn = getattr(torch.cpu, q, None)
             native = native or bool(fn and fn())
         return cls(
-            device="cpu", cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
-            mkldnn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), native_bf16=native,
+            device="cpu",
+            cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
+            mkldnn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            native_bf16=native,
             isa_limited=bool(os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")),
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class Precision:
             return torch.autocast(dev, enabled=False)
         return torch.autocast(dev, dtype=self.dtype)
 
-    def grad_scaler(self, device: torch.device | str | None = None) -> "torch.amp.GradScaler":
+    def grad_scaler(self, device: torch.device | str | None = None) -> torch.amp.GradScaler:
         """A gradient scaler for training: enabled for fp16 only (fp16's narrow range underflows small
         gradients; bf16 has fp32's range and needs none)."""
         dev = torch.device(device if device is not None else self.device).type
@@ -145,7 +149,10 @@ def bf16_speedup_probe(m: int = 256, k: int = 512, n: int = 512, budget_s: float
     Software bf16 runs several times slower than fp32; AMX or AVX512-BF16 several times faster."""
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
-    ctx = {"fp32": lambda: torch.autocast("cpu", enabled=False), "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+    ctx = {
+        "fp32": lambda: torch.autocast("cpu", enabled=False),
+        "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    }
     best = dict.fromkeys(ctx, float("inf"))
     spent = dict.fromkeys(ctx, 0.0)
     old = torch.get_num_threads()
@@ -175,7 +182,9 @@ def bf16_speedup_probe(m: int = 256, k: int = 512, n: int = 512, budget_s: float
     return out
 
 
-def decide(requested: str, caps: Capabilities, probe: Callable[[], Mapping[str, float]] = bf16_speedup_probe) -> Precision:
+def decide(
+    requested: str, caps: Capabilities, probe: Callable[[], Mapping[str, float]] = bf16_speedup_probe
+) -> Precision:
     """The policy (no caching, no logging): ``requested`` on a device with ``caps``. ``probe`` is called
     only on a CPU where torch's queries are not conclusive (see the module docstring)."""
     if requested not in PRECISIONS:
@@ -188,30 +197,48 @@ def decide(requested: str, caps: Capabilities, probe: Callable[[], Mapping[str, 
         if caps.cuda_bf16:
             return Precision("bf16", "auto", dev, f"CUDA device with native bf16 (compute capability {cc})")
         if caps.cuda_capability is not None and tuple(caps.cuda_capability) >= (7, 0):
-            return Precision("fp16", "auto", dev, f"CUDA device without native bf16 (compute capability {cc}): "
-                             "fp16 autocast, gradient scaler in training")  # fmt: skip
-        return Precision("fp32", "auto", dev, f"CUDA device without bf16 or fp16 tensor cores (compute capability {cc})")
+            return Precision(
+                "fp16",
+                "auto",
+                dev,
+                f"CUDA device without native bf16 (compute capability {cc}): "
+                "fp16 autocast, gradient scaler in training",
+            )
+        return Precision(
+            "fp32", "auto", dev, f"CUDA device without bf16 or fp16 tensor cores (compute capability {cc})"
+        )
     if dev != "cpu":
         return Precision("fp32", "auto", dev, f"device {dev}: no precision policy, fp32")
     isa = caps.cpu_capability or "?"
     if not caps.mkldnn_bf16:
-        return Precision("fp32", "auto", dev, f"CPU without bf16 matmul kernels (ATen {isa}, oneDNN bf16 unsupported): "
-                         "bf16 would be emulated")  # fmt: skip
+        return Precision(
+            "fp32",
+            "auto",
+            dev,
+            f"CPU without bf16 matmul kernels (ATen {isa}, oneDNN bf16 unsupported): bf16 would be emulated",
+        )
     if caps.native_bf16 and not caps.isa_limited:
         return Precision("bf16", "auto", dev, f"CPU with native bf16 matmul (AMX or AVX512-BF16; ATen {isa})")
     why = "ONEDNN_MAX_CPU_ISA is set" if caps.isa_limited else "AVX-512 without AMX or AVX512-BF16"
     r = dict(probe())
     s = float(r.get("speedup", 0.0))
     name = "bf16" if s >= PROBE_MIN_SPEEDUP else "fp32"
-    return Precision(name, "auto", dev, f"CPU, {why}: bf16 matmul {s:.2f}x fp32's speed in a timed probe "
-                     f"({'>=' if name == 'bf16' else '<'} {PROBE_MIN_SPEEDUP}x)", r)  # fmt: skip
+    return Precision(
+        name,
+        "auto",
+        dev,
+        f"CPU, {why}: bf16 matmul {s:.2f}x fp32's speed in a timed probe "
+        f"({'>=' if name == 'bf16' else '<'} {PROBE_MIN_SPEEDUP}x)",
+        r,
+    )
 
 
 _CHOSEN: dict[tuple[str, str], Precision] = {}
 
 
-def choose(requested: str | Mapping[str, Any] | None = "auto", device: torch.device | str | None = None,
-           log: bool = True) -> Precision:  # fmt: skip
+def choose(
+    requested: str | Mapping[str, Any] | None = "auto", device: torch.device | str | None = None, log: bool = True
+) -> Precision:
     """The precision to run the LLM in on ``device`` (default: this process's training device, see
     :func:`reclora.few2many.distributed.device`), for ``requested`` (a name, or a ``train`` params
     section, see :func:`requested_precision`). Decided once per process and device, and said once
@@ -232,6 +259,6 @@ def choose(requested: str | Mapping[str, Any] | None = "auto", device: torch.dev
     return _CHOSEN[key]
 
 
-def as_precision(p: "Precision | str | Mapping[str, Any] | None", device: torch.device | str | None = None) -> Precision:
+def as_precision(p: Precision | str | Mapping[str, Any] | None, device: torch.device | str | None = None) -> Precision:
     """``p`` as a Precision: itself, or :func:`choose` of a name / params section on ``device``."""
     return p if isinstance(p, Precision) else choose(p, device)

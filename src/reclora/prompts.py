@@ -6,7 +6,8 @@ The text goes into the model's chat template as the user turn; the answer
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -13,9 +13,10 @@ and the CRM read (``short_item_ids``/``short_ratings``, ``long_item_ids``/``long
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd

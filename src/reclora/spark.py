@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from reclora.config import Params, as_params
 from reclora.errors import ConfigError
@@ -110,7 +111,7 @@ def spark_application_body(
             "driver": _role(driver, service_account, env, step),
             "executor": _role({"instances": 1, **executor}, service_account, env, step),
         },
-    }  # fmt: skip
+    }
 
 
 def _state(obj: Mapping[str, Any]) -> tuple[Any, str]:
@@ -135,7 +136,9 @@ def run_spark_application(
     FAILED / SUBMISSION_FAILED raise RuntimeError (a failed one found on a retry is replaced)."""
     from reclora.kube import create_and_wait
 
-    return create_and_wait(body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep)
+    return create_and_wait(
+        body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep
+    )
 
 
 def run_on_spark(
@@ -159,19 +162,29 @@ def run_on_spark(
     params = as_params(params)
     settings = params.pipeline.spark
     if not main_application_file:
-        raise ConfigError(f"the Spark {step} step needs its driver program (pipeline.spark: "
-                          f"{'prepare_application_file' if step == 'prepare' else 'main_application_file'})")  # fmt: skip
+        raise ConfigError(
+            f"the Spark {step} step needs its driver program (pipeline.spark: "
+            f"{'prepare_application_file' if step == 'prepare' else 'main_application_file'})"
+        )
     name = application_name(key, step)
     body = spark_application_body(
-        name=name, namespace=pod_namespace(settings.namespace), image=settings.image,
-        main_application_file=main_application_file, arguments=[*arguments, "--work", f"{WORK_MOUNT}/{name}"],
-        spark_version=settings.spark_version, driver=settings.driver.to_dict(),
-        executor=settings.executor.to_dict(), work_claim=settings.work_claim,
-        service_account=settings.service_account or None, spark_conf=spark_conf or {},
-        env=secret_env(params.pipeline.storage_secret.to_dict()), step=step,
-    )  # fmt: skip
-    run_spark_application(body, api=api, poll_s=float(settings.poll_seconds), timeout_s=settings.timeout_seconds,
-                          sleep=sleep)  # fmt: skip
+        name=name,
+        namespace=pod_namespace(settings.namespace),
+        image=settings.image,
+        main_application_file=main_application_file,
+        arguments=[*arguments, "--work", f"{WORK_MOUNT}/{name}"],
+        spark_version=settings.spark_version,
+        driver=settings.driver.to_dict(),
+        executor=settings.executor.to_dict(),
+        work_claim=settings.work_claim,
+        service_account=settings.service_account or None,
+        spark_conf=spark_conf or {},
+        env=secret_env(params.pipeline.storage_secret.to_dict()),
+        step=step,
+    )
+    run_spark_application(
+        body, api=api, poll_s=float(settings.poll_seconds), timeout_s=settings.timeout_seconds, sleep=sleep
+    )
     return name
 
 
@@ -211,14 +224,34 @@ def prepare_on_spark(
 
     _require_remote("prepare", output=out_uri, report=report_uri)
     if source and not (storage.is_remote(source) or storage.is_dvc_ref(source) or source.startswith(f"{WORK_MOUNT}/")):
-        raise ConfigError(f"the Spark prepare step needs an object-store URI, a DVC reference or a path under "
-                          f"{WORK_MOUNT}/ as its source (the driver pod shares nothing else), got {source!r}")  # fmt: skip
+        raise ConfigError(
+            f"the Spark prepare step needs an object-store URI, a DVC reference or a path under "
+            f"{WORK_MOUNT}/ as its source (the driver pod shares nothing else), got {source!r}"
+        )
     params = as_params(params)
     sections = {"data": {**params.data.to_dict(), "engine": "spark"}, "synthetic": params.synthetic.to_dict()}
-    args = ["--dataset", dataset, "--source", source, "--out", out_uri, "--report", report_uri,
-            "--params", json.dumps(sections, default=str)]  # fmt: skip
-    run_on_spark("prepare", out_uri, params.pipeline.spark.prepare_application_file, args, params,
-                 spark_conf=params.data.spark_conf, api=api, sleep=sleep)  # fmt: skip
+    args = [
+        "--dataset",
+        dataset,
+        "--source",
+        source,
+        "--out",
+        out_uri,
+        "--report",
+        report_uri,
+        "--params",
+        json.dumps(sections, default=str),
+    ]
+    run_on_spark(
+        "prepare",
+        out_uri,
+        params.pipeline.spark.prepare_application_file,
+        args,
+        params,
+        spark_conf=params.data.spark_conf,
+        api=api,
+        sleep=sleep,
+    )
     return _read_json(report_uri)
 
 
@@ -239,10 +272,24 @@ def features_on_spark(
     params = as_params(params)
     features = {**params.features.to_dict(), "offline_store": "spark"}
     args = ["--data", data_uri, "--out", out_uri, "--features-params", json.dumps(features, default=str)]
-    run_on_spark("features", out_uri, params.pipeline.spark.main_application_file, args, params,
-                 spark_conf=params.features.spark_conf, api=api, sleep=sleep)  # fmt: skip
+    run_on_spark(
+        "features",
+        out_uri,
+        params.pipeline.spark.main_application_file,
+        args,
+        params,
+        spark_conf=params.features.spark_conf,
+        api=api,
+        sleep=sleep,
+    )
     return _read_json(f"{out_uri.rstrip('/')}/summary.json")
 
 
-__all__ = ["application_name", "features_on_spark", "prepare_on_spark", "run_on_spark", "run_spark_application",
-           "spark_application_body"]  # fmt: skip
+__all__ = [
+    "application_name",
+    "features_on_spark",
+    "prepare_on_spark",
+    "run_on_spark",
+    "run_spark_application",
+    "spark_application_body",
+]

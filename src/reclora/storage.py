@@ -56,7 +56,7 @@ def parse_dvc_ref(source: str) -> tuple[str, str, str | None]:
     """(repository, path, rev or None) of a DVC reference; DataError when it is malformed."""
     if not is_dvc_ref(source):
         raise DataError(f"not a DVC reference: {source!r} (expected dvc+<repository>#<path>[@<rev>])")
-    repo, _, rest = source[len(DVC_PREFIX):].rpartition("#")
+    repo, _, rest = source[len(DVC_PREFIX) :].rpartition("#")
     path, _, rev = rest.partition("@")
     if not repo or not path:
         raise DataError(f"bad DVC reference {source!r}: expected dvc+<repository>#<path>[@<rev>]")
@@ -150,7 +150,7 @@ def download_dir(uri: str, local: str | os.PathLike[str]) -> Path:
     local = Path(local)
     with atomic_dir(local) as tmp:
         for f in files:
-            rel = f[len(root):].lstrip("/")
+            rel = f[len(root) :].lstrip("/")
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(f, str(tmp / rel))
     return local
@@ -255,5 +255,5 @@ def source_fingerprint(source: str, unseen: str | None = None) -> str:
         info = found[key]
         stamps = [info.get(k) for k in ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified")]
         version = next((str(v) for v in stamps if v is not None), "")
-        h.update(f"{key[len(root):]}\0{info.get('size')}\0{version}\n".encode())
+        h.update(f"{key[len(root) :]}\0{info.get('size')}\0{version}\n".encode())
     return f"objects:{h.hexdigest()}"

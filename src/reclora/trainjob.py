@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from reclora.config import Params, as_params
 from reclora.errors import ConfigError
@@ -59,8 +60,11 @@ def trainjob_body(
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TrainJob",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "trainer"}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "trainer"},
+        },
         "spec": {
             "runtimeRef": {"apiGroup": GROUP, "kind": "TrainingRuntime", "name": runtime},
             "trainer": {
@@ -73,7 +77,7 @@ def trainjob_body(
                 "env": [dict(e) for e in env],
             },
         },
-    }  # fmt: skip
+    }
 
 
 def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -104,7 +108,9 @@ def run_trainjob(
     """
     from reclora.kube import create_and_wait
 
-    return create_and_wait(body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep)
+    return create_and_wait(
+        body, GROUP, VERSION, PLURAL, _state, api=api, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep
+    )
 
 
 def train_llm_multinode(
@@ -140,9 +146,24 @@ def train_llm_multinode(
     pipeline = params.pipeline
     gpu, trainjob = pipeline.gpu, pipeline.trainjob
     out_uri = f"{checkpoint_uri.rstrip('/')}/output"
-    args = ["llm", "--kind", kind, "--data", data_uri, "--retrieved", retrieved_uri, "--out", out_uri,
-            "--gate", gate, "--checkpoint-uri", f"{checkpoint_uri.rstrip('/')}/ckpt", "--no-progress",
-            "--overrides", json.dumps(params.to_dict(), default=str)]  # fmt: skip
+    args = [
+        "llm",
+        "--kind",
+        kind,
+        "--data",
+        data_uri,
+        "--retrieved",
+        retrieved_uri,
+        "--out",
+        out_uri,
+        "--gate",
+        gate,
+        "--checkpoint-uri",
+        f"{checkpoint_uri.rstrip('/')}/ckpt",
+        "--no-progress",
+        "--overrides",
+        json.dumps(params.to_dict(), default=str),
+    ]
     if crm_uri:
         args += ["--crm", crm_uri]
     if model_path:
@@ -153,11 +174,16 @@ def train_llm_multinode(
     for side in ("requests", "limits"):
         res.setdefault(side, {})[gpu.accelerator_type] = str(gpu.accelerator_limit)
     body = trainjob_body(
-        name=job_name(checkpoint_uri, kind), namespace=pod_namespace(trainjob.namespace),
-        image=pipeline.gpu_image, runtime=trainjob.runtime, args=args,
-        num_nodes=gpu.num_nodes, nproc_per_node=gpu.accelerator_limit, resources_per_node=res,
+        name=job_name(checkpoint_uri, kind),
+        namespace=pod_namespace(trainjob.namespace),
+        image=pipeline.gpu_image,
+        runtime=trainjob.runtime,
+        args=args,
+        num_nodes=gpu.num_nodes,
+        nproc_per_node=gpu.accelerator_limit,
+        resources_per_node=res,
         env=secret_env(pipeline.storage_secret.to_dict()),
-    )  # fmt: skip
+    )
     run_trainjob(body, api=api, poll_s=float(trainjob.poll_seconds), timeout_s=trainjob.timeout_seconds, sleep=sleep)
     storage.download_dir(out_uri, out_dir)
     return read_json(Path(out_dir) / "metrics.json")

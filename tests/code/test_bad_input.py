@@ -45,13 +45,21 @@ def params_file(tmp_path_factory) -> Path:
 
 def _prepare(case: str, dataset: str, tmp: Path, params_file: Path):
     raw = write_bad_input_case(case, tmp / case)
-    return reclora("data", "prepare", "--dataset", dataset, "--path", str(raw), "--out", str(tmp / "out"),
-                   "--params", str(params_file))  # fmt: skip
+    return reclora(
+        "data",
+        "prepare",
+        "--dataset",
+        dataset,
+        "--path",
+        str(raw),
+        "--out",
+        str(tmp / "out"),
+        "--params",
+        str(params_file),
+    )
 
 
-@pytest.mark.parametrize(
-    "case,column,value", [("float_id", "userId", "2.9"), ("inf_id", "userId", "inf")]
-)
+@pytest.mark.parametrize("case,column,value", [("float_id", "userId", "2.9"), ("inf_id", "userId", "inf")])
 def test_fractional_or_infinite_id_is_refused_with_one_line(case, column, value, tmp_path, params_file):
     proc = _prepare(case, "ml-25m", tmp_path, params_file)
     assert proc.returncode == 2, proc.stderr
@@ -88,7 +96,10 @@ def test_one_row_writes_typed_empty_splits_and_the_gate_says_why(tmp_path, param
     for split in ("train", "valid", "test"):
         sch = pq.read_schema(out / "samples" / f"{split}.parquet")
         assert sch.field("history_start").type == pa.int64() and sch.field("history_length").type == pa.int64()
-        assert sch.field("label").type == pa.int8() and pq.read_metadata(out / "samples" / f"{split}.parquet").num_rows == 0
+        assert (
+            sch.field("label").type == pa.int8()
+            and pq.read_metadata(out / "samples" / f"{split}.parquet").num_rows == 0
+        )
     rep = tmp_path / "rep"
     v = reclora("data", "validate", "--data", str(out), "--report", str(rep), "--params", str(params_file))
     assert v.returncode == 1, v.stderr
@@ -117,11 +128,38 @@ CELLS = st.one_of(
     st.integers(-(2**80), 2**80).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.decimals(allow_nan=False, allow_infinity=False, places=2).map(str),
-    st.sampled_from(["", " ", "nan", "NaN", "inf", "-Infinity", "1e30", "2.9", "2.5", "7.0", "1e3", "+5", " 8 ",
-                     "0x10", "1_000", "\u0663", "True", "null", "None", "9223372036854775807", "9223372036854775808",
-                     "-9223372036854775808", "-9223372036854775809", "18446744073709551615", "1.0e1", ".5"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "nan",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "1e30",
+            "2.9",
+            "2.5",
+            "7.0",
+            "1e3",
+            "+5",
+            " 8 ",
+            "0x10",
+            "1_000",
+            "\u0663",
+            "True",
+            "null",
+            "None",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "1.0e1",
+            ".5",
+        ]
+    ),
     st.text(_SAFE, max_size=6),
-)  # fmt: skip
+)
 
 BASE = [(1, 10, 4.0, 978300000), (2, 20, 3.0, 978300060), (3, 30, 5.0, 978300120)]
 
@@ -131,7 +169,9 @@ def _write_rows(fmt: str, d: Path, rows: list[tuple[str, str, str, str]]) -> tup
     d.mkdir(parents=True, exist_ok=True)
     if fmt == "ml-100k":
         (d / "u.data").write_text("".join("\t".join(r) + "\n" for r in rows))
-        (d / "u.item").write_text("".join(f"{i}|T{i}|01-Jan-1995||u|" + "|".join(["0"] * 19) + "\n" for i in (10, 20, 30)))
+        (d / "u.item").write_text(
+            "".join(f"{i}|T{i}|01-Jan-1995||u|" + "|".join(["0"] * 19) + "\n" for i in (10, 20, 30))
+        )
         (d / "u.user").write_text("".join(f"{u}|30|M|other|1\n" for u in (1, 2, 3)))
         return d / "u.data", {c: c for c in ("user_id", "item_id", "timestamp")}
     if fmt == "ml-1m":
@@ -156,8 +196,12 @@ def _movies_csv(header: str) -> str:
     return header + "\n10,A (1995),Drama\n20,B (1996),Drama\n30,C (1997),Drama\n"
 
 
-TABLE_SPEC = {"interactions": "interactions", "items": "items", "users": "users",
-              "columns": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "when"}}  # fmt: skip
+TABLE_SPEC = {
+    "interactions": "interactions",
+    "items": "items",
+    "users": "users",
+    "columns": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "when"},
+}
 
 
 def _load(fmt: str, d: Path):
@@ -202,7 +246,9 @@ _PLAIN_RE = {"int64": r"[0-9]+", "float64": r"[0-9]+(\.[0-9]+)?"}
 
 @PROPS
 @given(
-    cells=st.lists(st.one_of(CELLS, st.sampled_from([".", "1.", "1..2", "1.2.3", "..", "5.5", "12", "0.0"])), max_size=5),
+    cells=st.lists(
+        st.one_of(CELLS, st.sampled_from([".", "1.", "1..2", "1.2.3", "..", "5.5", "12", "0.0"])), max_size=5
+    ),
     dtype=st.sampled_from(["int64", "float64"]),
 )
 def test_the_csv_fast_path_takes_exactly_the_plain_decimal_cells(cells, dtype):
@@ -217,8 +263,12 @@ def test_the_csv_fast_path_takes_exactly_the_plain_decimal_cells(cells, dtype):
 def _table_dir(d: Path, **cols: pa.Array) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     n = len(next(iter(cols.values())))
-    base = {"user_id": pa.array(range(1, n + 1), pa.int64()), "item_id": pa.array([7] * n, pa.int64()),
-            "rating": pa.array([4.0] * n), "timestamp": pa.array([1_000_000_000] * n, pa.int64())}  # fmt: skip
+    base = {
+        "user_id": pa.array(range(1, n + 1), pa.int64()),
+        "item_id": pa.array([7] * n, pa.int64()),
+        "rating": pa.array([4.0] * n),
+        "timestamp": pa.array([1_000_000_000] * n, pa.int64()),
+    }
     pq.write_table(pa.table({**base, **cols}), d / "interactions.parquet")
     return d
 
@@ -229,9 +279,12 @@ SPEC = load_params()["data"]["table"]
 @PROPS
 @given(
     kind=st.sampled_from(["int64", "uint64", "float64", "string", "bool"]),
-    values=st.lists(st.one_of(st.integers(-(2**64), 2**64), st.floats(allow_nan=True, allow_infinity=True), st.none()),
-                    min_size=1, max_size=4),
-)  # fmt: skip
+    values=st.lists(
+        st.one_of(st.integers(-(2**64), 2**64), st.floats(allow_nan=True, allow_infinity=True), st.none()),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_typed_id_columns_load_exactly_or_refuse(kind, values, tmp_path_factory):
     def fits(v):
         if v is None:
@@ -297,15 +350,18 @@ def test_datetime_columns_give_exact_unix_seconds(secs, frac, unit, tz, tmp_path
 
 @PROPS
 @given(
-    rows=st.lists(st.tuples(st.integers(-6 * 10**9, 9 * 10**9), st.integers(-14 * 60, 14 * 60) | st.none()),
-                  min_size=1, max_size=4),
+    rows=st.lists(
+        st.tuples(st.integers(-6 * 10**9, 9 * 10**9), st.integers(-14 * 60, 14 * 60) | st.none()),
+        min_size=1,
+        max_size=4,
+    ),
     sep=st.sampled_from(["T", " "]),
-)  # fmt: skip
+)
 def test_iso_strings_with_per_value_offsets_give_exact_unix_seconds(rows, sep, tmp_path_factory):
     cells = []
     for s, off in rows:
-        zone = dt.timezone.utc if off is None else dt.timezone(dt.timedelta(minutes=off))
-        when = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=s)
+        zone = dt.UTC if off is None else dt.timezone(dt.timedelta(minutes=off))
+        when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=s)
         text = when.astimezone(zone).isoformat(sep=sep)
         cells.append(text.replace("+00:00", "") if off is None else text)  # naive = UTC
     d = tmp_path_factory.mktemp("iso")
@@ -356,10 +412,11 @@ def test_no_sample_contains_its_own_target_event(fmt, tmp_path):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    rows=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(0, 6)),
-                  min_size=1, max_size=30),
+    rows=st.lists(
+        st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(0, 6)), min_size=1, max_size=30
+    ),
     row_order=st.booleans(),
-)  # fmt: skip
+)
 def test_build_samples_never_leaks(rows, row_order):
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]).astype({"rating": "float64"})
     if row_order:

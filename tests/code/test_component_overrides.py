@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FakeArtifact
 
 from components import build_components
-from helpers import FakeArtifact
 
 # component -> (the library function it calls, as "module:function", how that call receives the settings)
 ENTRY = {
@@ -124,6 +124,11 @@ def test_an_override_changes_the_local_features_steps_output(tmp_path):
     prepare("synthetic", None, tmp_path / "prepared", params)
     fn = _functions()["features"]
     stats = FakeArtifact(tmp_path / "stats.txt")
-    fn(data=FakeArtifact(tmp_path / "prepared"), profile="", overrides={"features": {"pit_check_rows": 7}},
-       feature_store=FakeArtifact(tmp_path / "features"), stats=stats)
+    fn(
+        data=FakeArtifact(tmp_path / "prepared"),
+        profile="",
+        overrides={"features": {"pit_check_rows": 7}},
+        feature_store=FakeArtifact(tmp_path / "features"),
+        stats=stats,
+    )
     assert stats.metadata["pit_check_rows"] == 7

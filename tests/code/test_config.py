@@ -36,16 +36,28 @@ def _parse(*items):
 
 
 def test_set_items_are_typed_by_params_yaml():
-    out = _parse("train.sample_size=64", "train.lr=1e-2", "train.bf16=false", "crm.mlp=[64, 32]",
-                 "data.dataset=ml-100k", "data.path=", "data.label_threshold.ml-100k=3", "pipeline.gpu={}")  # fmt: skip
+    out = _parse(
+        "train.sample_size=64",
+        "train.lr=1e-2",
+        "train.bf16=false",
+        "crm.mlp=[64, 32]",
+        "data.dataset=ml-100k",
+        "data.path=",
+        "data.label_threshold.ml-100k=3",
+        "pipeline.gpu={}",
+    )
     assert out["train"] == {"sample_size": 64, "lr": 0.01, "precision": "fp32"}  # the old key, renamed
     assert isinstance(out["train"]["sample_size"], int) and isinstance(out["train"]["lr"], float)
     assert out["crm"] == {"mlp": [64, 32]} and out["data"]["dataset"] == "ml-100k" and out["data"]["path"] == ""
-    assert out["data"]["label_threshold"] == {"ml-100k": 3.0} and isinstance(out["data"]["label_threshold"]["ml-100k"], float)
+    assert out["data"]["label_threshold"] == {"ml-100k": 3.0} and isinstance(
+        out["data"]["label_threshold"]["ml-100k"], float
+    )
     assert out["pipeline"]["gpu"] == {}
     # a string stays a string even when it looks like a number; the last item for a key wins
     assert _parse("synthetic.start=2024", "train.epochs=1", "train.epochs=3") == {
-        "synthetic": {"start": "2024"}, "train": {"epochs": 3}}
+        "synthetic": {"start": "2024"},
+        "train": {"epochs": 3},
+    }
 
 
 def test_the_old_bf16_key_still_sets_the_precision():
@@ -72,20 +84,23 @@ def test_the_old_bf16_key_still_sets_the_precision():
             requested_precision(bad)
 
 
-@pytest.mark.parametrize("item, message", [
-    ("train.sample_size", "section.key=value"),
-    ("=3", "section.key=value"),
-    ("train..lr=1", "section.key=value"),
-    ("train.sampel_size=3", "train has no key 'sampel_size'"),
-    ("nosuch.key=1", "params.yaml has no key 'nosuch'"),
-    ("train.lr.x=1", "train.lr has no key 'x'"),
-    ("train.sample_size=1.5", "integer"),
-    ("train.sample_size=true", "integer"),
-    ("train.lr=fast", "number"),
-    ("train.bf16=1", "boolean"),
-    ("crm.mlp=64", "list"),
-    ("crm.mlp=[64", "not a valid value"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("train.sample_size", "section.key=value"),
+        ("=3", "section.key=value"),
+        ("train..lr=1", "section.key=value"),
+        ("train.sampel_size=3", "train has no key 'sampel_size'"),
+        ("nosuch.key=1", "params.yaml has no key 'nosuch'"),
+        ("train.lr.x=1", "train.lr has no key 'x'"),
+        ("train.sample_size=1.5", "integer"),
+        ("train.sample_size=true", "integer"),
+        ("train.lr=fast", "number"),
+        ("train.bf16=1", "boolean"),
+        ("crm.mlp=64", "list"),
+        ("crm.mlp=[64", "not a valid value"),
+    ],
+)
 def test_bad_set_items_are_config_errors(item, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         _parse(item)
@@ -168,11 +183,16 @@ def test_the_handed_min_timestamp_case_validates_with_an_old_params_file(tmp_pat
     assert "min_timestamp" not in v.stderr
 
 
-@pytest.mark.parametrize("args,words", [
-    (["pipeline", "run", "--overrides", '{"train": {"lr": 1}, "train": {"lr": 2}}'], "repeats the key 'train'"),
-    (["pipeline", "submit", "--host", "http://127.0.0.1:9", "--arguments", '{"dataset": "a", "dataset": "b"}'],
-     "repeats the key 'dataset'"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["pipeline", "run", "--overrides", '{"train": {"lr": 1}, "train": {"lr": 2}}'], "repeats the key 'train'"),
+        (
+            ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--arguments", '{"dataset": "a", "dataset": "b"}'],
+            "repeats the key 'dataset'",
+        ),
+    ],
+)
 def test_json_options_that_repeat_a_key_are_refused(args, words, capsys):
     from reclora.cli import app
     from reclora.cli.common import run_cli
@@ -192,11 +212,14 @@ def test_a_json_file_that_repeats_a_key_is_refused_naming_it(tmp_path):
         read_json(f)
 
 
-@pytest.mark.parametrize("text, key, line", [
-    ("train:\n  lr: 0.01\n  epochs: 2\n  lr: 0.5\n", "lr", 4),  # the later copy used to win silently
-    ("train: {lr: 0.01}\ntrain: {lr: 0.5}\n", "train", 2),
-    ("data:\n  table:\n    columns: {user_id: u, user_id: v}\n", "user_id", 3),
-])
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("train:\n  lr: 0.01\n  epochs: 2\n  lr: 0.5\n", "lr", 4),  # the later copy used to win silently
+        ("train: {lr: 0.01}\ntrain: {lr: 0.5}\n", "train", 2),
+        ("data:\n  table:\n    columns: {user_id: u, user_id: v}\n", "user_id", 3),
+    ],
+)
 def test_a_params_file_that_repeats_a_key_is_refused_naming_it(tmp_path, text, key, line):
     from reclora.config import load_params
 

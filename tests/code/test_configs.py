@@ -81,56 +81,68 @@ def test_the_typed_values_are_params_yamls():
 
 
 # ------------------------------------------------------------------ refusals name the key
-@pytest.mark.parametrize("dotted, message", [
-    ("trian", r"params: unknown key 'trian' \(known: data, synthetic, .*, profiles\)"),
-    ("train.sampel_size", r"train: unknown key 'train\.sampel_size' \(known: sample_size, lr, .*\)"),
-    ("pipeline.spark.driver.memroy", r"pipeline\.spark\.driver: unknown key 'pipeline\.spark\.driver\.memroy' "
-                                     r"\(known: cores, memory\)"),
-    ("pipeline.resources.tarin_llm", r"unknown key 'pipeline\.resources\.tarin_llm' \(known: source_version, .*\)"),
-    ("pipeline.promotion.baseline_margn", r"unknown key 'pipeline\.promotion\.baseline_margn'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "dotted, message",
+    [
+        ("trian", r"params: unknown key 'trian' \(known: data, synthetic, .*, profiles\)"),
+        ("train.sampel_size", r"train: unknown key 'train\.sampel_size' \(known: sample_size, lr, .*\)"),
+        (
+            "pipeline.spark.driver.memroy",
+            r"pipeline\.spark\.driver: unknown key 'pipeline\.spark\.driver\.memroy' "
+            r"\(known: cores, memory\)",
+        ),
+        ("pipeline.resources.tarin_llm", r"unknown key 'pipeline\.resources\.tarin_llm' \(known: source_version, .*\)"),
+        ("pipeline.promotion.baseline_margn", r"unknown key 'pipeline\.promotion\.baseline_margn'"),
+    ],
+)
 def test_a_typod_key_is_refused_naming_it_and_the_known_keys(dotted, message):
     with pytest.raises(ConfigError, match=message):
         Params.from_dict(_with(RAW, dotted, 1))
 
 
-@pytest.mark.parametrize("dotted, value, message", [
-    ("train.lr", "fast", "train.lr must be a number, got 'fast'"),
-    ("train.epochs", True, "train.epochs must be an integer, got True"),
-    ("train.epochs", 1.5, "train.epochs must be an integer, got 1.5"),
-    ("train.bucket", "yes", "train.bucket must be true or false, got 'yes'"),
-    ("train.precision", "fp8", "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
-    ("crm.mlp", [64, "x"], "crm.mlp[1] must be an integer, got 'x'"),
-    ("crm.mlp", 64, "crm.mlp must be a list (an integer each), got 64"),
-    ("data.split", [0.5, 0.5], "data.split must be a list of 3"),
-    ("data.dataset", "ml-50m", "data.dataset must be one of ml-100k"),
-    ("adapter.layers", "top", "adapter.layers must be an integer or one of all, got 'top'"),
-    ("model.path", None, "model.path must be a string, got None"),
-    ("pipeline.gpu.node_selector", ["a"], "pipeline.gpu.node_selector must be a mapping"),
-    ("pipeline.promotion.max_slice_drop", "a lot", "pipeline.promotion.max_slice_drop must be a number or null"),
-    ("validation.rating_range.ml-1m", [1], "validation.rating_range.ml-1m must be a list of 2"),
-    ("pipeline", 3, "pipeline must be a mapping (a section), got 3"),
-    ("synthetic.start", 7, "synthetic.start must be a string or a date, got 7"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "dotted, value, message",
+    [
+        ("train.lr", "fast", "train.lr must be a number, got 'fast'"),
+        ("train.epochs", True, "train.epochs must be an integer, got True"),
+        ("train.epochs", 1.5, "train.epochs must be an integer, got 1.5"),
+        ("train.bucket", "yes", "train.bucket must be true or false, got 'yes'"),
+        ("train.precision", "fp8", "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
+        ("crm.mlp", [64, "x"], "crm.mlp[1] must be an integer, got 'x'"),
+        ("crm.mlp", 64, "crm.mlp must be a list (an integer each), got 64"),
+        ("data.split", [0.5, 0.5], "data.split must be a list of 3"),
+        ("data.dataset", "ml-50m", "data.dataset must be one of ml-100k"),
+        ("adapter.layers", "top", "adapter.layers must be an integer or one of all, got 'top'"),
+        ("model.path", None, "model.path must be a string, got None"),
+        ("pipeline.gpu.node_selector", ["a"], "pipeline.gpu.node_selector must be a mapping"),
+        ("pipeline.promotion.max_slice_drop", "a lot", "pipeline.promotion.max_slice_drop must be a number or null"),
+        ("validation.rating_range.ml-1m", [1], "validation.rating_range.ml-1m must be a list of 2"),
+        ("pipeline", 3, "pipeline must be a mapping (a section), got 3"),
+        ("synthetic.start", 7, "synthetic.start must be a string or a date, got 7"),
+    ],
+)
 def test_a_wrong_type_is_refused_naming_the_key(dotted, value, message):
     with pytest.raises(ConfigError) as e:
         Params.from_dict(_with(RAW, dotted, value))
     assert str(e.value).startswith(message), str(e.value)
 
 
-@pytest.mark.parametrize("dotted, value, message", [
-    ("train.lr", -1, "train.lr must be > 0, got -1"),
-    ("train.lr", math.nan, "train.lr must be > 0, got nan"),
-    ("train.batch_size", 0, "train.batch_size must be >= 1, got 0"),
-    ("crm.dropout", 1.0, "crm.dropout must be in [0, 1), got 1.0"),
-    ("data.split", [0.5, 0.5, 0.5], "data.split must be three non-negative fractions summing to 1"),
-    ("synthetic.start", "2024-13-01", "synthetic.start must be a date (YYYY-MM-DD), got '2024-13-01'"),
-    ("validation.max_interactions", 10, "validation.max_interactions must be >= min_interactions, got 10"),
-    ("evaluation.slices.history_edges", [50, 20], "evaluation.slices.history_edges must be two increasing"),
-    ("pipeline.gpu.num_nodes", 0, "pipeline.gpu.num_nodes must be >= 1, got 0"),
-    ("pipeline.spark.executor.instances", 0, "pipeline.spark.executor.instances must be >= 1, got 0"),
-    ("pipeline.promotion.unscored_champion", "ask", "pipeline.promotion.unscored_champion must be one of refuse"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "dotted, value, message",
+    [
+        ("train.lr", -1, "train.lr must be > 0, got -1"),
+        ("train.lr", math.nan, "train.lr must be > 0, got nan"),
+        ("train.batch_size", 0, "train.batch_size must be >= 1, got 0"),
+        ("crm.dropout", 1.0, "crm.dropout must be in [0, 1), got 1.0"),
+        ("data.split", [0.5, 0.5, 0.5], "data.split must be three non-negative fractions summing to 1"),
+        ("synthetic.start", "2024-13-01", "synthetic.start must be a date (YYYY-MM-DD), got '2024-13-01'"),
+        ("validation.max_interactions", 10, "validation.max_interactions must be >= min_interactions, got 10"),
+        ("evaluation.slices.history_edges", [50, 20], "evaluation.slices.history_edges must be two increasing"),
+        ("pipeline.gpu.num_nodes", 0, "pipeline.gpu.num_nodes must be >= 1, got 0"),
+        ("pipeline.spark.executor.instances", 0, "pipeline.spark.executor.instances must be >= 1, got 0"),
+        ("pipeline.promotion.unscored_champion", "ask", "pipeline.promotion.unscored_champion must be one of refuse"),
+    ],
+)
 def test_a_value_out_of_range_is_refused_naming_the_key(dotted, value, message):
     with pytest.raises(ConfigError) as e:
         Params.from_dict(_with(RAW, dotted, value))
@@ -158,8 +170,11 @@ def test_an_older_files_bf16_is_read_as_the_precision(tmp_path):
     assert Params.from_dict(_with(merged, "train.bf16", False)).train.precision == "fp32"
     explicit = _with(_with(merged, "train.bf16", True), "train.precision", "fp16")
     assert Params.from_dict(explicit).train.precision == "fp16"  # an explicit precision wins, as requested_precision
-    with pytest.raises(ConfigError, match=r"train\.bf16 \(the older form of train\.precision\) must be one of true, "
-                                          r"false, got 'yes'"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.bf16 \(the older form of train\.precision\) must be one of true, "
+        r"false, got 'yes'",
+    ):
         Params.from_dict(_with(merged, "train.bf16", "yes"))
 
 
@@ -168,10 +183,19 @@ def test_set_typing_and_the_schema_agree():
     from reclora.config import parse_overrides
 
     p = load_params()
-    ok = deep_merge(p, parse_overrides(["train.lr=1e-2", "crm.mlp=[64, 32]", "train.bf16=true",
-                                        "pipeline.promotion.max_slice_drop=0.05"], p))  # fmt: skip
+    ok = deep_merge(
+        p,
+        parse_overrides(
+            ["train.lr=1e-2", "crm.mlp=[64, 32]", "train.bf16=true", "pipeline.promotion.max_slice_drop=0.05"], p
+        ),
+    )
     t = Params.from_dict(ok)
-    assert (t.train.lr, t.crm.mlp, t.train.precision, t.pipeline.promotion.max_slice_drop) == (0.01, (64, 32), "bf16", 0.05)
+    assert (t.train.lr, t.crm.mlp, t.train.precision, t.pipeline.promotion.max_slice_drop) == (
+        0.01,
+        (64, 32),
+        "bf16",
+        0.05,
+    )
     with pytest.raises(ConfigError, match=r"^train\.lr must be > 0, got -0\.5$"):
         Params.from_dict(deep_merge(p, parse_overrides(["train.lr=-0.5"], p)))
 
@@ -284,12 +308,21 @@ def _library_configs(p):
     from reclora.lora import PersonalizedLoRAConfig
     from reclora.lora.config import gate_signal_width
 
-    crm = CRMConfig.from_dict({**p["crm"], "max_len": int(p["retrieval"]["k_long"]),
-                               "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"})  # fmt: skip
+    crm = CRMConfig.from_dict(
+        {
+            **p["crm"],
+            "max_len": int(p["retrieval"]["k_long"]),
+            "hist_items_col": "long_item_ids",
+            "hist_ratings_col": "long_ratings",
+        }
+    )
     names = PersonalizedLoRAConfig.__dataclass_fields__
     ap = p["adapter"]
-    lora = PersonalizedLoRAConfig(**{k: v for k, v in ap.items() if k in names},
-                                  signal_dim=gate_signal_width(crm.hidden_dim, ap["gate_input"]), gate="crm")  # fmt: skip
+    lora = PersonalizedLoRAConfig(
+        **{k: v for k, v in ap.items() if k in names},
+        signal_dim=gate_signal_width(crm.hidden_dim, ap["gate_input"]),
+        gate="crm",
+    )
     slices = [SliceSpec.from_params(p["evaluation"]["slices"], ds) for ds in p["evaluation"]["slices"]["fields"]]
     return TrainConfig.from_dict(p["train"]), crm, lora, slices
 
@@ -304,17 +337,41 @@ def test_what_the_sections_accept_the_library_classes_accept(profile):
 
 # values each library class refuses: the section refuses them first, at the edge, naming the key
 LIBRARY_REFUSES = [
-    ("train.lr", 0), ("train.lr", math.inf), ("train.batch_size", 0), ("train.grad_accum", 0), ("train.epochs", 0),
-    ("train.patience", -1), ("train.lr_ratio_b", 0), ("train.gate_lr_mult", -1), ("train.text_loss_weight", -0.5),
-    ("train.loss", "hinge"), ("train.precision", "fp8"),
-    ("crm.embed_dim", 0), ("crm.mlp", []), ("crm.mlp", [64, 0]), ("crm.dropout", 1.0), ("crm.lr", 0),
-    ("crm.weight_decay", -1e-6), ("crm.batch_size", 0), ("crm.max_epochs", 0), ("crm.patience", -1),
-    ("adapter.rank", 0), ("adapter.alpha", 0), ("adapter.dropout", 1.0), ("adapter.n_experts", 0),
-    ("adapter.gate_hidden", 0), ("adapter.gate_dropout", -0.1), ("adapter.temperature", 0),
-    ("adapter.mixing", "sum"), ("adapter.gate_input", "logit"), ("adapter.target_modules", []),
-    ("evaluation.slices.min_samples", 1), ("evaluation.slices.head_share", 0.0), ("evaluation.slices.head_share", 1.0),
+    ("train.lr", 0),
+    ("train.lr", math.inf),
+    ("train.batch_size", 0),
+    ("train.grad_accum", 0),
+    ("train.epochs", 0),
+    ("train.patience", -1),
+    ("train.lr_ratio_b", 0),
+    ("train.gate_lr_mult", -1),
+    ("train.text_loss_weight", -0.5),
+    ("train.loss", "hinge"),
+    ("train.precision", "fp8"),
+    ("crm.embed_dim", 0),
+    ("crm.mlp", []),
+    ("crm.mlp", [64, 0]),
+    ("crm.dropout", 1.0),
+    ("crm.lr", 0),
+    ("crm.weight_decay", -1e-6),
+    ("crm.batch_size", 0),
+    ("crm.max_epochs", 0),
+    ("crm.patience", -1),
+    ("adapter.rank", 0),
+    ("adapter.alpha", 0),
+    ("adapter.dropout", 1.0),
+    ("adapter.n_experts", 0),
+    ("adapter.gate_hidden", 0),
+    ("adapter.gate_dropout", -0.1),
+    ("adapter.temperature", 0),
+    ("adapter.mixing", "sum"),
+    ("adapter.gate_input", "logit"),
+    ("adapter.target_modules", []),
+    ("evaluation.slices.min_samples", 1),
+    ("evaluation.slices.head_share", 0.0),
+    ("evaluation.slices.head_share", 1.0),
     ("evaluation.slices.history_edges", [20, 20]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("dotted, value", LIBRARY_REFUSES)
@@ -346,25 +403,34 @@ def test_the_cli_refuses_a_bad_set_or_params_file_before_any_work(tmp_path, caps
     assert not out.exists()
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump({"validation": {"min_interactons": 5}}))  # merged over the defaults: a typo stays
-    rc, cap = _cli(["data", "validate", "--data", str(out), "--report", str(tmp_path / "r"), "--params", str(bad)],
-                   capsys)  # fmt: skip
+    rc, cap = _cli(
+        ["data", "validate", "--data", str(out), "--report", str(tmp_path / "r"), "--params", str(bad)], capsys
+    )
     assert rc == 2 and "unknown key 'validation.min_interactons'" in cap.err and "min_interactions" in cap.err
     assert not (tmp_path / "r").exists()
-    rc, cap = _cli(["pipeline", "compile", "--out", str(tmp_path / "p.yaml"), "--set", "pipeline.gpu.num_nodes=0"], capsys)
+    rc, cap = _cli(
+        ["pipeline", "compile", "--out", str(tmp_path / "p.yaml"), "--set", "pipeline.gpu.num_nodes=0"], capsys
+    )
     assert rc == 2 and "pipeline.gpu.num_nodes must be >= 1, got 0" in cap.err and not (tmp_path / "p.yaml").exists()
 
 
 def test_a_component_refuses_bad_overrides_before_its_stage(tmp_path, monkeypatch):
-    from components import build_components
     from helpers import FakeArtifact
+
+    from components import build_components
 
     reached = []
     monkeypatch.setattr("reclora.features.features_stage", lambda *a, **k: reached.append(1))
     fn = build_components("cpu:1", "gpu:1").features.python_func
     (tmp_path / "d").mkdir()
     with pytest.raises(ConfigError, match=r"^crm\.mlp\[0\] must be an integer, got 'wide'$"):
-        fn(data=FakeArtifact(tmp_path / "d"), profile="small", overrides={"crm": {"mlp": ["wide"]}},
-           feature_store=FakeArtifact(tmp_path / "f"), stats=FakeArtifact(tmp_path / "s"))  # fmt: skip
+        fn(
+            data=FakeArtifact(tmp_path / "d"),
+            profile="small",
+            overrides={"crm": {"mlp": ["wide"]}},
+            feature_store=FakeArtifact(tmp_path / "f"),
+            stats=FakeArtifact(tmp_path / "s"),
+        )
     assert not reached
 
 
@@ -391,11 +457,31 @@ def test_the_spark_drivers_refuse_bad_params_before_any_work(tmp_path):
 
     work = tmp_path / "work"
     with pytest.raises(ConfigError, match=r"^data\.split must be a list of 3"):
-        prepare_job.main(["--dataset", "synthetic", "--out", str(tmp_path / "o"), "--work", str(work),
-                          "--params", json.dumps({"data": {"split": [0.5, 0.5]}})])  # fmt: skip
+        prepare_job.main(
+            [
+                "--dataset",
+                "synthetic",
+                "--out",
+                str(tmp_path / "o"),
+                "--work",
+                str(work),
+                "--params",
+                json.dumps({"data": {"split": [0.5, 0.5]}}),
+            ]
+        )
     with pytest.raises(ConfigError, match=r"^features\.chunk_rows must be >= 0, got -1$"):
-        features_job.main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--work", str(work),
-                           "--features-params", json.dumps({"chunk_rows": -1})])  # fmt: skip
+        features_job.main(
+            [
+                "--data",
+                str(tmp_path / "d"),
+                "--out",
+                str(tmp_path / "o"),
+                "--work",
+                str(work),
+                "--features-params",
+                json.dumps({"chunk_rows": -1}),
+            ]
+        )
     assert not work.exists()
 
 
@@ -410,8 +496,11 @@ def test_feature_store_is_the_option_and_features_a_hidden_alias(command, tmp_pa
         return {"models": {}, "gate": {"decision": {"reason": ""}}}
 
     monkeypatch.setattr(f"reclora.stages.{stage}", record)
-    base = {"crm": ["--data", "d", "--retrieved", "r"], "llm": ["--data", "d", "--retrieved", "r"],
-            "evaluate": ["--run", "crm=c"]}[command]  # fmt: skip
+    base = {
+        "crm": ["--data", "d", "--retrieved", "r"],
+        "llm": ["--data", "d", "--retrieved", "r"],
+        "evaluate": ["--run", "crm=c"],
+    }[command]
     out = ["--out", str(tmp_path / "o")]
     rc, cap = _cli(["train", command, "--help"], capsys)
     assert "--feature-store" in cap.out and "--features " not in cap.out.replace("--feature-store", "")

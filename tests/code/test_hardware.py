@@ -37,8 +37,11 @@ def test_cgroup_v2_cpu_max_in_a_container(tmp_path):
 
 def test_cgroup_v2_the_smallest_limit_along_the_ancestors(tmp_path):
     root = tmp_path / "cg"
-    proc = _v2(root, "/kubepods/pod1/ctr", {"kubepods": "800000 100000", "kubepods/pod1": "200000 100000",
-                                              "kubepods/pod1/ctr": "max 100000"})  # fmt: skip
+    proc = _v2(
+        root,
+        "/kubepods/pod1/ctr",
+        {"kubepods": "800000 100000", "kubepods/pod1": "200000 100000", "kubepods/pod1/ctr": "max 100000"},
+    )
     assert H.cpu_quota(root, proc) == 2.0
 
 
@@ -104,8 +107,10 @@ def test_local_ranks_share_the_quota(tmp_path, monkeypatch, restore_threads):
 
     monkeypatch.setattr(H, "_cpus", lambda *a: (4, "test"))
     script = tmp_path / "w.py"
-    script.write_text("import os, sys\nopen(sys.argv[1] + '/' + os.environ['RANK'], 'w').write("
-                      "os.environ['OMP_NUM_THREADS'] + ' ' + os.environ['MKL_NUM_THREADS'])\n")  # fmt: skip
+    script.write_text(
+        "import os, sys\nopen(sys.argv[1] + '/' + os.environ['RANK'], 'w').write("
+        "os.environ['OMP_NUM_THREADS'] + ' ' + os.environ['MKL_NUM_THREADS'])\n"
+    )
     launch.launch(2, [str(script), str(tmp_path)], module=None, local=True, timeout=60)
     assert (tmp_path / "0").read_text() == (tmp_path / "1").read_text() == "2 2"
 
@@ -117,15 +122,22 @@ def test_a_gpu_step_without_cuda_fails_naming_the_versions():
     msg = str(e.value)
     assert "NVIDIA_VISIBLE_DEVICES=GPU-3f2a" in msg and "535.104.05 (CUDA <= 12.2)" in msg and torch.__version__ in msg
     assert (f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build") in msg
-    for none in ({}, {"NVIDIA_VISIBLE_DEVICES": ""}, {"NVIDIA_VISIBLE_DEVICES": "void"}, {"NVIDIA_VISIBLE_DEVICES": "none"}):
+    for none in (
+        {},
+        {"NVIDIA_VISIBLE_DEVICES": ""},
+        {"NVIDIA_VISIBLE_DEVICES": "void"},
+        {"NVIDIA_VISIBLE_DEVICES": "none"},
+    ):
         H.check_gpu(none, cuda_available=False)  # not given a GPU: nothing to check
     H.check_gpu(given, cuda_available=True)  # torch sees it: fine
 
 
 def test_driver_version_from_the_proc_file(tmp_path):
     f = tmp_path / "version"
-    f.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
-                 "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")  # fmt: skip
+    f.write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
+    )
     assert H.nvidia_driver_version(f).startswith("535.104.05")
     missing = H.nvidia_driver_version(tmp_path / "missing")  # no driver here (else libcuda's CUDA version alone)
     assert missing is None or missing.startswith("unknown (CUDA <= ")
@@ -134,10 +146,18 @@ def test_driver_version_from_the_proc_file(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_the_cli_stops_at_once_when_given_a_gpu_torch_cannot_see():
     env = dict(os.environ, NVIDIA_VISIBLE_DEVICES="0")
-    r = subprocess.run([str(Path(sys.executable).parent / "reclora"), "model", "info"], env=env, capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "reclora"), "model", "info"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.startswith("error: this step was given a GPU (NVIDIA_VISIBLE_DEVICES=0)") and "NVIDIA driver" in r.stderr
+    assert (
+        r.stderr.startswith("error: this step was given a GPU (NVIDIA_VISIBLE_DEVICES=0)")
+        and "NVIDIA driver" in r.stderr
+    )
 
 
 def test_hardware_info_records_what_ran(restore_threads):
@@ -153,8 +173,10 @@ def test_hardware_info_records_what_ran(restore_threads):
 
 def test_cpu_flags_from_cpuinfo(tmp_path):
     f = tmp_path / "cpuinfo"
-    f.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n\n"
-                 "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n")  # fmt: skip
+    f.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n"
+    )
     assert H.cpu_model(f) == ("AMD EPYC 7B12", ["avx2", "fma"])
 
 
@@ -192,10 +214,17 @@ def test_the_cli_and_the_torchrun_worker_set_the_process_up_first(monkeypatch):
 def test_the_model_card_says_what_the_adapter_was_trained_on():
     from reclora.registry.card import render_model_card
 
-    runtime = {"precision": {"chosen": "fp32", "requested": "auto", "device": "cpu", "reason": "CPU without bf16 matmul"},
-               "hardware": {"cpu": {"model": "AMD EPYC 7B12", "flags": ["avx2", "fma"], "aten_capability": "AVX2"},
-                            "threads": 2, "threads_source": "cgroup CPU quota 2", "torch": "2.13.0", "cuda": None,
-                            "gpus": []}}  # fmt: skip
+    runtime = {
+        "precision": {"chosen": "fp32", "requested": "auto", "device": "cpu", "reason": "CPU without bf16 matmul"},
+        "hardware": {
+            "cpu": {"model": "AMD EPYC 7B12", "flags": ["avx2", "fma"], "aten_capability": "AVX2"},
+            "threads": 2,
+            "threads_source": "cgroup CPU quota 2",
+            "torch": "2.13.0",
+            "cuda": None,
+            "gpus": [],
+        },
+    }
     card = render_model_card({"name": "reclora", "version": "v0007", "runtime": runtime})
     assert "## Training hardware and precision" in card
     assert "| precision | fp32 (requested auto: CPU without bf16 matmul) |" in card

@@ -186,12 +186,15 @@ def _found(root: Path, files: dict[str, str]) -> list[list[str]]:
 
 
 def test_a_planted_circle_through_a_function_level_import_is_found(tmp_path):
-    modules = _package(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from pkg.b import g\n\ndef f():\n    return g()\n",
-        "pkg/b.py": "def g():\n    from pkg import a\n    return a\n",
-        "pkg/c.py": "import pkg.a\n",
-    })  # fmt: skip
+    modules = _package(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg.b import g\n\ndef f():\n    return g()\n",
+            "pkg/b.py": "def g():\n    from pkg import a\n    return a\n",
+            "pkg/c.py": "import pkg.a\n",
+        },
+    )
     cycle = r"pkg\.(a -> pkg\.b -> pkg\.a|b -> pkg\.a -> pkg\.b)"
     with pytest.raises(AssertionError, match=rf"^import circles .*:\n  {cycle}$"):
         assert_no_circles(modules)
@@ -201,13 +204,16 @@ def test_a_planted_circle_through_a_function_level_import_is_found(tmp_path):
 
 
 def test_relative_imports_and_longer_circles_are_resolved(tmp_path):
-    got = _found(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/sub/__init__.py": "",
-        "pkg/sub/x.py": "from ..y import h\n",
-        "pkg/y.py": "from .sub import z\n",
-        "pkg/sub/z.py": "from . import x\n",
-    })  # fmt: skip
+    got = _found(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/x.py": "from ..y import h\n",
+            "pkg/y.py": "from .sub import z\n",
+            "pkg/sub/z.py": "from . import x\n",
+        },
+    )
     assert [set(p) for p in got] == [{"pkg.sub.x", "pkg.y", "pkg.sub.z"}]
 
 
@@ -229,9 +235,14 @@ def test_a_reexporting_init_is_no_false_circle_but_a_real_one_through_it_is_foun
 
 
 def test_type_checking_imports_and_third_party_imports_are_not_edges(tmp_path):
-    g = import_graph(_package(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from typing import TYPE_CHECKING\nimport numpy\nif TYPE_CHECKING:\n    from pkg.b import B\n",
-        "pkg/b.py": "import pkg.a\n",
-    }))  # fmt: skip
+    g = import_graph(
+        _package(
+            tmp_path,
+            {
+                "pkg/__init__.py": "",
+                "pkg/a.py": "from typing import TYPE_CHECKING\nimport numpy\nif TYPE_CHECKING:\n    from pkg.b import B\n",
+                "pkg/b.py": "import pkg.a\n",
+            },
+        )
+    )
     assert set(g.edges) == {("pkg.b", "pkg.a")}

@@ -63,7 +63,9 @@ def spark_operator(*states, error=""):
         if method == "POST":
             return 201, body
         last["state"] = next(seen, last["state"])
-        return 200, {"status": {"applicationState": {"state": last["state"], **({"errorMessage": error} if error else {})}}}
+        return 200, {
+            "status": {"applicationState": {"state": last["state"], **({"errorMessage": error} if error else {})}}
+        }
 
     return reply
 
@@ -75,8 +77,10 @@ ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/reclora/inferenceservices/rec
 def test_storage_uri_of_a_version():
     assert storage_uri("s3://b/reg", "v0003") == "s3://b/reg/reclora/versions/v0003"
     assert storage_uri("gs://b/reg/", "v0001", name="m") == "gs://b/reg/m/versions/v0001"
-    assert storage_uri("/mnt/registry", "v0002", storage_root="pvc://reclora-registry") == \
-        "pvc://reclora-registry/reclora/versions/v0002"  # fmt: skip
+    assert (
+        storage_uri("/mnt/registry", "v0002", storage_root="pvc://reclora-registry")
+        == "pvc://reclora-registry/reclora/versions/v0002"
+    )
     with pytest.raises(ConfigError, match="storage_root"):
         storage_uri("runs/registry", "v0001")
 
@@ -86,8 +90,7 @@ def test_deploy_sends_one_merge_patch_of_the_storage_uri():
     rec = Recorder(lambda m, p, b: (200, old))
     out = deploy_version("s3://b/reg", "v0002", api=rec.api)
     want = {"spec": {"predictor": {"model": {"storageUri": "s3://b/reg/reclora/versions/v0002"}}}}
-    assert rec.calls == [("GET", ISVC, None, None),
-                         ("PATCH", ISVC, "application/merge-patch+json", want)]  # fmt: skip
+    assert rec.calls == [("GET", ISVC, None, None), ("PATCH", ISVC, "application/merge-patch+json", want)]
     assert out["previous"] == "s3://b/reg/reclora/versions/v0001" and out["patch"] == want
     assert out["storageUri"] == "s3://b/reg/reclora/versions/v0002" and out["dry_run"] is False
 
@@ -129,8 +132,14 @@ def test_rbac_lets_the_pipeline_get_and_patch_only_this_inference_service():
     docs = list(yaml.safe_load_all((REPO / "infra/k8s/base/rbac.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "reclora-pipeline-runner")
     rules = [r for r in role["rules"] if "serving.kserve.io" in r["apiGroups"]]
-    assert rules == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-                      "resourceNames": ["reclora"], "verbs": ["get", "patch"]}]  # fmt: skip
+    assert rules == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": ["reclora"],
+            "verbs": ["get", "patch"],
+        }
+    ]
     isvc = yaml.safe_load((REPO / "infra/k8s/base/inferenceservice.yaml").read_text())
     sv = load_params()["pipeline"]["serving"]
     assert (isvc["metadata"]["name"], isvc["metadata"]["namespace"]) == (sv["service"], sv["namespace"])
@@ -138,11 +147,16 @@ def test_rbac_lets_the_pipeline_get_and_patch_only_this_inference_service():
 
 # ------------------------------------------------------------------ multi-node TrainJob
 def _params(nodes=2, gpus=4):
-    return deep_merge(load_params("params.yaml" if Path("params.yaml").is_file() else None), {"pipeline": {
-        "gpu": {"num_nodes": nodes, "accelerator_limit": gpus},
-        "storage_secret": {"name": "reclora-object-store"},
-        "trainjob": {"poll_seconds": 0.5},  # the tests' sleep only records it
-    }})  # fmt: skip
+    return deep_merge(
+        load_params("params.yaml" if Path("params.yaml").is_file() else None),
+        {
+            "pipeline": {
+                "gpu": {"num_nodes": nodes, "accelerator_limit": gpus},
+                "storage_secret": {"name": "reclora-object-store"},
+                "trainjob": {"poll_seconds": 0.5},  # the tests' sleep only records it
+            }
+        },
+    )
 
 
 def _job_outputs(out_uri: str) -> None:
@@ -164,9 +178,18 @@ def test_multinode_training_creates_the_trainjob_and_waits_for_it(tmp_path):
         return 200, {"status": {"conditions": [{"type": st, "status": "True"}]}}
 
     rec, naps = Recorder(reply), []
-    s = trainjob.train_llm_multinode("reclora", "s3://art/data", "s3://art/ret", "s3://art/crm", tmp_path / "adapter",
-                                     _params(), ckpt, model_path="s3://models/llama", api=rec.api,
-                                     sleep=naps.append)  # fmt: skip
+    s = trainjob.train_llm_multinode(
+        "reclora",
+        "s3://art/data",
+        "s3://art/ret",
+        "s3://art/crm",
+        tmp_path / "adapter",
+        _params(),
+        ckpt,
+        model_path="s3://models/llama",
+        api=rec.api,
+        sleep=naps.append,
+    )
     assert s == {"eval": {"auc": 0.7}, "base_model": "m"}
     assert (tmp_path / "adapter" / "adapter" / "weights.safetensors").read_bytes() == b"w"
     name = trainjob.job_name(ckpt, "reclora")
@@ -175,16 +198,30 @@ def test_multinode_training_creates_the_trainjob_and_waits_for_it(tmp_path):
 
     body = rec.calls[0][3]
     p = _params()["pipeline"]
-    assert body["metadata"] == {"name": name, "namespace": "reclora",
-                                "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "trainer"}}
+    assert body["metadata"] == {
+        "name": name,
+        "namespace": "reclora",
+        "labels": {"app.kubernetes.io/part-of": "reclora", "app.kubernetes.io/component": "trainer"},
+    }
     t = body["spec"]["trainer"]
-    assert body["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime", "name": "reclora-torch"}
+    assert body["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": "reclora-torch",
+    }
     assert (t["image"], t["numNodes"], t["numProcPerNode"]) == (p["gpu_image"], 2, 4)
-    assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4" == t["resourcesPerNode"]["requests"]["nvidia.com/gpu"]
+    assert (
+        t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4" == t["resourcesPerNode"]["requests"]["nvidia.com/gpu"]
+    )
     assert t["command"] == ["torchrun"] and t["args"][:2] == ["--module", "reclora.launch"]
     a = launch.parser().parse_args(t["args"][2:])  # the worker accepts exactly these arguments
-    assert (a.kind, a.data, a.retrieved, a.crm, a.model_path) == ("reclora", "s3://art/data", "s3://art/ret",
-                                                                   "s3://art/crm", "s3://models/llama")  # fmt: skip
+    assert (a.kind, a.data, a.retrieved, a.crm, a.model_path) == (
+        "reclora",
+        "s3://art/data",
+        "s3://art/ret",
+        "s3://art/crm",
+        "s3://models/llama",
+    )
     assert a.out == f"{ckpt}/output" and a.checkpoint_uri == f"{ckpt}/ckpt"
     assert json.loads(a.overrides)["pipeline"]["gpu"]["num_nodes"] == 2
     # credentials only by reference to the Secret
@@ -212,17 +249,32 @@ def test_a_retried_step_follows_its_job_and_replaces_a_failed_one(tmp_path):
         return 200, {"status": {"conditions": [{"type": "Failed" if failed else "Complete", "status": "True"}]}}
 
     rec = Recorder(reply)
-    trainjob.train_llm_multinode("lora", "s3://a/d", "s3://a/r", None, tmp_path / "o", _params(), ckpt, api=rec.api,
-                                 sleep=lambda s: None)  # fmt: skip
+    trainjob.train_llm_multinode(
+        "lora", "s3://a/d", "s3://a/r", None, tmp_path / "o", _params(), ckpt, api=rec.api, sleep=lambda s: None
+    )
     assert [c[0] for c in rec.calls] == ["POST", "GET", "DELETE", "POST", "GET"]
 
 
 def test_a_failed_job_fails_the_step_and_no_bucket_is_refused(tmp_path):
-    rec = Recorder(lambda m, p, b: (201, b) if m == "POST" else
-                   (200, {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "OOMKilled"}]}}))
+    rec = Recorder(
+        lambda m, p, b: (
+            (201, b)
+            if m == "POST"
+            else (200, {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "OOMKilled"}]}})
+        )
+    )
     with pytest.raises(RuntimeError, match="failed: OOMKilled"):
-        trainjob.train_llm_multinode("lora", "s3://a/d", "s3://a/r", None, tmp_path / "o", _params(),
-                                     "memory://c/run/t", api=rec.api, sleep=lambda s: None)  # fmt: skip
+        trainjob.train_llm_multinode(
+            "lora",
+            "s3://a/d",
+            "s3://a/r",
+            None,
+            tmp_path / "o",
+            _params(),
+            "memory://c/run/t",
+            api=rec.api,
+            sleep=lambda s: None,
+        )
     with pytest.raises(ConfigError, match="checkpoint_uri"):
         trainjob.train_llm_multinode("lora", "d", "r", None, tmp_path / "o", _params(), "", api=rec.api)
     assert storage.is_remote("memory://c") and not storage.is_remote("/tmp/x") and not storage.is_remote("file:///x")
@@ -232,8 +284,9 @@ def test_rbac_for_trainjobs_is_what_run_trainjob_uses():
     docs = list(yaml.safe_load_all((REPO / "infra/k8s/base/rbac.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "reclora-pipeline-runner")
     rules = [r for r in role["rules"] if "trainer.kubeflow.org" in r["apiGroups"]]
-    assert rules == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
-                      "verbs": ["create", "get", "delete"]}]  # fmt: skip
+    assert rules == [
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get", "delete"]}
+    ]
 
 
 def test_the_register_step_fails_before_registering_without_api_access(art, tmp_path, monkeypatch):
@@ -247,6 +300,13 @@ def test_the_register_step_fails_before_registering_without_api_access(art, tmp_
     uri = f"memory://reg-{uuid.uuid4().hex[:8]}"
     params = deep_merge(load_params(), {"pipeline": {"serving": {"deploy": True}}})
     with pytest.raises(ConfigError, match="API access"):
-        register_stage(art["crm_dir"], art["adapter_dir"], art["retrieval_dir"], Path(art["items_path"]).parent,
-                       tmp_path, uri, params)  # fmt: skip
+        register_stage(
+            art["crm_dir"],
+            art["adapter_dir"],
+            art["retrieval_dir"],
+            Path(art["items_path"]).parent,
+            tmp_path,
+            uri,
+            params,
+        )
     assert list_versions(uri) == []

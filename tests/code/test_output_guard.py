@@ -72,27 +72,90 @@ COMMANDS = {
     "data prepare": (lambda i, o: ["data", "prepare", "--dataset", "table", "--path", i, "--out", o], False, "--path"),
     "data validate": (lambda i, o: ["data", "validate", "--data", i, "--report", o], False, "--data"),
     "train retrieve": (lambda i, o: ["train", "retrieve", "--data", i, "--out", o], False, "--data"),
-    "train crm (--data)": (lambda i, o: ["train", "crm", "--data", i, "--retrieved", _other(i, "r"), "--out", o], False, "--data"),
-    "train crm (--retrieved)": (lambda i, o: ["train", "crm", "--data", _other(i, "d"), "--retrieved", i, "--out", o], False, "--retrieved"),
-    "train crm (--feature-store)": (lambda i, o: ["train", "crm", "--data", _other(i, "d"), "--retrieved", _other(i, "r"),
-                                                  "--feature-store", i, "--out", o], False, "--feature-store"),
-    "train llm (--data)": (lambda i, o: ["train", "llm", "--data", i, "--retrieved", _other(i, "r"), "--out", o], False, "--data"),
-    "train llm (--crm)": (lambda i, o: ["train", "llm", "--data", _other(i, "d"), "--retrieved", _other(i, "r"), "--crm", i, "--out", o],
-                          False, "--crm"),
-    "train llm (--init-from)": (lambda i, o: ["train", "llm", "--data", _other(i, "d"), "--retrieved", _other(i, "r"), "--init-from", i,
-                                              "--out", o], False, "--init-from"),
+    "train crm (--data)": (
+        lambda i, o: ["train", "crm", "--data", i, "--retrieved", _other(i, "r"), "--out", o],
+        False,
+        "--data",
+    ),
+    "train crm (--retrieved)": (
+        lambda i, o: ["train", "crm", "--data", _other(i, "d"), "--retrieved", i, "--out", o],
+        False,
+        "--retrieved",
+    ),
+    "train crm (--feature-store)": (
+        lambda i, o: [
+            "train",
+            "crm",
+            "--data",
+            _other(i, "d"),
+            "--retrieved",
+            _other(i, "r"),
+            "--feature-store",
+            i,
+            "--out",
+            o,
+        ],
+        False,
+        "--feature-store",
+    ),
+    "train llm (--data)": (
+        lambda i, o: ["train", "llm", "--data", i, "--retrieved", _other(i, "r"), "--out", o],
+        False,
+        "--data",
+    ),
+    "train llm (--crm)": (
+        lambda i, o: ["train", "llm", "--data", _other(i, "d"), "--retrieved", _other(i, "r"), "--crm", i, "--out", o],
+        False,
+        "--crm",
+    ),
+    "train llm (--init-from)": (
+        lambda i, o: [
+            "train",
+            "llm",
+            "--data",
+            _other(i, "d"),
+            "--retrieved",
+            _other(i, "r"),
+            "--init-from",
+            i,
+            "--out",
+            o,
+        ],
+        False,
+        "--init-from",
+    ),
     "train evaluate": (lambda i, o: ["train", "evaluate", "--run", f"crm={i}", "--out", o], False, "--run crm"),
-    "bench quality --out": (lambda i, o: ["bench", "quality", "--dataset", "table", "--path", i, "--out", o], True, "--path"),
-    "bench quality --work": (lambda i, o: ["bench", "quality", "--dataset", "table", "--path", i, "--out", _other(i, "q.json"),
-                                           "--work", o], False, "--path"),
-    "bench curve --work": (lambda i, o: ["bench", "curve", "--dataset", "table", "--path", i, "--out", _other(i, "c.json"),
-                                         "--work", o], False, "--path"),
+    "bench quality --out": (
+        lambda i, o: ["bench", "quality", "--dataset", "table", "--path", i, "--out", o],
+        True,
+        "--path",
+    ),
+    "bench quality --work": (
+        lambda i, o: ["bench", "quality", "--dataset", "table", "--path", i, "--out", _other(i, "q.json"), "--work", o],
+        False,
+        "--path",
+    ),
+    "bench curve --work": (
+        lambda i, o: ["bench", "curve", "--dataset", "table", "--path", i, "--out", _other(i, "c.json"), "--work", o],
+        False,
+        "--path",
+    ),
     "bench speed": (lambda i, o: ["bench", "speed", "--dataset", "table", "--path", i, "--out", o], True, "--path"),
-    "bench pipeline": (lambda i, o: ["bench", "pipeline", "--dataset", "table", "--path", i, "--out", o], True, "--path"),
-    "pipeline run --pipeline-root": (lambda i, o: ["pipeline", "run", "--dataset", "table", "--path", i, "--pipeline-root", o],
-                                     False, "--path"),
-    "pipeline run --registry": (lambda i, o: ["pipeline", "run", "--dataset", "table", "--path", i, "--registry", o],
-                                False, "--path"),
+    "bench pipeline": (
+        lambda i, o: ["bench", "pipeline", "--dataset", "table", "--path", i, "--out", o],
+        True,
+        "--path",
+    ),
+    "pipeline run --pipeline-root": (
+        lambda i, o: ["pipeline", "run", "--dataset", "table", "--path", i, "--pipeline-root", o],
+        False,
+        "--path",
+    ),
+    "pipeline run --registry": (
+        lambda i, o: ["pipeline", "run", "--dataset", "table", "--path", i, "--registry", o],
+        False,
+        "--path",
+    ),
 }
 RELATIONS = {"is": "is the same path as", "contains": "contains", "inside": "lies inside", "link": None}
 
@@ -122,8 +185,10 @@ def test_an_output_over_the_params_file_is_refused(raw, tmp_path, capsys):
     params = raw / "params.yaml"
     params.write_text(Path(__file__).resolve().parents[2].joinpath("params.yaml").read_text())
     before = _tree(raw)
-    for args in (["data", "prepare", "--dataset", "synthetic", "--params", str(params), "--out", str(raw)],
-                 ["data", "validate", "--data", str(tmp_path / "nope"), "--params", str(params), "--report", str(raw.parent)]):
+    for args in (
+        ["data", "prepare", "--dataset", "synthetic", "--params", str(params), "--out", str(raw)],
+        ["data", "validate", "--data", str(tmp_path / "nope"), "--params", str(params), "--report", str(raw.parent)],
+    ):
         assert run_cli(app, args, prog_name="reclora") == 2
         err = capsys.readouterr().err
         assert f"the input --params {params}" in err, err
@@ -150,15 +215,31 @@ def test_features_stage_and_registration_refuse_too(raw, tmp_path):
         features_stage(raw, raw, params=load_params())
     before = _tree(raw)
     with pytest.raises(ConfigError, match="the registry .* lies inside the input crm_dir"):
-        register(raw, crm_dir=raw.parent, adapter_dir=tmp_path / "a", params={}, metrics={}, lineage=None, base_model="m")
+        register(
+            raw, crm_dir=raw.parent, adapter_dir=tmp_path / "a", params={}, metrics={}, lineage=None, base_model="m"
+        )
     assert _tree(raw) == before
 
 
 def test_a_good_output_beside_the_input_still_works(raw, capsys):
     """The guard refuses only overlaps: a sibling whose name starts with the input's name is fine."""
     out = raw.parent / "raw-prepared"  # a string prefix of nothing: "raw" is not a parent of "raw-prepared"
-    rc = run_cli(app, ["data", "prepare", "--dataset", "table", "--path", str(raw), "--out", str(out),
-                       "--set", "validation.min_interactions=1"], prog_name="reclora")
+    rc = run_cli(
+        app,
+        [
+            "data",
+            "prepare",
+            "--dataset",
+            "table",
+            "--path",
+            str(raw),
+            "--out",
+            str(out),
+            "--set",
+            "validation.min_interactions=1",
+        ],
+        prog_name="reclora",
+    )
     assert rc == 0, capsys.readouterr().err
     assert (out / "events.parquet").is_file()
     assert sorted(os.listdir(raw.parent)) == ["raw", "raw-prepared"]  # nothing else left behind
@@ -184,8 +265,13 @@ def test_refuse_overlap_matches_the_path_relation(out, inp, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "out,inp,refused",
-    [("s3://b/runs/x", "s3://b/runs", True), ("s3://b/runs", "s3://b/runs/raw/", True), ("s3://b/runs2", "s3://b/runs", False),
-     ("s3://b/runs", "gs://b/runs", False), ("s3://b//runs/./x", "s3://b/runs", True)],
+    [
+        ("s3://b/runs/x", "s3://b/runs", True),
+        ("s3://b/runs", "s3://b/runs/raw/", True),
+        ("s3://b/runs2", "s3://b/runs", False),
+        ("s3://b/runs", "gs://b/runs", False),
+        ("s3://b//runs/./x", "s3://b/runs", True),
+    ],
 )
 def test_uris_compare_by_scheme_and_key_prefix(out, inp, refused):
     if refused:

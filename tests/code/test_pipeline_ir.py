@@ -10,15 +10,26 @@ import yaml
 from pipelines.remote import compile_pipeline, schedule, submit
 from reclora.config import load_params
 
-STAGES = {"source-version", "prepare", "validate", "features", "retrieve", "train-crm", "train-lora", "train-reclora",
-          "evaluate", "register"}
+STAGES = {
+    "source-version",
+    "prepare",
+    "validate",
+    "features",
+    "retrieve",
+    "train-crm",
+    "train-lora",
+    "train-reclora",
+    "evaluate",
+    "register",
+}
 TRAIN_LLM = {"train-lora", "train-reclora"}
 
 
 @pytest.fixture(scope="module")
 def ir(tmp_path_factory):
-    out = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml", "registry.example/cpu:1.2.3",
-                           "registry.example/gpu:1.2.3")  # fmt: skip
+    out = compile_pipeline(
+        tmp_path_factory.mktemp("ir") / "pipeline.yaml", "registry.example/cpu:1.2.3", "registry.example/gpu:1.2.3"
+    )
     docs = list(yaml.safe_load_all(out.read_text()))
     return docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"], out
 
@@ -100,8 +111,16 @@ def test_training_runs_only_when_validation_passed(ir):
 def test_pipeline_parameters(ir):
     spec, _, _ = ir
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"dataset", "source_path", "data_version_tag", "model_path", "profile", "overrides", "retrieval_mode",
-            "registry_uri"} <= set(params)  # fmt: skip
+    assert {
+        "dataset",
+        "source_path",
+        "data_version_tag",
+        "model_path",
+        "profile",
+        "overrides",
+        "retrieval_mode",
+        "registry_uri",
+    } <= set(params)
 
 
 def test_components_are_thin_wrappers_of_the_library():
@@ -272,7 +291,9 @@ def test_multi_node_training_steps_only_create_the_trainjob(tmp_path, monkeypatc
     tasks = _tasks(spec)
     for name in TRAIN_LLM:
         assert tasks[name]["inputs"]["parameters"]["num_nodes"]["runtimeValue"]["constant"] == 2
-        assert "accelerator" not in spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"].get("resources", {})
+        assert "accelerator" not in spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"].get(
+            "resources", {}
+        )
         assert f"exec-{name}" not in k8s  # no GPU node selector: the pod only waits for the TrainJob
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == load_params()["pipeline"]["train_retries"]
 
@@ -293,8 +314,12 @@ def test_every_step_requests_and_limits_cpu_and_memory_from_params(tmp_path):
     for name, e in execs.items():
         r = e["container"].get("resources", {})
         want = res[_executor_step(name)]
-        got = {"cpu_request": r.get("resourceCpuRequest"), "cpu_limit": r.get("resourceCpuLimit"),
-               "memory_request": r.get("resourceMemoryRequest"), "memory_limit": r.get("resourceMemoryLimit")}
+        got = {
+            "cpu_request": r.get("resourceCpuRequest"),
+            "cpu_limit": r.get("resourceCpuLimit"),
+            "memory_request": r.get("resourceMemoryRequest"),
+            "memory_limit": r.get("resourceMemoryLimit"),
+        }
         assert got == {k: str(v) for k, v in want.items()}, name
     # GPU steps keep their accelerators next to CPU and memory
     assert execs["exec-train-lora"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
@@ -303,8 +328,22 @@ def test_every_step_requests_and_limits_cpu_and_memory_from_params(tmp_path):
 def test_a_per_step_override_and_the_waiter_reach_the_ir(tmp_path, monkeypatch):
     from reclora.config import deep_merge
 
-    p = deep_merge(load_params(), {"pipeline": {"gpu": {"num_nodes": 2}, "resources": {
-        "train_crm": {"cpu_request": "12", "cpu_limit": "16", "memory_request": "60Gi", "memory_limit": "64Gi"}}}})
+    p = deep_merge(
+        load_params(),
+        {
+            "pipeline": {
+                "gpu": {"num_nodes": 2},
+                "resources": {
+                    "train_crm": {
+                        "cpu_request": "12",
+                        "cpu_limit": "16",
+                        "memory_request": "60Gi",
+                        "memory_limit": "64Gi",
+                    }
+                },
+            }
+        },
+    )
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(p))
     monkeypatch.setenv("RECLORA_PARAMS", str(f))
@@ -318,13 +357,24 @@ def test_a_per_step_override_and_the_waiter_reach_the_ir(tmp_path, monkeypatch):
         assert r["resourceCpuLimit"] == str(waiter["cpu_limit"]) and "accelerator" not in r
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"cpu_request": "8", "cpu_limit": "4", "memory_request": "1Gi", "memory_limit": "2Gi"}, "above cpu_limit"),
-    ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "4GB", "memory_limit": "8Gi"}, "memory"),
-    # a params file is merged over the packaged defaults, so a key cannot go missing; a misspelt one is refused
-    ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "2Gi", "memory_limt": "3Gi"},
-     "unknown"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"cpu_request": "8", "cpu_limit": "4", "memory_request": "1Gi", "memory_limit": "2Gi"}, "above cpu_limit"),
+        ({"cpu_request": "1", "cpu_limit": "2", "memory_request": "4GB", "memory_limit": "8Gi"}, "memory"),
+        # a params file is merged over the packaged defaults, so a key cannot go missing; a misspelt one is refused
+        (
+            {
+                "cpu_request": "1",
+                "cpu_limit": "2",
+                "memory_request": "1Gi",
+                "memory_limit": "2Gi",
+                "memory_limt": "3Gi",
+            },
+            "unknown",
+        ),
+    ],
+)
 def test_bad_step_sizes_are_config_errors(bad, match, tmp_path, monkeypatch):
     from reclora.config import deep_merge
     from reclora.errors import ConfigError
@@ -357,7 +407,8 @@ def test_prepare_is_keyed_on_the_sources_fingerprint_which_is_never_cached(tmp_p
     prep = root["prepare"]
     assert prep["cachingOptions"]["enableCache"] is True
     assert prep["inputs"]["parameters"]["source_fingerprint"] == {
-        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "source-version"}}
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "source-version"}
+    }
 
 
 def _pod_of(name: str, executor: dict, k8s: dict) -> dict:
@@ -367,13 +418,33 @@ def _pod_of(name: str, executor: dict, k8s: dict) -> dict:
     req = {"cpu": r["resourceCpuRequest"], "memory": r["resourceMemoryRequest"]}
     lim = {"cpu": r["resourceCpuLimit"], "memory": r["resourceMemoryLimit"]}
     if "accelerator" in r:
-        req[r["accelerator"]["resourceType"]] = lim[r["accelerator"]["resourceType"]] = r["accelerator"]["resourceCount"]
+        req[r["accelerator"]["resourceType"]] = lim[r["accelerator"]["resourceType"]] = r["accelerator"][
+            "resourceCount"
+        ]
     plat = k8s.get(name, {})
-    env = [{"name": e["envVar"], "valueFrom": {"secretKeyRef": {"name": s["secretName"], "key": e["secretKey"],
-                                                                "optional": s.get("optional", False)}}}
-           for s in plat.get("secretAsEnv", []) for e in s["keyToEnv"]]
-    spec = {"containers": [{"name": "main", "image": c["image"], "command": c["command"], "args": c.get("args", []),
-                            "env": env, "resources": {"requests": req, "limits": lim}}], "restartPolicy": "Never"}
+    env = [
+        {
+            "name": e["envVar"],
+            "valueFrom": {
+                "secretKeyRef": {"name": s["secretName"], "key": e["secretKey"], "optional": s.get("optional", False)}
+            },
+        }
+        for s in plat.get("secretAsEnv", [])
+        for e in s["keyToEnv"]
+    ]
+    spec = {
+        "containers": [
+            {
+                "name": "main",
+                "image": c["image"],
+                "command": c["command"],
+                "args": c.get("args", []),
+                "env": env,
+                "resources": {"requests": req, "limits": lim},
+            }
+        ],
+        "restartPolicy": "Never",
+    }
     if plat.get("nodeSelector"):
         spec["nodeSelector"] = plat["nodeSelector"]["labels"]
     if plat.get("tolerations"):

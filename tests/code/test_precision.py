@@ -25,13 +25,16 @@ CPU_AVX2 = Capabilities(device="cpu", cpu_capability="AVX2", mkldnn_bf16=False, 
 CPU_SKYLAKE_X = Capabilities(device="cpu", cpu_capability="AVX512", mkldnn_bf16=True, native_bf16=False)
 
 
-@pytest.mark.parametrize("caps, want", [
-    (CUDA_A100, "bf16"),  # native bf16
-    (CUDA_T4, "fp16"),  # no bf16: fp16 autocast (+ a gradient scaler in training)
-    (CUDA_P100, "fp32"),  # no tensor cores
-    (CPU_AMX, "bf16"),  # AMX / AVX512-BF16
-    (CPU_AVX2, "fp32"),  # bf16 would be emulated (AMD EPYC before Zen 4, Intel before Cooper Lake)
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "caps, want",
+    [
+        (CUDA_A100, "bf16"),  # native bf16
+        (CUDA_T4, "fp16"),  # no bf16: fp16 autocast (+ a gradient scaler in training)
+        (CUDA_P100, "fp32"),  # no tensor cores
+        (CPU_AMX, "bf16"),  # AMX / AVX512-BF16
+        (CPU_AVX2, "fp32"),  # bf16 would be emulated (AMD EPYC before Zen 4, Intel before Cooper Lake)
+    ],
+)
 def test_auto_per_device_kind_from_the_queries(caps, want):
     p = decide("auto", caps, probe=_no_probe)
     assert (p.name, p.requested, p.device) == (want, "auto", caps.device)
@@ -60,7 +63,9 @@ def test_where_the_queries_are_not_conclusive_a_probe_decides():
 
     slow = decide("auto", CPU_SKYLAKE_X, probe=probe(0.3))
     fast = decide("auto", CPU_SKYLAKE_X, probe=probe(2.5))
-    limited = decide("auto", Capabilities(device="cpu", mkldnn_bf16=True, native_bf16=True, isa_limited=True), probe=probe(1.0))
+    limited = decide(
+        "auto", Capabilities(device="cpu", mkldnn_bf16=True, native_bf16=True, isa_limited=True), probe=probe(1.0)
+    )
     assert calls == [0.3, 2.5, 1.0]
     assert (slow.name, fast.name, limited.name) == ("fp32", "bf16", "fp32")
     assert slow.probe["speedup"] == 0.3 and "probe" in slow.reason and "ONEDNN_MAX_CPU_ISA" in limited.reason
@@ -97,7 +102,10 @@ def test_choose_decides_once_per_process_and_device_and_says_so_once(monkeypatch
     assert a is b and a.name == "fp32" and c.name == "bf16"
     assert asked == ["cpu", "cpu"]  # auto once, bf16 once
     err = capsys.readouterr().err.splitlines()
-    assert err == ["[reclora] precision fp32 on cpu (" + a.reason + ")", "[reclora] precision bf16 on cpu (" + c.reason + ")"]
+    assert err == [
+        "[reclora] precision fp32 on cpu (" + a.reason + ")",
+        "[reclora] precision bf16 on cpu (" + c.reason + ")",
+    ]
 
 
 def test_autocast_follows_the_choice():
@@ -126,8 +134,10 @@ def test_the_real_queries_on_this_machine_agree_with_its_flags():
 
 
 def _auto_in(env_extra):
-    code = ("from reclora.precision import choose; import json; p = choose('auto', 'cpu', log=False); "
-            "print(json.dumps(p.as_dict()))")  # fmt: skip
+    code = (
+        "from reclora.precision import choose; import json; p = choose('auto', 'cpu', log=False); "
+        "print(json.dumps(p.as_dict()))"
+    )
     env = dict(os.environ, **env_extra)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -170,7 +180,9 @@ def test_serve_refuses_an_unknown_precision(monkeypatch, capsys, tmp_path):
     n = torch.get_num_threads()
     try:
         assert run_cli(app, ["serve", "--model", str(tmp_path), "--precision", "fp8"], prog_name="reclora") == 2
-        assert run_cli(app, ["serve", "--model", str(tmp_path), "--set", "train.precision=half"], prog_name="reclora") == 2
+        assert (
+            run_cli(app, ["serve", "--model", str(tmp_path), "--set", "train.precision=half"], prog_name="reclora") == 2
+        )
     finally:
         from reclora.config import set_cli_overrides
 

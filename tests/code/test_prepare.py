@@ -53,7 +53,9 @@ def test_max_users_samples_users(tmp_path):
 
 def test_cli_prepare_prints_one_json_line(tmp_path):
     raw = write_ml100k(small_tables(), tmp_path / "raw")
-    proc = reclora("data", "prepare", "--dataset", "ml-100k", "--path", str(raw), "--out", str(tmp_path / "p"), check=True)
+    proc = reclora(
+        "data", "prepare", "--dataset", "ml-100k", "--path", str(raw), "--out", str(tmp_path / "p"), check=True
+    )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     s = json.loads(lines[0])
@@ -62,7 +64,9 @@ def test_cli_prepare_prints_one_json_line(tmp_path):
 
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path):
-    proc = reclora("data", "prepare", "--dataset", "ml-100k", "--path", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    proc = reclora(
+        "data", "prepare", "--dataset", "ml-100k", "--path", str(tmp_path / "nope"), "--out", str(tmp_path / "o")
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: data directory not found: {tmp_path / 'nope'}"
     assert not (tmp_path / "o").exists()
@@ -78,4 +82,3 @@ def test_real_ml100k_counts(ml100k_path, tmp_path):
     assert 9_000 < s["samples"]["test"] <= 10_000
     assert abs(s["positive_rate_by_split"]["test"] - 0.563) < 0.01
     assert s["samples"]["train"] + s["samples"]["valid"] + s["samples"]["test"] < 100_000
-

@@ -74,47 +74,81 @@ def art(tmp_path: Path) -> dict:
     (crm / "metrics.json").write_text(json.dumps({"model": "CRM", "test": {"auc": 0.71, "logloss": 0.61}}))
     llm = tmp_path / "llm"
     (llm / "adapter").mkdir(parents=True)
-    save_file({"lora_A": rng.normal(size=(2, 8)).astype(np.float32)}, str(llm / "adapter" / "reclora_adapter.safetensors"))
+    save_file(
+        {"lora_A": rng.normal(size=(2, 8)).astype(np.float32)}, str(llm / "adapter" / "reclora_adapter.safetensors")
+    )
     (llm / "adapter" / "reclora_adapter.json").write_text(json.dumps({"kind": "reclora", "rank": 2}))
     ret = tmp_path / "ret"
     ret.mkdir()
-    save_file({"item_ids": np.arange(5), "embeddings": rng.normal(size=(5, 3)).astype(np.float32)},
-              str(ret / "item_embeddings.safetensors"))  # fmt: skip
+    save_file(
+        {"item_ids": np.arange(5), "embeddings": rng.normal(size=(5, 3)).astype(np.float32)},
+        str(ret / "item_embeddings.safetensors"),
+    )
     (ret / "retrieval.json").write_text(json.dumps({"mode": "relevance", "k_long": 6, "k_short": 3}))
     data = tmp_path / "data"
     data.mkdir()
     pd.DataFrame({"item_id": [1, 2], "title": ["A", "B"], "genres": ["x", "y|z"]}).to_parquet(data / "items.parquet")
-    meta = {"dataset": "synthetic", "rows": 1234, "users": 30, "items": 40, "label_threshold": 4.0,
-            "samples": {"train": 800, "valid": 100, "test": 100}, "positive_rate": 0.55, "min_history": 5}  # fmt: skip
+    meta = {
+        "dataset": "synthetic",
+        "rows": 1234,
+        "users": 30,
+        "items": 40,
+        "label_threshold": 4.0,
+        "samples": {"train": 800, "valid": 100, "test": 100},
+        "positive_rate": 0.55,
+        "min_history": 5,
+    }
     (data / "meta.json").write_text(json.dumps(meta))
     return {
         "crm_dir": str(crm),
         "adapter_dir": str(llm),
         "retrieval_dir": str(ret),
         "items_path": str(data / "items.parquet"),
-        "params": {"adapter": {"rank": 2, "alpha": 4, "n_experts": 3, "target_modules": ["q_proj", "v_proj"]},
-                   "train": {"sample_size": 64}, "retrieval": {"k_long": 6, "k_short": 3}},  # fmt: skip
+        "params": {
+            "adapter": {"rank": 2, "alpha": 4, "n_experts": 3, "target_modules": ["q_proj", "v_proj"]},
+            "train": {"sample_size": 64},
+            "retrieval": {"k_long": 6, "k_short": 3},
+        },
         "metrics": _report(0.75, 0.55),
         "lineage": {"data_version": "0123abcd.dir", "pipeline_run_id": "run-42"},
         "base_model": "tiny-llama",
     }
 
 
-def _evidence(auc: float = 0.75, logloss: float = 0.55, lo: float = 0.01, champion: dict | None = None,
-              slices: list | None = None) -> dict:  # fmt: skip
+def _evidence(
+    auc: float = 0.75, logloss: float = 0.55, lo: float = 0.01, champion: dict | None = None, slices: list | None = None
+) -> dict:
     """The gate block evaluate_stage writes: the challenger against the CRM of its run (interval lower end
     ``lo``) and ``champion`` (default: none yet)."""
     diff = round(auc - 0.71, 6)
-    return {"challenger": "reclora", "auc": auc, "logloss": logloss, "samples": 200, "level": 0.95, "n_boot": 1000,
-            "baseline": {"name": "CRM", "auc": 0.71, "logloss": 0.61,
-                         "diff": {"diff": diff, "lo": lo, "hi": diff + 0.04, "level": 0.95}},
-            "champion": champion or {"status": "none"}, "slices": slices or []}  # fmt: skip
+    return {
+        "challenger": "reclora",
+        "auc": auc,
+        "logloss": logloss,
+        "samples": 200,
+        "level": 0.95,
+        "n_boot": 1000,
+        "baseline": {
+            "name": "CRM",
+            "auc": 0.71,
+            "logloss": 0.61,
+            "diff": {"diff": diff, "lo": lo, "hi": diff + 0.04, "level": 0.95},
+        },
+        "champion": champion or {"status": "none"},
+        "slices": slices or [],
+    }
 
 
 def _scored(version: str, auc: float, logloss: float, lo: float, challenger_auc: float = 0.75) -> dict:
     d = round(challenger_auc - auc, 6)
-    return {"status": "scored", "version": version, "name": f"champion {version}", "auc": auc, "logloss": logloss,
-            "diff": {"diff": d, "lo": lo, "hi": d + 0.03, "level": 0.95}}  # fmt: skip
+    return {
+        "status": "scored",
+        "version": version,
+        "name": f"champion {version}",
+        "auc": auc,
+        "logloss": logloss,
+        "diff": {"diff": d, "lo": lo, "hi": d + 0.03, "level": 0.95},
+    }
 
 
 def _with(art: dict, auc: float, logloss: float, **gate: object) -> dict:
@@ -139,10 +173,18 @@ def test_register_twice_gives_numbered_versions_with_hashed_files(tmp_path, art)
     for m in (m1, m2):
         vdir = reg / "reclora" / "versions" / m["version"]
         assert m["path"] == str(vdir)
-        for rel in ("crm/crm.safetensors", "crm/crm_config.json", "crm/crm_features.json",
-                    "adapter/reclora_adapter.safetensors", "adapter/reclora_adapter.json",
-                    "retrieval/item_embeddings.safetensors", "items.parquet", "params.json", "metrics.json",
-                    "MODEL_CARD.md"):  # fmt: skip
+        for rel in (
+            "crm/crm.safetensors",
+            "crm/crm_config.json",
+            "crm/crm_features.json",
+            "adapter/reclora_adapter.safetensors",
+            "adapter/reclora_adapter.json",
+            "retrieval/item_embeddings.safetensors",
+            "items.parquet",
+            "params.json",
+            "metrics.json",
+            "MODEL_CARD.md",
+        ):
             assert rel in m["files"], rel
         assert set(m["files"]) == {str(f.relative_to(vdir)) for f in vdir.rglob("*") if f.is_file()} - {"manifest.json"}
         for rel, e in m["files"].items():
@@ -153,7 +195,9 @@ def test_register_twice_gives_numbered_versions_with_hashed_files(tmp_path, art)
         assert on_disk["created_at"].endswith("Z")
         assert on_disk["metrics"]["model"] == "reclora" and on_disk["metrics"]["test"]["auc"] == 0.75
         assert set(on_disk["metrics"]["baselines"]) == {"CRM", "lora"}
-        assert on_disk["lineage"]["pipeline_run_id"] == "run-42" and on_disk["lineage"]["data_version"] == "0123abcd.dir"
+        assert (
+            on_disk["lineage"]["pipeline_run_id"] == "run-42" and on_disk["lineage"]["data_version"] == "0123abcd.dir"
+        )
         assert len(on_disk["lineage"].get("git_commit", "")) == 40  # the tests run inside the git checkout
         assert on_disk["data"]["dataset"] == "synthetic" and on_disk["data"]["data_version"] == "0123abcd.dir"
         assert verify(reg, m["version"])["ok"]
@@ -281,24 +325,39 @@ def test_decide_on_same_sample_evidence():
     ok = _evidence(0.75, 0.55, lo=0.01, champion=_scored("v0003", 0.74, 0.55, lo=-0.0015))
     d = decide(ok, rules)
     assert d["promote"] and d["champion"] == "v0003"
-    assert "vs champion v0003 0.7400: +0.0100 (95% interval -0.0015 to +0.0400) clears the margin -0.0020" in d["reason"]
+    assert (
+        "vs champion v0003 0.7400: +0.0100 (95% interval -0.0015 to +0.0400) clears the margin -0.0020" in d["reason"]
+    )
     assert not decide(_evidence(0.75, 0.55, champion=_scored("v0003", 0.76, 0.55, lo=-0.0021)), rules)["promote"]
     d = decide(_evidence(0.75, 0.57, champion=_scored("v0003", 0.74, 0.55, lo=0.001)), rules)
     assert not d["promote"] and "LogLoss 0.5700 > 0.5600" in d["reason"]
     # a champion of other data is never replaced automatically; an unscorable one follows unscored_champion
-    other = {"status": "not comparable", "version": "v0002", "reason": "trained on another data set (data set ml-100k vs goodbooks-10k)"}
+    other = {
+        "status": "not comparable",
+        "version": "v0002",
+        "reason": "trained on another data set (data set ml-100k vs goodbooks-10k)",
+    }
     d = decide(_evidence(0.9, lo=0.1, champion=other), rules)
     assert not d["promote"] and "ml-100k vs goodbooks-10k" in d["reason"] and "--allow-other-data" in d["reason"]
-    broken = {"status": "unscorable", "version": "v0002", "reason": "its version cannot be loaded here: base LLM missing"}
+    broken = {
+        "status": "unscorable",
+        "version": "v0002",
+        "reason": "its version cannot be loaded here: base LLM missing",
+    }
     assert not decide(_evidence(lo=0.01, champion=broken), rules)["promote"]
     d = decide(_evidence(lo=0.01, champion=broken), PromotionRules(unscored_champion="baseline"))
     assert d["promote"] and "not compared" in d["reason"] and "base LLM missing" in d["reason"]
     # max_slice_drop: any slice with enough samples losing more than that to the baseline or the champion
-    slices = [{"slice": "item popularity: tail", "n": 80, "auc": 0.70, "baseline_auc": 0.74, "champion_auc": None},
-              {"slice": "history length: short", "n": 50, "auc": 0.80, "baseline_auc": 0.78, "champion_auc": None}]
+    slices = [
+        {"slice": "item popularity: tail", "n": 80, "auc": 0.70, "baseline_auc": 0.74, "champion_auc": None},
+        {"slice": "history length: short", "n": 50, "auc": 0.80, "baseline_auc": 0.78, "champion_auc": None},
+    ]
     assert decide(_evidence(lo=0.01, slices=slices), PromotionRules(max_slice_drop=0.05))["promote"]
     d = decide(_evidence(lo=0.01, slices=slices), PromotionRules(max_slice_drop=0.03))
-    assert not d["promote"] and "+0.0400 AUC below CRM on 'item popularity: tail' (80 samples) exceeds 0.0300" in d["reason"]
+    assert (
+        not d["promote"]
+        and "+0.0400 AUC below CRM on 'item popularity: tail' (80 samples) exceeds 0.0300" in d["reason"]
+    )
     # no evidence: registered, never promoted
     assert not decide({"auc": 0.9}, rules)["promote"] and "no same-sample evidence" in decide(None, rules)["reason"]
     with pytest.raises(ConfigError, match="champion_margin"):
@@ -319,16 +378,24 @@ def test_register_and_gate_records_the_decision_and_refuses_stale_evidence(tmp_p
     assert m1["promotion"]["decision"]["promote"] is True
     assert m1["promotion"]["evidence"]["baseline"]["diff"]["lo"] == 0.01  # every figure in the manifest
     card = (Path(m1["path"]) / "MODEL_CARD.md").read_text()
-    assert "## Promotion decision" in card and "| reclora - CRM | 0.7500 | 0.7100 | +0.0400 | +0.0100 to +0.0800 |" in card
+    assert (
+        "## Promotion decision" in card and "| reclora - CRM | 0.7500 | 0.7100 | +0.0400 | +0.0100 to +0.0800 |" in card
+    )
     # below the baseline: registered, stays challenger
-    r2 = register_and_gate(reg, rules=rules, **_with(art, 0.70, 0.55, lo=-0.02, champion=_scored("v0001", 0.75, 0.55, -0.08, 0.70)))
+    r2 = register_and_gate(
+        reg, rules=rules, **_with(art, 0.70, 0.55, lo=-0.02, champion=_scored("v0001", 0.75, 0.55, -0.08, 0.70))
+    )
     assert not r2["promoted"] and r2["version"] == "v0002" and "reclora 0.7000 vs CRM 0.7100" in r2["reason"]
     assert champion(reg)["version"] == "v0001" and show(reg, "v0002")["status"] == "challenger"
     # better than the re-scored champion v0001 on the same samples: promoted
-    r3 = register_and_gate(reg, rules=rules, **_with(art, 0.78, 0.54, champion=_scored("v0001", 0.75, 0.55, 0.005, 0.78)))
+    r3 = register_and_gate(
+        reg, rules=rules, **_with(art, 0.78, 0.54, champion=_scored("v0001", 0.75, 0.55, 0.005, 0.78))
+    )
     assert r3["promoted"] and r3["previous_champion"] == "v0001" and champion(reg)["version"] == "v0003"
     # evidence against v0001, but v0003 is the champion now: not promoted, the reason says why
-    r4 = register_and_gate(reg, rules=rules, **_with(art, 0.80, 0.50, champion=_scored("v0001", 0.75, 0.55, 0.02, 0.80)))
+    r4 = register_and_gate(
+        reg, rules=rules, **_with(art, 0.80, 0.50, champion=_scored("v0001", 0.75, 0.55, 0.02, 0.80))
+    )
     assert not r4["promoted"] and "champion is v0003 now" in r4["reason"] and "evaluated against v0001" in r4["reason"]
     assert show(reg, "v0004")["promotion"]["decision"]["promote"] is True  # the gate passed on its evidence
     # metrics without evidence: registered, not promoted
@@ -338,8 +405,13 @@ def test_register_and_gate_records_the_decision_and_refuses_stale_evidence(tmp_p
     assert [h["version"] for h in doc["history"]] == ["v0001"]
     assert any(e["version"] == "v0002" and e["promoted"] is False for e in doc["events"])
     statuses = {r["version"]: r["status"] for r in list_versions(reg)}
-    assert statuses == {"v0001": "challenger", "v0002": "challenger", "v0003": "champion", "v0004": "challenger",
-                        "v0005": "challenger"}  # fmt: skip
+    assert statuses == {
+        "v0001": "challenger",
+        "v0002": "challenger",
+        "v0003": "champion",
+        "v0004": "challenger",
+        "v0005": "challenger",
+    }
 
 
 def test_manual_promotion_of_another_data_set_needs_the_flag(tmp_path, art):
@@ -417,7 +489,10 @@ def test_memory_uri_register_list_show(art):
         shown = show(uri, "v0001")
         assert shown["files"] == m1["files"] and shown["status"] == "challenger"
         assert resolve(uri) == m2["path"] and champion(uri)["version"] == "v0002"
-        assert fs.cat_file(f"/{root}/reclora/versions/v0001/crm/crm.safetensors") == Path(art["crm_dir"], "model", "crm.safetensors").read_bytes()
+        assert (
+            fs.cat_file(f"/{root}/reclora/versions/v0001/crm/crm.safetensors")
+            == Path(art["crm_dir"], "model", "crm.safetensors").read_bytes()
+        )
         assert verify(uri, "v0001")["ok"]
         # a half-written version (no manifest.json) is invisible and its number is not reused
         fs.pipe_file(f"/{root}/reclora/versions/v0003/crm/crm.safetensors", b"partial")
@@ -439,8 +514,20 @@ def test_model_card_has_data_metrics_use_limits_lineage(tmp_path, art):
     assert card.startswith("# Model card: reclora v0001")
     assert "| **reclora** (this version) | 0.7500 | 0.5500 | 0.7000 | 200 |" in card
     assert "| CRM | 0.7100 | 0.6100 | 0.6600 | 200 |" in card and "| lora | 0.6900 | 0.6300 |" in card
-    for text in ("## Data", "synthetic", "1234", "0123abcd.dir", "## Intended use", "## Limits", "CPU",
-                 "Offline CTR evaluation only", "Cold start", "## Lineage", "run-42", "git_commit"):  # fmt: skip
+    for text in (
+        "## Data",
+        "synthetic",
+        "1234",
+        "0123abcd.dir",
+        "## Intended use",
+        "## Limits",
+        "CPU",
+        "Offline CTR evaluation only",
+        "Cold start",
+        "## Lineage",
+        "run-42",
+        "git_commit",
+    ):
         assert text in card, text
 
 
@@ -475,8 +562,13 @@ def test_clear_errors(tmp_path, art):
 def test_summarize_metrics_shapes():
     s = summarize_metrics(_report(0.75, 0.55))
     assert s["model"] == "reclora" and s["test"]["auc"] == 0.75 and set(s["baselines"]) == {"CRM", "lora"}
-    s = summarize_metrics({"model": "reclora", "eval": {"auc": 0.7, "logloss": 0.6, "accuracy": 0.6, "n": 10},
-                           "baselines": {"CRM": {"model": "CRM", "test": {"auc": 0.72, "logloss": 0.58}}}})  # fmt: skip
+    s = summarize_metrics(
+        {
+            "model": "reclora",
+            "eval": {"auc": 0.7, "logloss": 0.6, "accuracy": 0.6, "n": 10},
+            "baselines": {"CRM": {"model": "CRM", "test": {"auc": 0.72, "logloss": 0.58}}},
+        }
+    )
     assert s["test"] == {"auc": 0.7, "logloss": 0.6, "accuracy": 0.6, "n": 10} and s["baselines"]["CRM"]["auc"] == 0.72
     assert summarize_metrics(_report(0.75, 0.55), model="CRM")["test"]["auc"] == 0.71
     with pytest.raises(DataError):
@@ -491,21 +583,39 @@ def _cut(p: Path) -> None:
 # damage -> (how to do it to a version directory, the words its reason holds)
 DAMAGE = {
     "manifest cut short": (lambda v: _cut(v / "manifest.json"), "manifest.json is not valid JSON"),
-    "manifest repeats a key": (lambda v: (v / "manifest.json").write_text(
-        (v / "manifest.json").read_text().replace('"base_model":', '"created_at": "x", "base_model":', 1)),
-        "repeats the key 'created_at'"),
-    "manifest lacks its files": (lambda v: (v / "manifest.json").write_text(json.dumps(
-        {k: x for k, x in json.loads((v / "manifest.json").read_text()).items() if k != "files"})), "lacks 'files'"),
-    "manifest of another version": (lambda v: (v / "manifest.json").write_text(json.dumps(
-        {**json.loads((v / "manifest.json").read_text()), "version": "v0009"})), "names version 'v0009'"),
-    "adapter cut short": (lambda v: _cut(v / "adapter" / "reclora_adapter.safetensors"),
-                          "adapter/reclora_adapter.safetensors: "),
-    "adapter changed, same size": (lambda v: (v / "adapter" / "reclora_adapter.json").write_text(
-        (v / "adapter" / "reclora_adapter.json").read_text().replace("2", "3")),
-        "adapter/reclora_adapter.json: sha256 differs"),
+    "manifest repeats a key": (
+        lambda v: (v / "manifest.json").write_text(
+            (v / "manifest.json").read_text().replace('"base_model":', '"created_at": "x", "base_model":', 1)
+        ),
+        "repeats the key 'created_at'",
+    ),
+    "manifest lacks its files": (
+        lambda v: (v / "manifest.json").write_text(
+            json.dumps({k: x for k, x in json.loads((v / "manifest.json").read_text()).items() if k != "files"})
+        ),
+        "lacks 'files'",
+    ),
+    "manifest of another version": (
+        lambda v: (v / "manifest.json").write_text(
+            json.dumps({**json.loads((v / "manifest.json").read_text()), "version": "v0009"})
+        ),
+        "names version 'v0009'",
+    ),
+    "adapter cut short": (
+        lambda v: _cut(v / "adapter" / "reclora_adapter.safetensors"),
+        "adapter/reclora_adapter.safetensors: ",
+    ),
+    "adapter changed, same size": (
+        lambda v: (v / "adapter" / "reclora_adapter.json").write_text(
+            (v / "adapter" / "reclora_adapter.json").read_text().replace("2", "3")
+        ),
+        "adapter/reclora_adapter.json: sha256 differs",
+    ),
     "crm missing": (lambda v: (v / "crm" / "crm.safetensors").unlink(), "crm/crm.safetensors: missing"),
-    "a file the manifest does not list": (lambda v: (v / "adapter" / "extra.safetensors").write_bytes(b"x"),
-                                          "adapter/extra.safetensors: not in the manifest"),
+    "a file the manifest does not list": (
+        lambda v: (v / "adapter" / "extra.safetensors").write_bytes(b"x"),
+        "adapter/extra.safetensors: not in the manifest",
+    ),
 }
 
 
@@ -535,13 +645,16 @@ def test_a_version_that_does_not_verify_is_listed_unreadable_and_refused_everywh
     assert [ln.split()[0] for ln in out] == ["v0001", "v0002", "v0003"] and words in out[1], out
     # promotion, rollback, deployment (its dry run too) and serving refuse it
     before = (reg / "reclora" / "champion.json").read_bytes()
-    with pytest.raises(UnverifiedVersion, match=f"v0002 .* cannot be promoted: it does not verify"):
+    with pytest.raises(UnverifiedVersion, match="v0002 .* cannot be promoted: it does not verify"):
         promote(reg, "v0002")
     with pytest.raises(UnverifiedVersion, match="v0001 .* cannot be rolled back to"):
         rollback(reg)
-    for args in (["registry", "promote", "v0002"], ["registry", "rollback"],
-                 ["registry", "promote", "v0002", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"],
-                 ["registry", "rollback", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"]):
+    for args in (
+        ["registry", "promote", "v0002"],
+        ["registry", "rollback"],
+        ["registry", "promote", "v0002", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"],
+        ["registry", "rollback", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://reg"],
+    ):
         assert run_cli(app, [*args, "--uri", str(reg)], prog_name="reclora") == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "does not verify" in err[0] and words in err[0], err
@@ -584,7 +697,10 @@ def test_an_object_store_version_is_verified_too(art):
         fs.pipe_file(f"/{root}/reclora/versions/v0002/params.json", b"{}")
         rows = {r["version"]: r for r in list_versions(uri)}
         assert rows["v0001"]["status"] == "challenger"
-        assert rows["v0002"]["status"] == "unreadable" and "params.json: 2 bytes, the manifest says" in rows["v0002"]["error"]
+        assert (
+            rows["v0002"]["status"] == "unreadable"
+            and "params.json: 2 bytes, the manifest says" in rows["v0002"]["error"]
+        )
         with pytest.raises(UnverifiedVersion):
             promote(uri, "v0002")
         assert promote(uri, "v0001")["changed"]

@@ -41,7 +41,11 @@ def test_v1_parses_exactly_or_names_the_field(parser, field, value):
     (got,) = parser.parse_instances([inst])
     assert got["user_id"] == inst["user_id"] and got["candidates"] == inst["candidates"]
     assert got["timestamp"] == inst["timestamp"]
-    want_hist = None if inst["history"] is None else [(h["item_id"], float(h["rating"]), h["timestamp"]) for h in inst["history"]]
+    want_hist = (
+        None
+        if inst["history"] is None
+        else [(h["item_id"], float(h["rating"]), h["timestamp"]) for h in inst["history"]]
+    )
     assert got["history"] == want_hist
 
 
@@ -50,7 +54,10 @@ def test_the_tests_bound_is_the_servers():
 
 
 def test_the_handed_case_user_id_beyond_64_bits_is_a_400(parser):
-    with pytest.raises(InvalidInput, match=r"instances\[0\]\.user_id must be an integer within the 64-bit range, got 18446744073709551615"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"instances\[0\]\.user_id must be an integer within the 64-bit range, got 18446744073709551615",
+    ):
         parser.parse_instances([{"user_id": 18446744073709551615, "candidates": [1]}])
 
 
@@ -62,8 +69,10 @@ def test_the_handed_case_user_id_beyond_64_bits_is_a_400(parser):
 )
 def test_v2_data_fits_its_datatype_or_is_a_400(parser, datatype, data, which):
     n = len(data)
-    inputs = {"user_id": InferInput("user_id", [n], "INT64", list(range(1, n + 1))),
-              "candidates": InferInput("candidates", [n, 1], "INT64", [1] * n)}  # fmt: skip
+    inputs = {
+        "user_id": InferInput("user_id", [n], "INT64", list(range(1, n + 1))),
+        "candidates": InferInput("candidates", [n, 1], "INT64", [1] * n),
+    }
     shape = [n] if which == "user_id" or datatype == "BYTES" else [n, 1]
     inputs[which] = InferInput(which, shape, datatype, data)
     req = InferRequest("reclora", list(inputs.values()))
@@ -93,9 +102,27 @@ KNOWN = {"instance": ("user_id", "candidates", "history", "timestamp"), "history
 
 
 @PROPS
-@given(where=st.sampled_from(["instance", "history"]),
-       key=st.one_of(st.sampled_from(["History", "Candidates", "user-id", "USER_ID", "candidate", "item", " rating",
-                                      "Rating", "timestamp ", "ts", ""]), st.text(max_size=6)))
+@given(
+    where=st.sampled_from(["instance", "history"]),
+    key=st.one_of(
+        st.sampled_from(
+            [
+                "History",
+                "Candidates",
+                "user-id",
+                "USER_ID",
+                "candidate",
+                "item",
+                " rating",
+                "Rating",
+                "timestamp ",
+                "ts",
+                "",
+            ]
+        ),
+        st.text(max_size=6),
+    ),
+)
 def test_an_unknown_v1_field_is_a_400_naming_it(parser, where, key):
     inst = hostile_instance("user_id", 7)
     target = inst if where == "instance" else inst["history"][0]
@@ -105,13 +132,21 @@ def test_an_unknown_v1_field_is_a_400_naming_it(parser, where, key):
     with pytest.raises(InvalidInput) as err:
         parser.parse_instances([inst])
     msg = str(err.value)
-    assert f"{'instances[0]' if where == 'instance' else 'instances[0].history[0]'} has an unknown field {key!r}" in msg, msg
+    assert (
+        f"{'instances[0]' if where == 'instance' else 'instances[0].history[0]'} has an unknown field {key!r}" in msg
+    ), msg
 
 
 def test_the_handed_case_history_with_a_capital_h_is_a_400(parser):
     """v1_history_typo.json: `History` was ignored and the user scored as a cold start."""
-    body = {"instances": [{"user_id": 990001, "candidates": [1, 2], "History": [{"item_id": 3, "rating": 5, "timestamp": 900000000}]}]}
-    with pytest.raises(InvalidInput, match=r"instances\[0\] has an unknown field 'History' \(did you mean 'history'\?\)"):
+    body = {
+        "instances": [
+            {"user_id": 990001, "candidates": [1, 2], "History": [{"item_id": 3, "rating": 5, "timestamp": 900000000}]}
+        ]
+    }
+    with pytest.raises(
+        InvalidInput, match=r"instances\[0\] has an unknown field 'History' \(did you mean 'history'\?\)"
+    ):
         parser.parse_instances(body["instances"])
     inst = dict(body["instances"][0])
     inst["history"] = inst.pop("History")  # spelt right, the same history is read
@@ -119,11 +154,17 @@ def test_the_handed_case_history_with_a_capital_h_is_a_400(parser):
     assert ok[0]["history"] == [(3, 5.0, 900000000)]
 
 
-@pytest.mark.parametrize("body,words", [
-    ({"instances": [{"user_id": 1, "candidates": [1]}], "Instances": []}, "the V1 body has an unknown field 'Instances'"),
-    (b'{"instances": [{"user_id": 1, "candidates": [1], "user_id": 2}]}', "repeats the key 'user_id'"),
-    ('{"instances": [], "instances": [{"user_id": 1, "candidates": [1]}]}', "repeats the key 'instances'"),
-])
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        (
+            {"instances": [{"user_id": 1, "candidates": [1]}], "Instances": []},
+            "the V1 body has an unknown field 'Instances'",
+        ),
+        (b'{"instances": [{"user_id": 1, "candidates": [1], "user_id": 2}]}', "repeats the key 'user_id'"),
+        ('{"instances": [], "instances": [{"user_id": 1, "candidates": [1]}]}', "repeats the key 'instances'"),
+    ],
+)
 def test_v1_bodies_with_unknown_or_repeated_keys_are_400s(parser, body, words):
     import asyncio
 
@@ -138,20 +179,31 @@ def _v2(*inputs) -> InferRequest:
 
 def test_a_repeated_v2_input_is_a_400_naming_it(parser):
     for name in ("user_id", "candidates", "history"):
-        inputs = [("user_id", [1], "INT64", [1]), ("candidates", [1, 1], "INT64", [1]), ("history", [1], "BYTES", ["[]"])]
+        inputs = [
+            ("user_id", [1], "INT64", [1]),
+            ("candidates", [1, 1], "INT64", [1]),
+            ("history", [1], "BYTES", ["[]"]),
+        ]
         inputs += [i for i in inputs if i[0] == name]  # the same name again: which one is meant?
         with pytest.raises(InvalidInput, match=f"V2 input '{name}' is given 2 times"):
             parser.parse_v2(_v2(*inputs))
 
 
 @PROPS
-@given(n_users=st.integers(1, 4), n_cands=st.integers(1, 4), n_hist=st.one_of(st.none(), st.integers(1, 4)),
-       ragged=st.booleans())
+@given(
+    n_users=st.integers(1, 4),
+    n_cands=st.integers(1, 4),
+    n_hist=st.one_of(st.none(), st.integers(1, 4)),
+    ragged=st.booleans(),
+)
 def test_v2_inputs_whose_row_counts_disagree_are_a_400(parser, n_users, n_cands, n_hist, ragged):
     """One row per user in every input, or a 400: never a user zipped away (the mutant that dropped this check)."""
     inputs = [("user_id", [n_users], "INT64", list(range(1, n_users + 1)))]
-    inputs.append(("candidates", [n_cands], "BYTES", ["[1, 2]"] * n_cands) if ragged
-                  else ("candidates", [n_cands, 1], "INT64", [1] * n_cands))
+    inputs.append(
+        ("candidates", [n_cands], "BYTES", ["[1, 2]"] * n_cands)
+        if ragged
+        else ("candidates", [n_cands, 1], "INT64", [1] * n_cands)
+    )
     if n_hist is not None:
         inputs.append(("history", [n_hist], "BYTES", ["[]"] * n_hist))
     agree = n_cands == n_users and n_hist in (None, n_users)
@@ -180,16 +232,24 @@ def test_an_int32_bound_error_names_the_input(parser, which, value):
 
 
 def test_a_v2_bytes_cell_that_repeats_a_key_is_a_400(parser):
-    req = _v2(("user_id", [1], "INT64", [1]), ("candidates", [1, 1], "INT64", [1]),
-              ("history", [1], "BYTES", ['[{"item_id": 2, "rating": 4, "item_id": 3}]']))
+    req = _v2(
+        ("user_id", [1], "INT64", [1]),
+        ("candidates", [1, 1], "INT64", [1]),
+        ("history", [1], "BYTES", ['[{"item_id": 2, "rating": 4, "item_id": 3}]']),
+    )
     with pytest.raises(InvalidInput, match=r"input 'history'\[0\] is not valid JSON: repeats the key 'item_id'"):
         parser.parse_v2(req)
 
 
 @settings(max_examples=100, deadline=None)
-@given(doc=st.recursive(st.none() | st.integers() | st.text(max_size=3),
-                        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=2), c, max_size=3), max_leaves=8),
-       dup=st.booleans())
+@given(
+    doc=st.recursive(
+        st.none() | st.integers() | st.text(max_size=3),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=2), c, max_size=3),
+        max_leaves=8,
+    ),
+    dup=st.booleans(),
+)
 def test_loads_json_refuses_exactly_the_repeated_keys(doc, dup):
     import json
 

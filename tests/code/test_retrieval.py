@@ -52,7 +52,9 @@ def test_recent_mode_keeps_the_last_k():
 @pytest.mark.parametrize("mode", ["relevance", "recent"])
 def test_only_empty_histories(mode):
     # a serving request whose history holds nothing earlier than the target
-    df = pd.DataFrame({"item_id": [1, 2], "hist_item_ids": [np.zeros(0, np.int64)] * 2, "hist_ratings": [np.zeros(0)] * 2})
+    df = pd.DataFrame(
+        {"item_id": [1, 2], "hist_item_ids": [np.zeros(0, np.int64)] * 2, "hist_ratings": [np.zeros(0)] * 2}
+    )
     out = retrieve(df, 3, 2, mode, np.array([1, 2]), _unit([[1, 0], [0, 1]]))
     assert [len(x) for x in out["long_item_ids"]] == [0, 0] and [len(x) for x in out["short_ratings"]] == [0, 0]
 
@@ -64,14 +66,20 @@ def test_frame_retrieve_equals_brute_force():
     rows = []
     for _ in range(200):
         n = int(rng.integers(0, 25))
-        rows.append({"item_id": int(rng.integers(1, 45)), "hist_item_ids": rng.integers(1, 45, n), "hist_ratings": rng.integers(1, 6, n).astype(float)})
+        rows.append(
+            {
+                "item_id": int(rng.integers(1, 45)),
+                "hist_item_ids": rng.integers(1, 45, n),
+                "hist_ratings": rng.integers(1, 6, n).astype(float),
+            }
+        )
     df = pd.DataFrame(rows)
     out = retrieve(df, 7, 3, "relevance", ids, emb, chunk=16)
     look = {int(i): e for i, e in zip(ids, emb)}
     for r, got, got_r in zip(df.itertuples(), out["long_item_ids"], out["long_ratings"]):
         t = look.get(r.item_id, np.zeros(8, np.float32))
         s = [float(look[h] @ t) if h in look else -1e9 for h in r.hist_item_ids]
-        best = sorted(range(len(s)), key=lambda i: (-(s[i] + i * 1e-9)))[:7]
+        best = sorted(range(len(s)), key=lambda i: -(s[i] + i * 1e-9))[:7]
         assert got.tolist() == [int(r.hist_item_ids[i]) for i in sorted(best)]
         assert got_r.tolist() == [float(r.hist_ratings[i]) for i in sorted(best)]
 
@@ -90,8 +98,13 @@ def test_the_choice_does_not_depend_on_how_samples_are_batched():
     rows = []
     for _ in range(300):
         n = int(rng.integers(1, 60))
-        rows.append({"item_id": int(rng.integers(1, 31)), "hist_item_ids": rng.integers(1, 31, n),
-                     "hist_ratings": rng.integers(1, 6, n).astype(float)})
+        rows.append(
+            {
+                "item_id": int(rng.integers(1, 31)),
+                "hist_item_ids": rng.integers(1, 31, n),
+                "hist_ratings": rng.integers(1, 6, n).astype(float),
+            }
+        )
     df = pd.DataFrame(rows)
     together = retrieve(df, 20, 6, "relevance", ids, emb, chunk=512)
     for i in range(0, len(df), 7):
@@ -100,8 +113,9 @@ def test_the_choice_does_not_depend_on_how_samples_are_batched():
             assert alone[c].iloc[0].tolist() == together[c].iloc[i].tolist(), (i, c)
     # exact ties: the most recent of the equal-scoring behaviours are kept
     same = np.repeat(base[None, :], 3, axis=0).astype(np.float32)
-    lp, sp = retrieve_positions([0], [5], np.array([1]), np.array([2, 3, 2, 3, 2]), 3, 2, "relevance",
-                                np.array([1, 2, 3]), same)
+    lp, sp = retrieve_positions(
+        [0], [5], np.array([1]), np.array([2, 3, 2, 3, 2]), 3, 2, "relevance", np.array([1, 2, 3]), same
+    )
     assert lp.tolist() == [[2, 3, 4]] and sp.tolist() == [[3, 4]]
 
 
@@ -127,8 +141,18 @@ def test_no_retrieved_behaviour_at_or_after_the_target_and_no_own_rating_in_the_
     checked = 0
     for split in SPLITS:
         ix = index[split]
-        lp, sp = retrieve_positions(ix["history_start"], ix["history_length"], ix["item_id"].to_numpy(),
-                                    events["item_id"].to_numpy(), 12, 4, mode, ids, emb, chunk=64)  # fmt: skip
+        lp, sp = retrieve_positions(
+            ix["history_start"],
+            ix["history_length"],
+            ix["item_id"].to_numpy(),
+            events["item_id"].to_numpy(),
+            12,
+            4,
+            mode,
+            ids,
+            emb,
+            chunk=64,
+        )
         ev_ts = events["timestamp"].to_numpy()
         for pos in (lp, sp):
             rows = ix["history_start"].to_numpy()[:, None] + pos
@@ -196,13 +220,13 @@ def test_retrieve_stage_stores_positions_and_materializes_the_old_lists(tmp_path
 
 def test_few2many_sample_and_eval_subset_come_from_their_own_splits(tmp_path):
     from reclora.few2many import sample_few
-    from reclora.stages import _read_samples, eval_subset
+    from reclora.stages import eval_subset, read_samples
 
     p = load_params()
     p["synthetic"] = dict(p["synthetic"], n_users=40, n_items=60, mean_interactions=20)
     prepare("synthetic", None, tmp_path / "prep", p)
     retrieve_stage(tmp_path / "prep", tmp_path / "ret", p, mode="recent", progress=False)
-    s = _read_samples(tmp_path / "ret")  # what llm_stage reads
+    s = read_samples(tmp_path / "ret")  # what llm_stage reads
     few = s["train"].iloc[sample_few(len(s["train"]), 50, 0)].reset_index(drop=True)
     ev = eval_subset(s["test"], 40, 0)
     assert len(few) == 50 and len(ev) == 40
@@ -213,7 +237,9 @@ def test_few2many_sample_and_eval_subset_come_from_their_own_splits(tmp_path):
     assert set(map(tuple, ev[key].to_numpy().tolist())) <= test_keys and not test_keys & train_keys
     assert few["timestamp"].max() <= ev["timestamp"].min()  # the time split: test never precedes train
     for df in (few, ev):  # the prompt's short history is strictly earlier than its target
-        for t, items, hts, short in zip(df["timestamp"], df["hist_item_ids"], df["hist_timestamps"], df["short_item_ids"]):
+        for t, items, hts, short in zip(
+            df["timestamp"], df["hist_item_ids"], df["hist_timestamps"], df["short_item_ids"]
+        ):
             assert (np.asarray(hts) < t).all() and set(short.tolist()) <= set(items.tolist())
 
 

@@ -9,8 +9,14 @@ from hypothesis import strategies as st
 
 from reclora.config import load_params
 from reclora.data import (
-    build_sample_index, build_samples, generate, materialize_histories, prepare, read_prepared, read_split,
-)  # fmt: skip
+    build_sample_index,
+    build_samples,
+    generate,
+    materialize_histories,
+    prepare,
+    read_prepared,
+    read_split,
+)
 from reclora.data.schema import SAMPLE_COLUMNS, SAMPLE_INDEX_COLUMNS, SPLITS
 
 
@@ -56,11 +62,12 @@ def test_index_layout_equals_old_samples_on_synthetic_data(max_history):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    rows=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(0, 6)),
-                  min_size=1, max_size=30),
+    rows=st.lists(
+        st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(0, 6)), min_size=1, max_size=30
+    ),
     row_order=st.booleans(),
     max_history=st.integers(1, 5),
-)  # fmt: skip
+)
 def test_index_layout_equals_old_samples_and_never_leaks(rows, row_order, max_history):
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]).astype({"rating": "float64"})
     if row_order:
@@ -104,10 +111,17 @@ def test_ml25m_release_format_prepares_whole_without_max_users(tmp_path):
     t = generate_ml25m_like(20_000, seed=2)
     raw = write_ml25m_csv(t, tmp_path / "raw")
     head = (raw / "ratings.csv").read_text().splitlines()[:2]
-    assert head[0] == "userId,movieId,rating,timestamp" and head[1].split(",")[2] in {f"{x / 2:.1f}" for x in range(1, 11)}
+    assert head[0] == "userId,movieId,rating,timestamp" and head[1].split(",")[2] in {
+        f"{x / 2:.1f}" for x in range(1, 11)
+    }
     assert (raw / "movies.csv").read_text().splitlines()[0] == "movieId,title,genres"
     loaded = load_ml25m(raw)  # the typed (pyarrow) reader
-    assert loaded.interactions.dtypes.astype(str).to_dict() == {"user_id": "int64", "item_id": "int64", "rating": "float64", "timestamp": "int64"}
+    assert loaded.interactions.dtypes.astype(str).to_dict() == {
+        "user_id": "int64",
+        "item_id": "int64",
+        "rating": "float64",
+        "timestamp": "int64",
+    }
     params = load_params()
     params["data"] = dict(params["data"], max_users=0)
     summary = prepare("ml-25m", raw, tmp_path / "out", params)

@@ -60,7 +60,7 @@ def test_no_future_interaction_leaks_into_any_history():
     s = build_samples(inter, threshold=4.0, min_history=5, max_history=max_h)
     by_user = {u: g.sort_values(["timestamp", "item_id"]) for u, g in inter.groupby("user_id")}
     n_checked = 0
-    for split, df in s.items():
+    for df in s.values():
         for r in df.itertuples():
             g = by_user[r.user_id]
             earlier = g[g["timestamp"] < r.timestamp]
@@ -69,8 +69,10 @@ def test_no_future_interaction_leaks_into_any_history():
             assert max(r.hist_timestamps) < r.timestamp
             n_checked += 1
     # every interaction with >= 5 strictly earlier ones became exactly one sample
-    expected = sum(int((g["timestamp"].to_numpy()[:, None] > g["timestamp"].to_numpy()[None, :]).sum(1).__ge__(5).sum())
-                   for g in by_user.values())  # fmt: skip
+    expected = sum(
+        int((g["timestamp"].to_numpy()[:, None] > g["timestamp"].to_numpy()[None, :]).sum(1).__ge__(5).sum())
+        for g in by_user.values()
+    )
     assert n_checked == expected
 
 

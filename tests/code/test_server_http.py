@@ -41,12 +41,13 @@ class _Server:
         import uvicorn
 
         self.port = _free_port()
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, http=deadline_protocol(timeout),
-                             lifespan="off")
+        cfg = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, http=deadline_protocol(timeout), lifespan="off"
+        )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         self.thread.start()
         deadline = time.time() + 20
         while not self.server.started:
@@ -89,12 +90,15 @@ V2 = "/v2/models/reclora/infer"
 
 
 # ------------------------------------------------------------------ a request that never arrives whole
-@pytest.mark.parametrize("data", [
-    b"",  # connected, never a byte
-    b"POST /v1/models/reclora:predict HTTP/1.1\r\nHost: x\r\ncontent-ty",  # headers never finished
-    b"POST /v1/models/reclora:predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-    b"content-length: 100\r\n\r\n{\"instances\": [",  # a body cut short
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # connected, never a byte
+        b"POST /v1/models/reclora:predict HTTP/1.1\r\nHost: x\r\ncontent-ty",  # headers never finished
+        b"POST /v1/models/reclora:predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b'content-length: 100\r\n\r\n{"instances": [',  # a body cut short
+    ],
+)
 def test_a_request_that_never_arrives_whole_gets_408_and_is_closed(server, data, caplog):
     with caplog.at_level(logging.WARNING):
         reply, seconds = server.raw(data, wait=TIMEOUT * 10)
@@ -140,7 +144,9 @@ def test_a_slow_model_is_not_cut_by_the_request_deadline():
             if not msg.get("more_body"):
                 break
         await asyncio.sleep(TIMEOUT * 3)  # the "model"
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]}
+        )
         await send({"type": "http.response.body", "body": body})
 
     with _Server(app) as srv:
@@ -152,23 +158,47 @@ def test_a_slow_model_is_not_cut_by_the_request_deadline():
 
 
 # ------------------------------------------------------------------ client mistakes: a 400 and one log line
-@pytest.mark.parametrize("path,body,words", [
-    (V1, b'{"instances": [{"user_id": 1, "candidates": [1], "user_id": 2}]}', "repeats the key 'user_id'"),
-    (V2, b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1], "data": [2]}]}',
-     "repeats the key 'data'"),
-    (V1, b'{"instances": [{"user_id": 990001, "candidates": [1, 2], "History": [{"item_id": 3, "rating": 5}]}]}',
-     "instances[0] has an unknown field 'History' (did you mean 'history'?)"),
-    (V1, b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 3, "Rating": 5}]}]}',
-     "instances[0].history[0] has an unknown field 'Rating'"),
-    (V2, b'{"inputs": [{"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 2]},'
-         b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}', "candidates"),
-    (V2, b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
-         b' {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [2]},'
-         b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}', "V2 input 'user_id' is given 2 times"),
-    (V2, b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [2147483648]},'
-         b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}', "input 'user_id' is INT32"),
-    (V2, b'{"inputs": 3}', "invalid request body"),
-])
+@pytest.mark.parametrize(
+    "path,body,words",
+    [
+        (V1, b'{"instances": [{"user_id": 1, "candidates": [1], "user_id": 2}]}', "repeats the key 'user_id'"),
+        (
+            V2,
+            b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1], "data": [2]}]}',
+            "repeats the key 'data'",
+        ),
+        (
+            V1,
+            b'{"instances": [{"user_id": 990001, "candidates": [1, 2], "History": [{"item_id": 3, "rating": 5}]}]}',
+            "instances[0] has an unknown field 'History' (did you mean 'history'?)",
+        ),
+        (
+            V1,
+            b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 3, "Rating": 5}]}]}',
+            "instances[0].history[0] has an unknown field 'Rating'",
+        ),
+        (
+            V2,
+            b'{"inputs": [{"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 2]},'
+            b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+            "candidates",
+        ),
+        (
+            V2,
+            b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
+            b' {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [2]},'
+            b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+            "V2 input 'user_id' is given 2 times",
+        ),
+        (
+            V2,
+            b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [2147483648]},'
+            b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}',
+            "input 'user_id' is INT32",
+        ),
+        (V2, b'{"inputs": 3}', "invalid request body"),
+    ],
+)
 def test_a_client_mistake_is_a_400_and_one_log_line(server, path, body, words, caplog):
     with caplog.at_level(logging.INFO), httpx.Client(base_url=server.url, trust_env=False, timeout=30) as c:
         r = c.post(path, content=body, headers={"content-type": "application/json"})
@@ -176,20 +206,27 @@ def test_a_client_mistake_is_a_400_and_one_log_line(server, path, body, words, c
     assert words in r.json()["error"], r.text
     time.sleep(0.1)
     mine = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
-    assert len(mine) == 1 and mine[0].exc_info is None and "\n" not in mine[0].getMessage(), [x.getMessage() for x in mine]
+    assert len(mine) == 1 and mine[0].exc_info is None and "\n" not in mine[0].getMessage(), [
+        x.getMessage() for x in mine
+    ]
     assert mine[0].getMessage().startswith(f"400 POST {path} from 127.0.0.1:")
 
 
 def test_a_client_that_goes_away_mid_body_logs_one_line(server, caplog):
     with caplog.at_level(logging.INFO):
         with socket.create_connection(("127.0.0.1", server.port)) as s:
-            s.sendall(b"POST /v1/models/reclora:predict HTTP/1.1\r\ncontent-type: application/json\r\n"
-                      b"content-length: 80\r\n\r\n{\"instances\"")
+            s.sendall(
+                b"POST /v1/models/reclora:predict HTTP/1.1\r\ncontent-type: application/json\r\n"
+                b'content-length: 80\r\n\r\n{"instances"'
+            )
             time.sleep(0.2)
         time.sleep(TIMEOUT * 2)
     mine = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
     assert len(mine) == 1 and mine[0].exc_info is None, [x.getMessage() for x in mine]
-    assert "499 POST /v1/models/reclora:predict" in mine[0].getMessage() and "closed the connection" in mine[0].getMessage()
+    assert (
+        "499 POST /v1/models/reclora:predict" in mine[0].getMessage()
+        and "closed the connection" in mine[0].getMessage()
+    )
 
 
 # ------------------------------------------------------------------ the versioned V2 routes
@@ -210,7 +247,10 @@ def test_versioned_routes_answer_for_the_served_version(server, version):
 def test_another_version_is_a_404_naming_the_served_one(server, route):
     with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as c:
         body = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}]}
-        r = c.post(f"/v2/models/reclora/versions/v0002{route}", json=body) if route == "/infer" else \
-            c.get(f"/v2/models/reclora/versions/v0002{route}")
+        r = (
+            c.post(f"/v2/models/reclora/versions/v0002{route}", json=body)
+            if route == "/infer"
+            else c.get(f"/v2/models/reclora/versions/v0002{route}")
+        )
     assert r.status_code == 404, r.text
     assert "v0002" in r.json()["error"] and "serves reclora version v0003" in r.json()["error"]

@@ -32,8 +32,15 @@ def _params(**data):
 
 
 def _report(uri, **extra):
-    rep = {"rows": 1234, "users": 10, "items": 50, "positive_rate": 0.55, "samples": {"train": 800, "valid": 100, "test": 99},
-           "data_version": "0123456789abcdef0123456789abcdef.dir", **extra}  # fmt: skip
+    rep = {
+        "rows": 1234,
+        "users": 10,
+        "items": 50,
+        "positive_rate": 0.55,
+        "samples": {"train": 800, "valid": 100, "test": 99},
+        "data_version": "0123456789abcdef0123456789abcdef.dir",
+        **extra,
+    }
     with fsspec.open(uri, "w") as f:
         json.dump(rep, f)
     return rep
@@ -75,7 +82,12 @@ def test_the_prepare_step_creates_its_application_and_returns_the_drivers_report
     sp, s = params["pipeline"]["spark"], body["spec"]
     assert body["kind"] == "SparkApplication" and body["metadata"]["name"] == name
     assert body["metadata"]["labels"]["app.kubernetes.io/component"] == "prepare"
-    assert (s["type"], s["mode"], s["image"], s["sparkVersion"]) == ("Python", "cluster", sp["image"], sp["spark_version"])
+    assert (s["type"], s["mode"], s["image"], s["sparkVersion"]) == (
+        "Python",
+        "cluster",
+        sp["image"],
+        sp["spark_version"],
+    )
     assert s["mainApplicationFile"] == sp["prepare_application_file"]
     assert s["mainApplicationFile"].endswith("/reclora/data/spark_job.py")
     assert s["volumes"] == [{"name": "work", "persistentVolumeClaim": {"claimName": sp["work_claim"]}}]
@@ -84,12 +96,24 @@ def test_the_prepare_step_creates_its_application_and_returns_the_drivers_report
         assert s[role]["volumeMounts"] == [{"name": "work", "mountPath": "/workspace"}]
         assert s[role]["serviceAccount"] == sp["service_account"]
         env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in s[role]["env"]}  # credentials by reference only
-        assert env["AWS_ACCESS_KEY_ID"] == {"name": "reclora-object-store", "key": "AWS_ACCESS_KEY_ID", "optional": False}
+        assert env["AWS_ACCESS_KEY_ID"] == {
+            "name": "reclora-object-store",
+            "key": "AWS_ACCESS_KEY_ID",
+            "optional": False,
+        }
     assert (s["executor"]["instances"], s["executor"]["cores"], s["executor"]["memory"]) == (2, 2, "8g")
-    assert s["sparkConf"] == {k: str(v) for k, v in params["data"]["spark_conf"].items()}  # the data section's, not features'
+    assert s["sparkConf"] == {
+        k: str(v) for k, v in params["data"]["spark_conf"].items()
+    }  # the data section's, not features'
     # the driver program accepts exactly these arguments, and gets this run's data settings
     a = spark_job.build_parser().parse_args(s["arguments"])
-    assert (a.dataset, a.source, a.out, a.report, a.work) == ("ml-25m", "s3://raw/ml-25m", out, report, f"/workspace/{name}")
+    assert (a.dataset, a.source, a.out, a.report, a.work) == (
+        "ml-25m",
+        "s3://raw/ml-25m",
+        out,
+        report,
+        f"/workspace/{name}",
+    )
     driver_params = deep_merge(load_params(), json.loads(a.params))
     assert driver_params["data"]["min_history"] == 7 and driver_params["data"]["engine"] == "spark"
     assert driver_params["synthetic"] == params["synthetic"]
@@ -98,8 +122,9 @@ def test_the_prepare_step_creates_its_application_and_returns_the_drivers_report
 def test_a_failed_prepare_application_fails_the_step():
     failed = spark_operator("FAILED", error="executor lost")
     with pytest.raises(RuntimeError, match="executor lost"):
-        spark.prepare_on_spark("synthetic", "", "memory://a/d", "memory://a/r", _params(), api=Recorder(failed).api,
-                               sleep=lambda s: None)  # fmt: skip
+        spark.prepare_on_spark(
+            "synthetic", "", "memory://a/d", "memory://a/r", _params(), api=Recorder(failed).api, sleep=lambda s: None
+        )
 
 
 def test_the_prepare_step_refuses_what_the_driver_pod_cannot_see():
@@ -111,8 +136,14 @@ def test_the_prepare_step_refuses_what_the_driver_pod_cannot_see():
     with pytest.raises(ConfigError, match="as its source"):
         spark.prepare_on_spark("ml-25m", "/home/me/ml-25m", "memory://a/d", "memory://a/r", p, api=object())
     with pytest.raises(ConfigError, match="prepare_application_file"):
-        spark.prepare_on_spark("ml-25m", "/workspace/raw/ml-25m", "memory://a/d", "memory://a/r",
-                               deep_merge(p, {"pipeline": {"spark": {"prepare_application_file": ""}}}), api=object())  # fmt: skip
+        spark.prepare_on_spark(
+            "ml-25m",
+            "/workspace/raw/ml-25m",
+            "memory://a/d",
+            "memory://a/r",
+            deep_merge(p, {"pipeline": {"spark": {"prepare_application_file": ""}}}),
+            api=object(),
+        )
 
 
 def _compiled(tmp_path, monkeypatch, **over):
@@ -153,12 +184,18 @@ def test_without_pyspark_the_spark_engine_names_the_extra_and_writes_nothing(tmp
     with pytest.raises(ConfigError, match="optional `spark` extra"):
         prepare_spark("synthetic", None, tmp_path / "out", load_params())
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
-    rc = run_cli(app, ["data", "prepare", "--dataset", "synthetic", "--out", str(tmp_path / "o"), "--engine", "spark"],
-                 prog_name="reclora")  # fmt: skip
+    rc = run_cli(
+        app,
+        ["data", "prepare", "--dataset", "synthetic", "--out", str(tmp_path / "o"), "--engine", "spark"],
+        prog_name="reclora",
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error:") and "pip install -e '.[spark]'" in err[-1]
-    rc = run_cli(app, ["data", "prepare", "--dataset", "synthetic", "--out", str(tmp_path / "o"), "--engine", "dask"],
-                 prog_name="reclora")  # fmt: skip
+    rc = run_cli(
+        app,
+        ["data", "prepare", "--dataset", "synthetic", "--out", str(tmp_path / "o"), "--engine", "dask"],
+        prog_name="reclora",
+    )
     assert rc == 2 and "data.engine must be one of" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 

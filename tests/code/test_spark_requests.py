@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import fsspec
-
 import pytest
 import yaml
 
@@ -37,7 +36,9 @@ def test_offline_store_is_chosen_by_params_only():
     assert cfg["offline_store"]["spark_conf"]["spark.sql.session.timeZone"] == "UTC"
     assert cfg["online_store"] == {"type": "sqlite", "path": "data/online_store.db"}  # the rest stays
     # features.store still has the last word (e.g. a Redis online store beside Spark)
-    over = store_overrides(_params(offline_store="spark", store={"online_store": {"type": "redis", "connection_string": "r:6379"}}))
+    over = store_overrides(
+        _params(offline_store="spark", store={"online_store": {"type": "redis", "connection_string": "r:6379"}})
+    )
     assert over["online_store"]["type"] == "redis" and over["offline_store"]["type"] == "spark"
     with pytest.raises(ConfigError, match="offline_store must be one of"):
         store_overrides(_params(offline_store="bigtable"))
@@ -48,7 +49,9 @@ def test_spark_sources_are_declared_for_the_spark_store(tmp_path):
 
     defs = feature_definitions("sources", repo_path=tmp_path, offline_store="spark")
     src = defs["user_history_source"]
-    assert type(src).__name__ == "SparkSource" and src.path == str((tmp_path / "sources" / "user_history.parquet").resolve())
+    assert type(src).__name__ == "SparkSource" and src.path == str(
+        (tmp_path / "sources" / "user_history.parquet").resolve()
+    )
     assert src.file_format == "parquet" and src.timestamp_field == "event_timestamp"
     assert type(feature_definitions("sources", tmp_path, "duckdb")["user_history_source"]).__name__ == "FileSource"
     remote = feature_definitions("s3://b/src", tmp_path, "spark")["user_profile_source"]
@@ -71,7 +74,12 @@ def test_the_spark_step_creates_the_application_and_waits_for_it():
     sp, s = params["pipeline"]["spark"], body["spec"]
     assert body["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and body["kind"] == "SparkApplication"
     assert body["metadata"]["name"] == name and len(name) <= 63
-    assert (s["type"], s["mode"], s["image"], s["sparkVersion"]) == ("Python", "cluster", sp["image"], sp["spark_version"])
+    assert (s["type"], s["mode"], s["image"], s["sparkVersion"]) == (
+        "Python",
+        "cluster",
+        sp["image"],
+        sp["spark_version"],
+    )
     assert s["mainApplicationFile"] == sp["main_application_file"] and s["mainApplicationFile"].endswith("spark_job.py")
     assert s["restartPolicy"] == {"type": "Never"}
     assert s["volumes"] == [{"name": "work", "persistentVolumeClaim": {"claimName": sp["work_claim"]}}]
@@ -126,8 +134,11 @@ def test_pipeline_compiles_the_spark_step_when_the_store_is_spark(tmp_path, monk
     from pipelines.pipeline import build_pipeline
     from reclora.config import load_params_with
 
-    monkeypatch.setattr(pl, "load_params_with", lambda o, prof: deep_merge(load_params_with(o, prof),
-                                                                          {"features": {"offline_store": "spark"}}))
+    monkeypatch.setattr(
+        pl,
+        "load_params_with",
+        lambda o, prof: deep_merge(load_params_with(o, prof), {"features": {"offline_store": "spark"}}),
+    )
     compiler.Compiler().compile(build_pipeline(), str(tmp_path / "p.yaml"))
     ir = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))  # the IR (platform spec follows)
     execs = ir["deploymentSpec"]["executors"]

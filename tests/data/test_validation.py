@@ -225,9 +225,10 @@ def test_bad_samples(tmp_path, params):
     label = only(result, "samples", "expect_column_values_to_be_in_set", "label")
     assert "1 value not in {0, 1} (e.g. 2) in split test" in label["reason"]
     assert "below 1 (e.g. 0)" in only(result, "samples", "expect_column_values_to_be_between", "n_history")["reason"]
-    assert "len(hist_ratings) != len(hist_item_ids)" in only(
-        result, "samples", "expect_column_pair_values_to_be_equal", "hist_ratings"
-    )["reason"]
+    assert (
+        "len(hist_ratings) != len(hist_item_ids)"
+        in only(result, "samples", "expect_column_pair_values_to_be_equal", "hist_ratings")["reason"]
+    )
 
 
 def test_positive_rate_and_row_count_bounds(tmp_path, params):

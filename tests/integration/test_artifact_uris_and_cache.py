@@ -12,8 +12,8 @@ from pathlib import Path
 
 import fsspec
 import pytest
-
 from helpers import BIN, small_tables, write_ml100k
+
 from reclora import storage
 from reclora.errors import DataError
 
@@ -137,8 +137,14 @@ local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root={str(roo
 p(source_path={str(source)!r})
 """
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     log.write_text(out.stdout + out.stderr)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
@@ -149,7 +155,9 @@ def test_kfp_local_prepares_again_when_the_data_changed_and_not_when_it_did_not(
     root = tmp_path / "root"
     hit = "Task prepare cache hit"
     assert hit not in _run_prepare_pipeline(root, source, tmp_path / "1.log")
-    assert hit in _run_prepare_pipeline(root, source, tmp_path / "2.log"), "an unchanged source is served from the cache"
+    assert hit in _run_prepare_pipeline(root, source, tmp_path / "2.log"), (
+        "an unchanged source is served from the cache"
+    )
     with open(source / "u.data", "a") as f:  # the same path, new data: last week's cache must not serve it
         f.write("1\t1\t5\t881250949\n")
     assert hit not in _run_prepare_pipeline(root, source, tmp_path / "3.log"), "changed data was served from the cache"

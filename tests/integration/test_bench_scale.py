@@ -9,8 +9,19 @@ from reclora.data.synthetic import generate_ml25m_like
 
 def test_bench_scale_cli_small(tmp_path):
     out = tmp_path / "scale.json"
-    proc = reclora("bench", "scale", "--events", "4000", "--out", str(out), "--stages", "prepare,features,retrieve,crm",
-                   "--crm-batches", "2", timeout=900)  # fmt: skip
+    proc = reclora(
+        "bench",
+        "scale",
+        "--events",
+        "4000",
+        "--out",
+        str(out),
+        "--stages",
+        "prepare,features,retrieve,crm",
+        "--crm-batches",
+        "2",
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     size = r["sizes"]["4000"]
@@ -39,7 +50,9 @@ def test_ml25m_like_shape():
     assert abs(n_users - 1_000_000 * 162_541 / 25_000_095) <= 1 and abs(n_items - 1_000_000 * 59_047 / 25_000_095) <= 1
     per_user = inter.groupby("user_id").size()
     # long-tailed (ML-25M: mean 155, median 71), capped at half the (here small) catalogue
-    assert per_user.min() >= 19 and per_user.mean() > 1.3 * per_user.median() and per_user.max() > 2.5 * per_user.median()
+    assert (
+        per_user.min() >= 19 and per_user.mean() > 1.3 * per_user.median() and per_user.max() > 2.5 * per_user.median()
+    )
     assert 120 <= len(inter) / n_users <= 170
     assert not inter.duplicated(["user_id", "item_id"]).any()
     assert set(inter["rating"].unique()) <= {x / 2 for x in range(1, 11)}
@@ -55,8 +68,9 @@ def test_embed_stage_embeds_every_item_uncached(tmp_path, tiny_llama_dir):
     from reclora.config import load_params
 
     (tmp_path / "prepared").mkdir()
-    pd.DataFrame({"item_id": range(37), "title": [f"Movie {i} ({1990 + i})" for i in range(37)],
-                  "genres": ["Drama|Comedy"] * 37}).to_parquet(tmp_path / "prepared" / "items.parquet")  # fmt: skip
+    pd.DataFrame(
+        {"item_id": range(37), "title": [f"Movie {i} ({1990 + i})" for i in range(37)], "genres": ["Drama|Comedy"] * 37}
+    ).to_parquet(tmp_path / "prepared" / "items.parquet")
     params = load_params()
     params["retrieval"]["embedding_model"] = str(tiny_llama_dir)
     r = _stage("embed", tmp_path, params, {})
@@ -66,8 +80,19 @@ def test_embed_stage_embeds_every_item_uncached(tmp_path, tiny_llama_dir):
 
 def test_bench_scale_repeats_keeps_every_run(tmp_path):
     out = tmp_path / "scale.json"
-    proc = reclora("bench", "scale", "--events", "3000,6000", "--out", str(out), "--stages", "prepare,retrieve",
-                   "--repeats", "2", timeout=900)  # fmt: skip
+    proc = reclora(
+        "bench",
+        "scale",
+        "--events",
+        "3000,6000",
+        "--out",
+        str(out),
+        "--stages",
+        "prepare,retrieve",
+        "--repeats",
+        "2",
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if " events] " in ln]
     assert [ln.split("]")[0] + ln[ln.index("(run") : ln.index(")") + 1] for ln in lines] == [

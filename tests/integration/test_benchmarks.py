@@ -17,8 +17,9 @@ def small_params():
     p["synthetic"].update(n_users=120, n_items=150, mean_interactions=40)
     p["validation"]["min_interactions"] = 100
     p["crm"].update(max_epochs=3, mlp=[64, 32], embed_dim=16)
-    p["train"].update(sample_size=32, eval_samples=48, batch_size=8, checkpoint_every=2, epochs=2, valid_samples=24,
-                      diagnostics=True)  # fmt: skip
+    p["train"].update(
+        sample_size=32, eval_samples=48, batch_size=8, checkpoint_every=2, epochs=2, valid_samples=24, diagnostics=True
+    )
     p["adapter"].update(n_experts=4, rank=4, layers=1)
     p["evaluation"]["slices"]["min_samples"] = 10
     return p
@@ -26,16 +27,34 @@ def small_params():
 
 def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_params):
     out = tmp_path / "quality.json"
-    r = bench_quality("synthetic", None, out, tmp_path / "work", small_params, ablations=True,
-                      model_path=str(tiny_llama_dir), progress=False)  # fmt: skip
+    r = bench_quality(
+        "synthetic",
+        None,
+        out,
+        tmp_path / "work",
+        small_params,
+        ablations=True,
+        model_path=str(tiny_llama_dir),
+        progress=False,
+    )
     saved = json.loads(out.read_text())
     assert saved["models"] == r["models"]
-    names = {"CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA + CRM residual", "RecLoRA (two-stage)", "RecLoRA (uniform gate)",
-             "RecLoRA (recent-K)", "RecLoRA + CRM residual (no text path)"}  # fmt: skip
+    names = {
+        "CRM",
+        "Vanilla LoRA",
+        "RecLoRA",
+        "RecLoRA + CRM residual",
+        "RecLoRA (two-stage)",
+        "RecLoRA (uniform gate)",
+        "RecLoRA (recent-K)",
+        "RecLoRA + CRM residual (no text path)",
+    }
     # the peer DIN of a maintained CTR library (the `peer` extra, installed by `make install`) is its own row
     names.add("Peer DIN (DeepCTR-Torch)")
     assert set(saved["models"]) == names
-    assert saved["peer"]["library"] == "deepctr-torch 0.3.0" and saved["models"]["Peer DIN (DeepCTR-Torch)"]["auc"] > 0.6
+    assert (
+        saved["peer"]["library"] == "deepctr-torch 0.3.0" and saved["models"]["Peer DIN (DeepCTR-Torch)"]["auc"] > 0.6
+    )
     # the anchored readout without its text path is the CRM, exactly
     no_text = saved["models"]["RecLoRA + CRM residual (no text path)"]
     assert no_text["auc"] == saved["models"]["CRM"]["auc"]
@@ -61,14 +80,26 @@ def test_quality_benchmark_writes_every_model(tmp_path, tiny_llama_dir, small_pa
     # the CRM learns the synthetic taste x genre signal
     assert saved["crm_full_test"]["auc"] > 0.6
     assert saved["samples"]["few2many_train"] == 32 and saved["samples"]["evaluated"] == 48
-    assert {"prepare", "validate", "retrieve", "crm", "peer_din", "lora", "reclora", "reclora-residual", "evaluate"} <= set(saved["seconds"])
+    assert {
+        "prepare",
+        "validate",
+        "retrieve",
+        "crm",
+        "peer_din",
+        "lora",
+        "reclora",
+        "reclora-residual",
+        "evaluate",
+    } <= set(saved["seconds"])
     report = tmp_path / "work" / "report"
     assert (report / "report.html").is_file() and (report / "roc.png").is_file()
     # adapters are saved as safetensors + JSON, checkpoints are cleaned up after success
     assert (tmp_path / "work" / "reclora" / "adapter" / "adapter_model.safetensors").is_file()
     # two-stage RecLoRA started from the vanilla LoRA the same run trained
     two = json.loads((tmp_path / "work" / "reclora-two-stage" / "metrics.json").read_text())
-    assert two["model"] == "reclora+two_stage" and two["adapter"]["init_from"] == str(tmp_path / "work" / "lora" / "adapter")
+    assert two["model"] == "reclora+two_stage" and two["adapter"]["init_from"] == str(
+        tmp_path / "work" / "lora" / "adapter"
+    )
     assert not list((tmp_path / "work").glob(".*.run"))
 
 
@@ -79,9 +110,13 @@ def test_speed_benchmark_writes_ratios(tmp_path, tiny_llama_dir):
     r = bench_speed(tmp_path / "speed.json", p, str(tiny_llama_dir), batch_size=2, seq_len=16, steps=1, warmup=0)
     few = saved_few = json.loads((tmp_path / "speed.json").read_text())["few2many"]
     assert set(few["samples_per_s"]) == {"reference", "default"}
-    assert few["speedup"] == pytest.approx(few["samples_per_s"]["default"] / few["samples_per_s"]["reference"], rel=1e-2)
+    assert few["speedup"] == pytest.approx(
+        few["samples_per_s"]["default"] / few["samples_per_s"]["reference"], rel=1e-2
+    )
     assert saved_few["runs"]["reference"]["layers"] == "all" and not saved_few["runs"]["reference"]["cache_lower"]
-    assert saved_few["runs"]["default"]["first_adapted_layer"] == 1 and saved_few["runs"]["default"]["samples_seen"] == 32
+    assert (
+        saved_few["runs"]["default"]["first_adapted_layer"] == 1 and saved_few["runs"]["default"]["samples_seen"] == 32
+    )
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert set(saved["runs"]) == {f"{k}_{p}" for k in ("lora", "reclora") for p in ("fp32", "bf16", "auto")}
     for prec in ("fp32", "bf16"):
@@ -97,10 +132,17 @@ def test_speed_benchmark_writes_ratios(tmp_path, tiny_llama_dir):
     chosen = choose("auto", "cpu", log=False).name
     sp = saved["speed"]
     assert saved["precision"]["chosen"] == sp["mfu_precision"] == saved["runs"]["reclora_auto"]["precision"] == chosen
-    assert set(sp["step_s"]) == {"fp32", "bf16", "auto"} and sp["step_s"]["auto"] == saved["runs"]["reclora_auto"]["step_seconds"]
-    assert sp["auto_over_fastest"] == pytest.approx(sp["step_s"]["auto"] / min(sp["step_s"]["fp32"], sp["step_s"]["bf16"]))
+    assert (
+        set(sp["step_s"]) == {"fp32", "bf16", "auto"}
+        and sp["step_s"]["auto"] == saved["runs"]["reclora_auto"]["step_seconds"]
+    )
+    assert sp["auto_over_fastest"] == pytest.approx(
+        sp["step_s"]["auto"] / min(sp["step_s"]["fp32"], sp["step_s"]["bf16"])
+    )
     run = saved["runs"]["reclora_auto"]
-    assert sp["mfu"] == pytest.approx(run["flops_per_step"] / run["step_seconds"] / 1e9 / saved["matmul_peak_gflops"][chosen])
+    assert sp["mfu"] == pytest.approx(
+        run["flops_per_step"] / run["step_seconds"] / 1e9 / saved["matmul_peak_gflops"][chosen]
+    )
     assert saved["hardware"]["cpu"]["model"] == cpu_model()[0] and saved["hardware"]["threads"] >= 1
     assert saved["few2many"]["runs"]["default"]["precision"] == chosen  # params' train.precision: auto
 
@@ -108,8 +150,14 @@ def test_speed_benchmark_writes_ratios(tmp_path, tiny_llama_dir):
 def test_step_flops_counts_the_smollm2_shape():
     from transformers import LlamaConfig
 
-    cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                      num_key_value_heads=3, vocab_size=49152)  # fmt: skip
+    cfg = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+    )
     # 30 layers x (2*576^2 + 2*576*192 + 3*576*1536) = 106.2M linear params; 4 FLOPs/param/token
     per_token_linear = 4 * 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
     f = step_flops(cfg, batch=1, seq=1)
@@ -119,8 +167,14 @@ def test_step_flops_counts_the_smollm2_shape():
 def test_forward_flops_of_a_served_row():
     from transformers import LlamaConfig
 
-    cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                      num_key_value_heads=3, vocab_size=49152)  # fmt: skip
+    cfg = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+    )
     per_token = 2 * 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)  # half a train step's linear FLOPs
     # two rows of 100 and 200 tokens: attention 4 d L T^2 per row, the Yes/No rows of the head at each end
     f = forward_flops(cfg, rows=2, tokens=300, tokens_squared=100**2 + 200**2)
@@ -133,8 +187,16 @@ def test_curve_benchmark_writes_points_and_a_plot(tmp_path, tiny_llama_dir, smal
 
     small_params["train"].update(epochs=1, valid_samples=0, diagnostics=False)
     out = tmp_path / "curve.json"
-    r = bench_curve("synthetic", None, out, [32, 16], tmp_path / "work", small_params, model_path=str(tiny_llama_dir),
-                    progress=False)  # fmt: skip
+    r = bench_curve(
+        "synthetic",
+        None,
+        out,
+        [32, 16],
+        tmp_path / "work",
+        small_params,
+        model_path=str(tiny_llama_dir),
+        progress=False,
+    )
     saved = json.loads(out.read_text())
     assert list(saved["sizes"]) == ["16", "32"] and saved["evaluated"] == 48 and saved["complete"] is True
     for n, point in saved["sizes"].items():

@@ -30,8 +30,17 @@ from reclora.config import load_params
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["prepare", "validate", "retrieve", "features", "train-crm", "train-lora", "train-reclora", "evaluate",
-          "register"]  # fmt: skip
+STAGES = [
+    "prepare",
+    "validate",
+    "retrieve",
+    "features",
+    "train-crm",
+    "train-lora",
+    "train-reclora",
+    "evaluate",
+    "register",
+]
 # every task of the run: the stages above plus the uncached step that fingerprints the source data
 TASKS = ["source-version", *STAGES]
 
@@ -52,8 +61,14 @@ def engine():
 
 @pytest.fixture(scope="module")
 def cpu_image(engine):
-    proc = subprocess.run(["scripts/images.sh", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=3000,
-                          env=dict(os.environ, CONTAINER_ENGINE=engine))  # fmt: skip
+    proc = subprocess.run(
+        ["scripts/images.sh", "cpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        env=dict(os.environ, CONTAINER_ENGINE=engine),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     image = load_params()["pipeline"]["cpu_image"]
     assert f"built {image} in" in proc.stdout
@@ -64,9 +79,24 @@ def cpu_image(engine):
 def docker_run(cpu_image, tiny_llama_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("containers")
     # training steps in the CPU image: this machine has no GPU and CI does not build the GPU image
-    proc = reclora("pipeline", "run", "--local", "--runner", "docker", "--model", str(tiny_llama_dir),
-                   "--pipeline-root", str(tmp / "root"), "--registry", str(tmp / "registry"), "--overrides", SMALL,
-                   "--set", f"pipeline.gpu_image={cpu_image}", timeout=1800)  # fmt: skip
+    proc = reclora(
+        "pipeline",
+        "run",
+        "--local",
+        "--runner",
+        "docker",
+        "--model",
+        str(tiny_llama_dir),
+        "--pipeline-root",
+        str(tmp / "root"),
+        "--registry",
+        str(tmp / "registry"),
+        "--overrides",
+        SMALL,
+        "--set",
+        f"pipeline.gpu_image={cpu_image}",
+        timeout=1800,
+    )
     return {"proc": proc, "tmp": tmp, "registry": tmp / "registry", "image": cpu_image}
 
 
@@ -98,8 +128,11 @@ def test_containerized_data_step_matches_the_library(docker_run, tmp_path):
     from reclora.data import dvc_hash, prepare
 
     assert docker_run["proc"].returncode == 0
-    version = next(line.split(":", 1)[1].strip() for line in docker_run["proc"].stdout.splitlines()
-                   if line.startswith("data version:"))  # fmt: skip
+    version = next(
+        line.split(":", 1)[1].strip()
+        for line in docker_run["proc"].stdout.splitlines()
+        if line.startswith("data version:")
+    )
     prepare("synthetic", None, tmp_path / "prepared", load_params_with(json.loads(SMALL), "small"))
     assert dvc_hash(tmp_path / "prepared")["md5"] == version
 
@@ -126,11 +159,39 @@ def served(docker_run, engine):
     # capabilities, writable paths on tmpfs (emptyDirs there), the version where KServe's storage
     # initializer puts it; the base model read-only where the manifest says (baked in the image for
     # the default model)
-    cmd = [engine, "run", "-d", "--read-only", "--user", "1000:1000", "--cap-drop", "ALL",
-           "--security-opt", "no-new-privileges", "--tmpfs", "/tmp", "--tmpfs", "/var/cache/reclora",
-           "--tmpfs", "/opt/reclora/cache/embeddings", "-v", f"{version}:/mnt/models:ro", "-v", f"{base}:{base}:ro",
-           "-p", f"127.0.0.1:{port}:8080", docker_run["image"],
-           "reclora", "serve", "--model", "/mnt/models", "--port", "8080", "--host", "0.0.0.0"]  # fmt: skip
+    cmd = [
+        engine,
+        "run",
+        "-d",
+        "--read-only",
+        "--user",
+        "1000:1000",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/var/cache/reclora",
+        "--tmpfs",
+        "/opt/reclora/cache/embeddings",
+        "-v",
+        f"{version}:/mnt/models:ro",
+        "-v",
+        f"{base}:{base}:ro",
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        docker_run["image"],
+        "reclora",
+        "serve",
+        "--model",
+        "/mnt/models",
+        "--port",
+        "8080",
+        "--host",
+        "0.0.0.0",
+    ]
     if engine == "podman":
         cmd.insert(3, "--no-healthcheck")  # its timer needs systemd; the test probes the same URLs itself
     cid = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(), check=True).stdout.strip()
@@ -148,8 +209,9 @@ def served(docker_run, engine):
                     break
             except httpx.HTTPError:
                 pass
-            state = subprocess.run([engine, "inspect", "-f", "{{.State.Running}}", cid], capture_output=True,
-                                   text=True, env=engine_env()).stdout.strip()  # fmt: skip
+            state = subprocess.run(
+                [engine, "inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True, env=engine_env()
+            ).stdout.strip()
             assert state == "true", logs()
             assert time.time() < deadline, "server not ready in 180 s\n" + logs()
             time.sleep(1)
@@ -160,12 +222,10 @@ def served(docker_run, engine):
 
 def test_serving_container_is_non_root_read_only_and_answers_v1_and_v2(served, engine):
     from pipelines.containers import engine_env
-
     from reclora.serving import RecLoRAPredictor
 
     def exec_(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([engine, "exec", served["cid"], *args], capture_output=True, text=True,
-                              env=engine_env())  # fmt: skip
+        return subprocess.run([engine, "exec", served["cid"], *args], capture_output=True, text=True, env=engine_env())
 
     assert exec_("id", "-u").stdout.strip() == "1000"
     assert exec_("touch", "/app/x").returncode != 0  # read-only root filesystem
@@ -175,15 +235,25 @@ def test_serving_container_is_non_root_read_only_and_answers_v1_and_v2(served, e
     with httpx.Client(base_url=served["url"], timeout=60, trust_env=False) as client:
         assert client.get("/v2/health/live").status_code == 200
         assert client.get("/v2/models/reclora/ready").status_code == 200
-        instances = [{"user_id": 100001, "candidates": [6, 5, 35],
-                      "history": [{"item_id": 8, "rating": 5, "timestamp": 100}, {"item_id": 9, "rating": 2, "timestamp": 50}]},
-                     {"user_id": 100002, "candidates": [7, 9]}]  # fmt: skip
+        instances = [
+            {
+                "user_id": 100001,
+                "candidates": [6, 5, 35],
+                "history": [
+                    {"item_id": 8, "rating": 5, "timestamp": 100},
+                    {"item_id": 9, "rating": 2, "timestamp": 50},
+                ],
+            },
+            {"user_id": 100002, "candidates": [7, 9]},
+        ]
         v1 = client.post("/v1/models/reclora:predict", json={"instances": instances})
         assert v1.status_code == 200, v1.text
-        body = {"inputs": [
-            {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [100002]},
-            {"name": "candidates", "shape": [1, 2], "datatype": "INT64", "data": [7, 9]},
-        ]}  # fmt: skip
+        body = {
+            "inputs": [
+                {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [100002]},
+                {"name": "candidates", "shape": [1, 2], "datatype": "INT64", "data": [7, 9]},
+            ]
+        }
         v2 = client.post("/v2/models/reclora/infer", json=body)
         assert v2.status_code == 200, v2.text
 

@@ -31,8 +31,17 @@ sys.path.insert(0, TESTS_MODEL)
 from test_few2many import _fresh, _toy  # noqa: E402
 
 N = 17  # epochs of 4 full global batches of 4 and one of 1 sample: rank 1 then gets nothing
-CFG = dict(lr=5e-3, batch_size=4, grad_accum=1, epochs=2, precision="fp32", seed=2, checkpoint_every=1, warmup_ratio=0.2,
-           bucket=False)  # unbucketed: the batches are the epoch's permutation cut in order, the 1-sample one last
+CFG = dict(
+    lr=5e-3,
+    batch_size=4,
+    grad_accum=1,
+    epochs=2,
+    precision="fp32",
+    seed=2,
+    checkpoint_every=1,
+    warmup_ratio=0.2,
+    bucket=False,
+)  # unbucketed: the batches are the epoch's permutation cut in order, the 1-sample one last
 ONE = CFG | {"batch_size": 2, "grad_accum": 2}  # one process: each global batch as the ranks' two halves
 # the loss history is rounded to 5 decimals, and the ranks sum their halves' losses in fp32 (one process in
 # float64): the two sums differ by at most 2^-24 of the loss, so the rounded values by at most one step
@@ -67,8 +76,18 @@ WORKER = textwrap.dedent(
 def test_command_is_torchrun_standalone():
     cmd = launch.command(4, ["llm", "--kind", "reclora"])
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert cmd[3:] == ["--standalone", "--nnodes", "1", "--nproc_per_node", "4", "-m", launch.WORKER_MODULE,
-                       "llm", "--kind", "reclora"]  # fmt: skip
+    assert cmd[3:] == [
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "4",
+        "-m",
+        launch.WORKER_MODULE,
+        "llm",
+        "--kind",
+        "reclora",
+    ]
     assert launch.command(2, ["w.py", "x"], module=None)[-2:] == ["w.py", "x"]
     assert not distributed.active() and distributed.world() == 1 and distributed.is_main()
     assert distributed.init_from_env() is False  # no torchrun environment: single process
@@ -79,8 +98,14 @@ def test_two_gloo_ranks_match_one_process_and_resume(tiny_llama_dir, tmp_path):
     script.write_text(WORKER.format(tests=TESTS_MODEL, model=str(tiny_llama_dir), n=N, cfg=CFG))
     # 2 steps, then killed off; started again it resumes from rank 0's checkpoint
     for stop in (2, 0):
-        launch.launch(2, [str(script), str(tmp_path), str(stop)], module=None, local=True,
-                           timeout=240, log_dir=tmp_path / f"logs-{stop}")  # fmt: skip
+        launch.launch(
+            2,
+            [str(script), str(tmp_path), str(stop)],
+            module=None,
+            local=True,
+            timeout=240,
+            log_dir=tmp_path / f"logs-{stop}",
+        )
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == 10
 
@@ -131,8 +156,9 @@ def test_train_llm_component_launches_two_gloo_ranks(tiny_llama_dir, tmp_path, m
     the test above, the one process runs each global batch of 4 as the ranks' two halves (batch_size 2,
     grad_accum 2), unbucketed, without the frozen-layer cache (whose batches of 2 x batch_size would pad
     differently), with one thread per process."""
-    from components.train_llm.component import train_llm as component
     from helpers import FakeArtifact, llm_stage_inputs
+
+    from components.train_llm.component import train_llm as component
     from reclora.config import deep_merge
 
     data, ret, params = llm_stage_inputs(tmp_path / "inputs")
@@ -146,9 +172,19 @@ def test_train_llm_component_launches_two_gloo_ranks(tiny_llama_dir, tmp_path, m
         for n in (2, 1):
             adapter, stats = FakeArtifact(tmp_path / f"n{n}" / "adapter"), FakeArtifact(tmp_path / f"n{n}" / "stats")
             train = exact | ({"batch_size": 4, "grad_accum": 1} if n == 2 else {"batch_size": 2, "grad_accum": 2})
-            component(kind="lora", data=FakeArtifact(data), retrieved=FakeArtifact(ret), crm=FakeArtifact(tmp_path / "x"),
-                      model_path=str(tiny_llama_dir), gate="crm", profile="", overrides=deep_merge(params, {"train": train}),
-                      adapter=adapter, stats=stats, nproc_per_node=n)  # fmt: skip
+            component(
+                kind="lora",
+                data=FakeArtifact(data),
+                retrieved=FakeArtifact(ret),
+                crm=FakeArtifact(tmp_path / "x"),
+                model_path=str(tiny_llama_dir),
+                gate="crm",
+                profile="",
+                overrides=deep_merge(params, {"train": train}),
+                adapter=adapter,
+                stats=stats,
+                nproc_per_node=n,
+            )
             outs[n] = (Path(adapter.path), stats.metadata)
     finally:
         torch.set_num_threads(n_threads)
@@ -161,6 +197,10 @@ def test_train_llm_component_launches_two_gloo_ranks(tiny_llama_dir, tmp_path, m
     assert set(w2) == set(w1) and w1
     for k in w1:
         assert torch.equal(w2[k], w1[k]), k
-    np.testing.assert_allclose(json.loads((outs[2][0] / "train_loss.json").read_text())["loss"],
-                               json.loads((outs[1][0] / "train_loss.json").read_text())["loss"], rtol=0, atol=LOSS_ATOL)
+    np.testing.assert_allclose(
+        json.loads((outs[2][0] / "train_loss.json").read_text())["loss"],
+        json.loads((outs[1][0] / "train_loss.json").read_text())["loss"],
+        rtol=0,
+        atol=LOSS_ATOL,
+    )
     assert two["eval"] == one["eval"]  # the ranks score their share of the same predict batches: the same p

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import small_tables, write_ml100k
+
 from reclora.crm import CRMFeaturizer
 from reclora.features import features_stage, materialize, open_feature_store
 from reclora.features.definitions import PROFILE_TEXT, TIMESTAMP_FIELD, USER_PROFILE_FILE
@@ -33,8 +33,13 @@ def ml100k(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("feast_inputs")
     raw = write_ml100k(small_tables(seed=5, n_users=30, n_items=50), root / "raw")
-    params = deep_merge(load_params(), {"retrieval": {"mode": "recent", "k_long": 8, "k_short": 3},
-                                        "crm": {"max_epochs": 2, "embed_dim": 8, "mlp": [16, 8]}})  # fmt: skip
+    params = deep_merge(
+        load_params(),
+        {
+            "retrieval": {"mode": "recent", "k_long": 8, "k_short": 3},
+            "crm": {"max_epochs": 2, "embed_dim": 8, "mlp": [16, 8]},
+        },
+    )
     prepare("ml-100k", raw, root / "prepared", params)
     features_stage(root / "prepared", root / "features", params=params)
     retrieve_stage(root / "prepared", root / "retrieved", params, mode="recent", progress=False)
@@ -54,7 +59,9 @@ def test_training_inputs_reproduce_the_prepared_tables(ml100k):
     assert len(mi.users) == len(tables.users) and len(mi.items) == len(tables.items)
     got = mi.items.set_index("item_id")
     want = tables.items.set_index("item_id")
-    assert (got["title"] == want.loc[got.index, "title"]).all() and (got["genres"] == want.loc[got.index, "genres"]).all()
+    assert (got["title"] == want.loc[got.index, "title"]).all() and (
+        got["genres"] == want.loc[got.index, "genres"]
+    ).all()
     # the featurizer fitted on Feast's features equals the one fitted on the tables, field by field
     kw = {"max_len": 8, "hist_items_col": "long_item_ids", "hist_ratings_col": "long_ratings"}
     from_feast = CRMFeaturizer.fit(train, mi.items, mi.crm_users(), **kw).to_dict()
@@ -64,7 +71,9 @@ def test_training_inputs_reproduce_the_prepared_tables(ml100k):
     # the prompts: the profile sentence is Feast's profile_text, the titles Feast's item titles
     some = train.head(40)
     p_feast = build_prompts(some, mi.items, mi.users, history_col="short_item_ids", ratings_col="short_ratings")
-    p_tables = build_prompts(some, tables.items, tables.users, history_col="short_item_ids", ratings_col="short_ratings")
+    p_tables = build_prompts(
+        some, tables.items, tables.users, history_col="short_item_ids", ratings_col="short_ratings"
+    )
     assert p_feast == p_tables and all(p.startswith("The user is a") for p in p_feast)
     # what the features stage wrote (its join on every sample row) is what the training stages read
     written = read_model_inputs(root / "features")
@@ -103,8 +112,14 @@ def test_crm_stage_results_unchanged_through_feast(ml100k, tmp_path):
 
     root, params, _, _ = ml100k
     a = crm_stage(root / "prepared", root / "retrieved", tmp_path / "tables", params, progress=False)
-    b = crm_stage(root / "prepared", root / "retrieved", tmp_path / "feast", params, progress=False,
-                  feature_store=root / "features")  # fmt: skip
+    b = crm_stage(
+        root / "prepared",
+        root / "retrieved",
+        tmp_path / "feast",
+        params,
+        progress=False,
+        feature_store=root / "features",
+    )
     assert a["test"] == b["test"] and a["valid_auc_by_epoch"] == b["valid_auc_by_epoch"]
     pa_, pb = (pd.read_parquet(tmp_path / d / "predictions.parquet") for d in ("tables", "feast"))
     np.testing.assert_array_equal(pa_["p"].to_numpy(), pb["p"].to_numpy())
@@ -127,7 +142,9 @@ def test_offline_features_equal_online_features_at_the_same_time(ml100k, tmp_pat
     changed["occupation"] = new_occ
     changed[TIMESTAMP_FIELD] = pd.Timestamp(t2, unit="s", tz="UTC")
     changed[PROFILE_TEXT] = profile_text({"age": old["age"], "gender": old["gender"], "occupation": new_occ})
-    pd.concat([prof, changed.to_frame().T.astype(prof.dtypes.to_dict())], ignore_index=True).to_parquet(src, index=False)
+    pd.concat([prof, changed.to_frame().T.astype(prof.dtypes.to_dict())], ignore_index=True).to_parquet(
+        src, index=False
+    )
 
     store = open_feature_store(feat / "repo")
     users = [uid, *[int(u) for u in tables.users["user_id"].iloc[:4] if int(u) != uid]]
@@ -155,12 +172,15 @@ def test_offline_features_equal_online_features_at_the_same_time(ml100k, tmp_pat
 
 def test_model_inputs_types_and_unknown_entities():
     """Entities Feast knows nothing of are dropped; numbers become float64, text object, latest row wins."""
-    uf = pd.DataFrame({
-        "user_id": [1, 1, 2, 3],
-        TIMESTAMP_FIELD: pd.to_datetime([10, 20, 10, 10], unit="s", utc=True),
-        "age": [30, 31, None, None], "gender": ["M", "M", None, "F"],
-        PROFILE_TEXT: ["a", "b", None, "c"],
-    })  # fmt: skip
+    uf = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3],
+            TIMESTAMP_FIELD: pd.to_datetime([10, 20, 10, 10], unit="s", utc=True),
+            "age": [30, 31, None, None],
+            "gender": ["M", "M", None, "F"],
+            PROFILE_TEXT: ["a", "b", None, "c"],
+        }
+    )
     uf.loc[2, [PROFILE_TEXT]] = None  # user 2: nothing known
     itf = pd.DataFrame({"item_id": [5, 6], "title": ["X", None], "genres": ["A|B", None]})
     mi = model_inputs(uf, itf)

@@ -54,7 +54,11 @@ def toy_store(tmp_path_factory):
         }
     ).to_parquet(data / "interactions.parquet", index=False)
     pd.DataFrame(
-        {"item_id": [10, 11, 12, 13], "title": ["Alpha (1990)", "Beta", "Gamma", "Delta"], "genres": ["A", "A|B", "", "C"]}
+        {
+            "item_id": [10, 11, 12, 13],
+            "title": ["Alpha (1990)", "Beta", "Gamma", "Delta"],
+            "genres": ["A", "A|B", "", "C"],
+        }
     ).to_parquet(data / "items.parquet", index=False)
     pd.DataFrame({"user_id": [1, 2]}).to_parquet(data / "users.parquet", index=False)
     src = build_feature_sources(data, root / "sources", history_len=2)
@@ -114,8 +118,14 @@ def test_historical_accepts_datetimes_duplicates_and_chunks(toy_store):
 def test_activity_snapshots_match_a_plain_count():
     """The vectorized aggregates equal a per-row recount (random data with ties in a second)."""
     rng = np.random.default_rng(3)
-    inter = pd.DataFrame({"user_id": rng.integers(0, 20, 600), "item_id": rng.integers(0, 50, 600),
-                          "rating": rng.integers(1, 6, 600).astype(float), "timestamp": rng.integers(0, 80, 600)})  # fmt: skip
+    inter = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 20, 600),
+            "item_id": rng.integers(0, 50, 600),
+            "rating": rng.integers(1, 6, 600).astype(float),
+            "timestamp": rng.integers(0, 80, 600),
+        }
+    )
     act = activity_snapshots(inter)
     assert len(act) == len(inter[["user_id", "timestamp"]].drop_duplicates())
     for r in act.sample(60, random_state=0).itertuples(index=False):
@@ -187,8 +197,9 @@ def test_stage_checks_point_in_time_and_writes_model_inputs(stage):
     from reclora.features.inputs import offline_feature_frames
 
     one = model_inputs(*offline_feature_frames(store, samples, users["user_id"], items["item_id"]))
-    many = model_inputs(*offline_feature_frames(store, samples, users["user_id"], items["item_id"],
-                                                chunk_rows=97, latest_per_key=True))  # fmt: skip
+    many = model_inputs(
+        *offline_feature_frames(store, samples, users["user_id"], items["item_id"], chunk_rows=97, latest_per_key=True)
+    )
     pd.testing.assert_frame_equal(one.users, many.users)
     pd.testing.assert_frame_equal(one.items, many.items)
     pd.testing.assert_frame_equal(many.users.astype({c: users[c].dtype for c in users.columns}), users)
@@ -196,8 +207,14 @@ def test_stage_checks_point_in_time_and_writes_model_inputs(stage):
 
 def test_pit_check_finds_a_leak_and_a_mismatch():
     samples = pd.DataFrame({"user_id": [1, 1, 2], "timestamp": [100, 200, 50], "n_history": [3, 4, 1]})
-    feats = pd.DataFrame({"user_id": [1, 1, 2], "timestamp": [100, 200, 50], "n_history": [3, 5, 1],
-                          "last_event_timestamp": [99, 150, 50]})  # fmt: skip
+    feats = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "timestamp": [100, 200, 50],
+            "n_history": [3, 5, 1],
+            "last_event_timestamp": [99, 150, 50],
+        }
+    )
     assert point_in_time_check(samples, feats) == {"leaks": 1, "mismatches": 1, "checked": 3}
 
 

@@ -22,9 +22,10 @@ import copy
 import json
 import re
 import shlex
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -36,8 +37,11 @@ DOCKER = INFRA / "docker"
 OVERLAYS = ("cpu", "gpu", "local")
 # where the base goes: its own namespace (the overlays above), a Kubeflow Profile's, single-user KFP's
 NAMESPACE_OVERLAYS = ("multi-user", "single-user", "single-user-trainer", "single-user-spark")
-KUSTOMIZATIONS = (["base", "trainer", "spark", "workspace"] + [f"overlays/{o}" for o in OVERLAYS]
-                  + [f"overlays/{o}" for o in NAMESPACE_OVERLAYS])
+KUSTOMIZATIONS = (
+    ["base", "trainer", "spark", "workspace"]
+    + [f"overlays/{o}" for o in OVERLAYS]
+    + [f"overlays/{o}" for o in NAMESPACE_OVERLAYS]
+)
 # the namespace each kustomization renders into (the single-user ones: KFP's own)
 RENDER_NAMESPACE = {f"overlays/{o}": "kubeflow" for o in NAMESPACE_OVERLAYS if o.startswith("single-user")}
 TRAINJOBS = [K8S / "trainer" / "trainjob.yaml", K8S / "trainer" / "trainjob-crm.yaml"]  # LLM and CRM
@@ -46,8 +50,17 @@ STANDALONE = set(TRAINJOBS)  # applied with `kubectl create -f`, not by kustomiz
 UID = 10001
 CACHE_MOUNT = "/var/cache/reclora"
 EMBEDDINGS_MOUNT = "/opt/reclora/cache/embeddings"
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterTrainingRuntime", "Profile",
-                  "CustomResourceDefinition", "PersistentVolume", "StorageClass", "PriorityClass"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterTrainingRuntime",
+    "Profile",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+}
 WORKLOAD_POD_PATHS = {  # built-in kinds -> path to the pod spec
     "Pod": ("spec",),
     "Deployment": ("spec", "template", "spec"),
@@ -62,6 +75,7 @@ WORKLOAD_POD_PATHS = {  # built-in kinds -> path to the pod spec
 # loading and rendering
 # ----------------------------------------------------------------------------------------------
 
+
 def load_docs(path: Path) -> list[Any]:
     with open(path) as f:
         return [d for d in yaml.safe_load_all(f) if d is not None]
@@ -71,7 +85,7 @@ def all_yaml_files() -> list[Path]:
     return sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".yml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -156,8 +170,13 @@ def matches_target(doc: dict, target: dict) -> bool:
     unsupported = set(target) - {"group", "version", "kind", "name", "namespace"}
     assert not unsupported, f"patch target fields not supported by this renderer: {unsupported}"
     group, version = api_group_version(doc["apiVersion"])
-    want = {"group": group, "version": version, "kind": doc["kind"],
-            "name": doc["metadata"].get("name"), "namespace": doc["metadata"].get("namespace")}
+    want = {
+        "group": group,
+        "version": version,
+        "kind": doc["kind"],
+        "name": doc["metadata"].get("name"),
+        "namespace": doc["metadata"].get("namespace"),
+    }
     return all(want[k] == v for k, v in target.items())
 
 
@@ -203,7 +222,8 @@ def kustomize(directory: Path, _seen: tuple = ()) -> list[dict]:
             for i in hits:
                 o = objs[i]
                 assert body["kind"] == o["kind"] and body["metadata"]["name"] == o["metadata"]["name"], (
-                    f"{kfile}: strategic-merge patch {ident(body)} applied to {ident(o)}")
+                    f"{kfile}: strategic-merge patch {ident(body)} applied to {ident(o)}"
+                )
                 # built-in kinds merge lists by key in kustomize; keep those to JSON 6902 here
                 assert not is_builtin(o), f"{kfile}: use a JSON 6902 patch for built-in {ident(o)}"
                 overlaps = list_overlaps(o, body)
@@ -219,14 +239,16 @@ def kustomize(directory: Path, _seen: tuple = ()) -> list[dict]:
                 for sub in o.get("subjects", []) if o["kind"] in ("RoleBinding", "ClusterRoleBinding") else []:
                     if sub.get("kind") == "ServiceAccount" and sub.get("namespace") in (old, None):
                         sub["namespace"] = ns
-    keys = [(o["apiVersion"].split("/")[0], o["kind"], o["metadata"].get("namespace"), o["metadata"].get("name"))
-            for o in objs]
+    keys = [
+        (o["apiVersion"].split("/")[0], o["kind"], o["metadata"].get("namespace"), o["metadata"].get("name"))
+        for o in objs
+    ]
     dupes = {x for x in keys if keys.count(x) > 1}
     assert not dupes, f"{kfile}: duplicate resources {dupes}"
     return objs
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render(rel: str) -> str:
     return json.dumps(kustomize(K8S / rel))
 
@@ -248,6 +270,7 @@ def one(objs: list[dict], kind: str, name: str) -> dict:
 # ----------------------------------------------------------------------------------------------
 # effective pod specs
 # ----------------------------------------------------------------------------------------------
+
 
 def _get(d: dict, path: tuple) -> Any:
     for p in path:
@@ -279,8 +302,12 @@ def predictor_pod(isvc: dict, objs: list[dict]) -> dict:
             spec[k] = copy.deepcopy(rt[k])
     spec["containers"] = [container]
     spec["volumes"] = copy.deepcopy(rt.get("volumes", [])) + copy.deepcopy(pred.get("volumes", []))
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": isvc["metadata"]["name"] + "-predictor"},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": isvc["metadata"]["name"] + "-predictor"},
+        "spec": spec,
+    }
 
 
 def runtime_pods(rt: dict) -> Iterator[tuple[dict, dict]]:
@@ -293,7 +320,9 @@ def trainjob_pod(tj: dict, objs: list[dict]) -> dict:
     ref = tj["spec"]["runtimeRef"]
     rt = one(objs, ref.get("kind", "ClusterTrainingRuntime"), ref["name"])
     step = "trainer.kubeflow.org/trainjob-ancestor-step"
-    rj, spec = next((rj, s) for rj, s in runtime_pods(rt) if rj["template"]["metadata"]["labels"].get(step) == "trainer")
+    rj, spec = next(
+        (rj, s) for rj, s in runtime_pods(rt) if rj["template"]["metadata"]["labels"].get(step) == "trainer"
+    )
     spec = copy.deepcopy(spec)
     node = next(c for c in spec["containers"] if c["name"] == "node")
     tr = tj["spec"].get("trainer", {})
@@ -330,6 +359,7 @@ def containers(spec: dict) -> list[dict]:
 # ----------------------------------------------------------------------------------------------
 # checks (functions return findings so the negative tests can use them)
 # ----------------------------------------------------------------------------------------------
+
 
 def security_findings(spec: dict) -> list[str]:
     out = []
@@ -386,8 +416,10 @@ def resource_findings(spec: dict) -> list[str]:
     return out
 
 
-IMAGE_RE = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._\-/:]*?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?"
-                      r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+IMAGE_RE = re.compile(
+    r"^(?P<repo>[a-z0-9][a-z0-9._\-/:]*?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
 
 
 def image_findings(image: str) -> list[str]:
@@ -419,6 +451,7 @@ def volume_findings(spec: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # YAML inventory
 # ----------------------------------------------------------------------------------------------
+
 
 def test_every_yaml_file_parses_and_is_accounted_for():
     files = all_yaml_files()
@@ -458,15 +491,25 @@ def test_kustomization_renders(rel):
 def test_renderer_rejects_missing_patch_targets_and_unknown_fields(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
-    (base / "cm.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
-                                                  "metadata": {"name": "a", "namespace": "x"}, "data": {"k": "v"}}))
-    (base / "kustomization.yaml").write_text(yaml.safe_dump(
-        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["cm.yaml"]}))
+    (base / "cm.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}, "data": {"k": "v"}}
+        )
+    )
+    (base / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["cm.yaml"]}
+        )
+    )
     ov = tmp_path / "ov"
     ov.mkdir()
     (ov / "p.yaml").write_text(yaml.safe_dump([{"op": "replace", "path": "/data/k", "value": "w"}]))
-    kz = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["../base"],
-          "patches": [{"path": "p.yaml", "target": {"kind": "ConfigMap", "name": "a"}}]}
+    kz = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["../base"],
+        "patches": [{"path": "p.yaml", "target": {"kind": "ConfigMap", "name": "a"}}],
+    }
     (ov / "kustomization.yaml").write_text(yaml.safe_dump(kz))
     assert kustomize(ov)[0]["data"] == {"k": "w"}
     kz["patches"][0]["target"]["name"] = "missing"
@@ -485,6 +528,7 @@ def test_renderer_rejects_missing_patch_targets_and_unknown_fields(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Kubernetes schemas
 # ----------------------------------------------------------------------------------------------
+
 
 def k8s_versions() -> tuple[str, ...]:
     from kubernetes_validate.utils import latest_version
@@ -527,8 +571,12 @@ def test_pod_templates_inside_custom_resources_validate_as_pods():
     trainer = render("trainer")
     for rt in find(trainer, "TrainingRuntime"):
         for rj, _ in runtime_pods(rt):
-            job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": rj["name"]},
-                   "spec": rj["template"]["spec"]}
+            job = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": rj["name"]},
+                "spec": rj["template"]["spec"],
+            }
             validate_k8s(job, f"{ident(rt)} replicatedJob {rj['name']}")
     for f in TRAINJOBS:
         tj = load_docs(f)[0]
@@ -545,6 +593,7 @@ def test_negative_schema_validation_catches_typos():
 # ----------------------------------------------------------------------------------------------
 # pods: security, resources, volumes, images
 # ----------------------------------------------------------------------------------------------
+
 
 def all_pods() -> list[tuple[str, str, dict]]:
     out = []
@@ -635,8 +684,9 @@ def test_service_accounts_claims_and_selectors_resolve():
                 assert all(p["targetPort"] in names for p in s["spec"]["ports"]), ident(s)
         for np_ in find(objs, "NetworkPolicy"):
             sel = np_["spec"]["podSelector"]["matchLabels"]
-            assert any(sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()
-                       for d in find(objs, "Deployment")), f"{ident(np_)} selects no pod"
+            assert any(
+                sel.items() <= d["spec"]["template"]["metadata"]["labels"].items() for d in find(objs, "Deployment")
+            ), f"{ident(np_)} selects no pod"
 
 
 def test_rbac_is_least_privilege():
@@ -664,6 +714,7 @@ def test_rbac_is_least_privilege():
 # ----------------------------------------------------------------------------------------------
 # KServe
 # ----------------------------------------------------------------------------------------------
+
 
 def sub_context(group: Any, name: str, args: list[str]) -> tuple[Any, Any]:
     """Parse ``args`` for a click group and its subcommand without running anything: (group ctx, sub ctx)."""
@@ -705,8 +756,11 @@ def sdk_model(data: Any, klass: Any, path: str = "") -> Any:
     assert isinstance(data, dict), f"{path}: expected a mapping for {klass.__name__}"
     unknown = set(data) - set(klass.attribute_map.values())
     assert not unknown, f"{path}: unknown field(s) {sorted(unknown)} for {klass.__name__}"
-    kwargs = {attr: sdk_model(data[key], klass.openapi_types[attr], f"{path}.{key}")
-              for attr, key in klass.attribute_map.items() if key in data}
+    kwargs = {
+        attr: sdk_model(data[key], klass.openapi_types[attr], f"{path}.{key}")
+        for attr, key in klass.attribute_map.items()
+        if key in data
+    }
     return klass(**kwargs)
 
 
@@ -734,7 +788,7 @@ def test_kserve_resources_deserialize_into_the_sdk_models():
         uri = model.storage_uri
         assert re.match(r"^(pvc|s3|gs|hf|https?|oci)://", uri), uri
         if uri.startswith("pvc://"):
-            claim = uri[len("pvc://"):].split("/")[0]
+            claim = uri[len("pvc://") :].split("/")[0]
             assert find(objs, "PersistentVolumeClaim", claim), f"storageUri claim {claim} is not defined"
         assert find(objs, "ServiceAccount", pred.service_account_name)
 
@@ -795,8 +849,11 @@ def test_gpu_overlay_changes_only_the_predictor():
     assert str(c["resources"]["limits"][res]) == str(g["accelerator_limit"])
     assert c["image"] == params()["pipeline"]["gpu_image"]
     cpu_isvc = one(cpu, "InferenceService", "reclora")
-    changed = {k for k in set(isvc["spec"]["predictor"]) | set(cpu_isvc["spec"]["predictor"])
-               if isvc["spec"]["predictor"].get(k) != cpu_isvc["spec"]["predictor"].get(k)}
+    changed = {
+        k
+        for k in set(isvc["spec"]["predictor"]) | set(cpu_isvc["spec"]["predictor"])
+        if isvc["spec"]["predictor"].get(k) != cpu_isvc["spec"]["predictor"].get(k)
+    }
     assert changed <= {"nodeSelector", "tolerations", "model", "maxReplicas"}, changed
     assert isvc["metadata"] == cpu_isvc["metadata"]
 
@@ -804,6 +861,7 @@ def test_gpu_overlay_changes_only_the_predictor():
 # ----------------------------------------------------------------------------------------------
 # Feast feature server
 # ----------------------------------------------------------------------------------------------
+
 
 def test_feast_server_config_and_command_are_valid_for_the_installed_feast():
     import click
@@ -843,8 +901,18 @@ def test_feast_server_config_and_command_are_valid_for_the_installed_feast():
 # Kubeflow Trainer
 # ----------------------------------------------------------------------------------------------
 
-TRAINJOB_SPEC = {"runtimeRef", "initializer", "trainer", "suspend", "managedBy", "labels", "annotations",
-                 "podSpecOverrides", "podTemplateOverrides", "templateOverrides"}
+TRAINJOB_SPEC = {
+    "runtimeRef",
+    "initializer",
+    "trainer",
+    "suspend",
+    "managedBy",
+    "labels",
+    "annotations",
+    "podSpecOverrides",
+    "podTemplateOverrides",
+    "templateOverrides",
+}
 TRAINER_FIELDS = {"image", "command", "args", "env", "numNodes", "resourcesPerNode", "numProcPerNode"}
 
 
@@ -930,6 +998,7 @@ def test_crm_trainjob_runs_the_crm_stage_on_the_same_runtime_with_feast_features
 # Dockerfiles
 # ----------------------------------------------------------------------------------------------
 
+
 def dockerfile(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
     out, buf = [], ""
@@ -953,8 +1022,9 @@ def stages(instrs: list[tuple[str, str]]) -> list[dict]:
     for instr, rest in instrs:
         if instr == "FROM":
             toks = [t for t in rest.split() if not t.startswith("--")]
-            out.append({"image": toks[0], "name": toks[2] if len(toks) > 2 and toks[1].upper() == "AS" else None,
-                        "instrs": []})
+            out.append(
+                {"image": toks[0], "name": toks[2] if len(toks) > 2 and toks[1].upper() == "AS" else None, "instrs": []}
+            )
         else:
             assert out, "instruction before FROM"
             out[-1]["instrs"].append((instr, rest))
@@ -1093,12 +1163,27 @@ def test_dockerignore_keeps_the_context_small_and_the_sources_in():
     text = (DOCKER / ".dockerignore").read_text()
     for flavour in ("cpu", "gpu"):
         assert (DOCKER / f"Dockerfile.{flavour}.dockerignore").read_text() == text, (
-            "the per-Dockerfile ignore files (what BuildKit reads) must equal infra/docker/.dockerignore")
-    for keep in ("pyproject.toml", "requirements.lock", "README.md", "params.yaml", "src/reclora/__init__.py",
-                 "feature_repo/feature_store.yaml"):
+            "the per-Dockerfile ignore files (what BuildKit reads) must equal infra/docker/.dockerignore"
+        )
+    for keep in (
+        "pyproject.toml",
+        "requirements.lock",
+        "README.md",
+        "params.yaml",
+        "src/reclora/__init__.py",
+        "feature_repo/feature_store.yaml",
+    ):
         assert not dockerignored(keep), keep
-    for drop in (".venv/bin/python", ".git/HEAD", "runs/demo/x.parquet", "data/prepared/a", "tests/helpers.py",
-                 "src/reclora/__pycache__/x.pyc", "feature_repo/data/registry.db", "infra/k8s/base/x.yaml"):
+    for drop in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "runs/demo/x.parquet",
+        "data/prepared/a",
+        "tests/helpers.py",
+        "src/reclora/__pycache__/x.pyc",
+        "feature_repo/data/registry.db",
+        "infra/k8s/base/x.yaml",
+    ):
         assert dockerignored(drop), drop
 
 
@@ -1106,12 +1191,19 @@ def test_dockerignore_keeps_the_context_small_and_the_sources_in():
 # documentation
 # ----------------------------------------------------------------------------------------------
 
+
 def test_readme_documents_build_deploy_and_every_file():
     readme = (INFRA / "README.md").read_text()
-    for needle in ("docker build -f infra/docker/Dockerfile.cpu", "docker build -f infra/docker/Dockerfile.gpu",
-                   "kustomize build infra/k8s/overlays/cpu | kubectl apply -f -",
-                   "kustomize build infra/k8s/overlays/gpu", "storageUri", "reclora.ai/accelerator",
-                   "reclora-pipeline-runner", "TrainJob"):
+    for needle in (
+        "docker build -f infra/docker/Dockerfile.cpu",
+        "docker build -f infra/docker/Dockerfile.gpu",
+        "kustomize build infra/k8s/overlays/cpu | kubectl apply -f -",
+        "kustomize build infra/k8s/overlays/gpu",
+        "storageUri",
+        "reclora.ai/accelerator",
+        "reclora-pipeline-runner",
+        "TrainJob",
+    ):
         assert needle in readme, needle
     for f in sorted(INFRA.rglob("*")):
         if f.is_file() and f.name != "README.md":

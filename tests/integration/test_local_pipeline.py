@@ -9,22 +9,42 @@ from test_validate_cli import corrupt_ml100k
 
 pytestmark = pytest.mark.slow
 
-SMALL = json.dumps({
-    "synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
-    "validation": {"min_interactions": 100},
-    "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
-    "train": {"sample_size": 16, "eval_samples": 32, "checkpoint_every": 2, "precision": "fp32"},  # the same on any CPU
-    "adapter": {"n_experts": 4, "rank": 4},
-    # the tiny random Llama is no better than its CRM: let the first run promote (any interval clears -1), so
-    # the second run re-scores a champion; the gate's own rules are tested in tests/model/test_promotion_evidence.py
-    "pipeline": {"promotion": {"baseline_margin": -1.0}},
-    "evaluation": {"bootstrap": 200},
-})  # fmt: skip
+SMALL = json.dumps(
+    {
+        "synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
+        "validation": {"min_interactions": 100},
+        "crm": {"max_epochs": 2, "mlp": [64, 32], "embed_dim": 16},
+        "train": {
+            "sample_size": 16,
+            "eval_samples": 32,
+            "checkpoint_every": 2,
+            "precision": "fp32",
+        },  # the same on any CPU
+        "adapter": {"n_experts": 4, "rank": 4},
+        # the tiny random Llama is no better than its CRM: let the first run promote (any interval clears -1), so
+        # the second run re-scores a champion; the gate's own rules are tested in tests/model/test_promotion_evidence.py
+        "pipeline": {"promotion": {"baseline_margin": -1.0}},
+        "evaluation": {"bootstrap": 200},
+    }
+)
 
 
 def _run(tmp_path, tiny, *extra):
-    return reclora("pipeline", "run", "--local", "--model", str(tiny), "--pipeline-root", str(tmp_path / "root"),
-                   "--registry", str(tmp_path / "registry"), "--overrides", SMALL, *extra, timeout=900)  # fmt: skip
+    return reclora(
+        "pipeline",
+        "run",
+        "--local",
+        "--model",
+        str(tiny),
+        "--pipeline-root",
+        str(tmp_path / "root"),
+        "--registry",
+        str(tmp_path / "registry"),
+        "--overrides",
+        SMALL,
+        *extra,
+        timeout=900,
+    )
 
 
 def test_local_pipeline_registers_and_caches(tmp_path, tiny_llama_dir):
@@ -55,7 +75,9 @@ def test_local_pipeline_registers_and_caches(tmp_path, tiny_llama_dir):
     card = (version / "MODEL_CARD.md").read_text()
     assert "## Training hardware and precision" in card and "fp32 (requested fp32" in card and cpu_model()[0] in card
     run = next((tmp_path / "root").glob("reclora-training-*"))
-    summaries = [json.loads(f.read_text()) for f in (*run.glob("train-*/*/metrics.json"), *run.glob("retrieve/*/retrieval.json"))]
+    summaries = [
+        json.loads(f.read_text()) for f in (*run.glob("train-*/*/metrics.json"), *run.glob("retrieve/*/retrieval.json"))
+    ]
     assert len(summaries) == 4  # CRM, vanilla LoRA, RecLoRA, retrieval
     for sm in summaries:
         assert sm["hardware"]["cpu"]["flags"] == cpu_model()[1] and sm["precision"]["chosen"] == "fp32", sm.get("model")
@@ -82,7 +104,9 @@ def test_bad_data_stops_the_pipeline_at_validation(tmp_path, tiny_llama_dir):
     assert proc.returncode == 1
     assert "STOPPED at validation" in proc.stderr
     assert "interactions.rating" in proc.stderr and "items.title" in proc.stderr
-    report = next(line.split(":", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("validation report"))
+    report = next(
+        line.split(":", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("validation report")
+    )
     assert report.endswith("index.html") and open(report).read()
     run_dirs = list((tmp_path / "root").glob("reclora-training-*"))
     assert len(run_dirs) == 1

@@ -14,9 +14,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.torch import load_file
-
 from helpers import BIN, FakeArtifact, llm_stage_inputs, small_tables, write_ml100k
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from test_registry import _scored, _with, art  # noqa: E402,F401  (the registry tests' fake stage outputs)
@@ -35,8 +34,9 @@ def _fs():
 
 
 def _cli(*args, env=None):
-    p = subprocess.run([str(BIN / "reclora"), *args], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, **(env or {})))  # fmt: skip
+    p = subprocess.run(
+        [str(BIN / "reclora"), *args], capture_output=True, text=True, timeout=300, env=dict(os.environ, **(env or {}))
+    )
     return p
 
 
@@ -70,8 +70,15 @@ def test_registry_on_s3_register_list_promote_rollback_and_the_kserve_patch(s3_b
     assert json.loads(_cli("registry", "show", "champion", "--uri", uri).stdout)["version"] == "v0001"
 
     # --deploy without Kubernetes API access: one error line, and the champion is left as it was
-    out = _cli("registry", "promote", "v0002", "--uri", uri, "--deploy",
-               env={"KUBECONFIG": str(tmp_path / "no-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""})  # fmt: skip
+    out = _cli(
+        "registry",
+        "promote",
+        "v0002",
+        "--uri",
+        uri,
+        "--deploy",
+        env={"KUBECONFIG": str(tmp_path / "no-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""},
+    )
     assert out.returncode == 2 and out.stderr.startswith("error: no Kubernetes API access"), out.stderr
     assert json.loads(_cli("registry", "show", "champion", "--uri", uri).stdout)["version"] == "v0001"
 
@@ -109,9 +116,19 @@ def test_retried_training_step_resumes_from_the_bucket(s3_bucket, tiny_llama_dir
     def attempt(pod: str, model_path: str = str(tiny_llama_dir), **kw):
         adapter, stats = FakeArtifact(tmp_path / pod / "adapter"), FakeArtifact(tmp_path / pod / "stats")
         Path(adapter.path).parent.mkdir(parents=True)
-        train_llm_component(kind="lora", data=FakeArtifact(data), retrieved=FakeArtifact(ret),
-                            crm=FakeArtifact(tmp_path / "none"), model_path=model_path, gate="crm",
-                            profile="", overrides=params, adapter=adapter, stats=stats, **kw)  # fmt: skip
+        train_llm_component(
+            kind="lora",
+            data=FakeArtifact(data),
+            retrieved=FakeArtifact(ret),
+            crm=FakeArtifact(tmp_path / "none"),
+            model_path=model_path,
+            gate="crm",
+            profile="",
+            overrides=params,
+            adapter=adapter,
+            stats=stats,
+            **kw,
+        )
         return adapter, stats
 
     # attempt 1 in pod 1: killed right after its 2nd checkpoint reached the bucket
@@ -160,14 +177,34 @@ def test_prepare_reads_raw_data_from_an_s3_uri(s3_bucket, tmp_path):
     raw = write_ml100k(small_tables(), tmp_path / "ml-100k")
     storage.upload_dir(raw, f"s3://{s3_bucket}/raw/ml-100k")
     out = FakeArtifact(tmp_path / "prepared")
-    version = prepare_component(dataset="ml-100k", source_path=f"s3://{s3_bucket}/raw/ml-100k", version_tag="t",
-                                profile="", overrides={}, data=out, stats=FakeArtifact(tmp_path / "stats.txt"))
+    version = prepare_component(
+        dataset="ml-100k",
+        source_path=f"s3://{s3_bucket}/raw/ml-100k",
+        version_tag="t",
+        profile="",
+        overrides={},
+        data=out,
+        stats=FakeArtifact(tmp_path / "stats.txt"),
+    )
     local = FakeArtifact(tmp_path / "prepared-local")
-    want = prepare_component(dataset="ml-100k", source_path=str(raw), version_tag="t", profile="", overrides={},
-                             data=local, stats=FakeArtifact(tmp_path / "stats2.txt"))  # fmt: skip
+    prepare_component(
+        dataset="ml-100k",
+        source_path=str(raw),
+        version_tag="t",
+        profile="",
+        overrides={},
+        data=local,
+        stats=FakeArtifact(tmp_path / "stats2.txt"),
+    )
     assert version.endswith(".dir") and out.metadata["rows"] == local.metadata["rows"] > 0
     assert out.metadata["source"] == f"s3://{s3_bucket}/raw/ml-100k"
-    for f in ("interactions.parquet", "items.parquet", "users.parquet", "samples/train.parquet", "samples/test.parquet"):
+    for f in (
+        "interactions.parquet",
+        "items.parquet",
+        "users.parquet",
+        "samples/train.parquet",
+        "samples/test.parquet",
+    ):
         pd.testing.assert_frame_equal(pd.read_parquet(Path(out.path) / f), pd.read_parquet(Path(local.path) / f))
 
     with pytest.raises(Exception, match="nothing there"):

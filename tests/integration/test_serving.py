@@ -34,8 +34,20 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def version(tmp_path_factory, tiny_llama_dir):
     tmp = tmp_path_factory.mktemp("serving")
-    proc = reclora("pipeline", "run", "--local", "--model", str(tiny_llama_dir), "--pipeline-root", str(tmp / "root"),
-                   "--registry", str(tmp / "registry"), "--overrides", SMALL, timeout=600)  # fmt: skip
+    proc = reclora(
+        "pipeline",
+        "run",
+        "--local",
+        "--model",
+        str(tiny_llama_dir),
+        "--pipeline-root",
+        str(tmp / "root"),
+        "--registry",
+        str(tmp / "registry"),
+        "--overrides",
+        SMALL,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     fs = next((tmp / "root").glob("reclora-training-*/features/feature_store"))
     return {"registry": tmp / "registry", "feature_store": fs, "tmp": tmp}
@@ -47,11 +59,27 @@ def server(version):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = open(version["tmp"] / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reclora.cli.serve", "--model", str(version["registry"]), "--port", str(port),
-         "--host", "127.0.0.1", "--feature-store", str(version["feature_store"]), "--threads", "1",
-         "--set", "train.precision=fp32"],  # the precision the pipeline trained in (SMALL): the same p on any CPU
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "reclora.cli.serve",
+            "--model",
+            str(version["registry"]),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--feature-store",
+            str(version["feature_store"]),
+            "--threads",
+            "1",
+            "--set",
+            "train.precision=fp32",
+        ],  # the precision the pipeline trained in (SMALL): the same p on any CPU
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -96,10 +124,13 @@ def client(server):
 
 INSTANCES = [
     {"user_id": 1, "candidates": [3, 14, 15, 92]},  # known user: history from the feature store
-    {"user_id": 100001, "candidates": [6, 5, 35],  # new user: inline history
-     "history": [{"item_id": 8, "rating": 5, "timestamp": 100}, {"item_id": 9, "rating": 2, "timestamp": 50}]},
+    {
+        "user_id": 100001,
+        "candidates": [6, 5, 35],  # new user: inline history
+        "history": [{"item_id": 8, "rating": 5, "timestamp": 100}, {"item_id": 9, "rating": 2, "timestamp": 50}],
+    },
     {"user_id": 100002, "candidates": [7, 9]},  # unknown user, no history: cold start
-]  # fmt: skip
+]
 
 
 def test_v1_predict_ranked_and_equal_to_in_process(client, local):
@@ -140,7 +171,9 @@ def test_served_scores_equal_the_pipelines_offline_predictions(client, version):
     import pandas as pd
 
     run = next((version["tmp"] / "root").glob("reclora-training-*"))
-    reclora_dir = next(d for d in run.glob("train-*/adapter") if json.loads((d / "metrics.json").read_text())["model"] == "reclora")
+    reclora_dir = next(
+        d for d in run.glob("train-*/adapter") if json.loads((d / "metrics.json").read_text())["model"] == "reclora"
+    )
     offline = pd.read_parquet(reclora_dir / "predictions.parquet")
     from reclora.retrieval.layout import open_retrieved
 
@@ -149,11 +182,17 @@ def test_served_scores_equal_the_pipelines_offline_predictions(client, version):
     rows = offline.merge(test, on=["user_id", "item_id", "timestamp", "label"]).head(12)
     assert len(rows) == 12 and rows["n_history"].min() > 0
     instances = [
-        {"user_id": int(r.user_id), "candidates": [int(r.item_id)], "timestamp": int(r.timestamp),
-         "history": [{"item_id": int(i), "rating": float(x), "timestamp": int(t)}
-                     for i, x, t in zip(r.hist_item_ids, r.hist_ratings, r.hist_timestamps)]}
+        {
+            "user_id": int(r.user_id),
+            "candidates": [int(r.item_id)],
+            "timestamp": int(r.timestamp),
+            "history": [
+                {"item_id": int(i), "rating": float(x), "timestamp": int(t)}
+                for i, x, t in zip(r.hist_item_ids, r.hist_ratings, r.hist_timestamps)
+            ],
+        }
         for r in rows.itertuples()
-    ]  # fmt: skip
+    ]
     resp = client.post(f"/v1/models/{NAME}:predict", json={"instances": instances})
     assert resp.status_code == 200, resp.text
     served = [p["scores"][0]["p_click"] for p in resp.json()["predictions"]]
@@ -162,10 +201,12 @@ def test_served_scores_equal_the_pipelines_offline_predictions(client, version):
 
 
 def test_v2_infer(client, local):
-    body = {"inputs": [
-        {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
-        {"name": "candidates", "shape": [2, 3], "datatype": "INT64", "data": [3, 14, 15, 7, 9, 10]},
-    ]}  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
+            {"name": "candidates", "shape": [2, 3], "datatype": "INT64", "data": [3, 14, 15, 7, 9, 10]},
+        ]
+    }
     r = client.post(f"/v2/models/{NAME}/infer", json=body)
     assert r.status_code == 200, r.text
     outs = {o["name"]: o for o in r.json()["outputs"]}
@@ -173,16 +214,24 @@ def test_v2_infer(client, local):
     p = np.asarray(outs["p_click"]["data"], dtype=np.float64).reshape(2, 3)
     assert ((p > 0) & (p < 1)).all()
     assert outs["cold_start"]["data"] == [False, True]
-    ref = local.predict_instances([{"user_id": 1, "candidates": [3, 14, 15]}, {"user_id": 100002, "candidates": [7, 9, 10]}])
-    want = np.array([[{s["item_id"]: s["p_click"] for s in q["scores"]}[i] for i in c]
-                     for q, c in zip(ref["predictions"], ([3, 14, 15], [7, 9, 10]))])  # fmt: skip
+    ref = local.predict_instances(
+        [{"user_id": 1, "candidates": [3, 14, 15]}, {"user_id": 100002, "candidates": [7, 9, 10]}]
+    )
+    want = np.array(
+        [
+            [{s["item_id"]: s["p_click"] for s in q["scores"]}[i] for i in c]
+            for q, c in zip(ref["predictions"], ([3, 14, 15], [7, 9, 10]))
+        ]
+    )
     np.testing.assert_allclose(p, want, atol=1e-5)
 
-    ragged = {"inputs": [
-        {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100001]},
-        {"name": "candidates", "shape": [2], "datatype": "BYTES", "data": ["[3, 14]", "[6]"]},
-        {"name": "history", "shape": [2], "datatype": "BYTES", "data": ["null", '[{"item_id": 8, "rating": 5}]']},
-    ]}  # fmt: skip
+    ragged = {
+        "inputs": [
+            {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100001]},
+            {"name": "candidates", "shape": [2], "datatype": "BYTES", "data": ["[3, 14]", "[6]"]},
+            {"name": "history", "shape": [2], "datatype": "BYTES", "data": ["null", '[{"item_id": 8, "rating": 5}]']},
+        ]
+    }
     r = client.post(f"/v2/models/{NAME}/infer", json=ragged)
     assert r.status_code == 200, r.text
     p = {o["name"]: o for o in r.json()["outputs"]}["p_click"]
@@ -214,9 +263,17 @@ BAD_V1 = [
     b'{"instances": [{"user_id": 1, "candidates": [1], "history": [{"item_id": 2, "rating": NaN}]}]}',
 ]
 # the field each of the issue-10 bodies above must be named in its 400 (None: not valid JSON for the parser)
-BAD_V1_FIELD = ["instances[0].user_id", "instances[0].user_id", "instances[0].candidates", "instances[0].timestamp",
-                "instances[0].history[0].rating", "instances[0].history[0].timestamp",
-                "instances[0].history[0].rating", None, None]  # fmt: skip
+BAD_V1_FIELD = [
+    "instances[0].user_id",
+    "instances[0].user_id",
+    "instances[0].candidates",
+    "instances[0].timestamp",
+    "instances[0].history[0].rating",
+    "instances[0].history[0].timestamp",
+    "instances[0].history[0].rating",
+    None,
+    None,
+]
 BAD_V2 = [
     b"{not json",
     b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}]}',
@@ -256,8 +313,11 @@ def test_bad_input_is_400_and_server_stays_healthy(client):
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
     # a JSON body sent without the JSON content type (curl -d) is still read as JSON
-    form = client.post(f"/v1/models/{NAME}:predict", content=json.dumps({"instances": INSTANCES[:1]}).encode(),
-                       headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    form = client.post(
+        f"/v1/models/{NAME}:predict",
+        content=json.dumps({"instances": INSTANCES[:1]}).encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert form.status_code == 200, form.text
     ok = client.post(f"/v1/models/{NAME}:predict", json={"instances": INSTANCES[:1]})
     assert ok.status_code == 200
@@ -266,7 +326,9 @@ def test_bad_input_is_400_and_server_stays_healthy(client):
 def test_the_handed_case_user_id_2_64_minus_1_is_a_400_naming_the_field(client):
     r = client.post(f"/v1/models/{NAME}:predict", json={"instances": [{"user_id": 2**64 - 1, "candidates": [3]}]})
     assert r.status_code == 400, r.text
-    assert "instances[0].user_id must be an integer within the 64-bit range, got 18446744073709551615" in r.json()["error"]
+    assert (
+        "instances[0].user_id must be an integer within the 64-bit range, got 18446744073709551615" in r.json()["error"]
+    )
 
 
 def _json_safe(v) -> bool:
@@ -307,8 +369,17 @@ def test_bounded_load(server, tmp_path):
     from reclora.bench.serve import bench_serve
 
     out = tmp_path / "bench.json"
-    res = bench_serve(server, out, requests=20, duration_s=60, concurrency=2, batch=4, users=[1, 2, 3, 100003],
-                      items=list(range(1, 30)), single_requests=12)  # fmt: skip
+    res = bench_serve(
+        server,
+        out,
+        requests=20,
+        duration_s=60,
+        concurrency=2,
+        batch=4,
+        users=[1, 2, 3, 100003],
+        items=list(range(1, 30)),
+        single_requests=12,
+    )
     assert res["errors"] == 0 and res["healthy_after"] is True, res
     for kind, n in (("single_user", 12), ("mixed_users", 20)):
         ph = res["phases"][kind]
@@ -328,14 +399,26 @@ def test_bounded_load(server, tmp_path):
     per_token = forward_flops(dims, 0, 1, 0)  # the linear maps' share of one token
     assert per_token * sv["tokens_per_row"] < sv["flops_per_row"] < 2 * per_token * sv["tokens_per_row"] + 1e6
     best = max(ph["rows_per_s"] for ph in res["phases"].values())
-    assert sv["roofline_ratio"] == pytest.approx(best * sv["flops_per_row"] / (sv["matmul_peak_gflops"] * 1e9), rel=1e-2)
+    assert sv["roofline_ratio"] == pytest.approx(
+        best * sv["flops_per_row"] / (sv["matmul_peak_gflops"] * 1e9), rel=1e-2
+    )
     with pytest.raises(Exception, match="local server"):
         bench_serve("http://example.com:8080", None, requests=1)
 
 
 # ------------------------------------------------------------------ issue 24: the handed cases on the served model
-V1_HISTORY = {"instances": [{"user_id": 990001, "candidates": [1, 2], "history": [
-    {"item_id": 3, "rating": 5, "timestamp": 900000000}, {"item_id": 4, "rating": 1, "timestamp": 900000100}]}]}
+V1_HISTORY = {
+    "instances": [
+        {
+            "user_id": 990001,
+            "candidates": [1, 2],
+            "history": [
+                {"item_id": 3, "rating": 5, "timestamp": 900000000},
+                {"item_id": 4, "rating": 1, "timestamp": 900000100},
+            ],
+        }
+    ]
+}
 
 
 def test_v1_history_and_its_capital_h_typo(client):
@@ -351,18 +434,24 @@ def test_v1_history_and_its_capital_h_typo(client):
 
 
 def test_v2_row_counts_that_disagree_are_a_400_not_a_dropped_user(client):
-    body = {"inputs": [
-        {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
-        {"name": "candidates", "shape": [2], "datatype": "BYTES", "data": ["[3, 14]", "[7]"]},
-        {"name": "history", "shape": [1], "datatype": "BYTES", "data": ["[]"]},
-    ]}
+    body = {
+        "inputs": [
+            {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
+            {"name": "candidates", "shape": [2], "datatype": "BYTES", "data": ["[3, 14]", "[7]"]},
+            {"name": "history", "shape": [1], "datatype": "BYTES", "data": ["[]"]},
+        ]
+    }
     r = client.post(f"/v2/models/{NAME}/infer", json=body)
     assert r.status_code == 400 and "history" in r.json()["error"], r.text
 
 
 def test_the_versioned_v2_route_answers_for_the_served_version(client, local):
-    body = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},
-                       {"name": "candidates", "shape": [1, 3], "datatype": "INT64", "data": [3, 14, 15]}]}
+    body = {
+        "inputs": [
+            {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},
+            {"name": "candidates", "shape": [1, 3], "datatype": "INT64", "data": [3, 14, 15]},
+        ]
+    }
     plain = client.post(f"/v2/models/{NAME}/infer", json=body)
     versioned = client.post(f"/v2/models/{NAME}/versions/{local.version}/infer", json=body)
     assert plain.status_code == versioned.status_code == 200, versioned.text
@@ -397,7 +486,9 @@ def test_the_server_decides_its_precision_by_its_own_hardware(version):
 def test_info_says_what_the_server_runs(client):
     info = client.get("/reclora/info").json()
     assert info["precision"]["chosen"] == "fp32" and info["precision"]["requested"] == "fp32"  # --set train.precision
-    assert info["hardware"]["threads"] == 1 and info["version"] == "v0001" and info["base_model"]["num_hidden_layers"] == 2
+    assert (
+        info["hardware"]["threads"] == 1 and info["version"] == "v0001" and info["base_model"]["num_hidden_layers"] == 2
+    )
 
 
 def test_bench_serves_forced_bf16_and_auto_in_one_run(version, tmp_path):
@@ -405,8 +496,18 @@ def test_bench_serves_forced_bf16_and_auto_in_one_run(version, tmp_path):
     from reclora.bench.serve import bench_serve_precisions
 
     out = tmp_path / "prec.json"
-    r = bench_serve_precisions(version["registry"], out, ("auto", "bf16"), feature_store=version["feature_store"],
-                               threads=1, requests=4, single_requests=4, duration_s=60, concurrency=1, batch=2)  # fmt: skip
+    r = bench_serve_precisions(
+        version["registry"],
+        out,
+        ("auto", "bf16"),
+        feature_store=version["feature_store"],
+        threads=1,
+        requests=4,
+        single_requests=4,
+        duration_s=60,
+        concurrency=1,
+        batch=2,
+    )
     assert set(r["runs"]) == {"auto", "bf16"} and json.loads(out.read_text())["precisions"] == ["auto", "bf16"]
     from reclora.precision import choose
 

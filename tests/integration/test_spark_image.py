@@ -29,7 +29,9 @@ def test_spark_dockerfile_builds_on_the_cpu_image_with_the_spark_extra():
     assert args["BASE_IMAGE"] == p["cpu_image"], "the Spark image extends params.yaml's CPU image"
     assert [s["image"] for s in st] == ["${BASE_IMAGE}", "${BASE_IMAGE}"] and st[0]["name"] == "builder"
     builder = " ".join(r for i, r in st[0]["instrs"] if i == "RUN")
-    assert "['optional-dependencies']['spark']" in builder and "-c requirements.lock" in builder and "pip check" in builder
+    assert (
+        "['optional-dependencies']['spark']" in builder and "-c requirements.lock" in builder and "pip check" in builder
+    )
     assert "spark-kubernetes_" in builder, "the build checks pyspark carries Spark's Kubernetes backend"
     final = st[-1]["instrs"]
     runs = " ".join(r for i, r in final if i == "RUN")
@@ -76,29 +78,56 @@ def _entry(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
 
 
 def test_the_driver_submits_in_client_mode_on_its_pod_address(tmp_path):
-    r = _entry(tmp_path, "driver", "--properties-file", "/opt/spark/conf/spark.properties", "local:///app/job.py",
-               "--work", "/workspace/x", SPARK_DRIVER_BIND_ADDRESS="10.1.2.3")
+    r = _entry(
+        tmp_path,
+        "driver",
+        "--properties-file",
+        "/opt/spark/conf/spark.properties",
+        "local:///app/job.py",
+        "--work",
+        "/workspace/x",
+        SPARK_DRIVER_BIND_ADDRESS="10.1.2.3",
+    )
     assert r.returncode == 0, r.stderr
     argv = r.stdout.splitlines()
     assert argv[0].endswith("/spark/bin/spark-submit")
     assert argv[1:3] == ["--deploy-mode", "client"] and "spark.driver.bindAddress=10.1.2.3" in argv
-    assert argv[-5:] == ["--properties-file", "/opt/spark/conf/spark.properties", "local:///app/job.py", "--work",
-                         "/workspace/x"]
+    assert argv[-5:] == [
+        "--properties-file",
+        "/opt/spark/conf/spark.properties",
+        "local:///app/job.py",
+        "--work",
+        "/workspace/x",
+    ]
 
 
 def test_the_executor_starts_spark_s_kubernetes_backend_from_its_pod_variables(tmp_path):
-    env = {"SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@d:7078", "SPARK_EXECUTOR_ID": "3",
-           "SPARK_EXECUTOR_CORES": "2", "SPARK_EXECUTOR_MEMORY": "8g", "SPARK_APPLICATION_ID": "spark-1",
-           "SPARK_EXECUTOR_POD_IP": "10.0.0.9", "SPARK_EXECUTOR_POD_NAME": "ex-3",
-           "SPARK_JAVA_OPT_0": "-Dspark.a=1 b", "SPARK_JAVA_OPT_1": "-Dspark.c=2"}
+    env = {
+        "SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@d:7078",
+        "SPARK_EXECUTOR_ID": "3",
+        "SPARK_EXECUTOR_CORES": "2",
+        "SPARK_EXECUTOR_MEMORY": "8g",
+        "SPARK_APPLICATION_ID": "spark-1",
+        "SPARK_EXECUTOR_POD_IP": "10.0.0.9",
+        "SPARK_EXECUTOR_POD_NAME": "ex-3",
+        "SPARK_JAVA_OPT_0": "-Dspark.a=1 b",
+        "SPARK_JAVA_OPT_1": "-Dspark.c=2",
+    }
     r = _entry(tmp_path, "executor", **env)
     assert r.returncode == 0, r.stderr
     argv = r.stdout.splitlines()
     assert argv[1:5] == ["-Dspark.a=1 b", "-Dspark.c=2", "-Xms8g", "-Xmx8g"]
     main = argv.index("org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend")
-    flags = dict(zip(argv[main + 1::2], argv[main + 2::2]))
-    assert flags == {"--driver-url": env["SPARK_DRIVER_URL"], "--executor-id": "3", "--cores": "2",
-                     "--app-id": "spark-1", "--hostname": "10.0.0.9", "--resourceProfileId": "0", "--podName": "ex-3"}
+    flags = dict(zip(argv[main + 1 :: 2], argv[main + 2 :: 2]))
+    assert flags == {
+        "--driver-url": env["SPARK_DRIVER_URL"],
+        "--executor-id": "3",
+        "--cores": "2",
+        "--app-id": "spark-1",
+        "--hostname": "10.0.0.9",
+        "--resourceProfileId": "0",
+        "--podName": "ex-3",
+    }
     missing = _entry(tmp_path, "executor", **{k: v for k, v in env.items() if k != "SPARK_DRIVER_URL"})
     assert missing.returncode == 2 and "SPARK_DRIVER_URL" in missing.stderr
     other = _entry(tmp_path, "echo", "hello")

@@ -28,10 +28,15 @@ from reclora.io import read_json  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-        "spark.sql.shuffle.partitions": "5",
-        "spark.sql.adaptive.coalescePartitions.enabled": "false", "spark.sql.files.maxPartitionBytes": "2048",
-        "spark.sql.files.openCostInBytes": "0"}  # fmt: skip
+CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "5",
+    "spark.sql.adaptive.coalescePartitions.enabled": "false",
+    "spark.sql.files.maxPartitionBytes": "2048",
+    "spark.sql.files.openCostInBytes": "0",
+}
 FILES = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.EVENTS] + [schema.split_path(s) for s in schema.SPLITS]
 
 
@@ -39,7 +44,9 @@ FILES = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.EVENTS] + [sche
 def spark():
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master("local[2]").appName("reclora-test-prepare").config("spark.driver.memory", "1g")
+    builder = (
+        SparkSession.builder.master("local[2]").appName("reclora-test-prepare").config("spark.driver.memory", "1g")
+    )
     for k, v in CONF.items():
         builder = builder.config(k, v)
     session = builder.getOrCreate()
@@ -73,8 +80,10 @@ def _both(spark, tmp_path, dataset, path, params, **over):
 
 
 def test_synthetic_data_prepares_the_same_on_spark(spark, tmp_path):
-    params = deep_merge(load_params(), {"synthetic": {"n_users": 60, "n_items": 90, "mean_interactions": 30,
-                                                      "min_interactions": 8, "seed": 11}})  # fmt: skip
+    params = deep_merge(
+        load_params(),
+        {"synthetic": {"n_users": 60, "n_items": 90, "mean_interactions": 30, "min_interactions": 8, "seed": 11}},
+    )
     s = _both(spark, tmp_path, "synthetic", None, params)
     assert s["rows"] > 1500 and all(n > 50 for n in s["samples"].values())
     # and the user sample (max_users) draws the same users
@@ -91,7 +100,9 @@ def write_ratings_fixture(d, seed: int = 5):
     for u in range(1, 31):
         n = int(rng.integers(6, 30))
         for _ in range(n):
-            rows.append((u, int(rng.integers(1, 40)), float(rng.integers(1, 11)) / 2, 1_000_000 + int(rng.integers(0, 25)) * 60))
+            rows.append(
+                (u, int(rng.integers(1, 40)), float(rng.integers(1, 11)) / 2, 1_000_000 + int(rng.integers(0, 25)) * 60)
+            )
     rows += [(99, 3, 4.0, 1_000_000), (99, 4, 2.0, 1_000_060), (99, 5, 5.0, 1_000_120)]  # below min_history
     rows.append(rows[7][:2] + (0.5,) + rows[7][3:])  # the same (user, item, time) again, another rating
     order = rng.permutation(len(rows))
@@ -129,10 +140,18 @@ def test_a_generic_parquet_table_prepares_the_same_on_spark(spark, tmp_path):
     raw.mkdir()
     uid = rng.integers(1, 25, n).astype("float64")
     uid[5] = np.nan  # a null id (a float column, as pandas writes one with NaN)
-    pd.DataFrame({"uid": uid, "iid": rng.integers(100, 160, n), "stars": rng.integers(1, 6, n).astype("int32"),
-                  "ts": 1_600_000_000 + rng.integers(0, 50, n) * 3600}).to_parquet(raw / "interactions.parquet")  # fmt: skip
-    params = deep_merge(load_params(), {"data": {"table": {"columns": {"user_id": "uid", "item_id": "iid", "rating": "stars",
-                                                                       "timestamp": "ts"}}}})  # fmt: skip
+    pd.DataFrame(
+        {
+            "uid": uid,
+            "iid": rng.integers(100, 160, n),
+            "stars": rng.integers(1, 6, n).astype("int32"),
+            "ts": 1_600_000_000 + rng.integers(0, 50, n) * 3600,
+        }
+    ).to_parquet(raw / "interactions.parquet")
+    params = deep_merge(
+        load_params(),
+        {"data": {"table": {"columns": {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts"}}}},
+    )
     _both(spark, tmp_path, "table", raw, params)  # no items/users files: both derived from the interactions
 
 
@@ -142,14 +161,21 @@ def test_a_parquet_directory_of_part_files_prepares_the_same_on_spark(spark, tmp
     decides the event order. Both engines read it as one data set in the same order."""
     rng = np.random.default_rng(3)
     n = 500
-    table = pd.DataFrame({"user_id": rng.integers(1, 12, n), "item_id": rng.integers(1, 40, n),
-                          "rating": rng.integers(1, 6, n).astype("float64"),
-                          "timestamp": 1_600_000_000 + rng.integers(0, 8, n) * 60})
+    table = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 12, n),
+            "item_id": rng.integers(1, 40, n),
+            "rating": rng.integers(1, 6, n).astype("float64"),
+            "timestamp": 1_600_000_000 + rng.integers(0, 8, n) * 60,
+        }
+    )
     d = tmp_path / "raw" / "interactions.parquet"
     d.mkdir(parents=True)
     cuts = [0, 40, 90, 200, 260, 330, 410, n]
     for k in range(len(cuts) - 1):
-        table.iloc[cuts[k] : cuts[k + 1]].to_parquet(d / f"part.{k * 3}.parquet", index=False)  # part.0, part.3, ..., part.18
+        table.iloc[cuts[k] : cuts[k + 1]].to_parquet(
+            d / f"part.{k * 3}.parquet", index=False
+        )  # part.0, part.3, ..., part.18
     (d / "_SUCCESS").write_text("")  # (no .crc files: Hadoop's local file system would verify them)
     _both(spark, tmp_path, "table", tmp_path / "raw", load_params())
     got = pd.read_parquet(tmp_path / "spark" / schema.INTERACTIONS)
@@ -162,8 +188,14 @@ def test_repeated_pairs_are_one_event_on_spark_as_in_pandas(spark):
 
     rng = np.random.default_rng(4)
     n = 400
-    inter = pd.DataFrame({"user_id": rng.integers(1, 8, n), "item_id": rng.integers(1, 20, n),
-                          "rating": rng.integers(1, 6, n).astype("float64"), "timestamp": rng.integers(0, 60, n)})  # fmt: skip
+    inter = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 8, n),
+            "item_id": rng.integers(1, 20, n),
+            "rating": rng.integers(1, 6, n).astype("float64"),
+            "timestamp": rng.integers(0, 60, n),
+        }
+    )
     events_pd, index_pd = build_sample_index(inter, 4.0, 3, 10, (0.7, 0.2, 0.1), repeat_is_same_event=True)
     src = spark.createDataFrame(inter.assign(rid=np.arange(n))).withColumn("rating", F.col("rating").cast("double"))
     events, samples, persisted = spark_sample_index(src, 4.0, 3, 10, (0.7, 0.2, 0.1), repeat_is_same_event=True)
@@ -188,7 +220,10 @@ def test_cells_the_spark_path_cannot_read_are_refused_and_nothing_is_written(spa
         "userId,movieId,rating,timestamp\n1,1,4.0,978300000\n7.0,2,4.0,978300060\n": ("userId", "'7.0'"),
         "userId,movieId,rating,timestamp\n1,1,four,978300000\n": ("rating", "'four'"),
         "userId,movieId,rating,timestamp\n1,1,4.0,99999999999999999999\n": ("timestamp", "99999999999999999999"),
-        "userId,movieId,rating,timestamp\n1,1,4.0,978300000\n1,2,4.0,978300060,extra\n": ("header's fields", "'1,2,4.0,978300060,extra'"),
+        "userId,movieId,rating,timestamp\n1,1,4.0,978300000\n1,2,4.0,978300060,extra\n": (
+            "header's fields",
+            "'1,2,4.0,978300060,extra'",
+        ),
         "userId,movieId,rating\n1,1,4.0\n": ("lacks columns ['timestamp']", ""),
     }
     for i, (text, (what, example)) in enumerate(cases.items()):
@@ -203,8 +238,14 @@ def test_cells_the_spark_path_cannot_read_are_refused_and_nothing_is_written(spa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left behind
     raw = tmp_path / "dt"
     raw.mkdir()
-    pd.DataFrame({"user_id": [1], "item_id": [2], "rating": [4.0],
-                  "timestamp": pd.to_datetime(["2020-01-01"]).astype("datetime64[us]")}).to_parquet(raw / "interactions.parquet")  # fmt: skip
+    pd.DataFrame(
+        {
+            "user_id": [1],
+            "item_id": [2],
+            "rating": [4.0],
+            "timestamp": pd.to_datetime(["2020-01-01"]).astype("datetime64[us]"),
+        }
+    ).to_parquet(raw / "interactions.parquet")
     with pytest.raises(DataError, match="'timestamp' is timestamp.*use data.engine pandas"):
         prepare_spark("table", raw, out, load_params(), spark=spark)
 
@@ -219,8 +260,22 @@ def test_the_driver_program_fetches_prepares_uploads_and_reports(spark, tmp_path
     root = f"memory://spark-job-{tmp_path.name}"
     storage.upload_dir(raw, f"{root}/raw")
     sections = {"data": {"min_history": 3}}
-    rc = spark_job.main(["--dataset", "ml-25m", "--source", f"{root}/raw", "--out", f"{root}/data", "--work",
-                         str(tmp_path / "work"), "--report", f"{root}/report.json", "--params", json.dumps(sections)])  # fmt: skip
+    rc = spark_job.main(
+        [
+            "--dataset",
+            "ml-25m",
+            "--source",
+            f"{root}/raw",
+            "--out",
+            f"{root}/data",
+            "--work",
+            str(tmp_path / "work"),
+            "--report",
+            f"{root}/report.json",
+            "--params",
+            json.dumps(sections),
+        ]
+    )
     assert rc == 0
     with fsspec.open(f"{root}/report.json") as f:
         report = json.load(f)

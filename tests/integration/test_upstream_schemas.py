@@ -75,7 +75,9 @@ def test_the_versions_table_is_the_one_place_and_matches_the_fixtures():
         for kind in kinds:
             kept = ks.crd_versions(kind)
             assert row["checked"] == kept, f"{component}: the table says {row['checked']}, tests/schemas has {kept}"
-            assert row["minimum"] == kept[0], f"{component}: minimum {row['minimum']} is not the oldest checked {kept[0]}"
+            assert row["minimum"] == kept[0], (
+                f"{component}: minimum {row['minimum']} is not the oldest checked {kept[0]}"
+            )
             assert kept[-1] == "main", f"{kind}: main is not among the checked versions"
     assert table["Kubernetes"]["minimum"].lstrip("v") == ".".join(ks.K8S_OLDEST.split(".")[:2])
     # README and the deploy guide point at the table instead of stating versions of their own
@@ -92,7 +94,8 @@ def test_kserve_minimum_accepts_the_deployment_mode_the_manifests_use():
     minimum = ks.supported_versions()["KServe"]["minimum"]
     known = [v for v in KSERVE_DEPLOYMENT_MODES if ks.version_key(v) <= ks.version_key(minimum)]
     assert known and mode in KSERVE_DEPLOYMENT_MODES[max(known, key=ks.version_key)], (
-        f"deploymentMode {mode} is not accepted by KServe {minimum}")
+        f"deploymentMode {mode} is not accepted by KServe {minimum}"
+    )
     assert mode not in KSERVE_DEPLOYMENT_MODES["v0.15.0"], "Standard is the current name (v0.16+)"
 
 
@@ -195,12 +198,17 @@ def test_trainjob_sent_at_run_time_validates_in_the_pods_namespace(tmp_path, mon
     _job_outputs(f"{ckpt}/output")
 
     def reply(method, path, body):
-        return (201, body) if method == "POST" else (200, {"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+        return (
+            (201, body)
+            if method == "POST"
+            else (200, {"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+        )
 
     rec = Recorder(reply)
     data = "minio://mlpipeline/v2/artifacts/d"  # what KFP's default pipeline root hands out
-    trainjob.train_llm_multinode("reclora", data, "s3://a/r", "s3://a/c", tmp_path / "o", _params(), ckpt, api=rec.api,
-                                 sleep=lambda s: None)
+    trainjob.train_llm_multinode(
+        "reclora", data, "s3://a/r", "s3://a/c", tmp_path / "o", _params(), ckpt, api=rec.api, sleep=lambda s: None
+    )
     method, path, _, body = rec.calls[0]
     assert method == "POST" and path == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/team-a/trainjobs"
     assert body["metadata"]["namespace"] == "team-a"
@@ -233,7 +241,9 @@ def test_spark_applications_sent_at_run_time_validate_in_the_pods_namespace(step
     rec = Recorder(reply)
     params = load_params()
     if step == "prepare":
-        spark.prepare_on_spark("synthetic", "", f"{out}/data", f"{out}/report.json", params, api=rec.api, sleep=lambda s: None)
+        spark.prepare_on_spark(
+            "synthetic", "", f"{out}/data", f"{out}/report.json", params, api=rec.api, sleep=lambda s: None
+        )
     else:
         spark.features_on_spark(f"{out}/data", f"{out}/out", params, api=rec.api, sleep=lambda s: None)
     method, path, _, body = rec.calls[0]
@@ -278,4 +288,3 @@ def test_the_inference_service_patch_validates_and_goes_to_the_pods_namespace(tm
     assert patch[1] == "/apis/serving.kserve.io/v1beta1/namespaces/team-c/inferenceservices/reclora"
     assert patch[2] == "application/merge-patch+json"
     ks.assert_valid(merge_patch(isvc, patch[3]), "InferenceService after the promotion's patch")
-

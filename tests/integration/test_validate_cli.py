@@ -44,7 +44,9 @@ def small_params(repo, tmp_path) -> Path:
 
 def _prepare_and_validate(raw: Path, tmp: Path, params: Path | None) -> tuple:
     extra = ["--params", str(params)] if params else []
-    reclora("data", "prepare", "--dataset", "ml-100k", "--path", str(raw), "--out", str(tmp / "prep"), *extra, check=True)
+    reclora(
+        "data", "prepare", "--dataset", "ml-100k", "--path", str(raw), "--out", str(tmp / "prep"), *extra, check=True
+    )
     proc = reclora("data", "validate", "--data", str(tmp / "prep"), "--report", str(tmp / "report"), *extra)
     return proc, json.loads((tmp / "report" / "summary.json").read_text())
 
@@ -59,7 +61,7 @@ def _assert_each_problem_named(proc, summary):
     failed = {(f["table"], f["column"]) for f in summary["failures"]}
     assert {("interactions", "rating"), ("items", "title"), ("interactions", "timestamp")} <= failed
     assert summary["success"] is False
-    assert (proc.stdout.strip().endswith("index.html"))
+    assert proc.stdout.strip().endswith("index.html")
 
 
 def test_clean_fixture_passes_and_corrupted_fails(tmp_path, small_params):

@@ -8,8 +8,6 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-
-from reclora.evaluation import ctr_metrics
 import torch
 from safetensors import safe_open
 
@@ -31,6 +29,7 @@ from reclora.crm import (
 )
 from reclora.data import build_samples, generate
 from reclora.errors import ConfigError, DataError
+from reclora.evaluation import ctr_metrics
 
 # small data needs smaller batches than the production default (1024) to take enough steps
 # one torch thread: on a CPU shared with other jobs, two intra-op threads run ~10x slower here
@@ -120,7 +119,9 @@ def test_deterministic_with_seed(data):
     p1, p2 = predict(m1, f1, s["test"]), predict(m2, f2, s["test"])
     assert np.array_equal(p1, p2)
     assert [e["train_loss"] for e in h1["epochs"]] == [e["train_loss"] for e in h2["epochs"]]
-    m3, f3, _ = train_crm(train, s["valid"], t.items, t.users, CRMConfig(**{**cfg.to_dict(), "seed": 6}), progress=False)
+    m3, f3, _ = train_crm(
+        train, s["valid"], t.items, t.users, CRMConfig(**{**cfg.to_dict(), "seed": 6}), progress=False
+    )
     assert not np.array_equal(p1, predict(m3, f3, s["test"]))
 
 
@@ -149,7 +150,9 @@ def test_hidden_is_the_input_of_the_last_linear(data, trained):
     assert both.dtype == np.float32 and np.array_equal(both, np.hstack([hv, z]))
     assert np.array_equal(crm_signals(model, fz, s["test"].iloc[:50]), hv)
     # the probability API agrees with the batched inference path
-    np.testing.assert_allclose(predict(model, fz, s["test"].iloc[:50]), torch.sigmoid(logits).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        predict(model, fz, s["test"].iloc[:50]), torch.sigmoid(logits).numpy(), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_attention_ignores_padding(data, trained):
@@ -261,7 +264,8 @@ def test_catalogue_items_without_training_signal_have_zero_id_embeddings(data):
     t, s = data
     train = s["train"]
     items = pd.concat(
-        [t.items, pd.DataFrame({"item_id": [9001], "title": ["New (2025)"], "genres": ["Drama|Comedy"]})], ignore_index=True
+        [t.items, pd.DataFrame({"item_id": [9001], "title": ["New (2025)"], "genres": ["Drama|Comedy"]})],
+        ignore_index=True,
     )
     cfg = CRMConfig(batch_size=512, max_epochs=1, mlp=(32, 16))
     model, fz, _ = train_crm(train.iloc[:800], None, items, t.users, cfg, progress=False)
@@ -276,7 +280,9 @@ def test_users_with_only_ids_and_items_without_genres(data):
     train = s["train"].iloc[:1000].rename(columns={"hist_item_ids": "long_item_ids", "hist_ratings": "long_ratings"})
     users = pd.DataFrame({"user_id": t.users["user_id"]})
     items = t.items[["item_id", "title"]]
-    cfg = CRMConfig(batch_size=256, max_epochs=1, mlp=(32, 16), hist_items_col="long_item_ids", hist_ratings_col="long_ratings")
+    cfg = CRMConfig(
+        batch_size=256, max_epochs=1, mlp=(32, 16), hist_items_col="long_item_ids", hist_ratings_col="long_ratings"
+    )
     model, fz, history = train_crm(train, None, items, users, cfg, progress=False)
     assert fz.field_names == [] and fz.n_genres == 0
     assert history["n_valid"] == 0 and history["best_epoch"] == 1
@@ -342,7 +348,9 @@ def test_save_load_round_trip_is_exact_and_never_unpickles(data, trained, tmp_pa
 def test_train_with_out_dir_saves_everything(data, tmp_path):
     t, s = data
     cfg = CRMConfig(batch_size=512, max_epochs=1, mlp=(32, 16))
-    model, fz, history = train_crm(s["train"].iloc[:800], s["valid"], t.items, t.users, cfg, out_dir=tmp_path / "m", progress=False)
+    model, fz, history = train_crm(
+        s["train"].iloc[:800], s["valid"], t.items, t.users, cfg, out_dir=tmp_path / "m", progress=False
+    )
     saved = json.loads((tmp_path / "m" / HISTORY_NAME).read_text())
     assert saved["best_epoch"] == 1 and saved["config"]["mlp"] == [32, 16]
     m2, f2 = load_crm(tmp_path / "m")
@@ -365,8 +373,6 @@ def test_config_round_trip_and_validation():
             CRMConfig(**bad)
 
 
-
-
 def test_batch_item_rows_equal_the_whole_catalogue_table():
     """The forward pass takes the per-item work on the whole catalogue (small catalogues) or on the
     batch's own item rows (large ones): the same logits either way, and gradients reach only the
@@ -377,11 +383,22 @@ def test_batch_item_rows_equal_the_whole_catalogue_table():
     n_items, n_genres = 40, 5
     genres = torch.rand(n_items, n_genres)
     genres[0] = 0
-    model = DIN(CRMConfig(max_len=6), n_users=9, n_items=n_items, n_ratings=6, item_genres=genres / genres.sum(1, keepdim=True).clamp_min(1),
-                user_fields=torch.zeros(9, 0, dtype=torch.long), n_field_values=0).eval()  # fmt: skip
+    model = DIN(
+        CRMConfig(max_len=6),
+        n_users=9,
+        n_items=n_items,
+        n_ratings=6,
+        item_genres=genres / genres.sum(1, keepdim=True).clamp_min(1),
+        user_fields=torch.zeros(9, 0, dtype=torch.long),
+        n_field_values=0,
+    ).eval()
     g = torch.Generator().manual_seed(1)
-    small = {"user": torch.randint(1, 9, (2,), generator=g), "item": torch.randint(1, n_items, (2,), generator=g),
-             "hist_items": torch.randint(0, n_items, (2, 6), generator=g), "hist_ratings": torch.randint(0, 6, (2, 6), generator=g)}  # fmt: skip
+    small = {
+        "user": torch.randint(1, 9, (2,), generator=g),
+        "item": torch.randint(1, n_items, (2,), generator=g),
+        "hist_items": torch.randint(0, n_items, (2, 6), generator=g),
+        "hist_ratings": torch.randint(0, 6, (2, 6), generator=g),
+    }
     small["hist_mask"] = small["hist_items"] > 0
     big = {k: v.repeat(20, *([1] * (v.dim() - 1))) for k, v in small.items()}  # 280 look-ups >= 4 x 40 items
     with torch.no_grad():

@@ -7,14 +7,35 @@ import torch
 
 from reclora.config import load_params
 from reclora.crm import CRMConfig, CRMFeaturizer
-from reclora.crm.stream import EventArrays, StreamingBatches, featurize, fit_featurizer, predict_split, run_ranks, train_crm_streaming
+from reclora.crm.stream import (
+    EventArrays,
+    StreamingBatches,
+    featurize,
+    fit_featurizer,
+    predict_split,
+    run_ranks,
+    train_crm_streaming,
+)
 from reclora.data import prepare
 from reclora.retrieval import layout
 from reclora.retrieval.layout import open_retrieved
 from reclora.stages import crm_stage, retrieve_stage
 
-SMALL = dict(embed_dim=8, mlp=[32, 16], attention_hidden=[16], batch_size=64, lr=1e-2, max_epochs=2, patience=2,
-             seed=0, num_threads=1, dropout=0.0, max_len=20, hist_items_col="long_item_ids", hist_ratings_col="long_ratings")  # fmt: skip
+SMALL = dict(
+    embed_dim=8,
+    mlp=[32, 16],
+    attention_hidden=[16],
+    batch_size=64,
+    lr=1e-2,
+    max_epochs=2,
+    patience=2,
+    seed=0,
+    num_threads=1,
+    dropout=0.0,
+    max_len=20,
+    hist_items_col="long_item_ids",
+    hist_ratings_col="long_ratings",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +61,14 @@ def test_streaming_featurization_equals_the_frame_path(retrieved):
 
     tables, _, _ = read_prepared(tmp / "prep", histories=False)
     for max_len in (20, 7):  # 7 < k_long: the last max_len entries are kept, as transform does
-        ref = CRMFeaturizer.fit(train, tables.items, tables.users, max_len=max_len,
-                                hist_items_col="long_item_ids", hist_ratings_col="long_ratings")  # fmt: skip
+        ref = CRMFeaturizer.fit(
+            train,
+            tables.items,
+            tables.users,
+            max_len=max_len,
+            hist_items_col="long_item_ids",
+            hist_ratings_col="long_ratings",
+        )
         got = fit_featurizer(s["train"], events, tables.items, tables.users, max_len)
         assert {k: v for k, v in got.to_dict().items() if not k.startswith("hist_")} == {
             k: v for k, v in ref.to_dict().items() if not k.startswith("hist_")
@@ -77,10 +104,16 @@ def test_every_sample_once_per_epoch_in_bounded_buffers(retrieved):
     assert not np.array_equal(seen_orders[0], seen_orders[1])  # a new order per epoch
     # 2 ranks split every global batch: together they see exactly the single-process batches
     one = [(b["user"].numpy(), y.numpy()) for b, y in StreamingBatches(s["train"], events, feat, 50, seed=3)]
-    r0 = [(b["user"].numpy(), y.numpy()) for b, y in StreamingBatches(s["train"], events, feat, 50, seed=3, rank=0, world_size=2)]
-    r1 = [(b["user"].numpy(), y.numpy()) for b, y in StreamingBatches(s["train"], events, feat, 50, seed=3, rank=1, world_size=2)]
+    r0 = [
+        (b["user"].numpy(), y.numpy())
+        for b, y in StreamingBatches(s["train"], events, feat, 50, seed=3, rank=0, world_size=2)
+    ]
+    r1 = [
+        (b["user"].numpy(), y.numpy())
+        for b, y in StreamingBatches(s["train"], events, feat, 50, seed=3, rank=1, world_size=2)
+    ]
     assert len(one) == len(r0) == len(r1)
-    for (u, y), (u0, y0), (u1, y1) in zip(one, r0, r1):
+    for (u, _), (u0, _), (u1, _) in zip(one, r0, r1):
         np.testing.assert_array_equal(u[0::2], u0)
         np.testing.assert_array_equal(u[1::2], u1)
 
@@ -109,9 +142,16 @@ def _train_two(tmp: str, cfg: dict) -> dict:
     torch.set_num_threads(1)
     s = open_retrieved(tmp + "/ret")
     events = EventArrays(s["train"].events.frame)
-    model, feat, hist = train_crm_streaming(s["train"], s["valid"], events, None, None, CRMConfig(**cfg), progress=False)
+    model, feat, hist = train_crm_streaming(
+        s["train"], s["valid"], events, None, None, CRMConfig(**cfg), progress=False
+    )
     p = predict_split(model, feat, s["test"], events)
-    return {"p": p.tolist(), "valid_auc": [e["valid_auc"] for e in hist["epochs"]], "rank": dist.get_rank(), "ranks": hist["ranks"]}
+    return {
+        "p": p.tolist(),
+        "valid_auc": [e["valid_auc"] for e in hist["epochs"]],
+        "rank": dist.get_rank(),
+        "ranks": hist["ranks"],
+    }
 
 
 def test_two_gloo_ranks_equal_one_process(retrieved, tmp_path):
@@ -119,7 +159,9 @@ def test_two_gloo_ranks_equal_one_process(retrieved, tmp_path):
     torch.set_num_threads(1)
     s = open_retrieved(tmp / "ret")
     events = EventArrays(s["train"].events.frame)
-    model, feat, hist = train_crm_streaming(s["train"], s["valid"], events, None, None, CRMConfig(**SMALL), progress=False)
+    model, feat, hist = train_crm_streaming(
+        s["train"], s["valid"], events, None, None, CRMConfig(**SMALL), progress=False
+    )
     one = predict_split(model, feat, s["test"], events)
     out = tmp_path / "two.json"
     run_ranks(2, _train_two, (str(tmp), SMALL), out=str(out))
@@ -151,7 +193,9 @@ def test_streaming_training_equals_the_in_memory_trainer_on_small_data(retrieved
     s = open_retrieved(tmp / "ret")
     events = EventArrays(s["train"].events.frame)
     cfg = CRMConfig(**{**SMALL, "dropout": 0.2})
-    m1, f1, h1 = train_crm_streaming(s["train"], s["valid"], events, None, None, cfg, progress=False, buffer_groups=10**6)
+    m1, f1, h1 = train_crm_streaming(
+        s["train"], s["valid"], events, None, None, cfg, progress=False, buffer_groups=10**6
+    )
     frames = {k: v.iloc[np.arange(len(v))] for k, v in s.items()}
     m2, f2, h2 = train_crm(frames["train"], frames["valid"], None, None, cfg, progress=False)
     p1 = predict_split(m1, f1, s["test"], events)

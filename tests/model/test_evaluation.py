@@ -14,13 +14,12 @@ from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from reclora.errors import DataError
 from reclora.evaluation import (
-    EvaluationInputError,
     calibration_bins,
     ctr_metrics,
+    plots,
     roc_points,
     write_report,
 )
-from reclora.evaluation import plots
 from reclora.io import read_json
 
 MODELS = ["CRM", "Vanilla LoRA", "RecLoRA", "RecLoRA (uniform gate)", "RecLoRA (recent-K)"]
@@ -248,8 +247,13 @@ def test_report_writes_every_file(tmp_path, predictions):
         assert row, name
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
         mm = m["models"][name]
-        assert cells[:5] == [f"{mm['auc']:.4f}", f"{mm['logloss']:.4f}", f"{mm['ece']:.4f}", f"{mm['accuracy']:.4f}",
-                             "3,000"]  # fmt: skip
+        assert cells[:5] == [
+            f"{mm['auc']:.4f}",
+            f"{mm['logloss']:.4f}",
+            f"{mm['ece']:.4f}",
+            f"{mm['accuracy']:.4f}",
+            "3,000",
+        ]
         assert mm["ece"] == mm["calibration"]["ece"]  # ECE in the headline table
     # best per column highlighted: exactly the best model's AUC cell in the AUC column
     assert f'<td class="num best">{aucs[best]:.4f}</td>' in page

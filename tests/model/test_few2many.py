@@ -14,14 +14,30 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from reclora.few2many import (
-    PromptSet, TrainConfig, build_adapter, encode, length_batches, load_adapter, predict_adapter, sample_few, train_adapter,
-)
 from reclora.errors import RecLoRAError
+from reclora.few2many import (
+    PromptSet,
+    TrainConfig,
+    build_adapter,
+    encode,
+    length_batches,
+    load_adapter,
+    predict_adapter,
+    sample_few,
+    train_adapter,
+)
 from reclora.llm import load_causal_lm
 
-ADAPTER = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "n_experts": 4,
-           "signal_dim": 16, "gate_hidden": 16, "gate_dropout": 0.0}  # fmt: skip
+ADAPTER = {
+    "rank": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj"],
+    "n_experts": 4,
+    "signal_dim": 16,
+    "gate_hidden": 16,
+    "gate_dropout": 0.0,
+}
 PROMPT = "the user watched the lost river . will the user enjoy the target movie ? yes or no"
 
 
@@ -139,8 +155,12 @@ def test_cached_frozen_layers_give_the_same_logits(kind, tiny_llama_dir):
     with torch.no_grad():
         a = m.answer_logits(uncached["input_ids"], uncached["attention_mask"], sig, (4, 5))
         b = m.answer_logits(None, cached["attention_mask"], sig, (4, 5), lower=cached["lower"])
-        alone = m.answer_logits(uncached["input_ids"][:1, -data.lengths[0] :], uncached["attention_mask"][:1, -data.lengths[0] :],
-                                None if sig is None else sig[:1], (4, 5))  # fmt: skip
+        alone = m.answer_logits(
+            uncached["input_ids"][:1, -data.lengths[0] :],
+            uncached["attention_mask"][:1, -data.lengths[0] :],
+            None if sig is None else sig[:1],
+            (4, 5),
+        )
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(a[:1], alone, rtol=1e-5, atol=1e-5)  # padding does not change a prompt's logits
 
@@ -209,13 +229,23 @@ def test_crm_residual_readout_is_the_crm_when_s_is_zero(tiny_llama_dir, tmp_path
         predict_adapter(m2, tok, prompts, sig, progress=False)
     # trained, s moves away from 0, the text path contributes, and save/load keeps s
     labels = (z > 0).astype(int)
-    train_adapter(m2, tok, prompts, labels, sig, TrainConfig(lr=5e-2, batch_size=4, epochs=3, precision="fp32", checkpoint_every=0),
-                  progress=False, anchors=z)  # fmt: skip
+    train_adapter(
+        m2,
+        tok,
+        prompts,
+        labels,
+        sig,
+        TrainConfig(lr=5e-2, batch_size=4, epochs=3, precision="fp32", checkpoint_every=0),
+        progress=False,
+        anchors=z,
+    )
     assert float(m2.readout_scale) != 0.0
     p1 = predict_adapter(m2, tok, prompts, sig, anchors=z, progress=False, precision="fp32")
     m2.save(tmp_path / "a")
     m3 = load_adapter(load_causal_lm(tiny_llama_dir)[0], tmp_path / "a")
-    np.testing.assert_allclose(predict_adapter(m3, tok, prompts, sig, anchors=z, progress=False, precision="fp32"), p1, atol=1e-6)
+    np.testing.assert_allclose(
+        predict_adapter(m3, tok, prompts, sig, anchors=z, progress=False, precision="fp32"), p1, atol=1e-6
+    )
 
 
 def test_crm_residual_text_loss_gives_the_text_path_a_gradient_at_s_zero(tiny_llama_dir):
@@ -412,11 +442,20 @@ def test_cached_frozen_layers_are_exact_for_per_layer_attention_kinds(tiny_llama
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, sliding_window=3, max_position_embeddings=256,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=3,
+        max_position_embeddings=256,
         layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     Gemma3ForCausalLM(cfg).save_pretrained(tmp_path / "g", safe_serialization=True)
     tok.save_pretrained(tmp_path / "g")
     base, tok = load_causal_lm(tmp_path / "g")
@@ -454,8 +493,18 @@ def test_two_stage_reclora_starts_as_the_shared_lora(tiny_llama_dir, tmp_path):
     assert init_from_shared_lora(rec, tmp_path / "lora") == 4  # q and v in 2 layers
     p_rec = predict_adapter(rec, tok, prompts, sig, progress=False, precision="fp32")
     np.testing.assert_allclose(p_rec, p_lora, atol=1e-5)
-    assert not np.allclose(p_lora, predict_adapter(build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER),
-                                                   tok, prompts, sig, progress=False, precision="fp32"), atol=1e-3)  # fmt: skip
+    assert not np.allclose(
+        p_lora,
+        predict_adapter(
+            build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER),
+            tok,
+            prompts,
+            sig,
+            progress=False,
+            precision="fp32",
+        ),
+        atol=1e-3,
+    )
     cfg = TrainConfig(lr=1e-2, batch_size=8, epochs=1, precision="fp32", checkpoint_every=0)
     train_adapter(rec, tok, prompts, labels, sig, cfg, progress=False)
     a = dict(rec.named_trainable_parameters())
@@ -466,8 +515,13 @@ def test_two_stage_reclora_starts_as_the_shared_lora(tiny_llama_dir, tmp_path):
     (tmp_path / "run").mkdir()
     lora.save(tmp_path / "run" / "adapter")
     rec.save(tmp_path / "rec")
-    for where, says in ((tmp_path / "run", "pass its adapter directory"), (tmp_path / "nowhere", "does not exist"),
-                        (tmp_path / "rec", "'reclora' adapter"), (tmp_path, "not a saved adapter"), ("", "empty")):  # fmt: skip
+    for where, says in (
+        (tmp_path / "run", "pass its adapter directory"),
+        (tmp_path / "nowhere", "does not exist"),
+        (tmp_path / "rec", "'reclora' adapter"),
+        (tmp_path, "not a saved adapter"),
+        ("", "empty"),
+    ):
         with pytest.raises(RecLoRAError, match=says):
             init_from_shared_lora(rec, where)
     other = build_adapter("reclora", load_causal_lm(tiny_llama_dir)[0], ADAPTER | {"rank": 2})
@@ -489,7 +543,9 @@ def test_resume_with_dropout_equals_an_uninterrupted_run(kind, tiny_llama_dir, t
     run, tok = _fresh(kind, tiny_llama_dir, **drop)
     first = train_adapter(run, tok, prompts, labels, sig, cfg, tmp_path / "run", progress=False, stop_after=5)
     assert first["steps"] == 5
-    resumed, tok = _fresh(kind, tiny_llama_dir, seed=77, **drop)  # other weights and generator states: all from the checkpoint
+    resumed, tok = _fresh(
+        kind, tiny_llama_dir, seed=77, **drop
+    )  # other weights and generator states: all from the checkpoint
     torch.rand(1000)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(77)
@@ -540,7 +596,9 @@ def test_fp16_with_a_gradient_scaler_trains_on_the_cpu_and_resumes(tiny_llama_di
     m, tok = _fresh("reclora", tiny_llama_dir)
     before = _weights(m)
     dtypes = set()
-    lin = next(mod for n, mod in m.module.named_modules() if isinstance(mod, torch.nn.Linear) and n.endswith("mlp.up_proj"))
+    lin = next(
+        mod for n, mod in m.module.named_modules() if isinstance(mod, torch.nn.Linear) and n.endswith("mlp.up_proj")
+    )
     lin.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
     first = train_adapter(m, tok, prompts, labels, sig, cfg, tmp_path / "run", progress=False, stop_after=3)
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
@@ -555,8 +613,16 @@ def test_fp16_with_a_gradient_scaler_trains_on_the_cpu_and_resumes(tiny_llama_di
     # the first step's loss (weights still equal) against fp32: fp16 rounds each matmul input of the 2-layer
     # body to 11 bits (unit roundoff u = 2^-11); a few such roundings in sequence move the loss by a few u
     ref, _ = _fresh("reclora", tiny_llama_dir)
-    ref_hist = train_adapter(ref, tok, prompts, labels, sig, TrainConfig(**{**cfg.__dict__, "precision": "fp32"}),
-                             progress=False, stop_after=1)  # fmt: skip
+    ref_hist = train_adapter(
+        ref,
+        tok,
+        prompts,
+        labels,
+        sig,
+        TrainConfig(**{**cfg.__dict__, "precision": "fp32"}),
+        progress=False,
+        stop_after=1,
+    )
     assert abs(first["loss"][0] - ref_hist["loss"][0]) <= 8 * 2.0**-11 * ref_hist["loss"][0]
 
 

@@ -7,7 +7,6 @@ import torch
 from reclora.llm import load_causal_lm
 from reclora.retrieval.embeddings import embed_texts
 
-
 # Tolerances (unit vectors, entries <= 1): in fp32 two evaluations of the tiny Llama (64-wide, 2 layers) that
 # differ only in batch composition reassociate sums of at most a few hundred terms, an error of order
 # 1e-7..1e-6 (fp32's unit roundoff is 6e-8); 1e-5 leaves margin on any CPU and is far below what a wrong
@@ -15,7 +14,13 @@ from reclora.retrieval.embeddings import embed_texts
 # (unit roundoff 2^-8 = 3.9e-3), and a batch change can flip such roundings: a few units of 2^-8.
 FP32_ATOL = 1e-5
 BF16_ATOL = 5 * 2.0**-8
-TEXTS = ["action comedy drama romance thriller", "lost river", "the empire garden . action", "horror", "sci-fi animation"]
+TEXTS = [
+    "action comedy drama romance thriller",
+    "lost river",
+    "the empire garden . action",
+    "horror",
+    "sci-fi animation",
+]
 
 
 @pytest.mark.parametrize("precision, atol", [("fp32", FP32_ATOL), ("bf16", BF16_ATOL)])
@@ -68,7 +73,8 @@ def test_first_layers_only(tiny_llama_dir):
     np.testing.assert_allclose(one[0], ref, atol=FP32_ATOL)
     full = embed_texts(model, tok, texts, progress=False, precision="fp32")
     assert not np.allclose(one, full, atol=1e-3)  # not the full stack
-    np.testing.assert_array_equal(embed_texts(model, tok, texts, progress=False, layers=n + 1, precision="fp32"),
-                                  full)  # fmt: skip  # >= n: all layers
+    np.testing.assert_array_equal(
+        embed_texts(model, tok, texts, progress=False, layers=n + 1, precision="fp32"), full
+    )  # >= n: all layers
     with pytest.raises(ConfigError, match="embedding_layers"):
         embed_texts(model, tok, texts, progress=False, layers=-1)

@@ -50,7 +50,9 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
 
 
 def lora_config(**kw) -> PersonalizedLoRAConfig:
-    base = dict(n_experts=N_EXPERTS, rank=4, alpha=8, dropout=0.0, gate_dropout=0.0, signal_dim=SIGNAL_DIM, gate_hidden=8)
+    base = dict(
+        n_experts=N_EXPERTS, rank=4, alpha=8, dropout=0.0, gate_dropout=0.0, signal_dim=SIGNAL_DIM, gate_hidden=8
+    )
     base.update(kw)
     return PersonalizedLoRAConfig(**base)
 
@@ -178,9 +180,7 @@ def test_rules_agree_on_one_hot_and_differ_in_general():
         for m in (p, o):
             m.set_temperature(1e-4)
         assert all(w.max(-1).values.min() > 0.999 for w in p.gate_weights(h).values())
-        torch.testing.assert_close(
-            p(ids, mask, signal=h).logits, o(ids, mask, signal=h).logits, atol=1e-5, rtol=1e-5
-        )
+        torch.testing.assert_close(p(ids, mask, signal=h).logits, o(ids, mask, signal=h).logits, atol=1e-5, rtol=1e-5)
 
 
 # (4) temperature and the uniform-gate ablation ------------------------------------------
@@ -258,7 +258,9 @@ def test_only_banks_and_gates_train(mixing):
     names = {n for n, p in pm.named_parameters() if p.requires_grad}
     assert names and all(n.endswith((".lora_A", ".lora_B")) or ".gate." in n for n in names)
     assert len(pm.trainable_parameters()) == len(names)
-    assert all(not p.requires_grad for n, p in pm.base_model.named_parameters() if "lora_" not in n and ".gate." not in n)
+    assert all(
+        not p.requires_grad for n, p in pm.base_model.named_parameters() if "lora_" not in n and ".gate." not in n
+    )
 
     base_before = {n: p.detach().clone() for n, p in pm.named_parameters() if not p.requires_grad}
     adapter_before = {n: p.detach().clone() for n, p in pm.named_trainable_parameters()}

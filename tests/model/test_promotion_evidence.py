@@ -16,7 +16,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from reclora.evaluation import paired_bootstrap_auc_diff
 from reclora.evaluation.metrics import bootstrap_aucs
-from reclora.evaluation.slices import SliceInputs, SliceSpec, define_slices, slice_inputs, slice_metrics
+from reclora.evaluation.slices import SliceInputs, SliceSpec, define_slices, slice_metrics
 from reclora.stages import KEY, PREDICTIONS, evaluate_stage
 
 
@@ -93,12 +93,27 @@ def _slice_fixture():
     for bucket, items in (("head", [1, 2]), ("tail", [3, 4, 5, 6, 7, 8, 9, 10]), ("unseen", [11, 12])):
         for i in range(60):
             label = i % 2
-            p = {"head": 0.2 + 0.6 * label, "tail": 0.8 - 0.6 * label, "unseen": 0.5}[bucket] + 0.01 * rng.random() * (bucket != "unseen")
-            rows.append({"user_id": int(rng.integers(1, 8)), "item_id": items[i % len(items)], "label": label, "p": p,
-                         "n_history": int(rng.choice([3, 19, 20, 49, 50, 400])), "bucket": bucket})  # fmt: skip
+            p = {"head": 0.2 + 0.6 * label, "tail": 0.8 - 0.6 * label, "unseen": 0.5}[bucket] + 0.01 * rng.random() * (
+                bucket != "unseen"
+            )
+            rows.append(
+                {
+                    "user_id": int(rng.integers(1, 8)),
+                    "item_id": items[i % len(items)],
+                    "label": label,
+                    "p": p,
+                    "n_history": int(rng.choice([3, 19, 20, 49, 50, 400])),
+                    "bucket": bucket,
+                }
+            )
     s = pd.DataFrame(rows)
-    items = pd.DataFrame({"item_id": np.arange(1, 13), "title": [f"t{i}" for i in range(1, 13)],
-                          "genres": ["A|B", "A", "B", "A|C", "B", "A", "B", "A|B", "B", "A", "", None]})  # fmt: skip
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(1, 13),
+            "title": [f"t{i}" for i in range(1, 13)],
+            "genres": ["A|B", "A", "B", "A|C", "B", "A", "B", "A|B", "B", "A", "", None],
+        }
+    )
     return s, SliceInputs(s[["user_id", "item_id", "n_history"]], counts, np.arange(1, 6), items, None)
 
 
@@ -107,8 +122,12 @@ def test_each_slice_is_computed_on_the_right_samples():
     spec = SliceSpec(min_samples=30, head_share=0.2, history_edges=(20, 50), fields=("genres",))
     slices = define_slices(inputs, spec)
     y, p = s["label"].to_numpy(), s["p"].to_numpy()
-    rows = {(r["feature"], r["value"]): r for r in slice_metrics(y, {"m": p, "flat": np.full(len(y), 0.5)}, slices, spec,
-                                                                  comparisons=[("m", "flat")], n_boot=200)}  # fmt: skip
+    rows = {
+        (r["feature"], r["value"]): r
+        for r in slice_metrics(
+            y, {"m": p, "flat": np.full(len(y), 0.5)}, slices, spec, comparisons=[("m", "flat")], n_boot=200
+        )
+    }
     # the known AUCs of the popularity slices
     assert [rows[("item popularity", v)]["models"]["m"]["auc"] for v in ("head", "tail", "unseen")] == [1.0, 0.0, 0.5]
     assert rows[("unseen in training", "item")]["models"]["m"]["auc"] == 0.5
@@ -161,8 +180,10 @@ def prepared(tmp_path_factory):
     from reclora.data import prepare
 
     d = tmp_path_factory.mktemp("gate")
-    params = deep_merge(load_params(), {"synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30},
-                                        "evaluation": {"bootstrap": 500}})  # fmt: skip
+    params = deep_merge(
+        load_params(),
+        {"synthetic": {"n_users": 80, "n_items": 100, "mean_interactions": 30}, "evaluation": {"bootstrap": 500}},
+    )
     prepare("synthetic", None, d / "data", params)
     test = pd.read_parquet(d / "data" / "samples" / "test.parquet")
     return d / "data", test, params
@@ -185,8 +206,13 @@ def _rules(params: dict, **promotion) -> dict:
 
 def test_challenger_below_the_baseline_is_not_promoted_and_the_report_opens_with_the_decision(prepared, tmp_path):
     data, test, params = prepared
-    runs = {"CRM": _predictions(tmp_path / "crm", test, 2.5, 1), "RecLoRA": _predictions(tmp_path / "rec", test, 0.5, 2)}
-    m = evaluate_stage(runs, tmp_path / "report", data_dir=data, params=_rules(params, baseline="CRM", baseline_margin=0.0))
+    runs = {
+        "CRM": _predictions(tmp_path / "crm", test, 2.5, 1),
+        "RecLoRA": _predictions(tmp_path / "rec", test, 0.5, 2),
+    }
+    m = evaluate_stage(
+        runs, tmp_path / "report", data_dir=data, params=_rules(params, baseline="CRM", baseline_margin=0.0)
+    )
     gate = m["gate"]
     d = gate["decision"]
     auc_rec, auc_crm = m["models"]["RecLoRA"]["auc"], m["models"]["CRM"]["auc"]
@@ -194,14 +220,27 @@ def test_challenger_below_the_baseline_is_not_promoted_and_the_report_opens_with
     assert f"RecLoRA {auc_rec:.4f} vs CRM {auc_crm:.4f}" in d["reason"] and "does not clear" in d["reason"]
     assert gate["samples"] == len(test) == m["context"]["evaluated_samples"]
     # the interval is the paired bootstrap's on the same rows
-    want = paired_bootstrap_auc_diff(test["label"], pd.read_parquet(runs["RecLoRA"] / PREDICTIONS)["p"],
-                                     pd.read_parquet(runs["CRM"] / PREDICTIONS)["p"], n_boot=500)  # fmt: skip
+    want = paired_bootstrap_auc_diff(
+        test["label"],
+        pd.read_parquet(runs["RecLoRA"] / PREDICTIONS)["p"],
+        pd.read_parquet(runs["CRM"] / PREDICTIONS)["p"],
+        n_boot=500,
+    )
     assert gate["baseline"]["diff"] | {"n": want["n"]} == want
     # one page: the decision and why first, then the slices (table and plot), then the rest
     page = (tmp_path / "report" / "report.html").read_text()
-    body = page[page.index("<body>"):]
-    order = [body.index(x) for x in ("<h1>", "Decision: not promoted", "<h2>Slices</h2>", 'alt="AUC per slice"',
-                                     "<h2>Metrics</h2>", "<h2>Plots</h2>")]  # fmt: skip
+    body = page[page.index("<body>") :]
+    order = [
+        body.index(x)
+        for x in (
+            "<h1>",
+            "Decision: not promoted",
+            "<h2>Slices</h2>",
+            'alt="AUC per slice"',
+            "<h2>Metrics</h2>",
+            "<h2>Plots</h2>",
+        )
+    ]
     assert order == sorted(order)
     assert re.search(r"<h1>[^<]*</h1>\s*<p class=\"meta\">[^\n]*</p>\s*<section class=\"decision hold\">", body)
     assert (tmp_path / "report" / "slices.png").read_bytes()[:4] == b"\x89PNG"
@@ -222,7 +261,10 @@ def test_challenger_below_the_baseline_is_not_promoted_and_the_report_opens_with
 
 def test_an_interval_that_straddles_the_margin_does_not_promote(prepared, tmp_path):
     data, test, params = prepared
-    runs = {"CRM": _predictions(tmp_path / "crm", test, 1.0, 3), "RecLoRA": _predictions(tmp_path / "rec", test, 1.6, 4)}
+    runs = {
+        "CRM": _predictions(tmp_path / "crm", test, 1.0, 3),
+        "RecLoRA": _predictions(tmp_path / "rec", test, 1.6, 4),
+    }
     first = evaluate_stage(runs, tmp_path / "r0", data_dir=data, params=params)
     d = first["gate"]["baseline"]["diff"]
     assert d["lo"] < d["diff"] and d["diff"] > 0
@@ -248,8 +290,15 @@ def _fake_version(tmp_path: Path, data: Path | None, dataset: str) -> dict:
     else:
         pd.DataFrame({"item_id": [1], "title": ["Dune"], "genres": [""]}).to_parquet(meta / "items.parquet")
     (meta / "meta.json").write_text(json.dumps({"dataset": dataset}))
-    return {"crm_dir": str(crm.parent), "adapter_dir": str(llm.parent), "items_path": str(meta / "items.parquet"),
-            "params": {}, "metrics": {"auc": 0.99, "logloss": 0.1, "n": 5000}, "lineage": {}, "base_model": "nowhere"}  # fmt: skip
+    return {
+        "crm_dir": str(crm.parent),
+        "adapter_dir": str(llm.parent),
+        "items_path": str(meta / "items.parquet"),
+        "params": {},
+        "metrics": {"auc": 0.99, "logloss": 0.1, "n": 5000},
+        "lineage": {},
+        "base_model": "nowhere",
+    }
 
 
 @pytest.mark.parametrize("case", ["other data set", "unreadable"])
@@ -259,10 +308,17 @@ def test_a_champion_that_cannot_be_scored_is_reported_and_the_gate_falls_back(pr
     data, test, params = prepared
     # on an object store (memory://) the champion's version is downloaded before it is read
     reg = f"memory://reg-{uuid.uuid4().hex}" if case == "unreadable" else tmp_path / "reg"
-    register(reg, **_fake_version(tmp_path, data if case == "unreadable" else None,
-                                  "synthetic" if case == "unreadable" else "goodbooks-10k"))  # fmt: skip
+    register(
+        reg,
+        **_fake_version(
+            tmp_path, data if case == "unreadable" else None, "synthetic" if case == "unreadable" else "goodbooks-10k"
+        ),
+    )
     promote(reg, "v0001")
-    runs = {"CRM": _predictions(tmp_path / "crm", test, 1.0, 5), "RecLoRA": _predictions(tmp_path / "rec", test, 3.0, 6)}
+    runs = {
+        "CRM": _predictions(tmp_path / "crm", test, 1.0, 5),
+        "RecLoRA": _predictions(tmp_path / "rec", test, 3.0, 6),
+    }
     m = evaluate_stage(runs, tmp_path / "rep", data_dir=data, registry_uri=str(reg), params=_rules(params))
     champ, d = m["gate"]["champion"], m["gate"]["decision"]
     assert champ["version"] == "v0001" and "champion v0001" not in m["models"]  # not re-scored: no row of its own
@@ -274,8 +330,13 @@ def test_a_champion_that_cannot_be_scored_is_reported_and_the_gate_falls_back(pr
         assert "--allow-other-data" in d["reason"]
     else:
         assert champ["status"] == "unscorable" and "cannot be loaded" in champ["reason"]
-        fallback = evaluate_stage(runs, tmp_path / "rep2", data_dir=data, registry_uri=str(reg),
-                                  params=_rules(params, unscored_champion="baseline"))  # fmt: skip
+        fallback = evaluate_stage(
+            runs,
+            tmp_path / "rep2",
+            data_dir=data,
+            registry_uri=str(reg),
+            params=_rules(params, unscored_champion="baseline"),
+        )
         assert fallback["gate"]["decision"]["promote"] and "not compared" in fallback["gate"]["decision"]["reason"]
 
 
@@ -292,19 +353,36 @@ def test_the_champion_is_rescored_on_the_challengers_samples(tmp_path, tiny_llam
     from reclora.stages import crm_stage, llm_stage, retrieve_stage
 
     _, _, params = llm_stage_inputs(tmp_path / "inputs")
-    params = deep_merge(params, {"synthetic": {"n_users": 60}, "train": {"eval_samples": 0},
-                                 "crm": {"max_epochs": 1, "mlp": [32, 16], "embed_dim": 8},
-                                 "evaluation": {"bootstrap": 300, "slices": {"min_samples": 10}},
-                                 "pipeline": {"promotion": {"baseline_margin": -1.0}}})  # fmt: skip
+    params = deep_merge(
+        params,
+        {
+            "synthetic": {"n_users": 60},
+            "train": {"eval_samples": 0},
+            "crm": {"max_epochs": 1, "mlp": [32, 16], "embed_dim": 8},
+            "evaluation": {"bootstrap": 300, "slices": {"min_samples": 10}},
+            "pipeline": {"promotion": {"baseline_margin": -1.0}},
+        },
+    )
     data, ret = tmp_path / "prepared", tmp_path / "retrieved"  # twice the helper's users: ~60 evaluated samples
     prepare("synthetic", None, data, params)
     retrieve_stage(data, ret, params, mode="recent", progress=False)
     crm_stage(data, ret, tmp_path / "crm", params, progress=False)
-    llm_stage("reclora", data, ret, tmp_path / "crm", tmp_path / "old", params, model_path=str(tiny_llama_dir), progress=False)
+    llm_stage(
+        "reclora", data, ret, tmp_path / "crm", tmp_path / "old", params, model_path=str(tiny_llama_dir), progress=False
+    )
     reg = tmp_path / "reg"
     kept = {k: params[k] for k in ("data", "retrieval", "crm", "adapter", "train", "validation")}
-    register(reg, crm_dir=tmp_path / "crm", adapter_dir=tmp_path / "old", retrieval_dir=ret, items_path=data, params=kept,
-             metrics={"auc": 0.99, "logloss": 0.2, "n": 5000}, lineage={}, base_model=str(tiny_llama_dir))  # fmt: skip
+    register(
+        reg,
+        crm_dir=tmp_path / "crm",
+        adapter_dir=tmp_path / "old",
+        retrieval_dir=ret,
+        items_path=data,
+        params=kept,
+        metrics={"auc": 0.99, "logloss": 0.2, "n": 5000},
+        lineage={},
+        base_model=str(tiny_llama_dir),
+    )
     promote(reg, "v0001")
 
     own = pd.read_parquet(tmp_path / "old" / PREDICTIONS)  # the champion's scores on the whole test split
@@ -313,8 +391,13 @@ def test_the_champion_is_rescored_on_the_challengers_samples(tmp_path, tiny_llam
     z = 2.5 * (sub["label"].to_numpy() - 0.5) + rng.normal(0, 1, len(sub))
     (tmp_path / "new").mkdir()
     sub[KEY + ["label"]].assign(p=1 / (1 + np.exp(-z))).to_parquet(tmp_path / "new" / PREDICTIONS, index=False)
-    m = evaluate_stage({"CRM": tmp_path / "crm", "RecLoRA": tmp_path / "new"}, tmp_path / "report", data_dir=data,
-                       registry_uri=str(reg), params=params)  # fmt: skip
+    m = evaluate_stage(
+        {"CRM": tmp_path / "crm", "RecLoRA": tmp_path / "new"},
+        tmp_path / "report",
+        data_dir=data,
+        registry_uri=str(reg),
+        params=params,
+    )
 
     champ = m["gate"]["champion"]
     assert champ["status"] == "scored" and champ["version"] == "v0001" and champ["stored"]["auc"] == 0.99
@@ -337,9 +420,18 @@ def test_the_champion_is_rescored_on_the_challengers_samples(tmp_path, tiny_llam
     assert again["version"] == "v0001"
     np.testing.assert_allclose(again["p"], sub["p"].to_numpy(), atol=1e-5)
     # the registration applies it and keeps every figure
-    r = register_and_gate(reg, rules=PromotionRules.from_params(params["pipeline"]["promotion"]),
-                          crm_dir=tmp_path / "crm", adapter_dir=tmp_path / "old", retrieval_dir=ret, items_path=data,
-                          params=kept, metrics=m, lineage={}, base_model=str(tiny_llama_dir))  # fmt: skip
+    r = register_and_gate(
+        reg,
+        rules=PromotionRules.from_params(params["pipeline"]["promotion"]),
+        crm_dir=tmp_path / "crm",
+        adapter_dir=tmp_path / "old",
+        retrieval_dir=ret,
+        items_path=data,
+        params=kept,
+        metrics=m,
+        lineage={},
+        base_model=str(tiny_llama_dir),
+    )
     assert r["promoted"] and r["previous_champion"] == "v0001" and champion(reg)["version"] == "v0002"
     ev = champion(reg)["promotion"]["evidence"]
     assert ev["champion"]["auc"] == pytest.approx(ch_auc) and ev["champion"]["stored"]["auc"] == 0.99
@@ -353,16 +445,27 @@ def test_the_evaluate_component_logs_the_decision_and_the_slices(prepared, tmp_p
     from components.evaluate.component import evaluate
 
     data, test, params = prepared
-    runs = {k: _predictions(tmp_path / k, test, s, i) for i, (k, s) in enumerate((("crm", 1.0), ("lora", 0.5), ("rec", 2.5)))}
+    runs = {
+        k: _predictions(tmp_path / k, test, s, i)
+        for i, (k, s) in enumerate((("crm", 1.0), ("lora", 0.5), ("rec", 2.5)))
+    }
     from kfp.dsl import ClassificationMetrics, Metrics
 
     out = {k: FakeArtifact(tmp_path / "out" / k) for k in ("report", "report_files", "summary")}
     out["stats"] = Metrics(name="stats", uri=str(tmp_path / "out" / "stats"))
     out["roc"] = ClassificationMetrics(name="roc", uri=str(tmp_path / "out" / "roc"))
     (tmp_path / "out").mkdir()
-    r = evaluate(crm=FakeArtifact(runs["crm"]), lora=FakeArtifact(runs["lora"]), reclora=FakeArtifact(runs["rec"]),
-                 data=FakeArtifact(data), registry_uri="", data_version="abc", profile="", overrides=params,
-                 **out)  # fmt: skip
+    r = evaluate(
+        crm=FakeArtifact(runs["crm"]),
+        lora=FakeArtifact(runs["lora"]),
+        reclora=FakeArtifact(runs["rec"]),
+        data=FakeArtifact(data),
+        registry_uri="",
+        data_version="abc",
+        profile="",
+        overrides=params,
+        **out,
+    )
     m = json.loads((tmp_path / "out" / "report_files" / "metrics.json").read_text())
     stats = out["stats"].metadata
     assert r.promote is True and stats["promote"] == 1.0 and r.decision == m["gate"]["decision"]["reason"]
@@ -382,12 +485,24 @@ def test_train_evaluate_cli_prints_the_decision(prepared, tmp_path):
 
     data, test, _ = prepared
     crm, rec = _predictions(tmp_path / "crm", test, 1.0, 7), _predictions(tmp_path / "rec", test, 3.0, 8)
-    proc = reclora("train", "evaluate", "--run", f"CRM={crm}", "--run", f"RecLoRA={rec}", "--out", str(tmp_path / "rep"),
-                   "--data", str(data))  # fmt: skip
+    proc = reclora(
+        "train",
+        "evaluate",
+        "--run",
+        f"CRM={crm}",
+        "--run",
+        f"RecLoRA={rec}",
+        "--out",
+        str(tmp_path / "rep"),
+        "--data",
+        str(data),
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["decision"].startswith("promoted (RecLoRA, on the same") and set(out["models"]) == {"CRM", "RecLoRA"}
     assert out["models"]["RecLoRA"]["ece"] >= 0 and (tmp_path / "rep" / "slices.png").is_file()
-    proc = reclora("train", "evaluate", "--run", f"CRM={crm}", "--out", str(tmp_path / "rep2"), "--registry", str(tmp_path))
+    proc = reclora(
+        "train", "evaluate", "--run", f"CRM={crm}", "--out", str(tmp_path / "rep2"), "--registry", str(tmp_path)
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "needs the prepared data" in proc.stderr
     assert not (tmp_path / "rep2").exists()

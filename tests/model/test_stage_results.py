@@ -65,7 +65,9 @@ def test_stage_results_declare_their_fields_and_the_llm_stage_scores_through_sco
     model, feat = load_crm(tmp_path / "crm" / "model")
     style = PromptStyle(NOUNS[meta["dataset"]], float(meta["label_threshold"]))
     scorer = ScoringModel(adapter, tok, model, feat, style, int(tp["max_length"]))
-    p = score_samples(scorer, ev, tables.items, tables.users, batch_size=int(tp["predict_batch_size"]), precision="fp32")
+    p = score_samples(
+        scorer, ev, tables.items, tables.users, batch_size=int(tp["predict_batch_size"]), precision="fp32"
+    )
     # the same weights, prompts, signals, anchors, batches and precision (fp32): the same computation, bit for bit
     np.testing.assert_array_equal(p, written["p"].to_numpy())
     assert llm["eval"]["n"] == len(ev)

@@ -27,15 +27,24 @@ _TRAINER = "manifests/base/crds/trainer.kubeflow.org_{}.yaml"
 _SPARK = "config/crd/bases/sparkoperator.k8s.io_sparkapplications.yaml"
 _PROFILE = "components/profile-controller/manifests/kustomize/base/crd/kubeflow.org_profiles.yaml"
 SOURCES = [
-    *[("kserve", "kserve/kserve", label, ref, _KSERVE.format(k))
-      for label, ref in (("v0.16.0", "v0.16.0"), ("v0.20.0", "v0.20.0"), ("main", "HEAD"))
-      for k in ("inferenceservices", "servingruntimes")],
-    *[("trainer", "kubeflow/trainer", label, ref, _TRAINER.format(k))
-      for label, ref in (("v2.0.0", "v2.0.0"), ("v2.2.0", "v2.2.0"), ("v2.3.0", "v2.3.0"), ("main", "HEAD"))
-      for k in ("trainingruntimes", "trainjobs")],
-    *[("spark-operator", "kubeflow/spark-operator", label, ref, _SPARK)
-      for label, ref in (("v2.3.0", "v2.3.0"), ("v2.5.2", "v2.5.2"), ("main", "HEAD"))],
-    *[("profile", "kubeflow/dashboard", label, ref, _PROFILE) for label, ref in (("v2.0.0", "v2.0.0"), ("main", "HEAD"))],
+    *[
+        ("kserve", "kserve/kserve", label, ref, _KSERVE.format(k))
+        for label, ref in (("v0.16.0", "v0.16.0"), ("v0.20.0", "v0.20.0"), ("main", "HEAD"))
+        for k in ("inferenceservices", "servingruntimes")
+    ],
+    *[
+        ("trainer", "kubeflow/trainer", label, ref, _TRAINER.format(k))
+        for label, ref in (("v2.0.0", "v2.0.0"), ("v2.2.0", "v2.2.0"), ("v2.3.0", "v2.3.0"), ("main", "HEAD"))
+        for k in ("trainingruntimes", "trainjobs")
+    ],
+    *[
+        ("spark-operator", "kubeflow/spark-operator", label, ref, _SPARK)
+        for label, ref in (("v2.3.0", "v2.3.0"), ("v2.5.2", "v2.5.2"), ("main", "HEAD"))
+    ],
+    *[
+        ("profile", "kubeflow/dashboard", label, ref, _PROFILE)
+        for label, ref in (("v2.0.0", "v2.0.0"), ("main", "HEAD"))
+    ],
 ]
 
 
@@ -60,18 +69,28 @@ def main(argv: list[str]) -> None:
         commit = _git(gitdir, "rev-parse", f"{ref}^{{commit}}").strip()
         (crd,) = [d for d in yaml.safe_load_all(_git(gitdir, "show", f"{commit}:{path}")) if d]
         kind = crd["spec"]["names"]["kind"]
-        versions = {v["name"]: _strip(v["schema"]["openAPIV3Schema"]) for v in crd["spec"]["versions"] if v.get("served")}
+        versions = {
+            v["name"]: _strip(v["schema"]["openAPIV3Schema"]) for v in crd["spec"]["versions"] if v.get("served")
+        }
         body = {"group": crd["spec"]["group"], "kind": kind, "scope": crd["spec"]["scope"], "versions": versions}
         text = json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
         out = written.get(text) or HERE / "crds" / f"{kind.lower()}@{label}.json"  # identical schemas: one file
         if text not in written:
             out.write_text(text)
             written[text] = out
-        records.append({
-            "component": component, "kind": kind, "version": label, "repository": f"github.com/{repo}",
-            "ref": "main" if ref == "HEAD" else ref, "commit": commit, "path": path, "license": LICENSE,
-            "file": f"crds/{out.name}",
-        })
+        records.append(
+            {
+                "component": component,
+                "kind": kind,
+                "version": label,
+                "repository": f"github.com/{repo}",
+                "ref": "main" if ref == "HEAD" else ref,
+                "commit": commit,
+                "path": path,
+                "license": LICENSE,
+                "file": f"crds/{out.name}",
+            }
+        )
     (HERE / "sources.json").write_text(json.dumps(records, indent=1) + "\n")
 
 

@@ -8,8 +8,9 @@ subset, sharing one cache of frozen-layer states. Writes FILE.json and FILE.png.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from reclora.config import Params, as_params
 from reclora.io import refuse_overlap, write_json
@@ -26,7 +27,10 @@ def plot_curve(result: Mapping[str, Any], png: str | Path) -> Path:
 
     sizes = [int(n) for n in result["sizes"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric, label in ((axes[0], "auc", "test AUC (higher is better)"), (axes[1], "logloss", "test LogLoss (lower is better)")):
+    for ax, metric, label in (
+        (axes[0], "auc", "test AUC (higher is better)"),
+        (axes[1], "logloss", "test LogLoss (lower is better)"),
+    ):
         for name in MODELS:
             ys = [result["sizes"][str(n)][name][metric] for n in sizes]
             ax.plot(sizes, ys, marker="o", label=name)
@@ -76,7 +80,9 @@ def bench_curve(
         params = params.updated(train={"eval_samples": eval_samples})
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}-work"
-    refuse_overlap({"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
+    refuse_overlap(
+        {"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path}
+    )
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     timed = Timer(secs, "bench curve")
@@ -93,18 +99,34 @@ def bench_curve(
         points[str(n)] = {}
         for name, (kind, crm) in MODELS.items():
             d = work / f"{kind}-{n}"
-            r = timed(f"{kind}_{n}", llm_stage, kind, work / "prepared", work / "retrieved", crm and work / crm, d,
-                      params=sized, model_path=model_path, progress=progress,
-                      cache_dir=work / "layer-cache")  # fmt: skip
-            points[str(n)][name] = r["eval"] | {"seconds": r["seconds"], "best_epoch": r["train"].get("best_epoch"),
-                                                "train_samples": r["train_samples"]}  # fmt: skip
+            r = timed(
+                f"{kind}_{n}",
+                llm_stage,
+                kind,
+                work / "prepared",
+                work / "retrieved",
+                crm and work / crm,
+                d,
+                params=sized,
+                model_path=model_path,
+                progress=progress,
+                cache_dir=work / "layer-cache",
+            )
+            points[str(n)][name] = r["eval"] | {
+                "seconds": r["seconds"],
+                "best_epoch": r["train"].get("best_epoch"),
+                "train_samples": r["train_samples"],
+            }
             if crm_eval is None:  # the CRM on exactly the samples the LLM models are scored on
                 ev = pd.read_parquet(d / PREDICTIONS)[["user_id", "item_id", "timestamp"]]
                 c = pd.read_parquet(work / "crm" / PREDICTIONS).merge(ev, on=["user_id", "item_id", "timestamp"])
                 crm_eval = ctr_metrics(c["label"].to_numpy(), c["p"].to_numpy())
                 evaluated = int(len(c))
-            print(f"[bench curve] {name} @ {n}: AUC {r['eval']['auc']:.4f}, LogLoss {r['eval']['logloss']:.4f} "
-                  f"(CRM {crm_eval['auc']:.4f} / {crm_eval['logloss']:.4f})", flush=True)  # fmt: skip
+            print(
+                f"[bench curve] {name} @ {n}: AUC {r['eval']['auc']:.4f}, LogLoss {r['eval']['logloss']:.4f} "
+                f"(CRM {crm_eval['auc']:.4f} / {crm_eval['logloss']:.4f})",
+                flush=True,
+            )
         # every finished size is on disk (JSON and PNG): a long run stopped later keeps its points
         result = {
             "benchmark": "curve",

@@ -18,8 +18,9 @@ import contextlib
 import io
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import numpy as np
@@ -110,21 +111,31 @@ def train_peer_din(
             pad[:, :w] = x[k][:, :w]
             x[k] = pad
         x["seq_length"] = np.minimum(x["seq_length"], width)
-    cols = [SparseFeat("user_id", featurizer.n_users, embedding_dim=d),
-            SparseFeat("item_id", featurizer.n_items, embedding_dim=d)]  # fmt: skip
-    cols += [SparseFeat(f"user_{n}", s, embedding_dim=d) for n, s in zip(featurizer.field_names, featurizer.field_sizes)]
+    cols = [
+        SparseFeat("user_id", featurizer.n_users, embedding_dim=d),
+        SparseFeat("item_id", featurizer.n_items, embedding_dim=d),
+    ]
+    cols += [
+        SparseFeat(f"user_{n}", s, embedding_dim=d) for n, s in zip(featurizer.field_names, featurizer.field_sizes)
+    ]
     cols += [
         VarLenSparseFeat(SparseFeat("genres", featurizer.n_genres + 1, embedding_dim=d), xt["genres"].shape[1], "mean"),
-        VarLenSparseFeat(SparseFeat("hist_item_id", featurizer.n_items, embedding_dim=d, embedding_name="item_id"),
-                         width, length_name="seq_length"),  # fmt: skip
-        VarLenSparseFeat(SparseFeat("hist_rating", featurizer.n_ratings, embedding_dim=d), width, "mean",
-                         length_name="seq_length"),  # fmt: skip
+        VarLenSparseFeat(
+            SparseFeat("hist_item_id", featurizer.n_items, embedding_dim=d, embedding_name="item_id"),
+            width,
+            length_name="seq_length",
+        ),
+        VarLenSparseFeat(
+            SparseFeat("hist_rating", featurizer.n_ratings, embedding_dim=d), width, "mean", length_name="seq_length"
+        ),
     ]
     torch.manual_seed(crm.seed)
-    model = models.DIN(cols, ["item_id"], dnn_hidden_units=tuple(crm.mlp),
-                       dnn_dropout=crm.dropout, seed=crm.seed, device="cpu")  # fmt: skip
-    model.compile(torch.optim.AdamW(model.parameters(), lr=crm.lr, weight_decay=crm.weight_decay),
-                  "binary_crossentropy")  # fmt: skip
+    model = models.DIN(
+        cols, ["item_id"], dnn_hidden_units=tuple(crm.mlp), dnn_dropout=crm.dropout, seed=crm.seed, device="cpu"
+    )
+    model.compile(
+        torch.optim.AdamW(model.parameters(), lr=crm.lr, weight_decay=crm.weight_decay), "binary_crossentropy"
+    )
     yt, yv = train["label"].to_numpy().astype(np.float32), valid["label"].to_numpy()
     from reclora.crm.train import EpochLog
 
@@ -138,8 +149,12 @@ def train_peer_din(
     best = log.restore_best(model)["valid_auc"]
     aucs = [round(e["valid_auc"], 6) for e in log.epochs]
     p = model.predict(xs, batch_size=4096).reshape(-1).astype(np.float64)
-    return p, {"valid_auc_by_epoch": aucs, "best_valid_auc": round(best, 6), "seconds": round(time.perf_counter() - t0, 1),
-               "library": f"deepctr-torch {_version()}"}  # fmt: skip
+    return p, {
+        "valid_auc_by_epoch": aucs,
+        "best_valid_auc": round(best, 6),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "library": f"deepctr-torch {_version()}",
+    }
 
 
 def _version() -> str:
@@ -148,8 +163,13 @@ def _version() -> str:
     return version("deepctr-torch")
 
 
-def peer_stage(data_dir: str | Path, retrieved_dir: str | Path, crm_dir: str | Path, out_dir: str | Path,
-               params: Params | Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def peer_stage(
+    data_dir: str | Path,
+    retrieved_dir: str | Path,
+    crm_dir: str | Path,
+    out_dir: str | Path,
+    params: Params | Mapping[str, Any],
+) -> dict[str, Any]:
     """Train the peer DIN on the bench's samples and write its predictions for the evaluation
     subset (the same rows as the LLM runs) in the stages' layout (predictions.parquet, metrics.json).
     ``params``: the run's params (a :class:`~reclora.config.Params` or its mapping: ``crm``, ``train``'s
@@ -157,15 +177,21 @@ def peer_stage(data_dir: str | Path, retrieved_dir: str | Path, crm_dir: str | P
     from reclora.crm import load_crm
     from reclora.evaluation import ctr_metrics
     from reclora.io import atomic_dir, write_json
-    from reclora.stages import KEY, PREDICTIONS, _read_samples, eval_subset
+    from reclora.stages import KEY, PREDICTIONS, eval_subset, read_samples
 
-    s = _read_samples(Path(retrieved_dir))
+    s = read_samples(Path(retrieved_dir))
     _, feat = load_crm(Path(crm_dir) / "model")
     params = as_params(params)
     ev = eval_subset(s["test"], params.train.eval_samples, params.train.seed)
-    train, valid = (s[k].iloc[np.arange(len(s[k]))] for k in ("train", "valid"))  # materialized: a benchmark of ML-100K size
+    train, valid = (
+        s[k].iloc[np.arange(len(s[k]))] for k in ("train", "valid")
+    )  # materialized: a benchmark of ML-100K size
     p, summary = train_peer_din(train, valid, ev, feat, params.crm)
-    summary = {"model": PEER_NAME, "train_samples": int(len(train)), "eval": ctr_metrics(ev["label"].to_numpy(), p)} | summary
+    summary = {
+        "model": PEER_NAME,
+        "train_samples": int(len(train)),
+        "eval": ctr_metrics(ev["label"].to_numpy(), p),
+    } | summary
     with atomic_dir(Path(out_dir)) as tmp:
         ev[KEY + ["label"]].assign(p=p).to_parquet(tmp / PREDICTIONS, index=False)
         write_json(tmp / "metrics.json", summary)

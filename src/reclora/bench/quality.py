@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.config import Params, as_params
 from reclora.errors import ValidationFailed
@@ -47,8 +48,16 @@ class Timer:
         return r
 
 
-def prepare_and_train_crm(dataset: str, path: str | Path | None, work: Path, params: Params, timed: Timer,
-                          max_users: int, model_path: str | None, progress: bool) -> tuple[dict, dict]:  # fmt: skip
+def prepare_and_train_crm(
+    dataset: str,
+    path: str | Path | None,
+    work: Path,
+    params: Params,
+    timed: Timer,
+    max_users: int,
+    model_path: str | None,
+    progress: bool,
+) -> tuple[dict, dict]:
     """The shared first half of the quality and curve benchmarks: prepare -> validate (a failure
     raises ValidationFailed) -> retrieve -> CRM, into ``work``. Returns (prepare summary, CRM summary)."""
     from reclora.data import prepare
@@ -65,7 +74,9 @@ def prepare_and_train_crm(dataset: str, path: str | Path | None, work: Path, par
     return data, crm
 
 
-def auc_diff_intervals(runs: Mapping[str, Path], reference: str, names: list[str], n_boot: int = 1000) -> dict[str, Any]:
+def auc_diff_intervals(
+    runs: Mapping[str, Path], reference: str, names: list[str], n_boot: int = 1000
+) -> dict[str, Any]:
     """Paired bootstrap 95% interval of AUC(name) - AUC(reference) on the samples both scored."""
     import pandas as pd
 
@@ -110,7 +121,9 @@ def bench_quality(
     ablations = quality.ablations if ablations is None else ablations
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}-work"
-    refuse_overlap({"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path})
+    refuse_overlap(
+        {"--out": out, "--work": work}, {"--path": path if dataset != "synthetic" else None, "--model": model_path}
+    )
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     timed = Timer(secs, "bench quality")
@@ -123,8 +136,16 @@ def bench_quality(
     residual = params.updated(adapter={"readout": "crm_residual"})
 
     def llm_run(name: str, key: str, kind: str, retrieved: str, crm_dir: str | None, **kw: Any) -> None:
-        llm[name] = timed(key, llm_stage, kind, work / "prepared", work / retrieved, crm_dir and work / crm_dir,
-                          work / key, **(common | kw))  # fmt: skip
+        llm[name] = timed(
+            key,
+            llm_stage,
+            kind,
+            work / "prepared",
+            work / retrieved,
+            crm_dir and work / crm_dir,
+            work / key,
+            **(common | kw),
+        )
         runs[name] = work / key
 
     peer_note, peer = None, None
@@ -142,29 +163,49 @@ def bench_quality(
     llm_run("RecLoRA", "reclora", "reclora", "retrieved", "crm")
     llm_run("RecLoRA + CRM residual", "reclora-residual", "reclora", "retrieved", "crm", params=residual)
     # two-stage: every meta-LoRA starts from the vanilla LoRA just trained, then the mixing is learned
-    llm_run("RecLoRA (two-stage)", "reclora-two-stage", "reclora", "retrieved", "crm", init_from=work / "lora" / "adapter")
+    llm_run(
+        "RecLoRA (two-stage)", "reclora-two-stage", "reclora", "retrieved", "crm", init_from=work / "lora" / "adapter"
+    )
     if ablations:
         llm_run("RecLoRA (uniform gate)", "reclora-uniform", "reclora", "retrieved", "crm", gate="uniform")
-        llm_run("RecLoRA + CRM residual (no text path)", "reclora-residual-no-text", "reclora", "retrieved", "crm",
-                params=residual, text_path=False)  # fmt: skip
+        llm_run(
+            "RecLoRA + CRM residual (no text path)",
+            "reclora-residual-no-text",
+            "reclora",
+            "retrieved",
+            "crm",
+            params=residual,
+            text_path=False,
+        )
         timed("retrieve_recent", retrieve_stage, work / "prepared", work / "retrieved-recent", params, mode="recent")
         recent = work / "retrieved-recent"
         timed("crm_recent", crm_stage, work / "prepared", recent, work / "crm-recent", params, progress=progress)
         llm_run("RecLoRA (recent-K)", "reclora-recent", "reclora", "retrieved-recent", "crm-recent")
     report = timed(
-        "evaluate", evaluate_stage, runs, work / "report",
+        "evaluate",
+        evaluate_stage,
+        runs,
+        work / "report",
         {"dataset": dataset, "source": str(path) if path else None, "data": data},
-        data_dir=work / "prepared", challenger="RecLoRA", params=params,
-    )  # fmt: skip
+        data_dir=work / "prepared",
+        challenger="RecLoRA",
+        params=params,
+    )
     intervals = auc_diff_intervals(runs, "CRM", [n for n in runs if n.startswith("RecLoRA")])
     n_eval = report["context"]["evaluated_samples"]
     for n, ci in intervals.items():
-        print(f"[bench quality] AUC({n}) - AUC(CRM) = {ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}] "
-              f"(95%, paired bootstrap, on the same {n_eval:,} samples)", flush=True)  # fmt: skip
+        print(
+            f"[bench quality] AUC({n}) - AUC(CRM) = {ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}] "
+            f"(95%, paired bootstrap, on the same {n_eval:,} samples)",
+            flush=True,
+        )
     table = [m for m in SLICE_TABLE if m in runs]
-    print(f"[bench quality] slices (AUC [95% paired bootstrap interval] on the same {n_eval:,} samples; "
-          f"CRM on the whole test split: AUC {crm['test']['auc']:.4f}, {crm['test']['n']:,} samples):\n"
-          + slice_table_text(report["slices"]["rows"], table, ["RecLoRA - CRM"]), flush=True)  # fmt: skip
+    print(
+        f"[bench quality] slices (AUC [95% paired bootstrap interval] on the same {n_eval:,} samples; "
+        f"CRM on the whole test split: AUC {crm['test']['auc']:.4f}, {crm['test']['n']:,} samples):\n"
+        + slice_table_text(report["slices"]["rows"], table, ["RecLoRA - CRM"]),
+        flush=True,
+    )
     models = report["models"]
     result = {
         "benchmark": "quality",
@@ -173,13 +214,19 @@ def bench_quality(
         "models": {n: {k: m.get(k) for k in ("auc", "logloss", "accuracy", "n")} for n, m in models.items()},
         "crm_full_test": crm["test"],
         "samples": {
-            "interactions": data["rows"], "users": data["users"], "items": data["items"],
-            "splits": data["samples"], "few2many_train": params.train.sample_size,
+            "interactions": data["rows"],
+            "users": data["users"],
+            "items": data["items"],
+            "splits": data["samples"],
+            "few2many_train": params.train.sample_size,
             "evaluated": report.get("context", {}).get("evaluated_samples"),
-        },  # fmt: skip
+        },
         "auc_diff_vs_crm": intervals,
-        "slices": {"definitions": report["slices"]["definitions"], "min_samples": report["slices"]["min_samples"],
-                   "rows": report["slices"]["rows"]},
+        "slices": {
+            "definitions": report["slices"]["definitions"],
+            "min_samples": report["slices"]["min_samples"],
+            "rows": report["slices"]["rows"],
+        },
         "peer": peer or {"skipped": peer_note},
         "llm_train": {n: r["train"] for n, r in llm.items()},
         "diagnostics": {n: r.get("diagnostics") for n, r in llm.items() if r.get("diagnostics")},

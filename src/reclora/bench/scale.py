@@ -36,8 +36,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.config import Params, as_params
 
@@ -121,7 +122,11 @@ def _crm_batches(work: Path, params: Params, n_batches: int) -> dict[str, Any]:
         if done >= n_batches:
             break
     dt = time.perf_counter() - t_first if t_first is not None else 0.0
-    return {"batches": done, "batch_size": cfg.batch_size, "crm_samples_per_s": round(n_timed / dt, 1) if dt > 0 else None}
+    return {
+        "batches": done,
+        "batch_size": cfg.batch_size,
+        "crm_samples_per_s": round(n_timed / dt, 1) if dt > 0 else None,
+    }
 
 
 def _embed_items(work: Path, params: Params) -> dict[str, Any]:
@@ -141,19 +146,34 @@ def _embed_items(work: Path, params: Params) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=work) as cache:
         t0 = time.perf_counter()
         prec = choose(params.train.precision, "cpu")
-        _, emb = load_or_embed_items(items, model, retrieval.embedding_batch_size, Path(cache), progress=False,
-                                     layers=retrieval.embedding_layers, precision=prec)  # fmt: skip
+        _, emb = load_or_embed_items(
+            items,
+            model,
+            retrieval.embedding_batch_size,
+            Path(cache),
+            progress=False,
+            layers=retrieval.embedding_layers,
+            precision=prec,
+        )
         dt = time.perf_counter() - t0
-    return {"items": int(len(items)), "dim": int(emb.shape[1]), "items_per_s": round(len(items) / dt, 1),
-            "layers": retrieval.embedding_layers, "precision": prec.name}  # fmt: skip
+    return {
+        "items": int(len(items)),
+        "dim": int(emb.shape[1]),
+        "items_per_s": round(len(items) / dt, 1),
+        "layers": retrieval.embedding_layers,
+        "precision": prec.name,
+    }
 
 
 _IMPORTS = {
-    "generate": ["reclora.data.synthetic"], "prepare": ["reclora.data"], "validate": ["reclora.validation"],
-    "features": ["reclora.features.stage"], "retrieve": ["reclora.stages", "reclora.retrieval", "reclora.llm"],
+    "generate": ["reclora.data.synthetic"],
+    "prepare": ["reclora.data"],
+    "validate": ["reclora.validation"],
+    "features": ["reclora.features.stage"],
+    "retrieve": ["reclora.stages", "reclora.retrieval", "reclora.llm"],
     "crm": ["torch", "reclora.crm", "reclora.crm.stream", "reclora.retrieval.layout", "reclora.stages.crm"],
     "embed": ["torch", "transformers", "reclora.retrieval.embeddings", "reclora.llm"],
-}  # fmt: skip
+}
 
 
 def _child_main(argv: list[str]) -> int:
@@ -242,10 +262,17 @@ def bench_scale(
     out = Path(out)
     work = Path(work) if work else out.with_name(out.stem + "-work")
     result: dict[str, Any] = {
-        "benchmark": "scale", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "hardware": hardware_info(), "precision": choose(params.train.precision, "cpu", log=False).as_dict(),  # the embed stage's
-        "mode": mode, "crm_batches": crm_batches, "seed": seed, "stages": list(stages), "repeats": repeats, "sizes": {},
-    }  # fmt: skip
+        "benchmark": "scale",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "hardware": hardware_info(),
+        "precision": choose(params.train.precision, "cpu", log=False).as_dict(),  # the embed stage's
+        "mode": mode,
+        "crm_batches": crm_batches,
+        "seed": seed,
+        "stages": list(stages),
+        "repeats": repeats,
+        "sizes": {},
+    }
     opts_base = {"mode": mode, "crm_batches": crm_batches, "seed": seed, "params": params.to_dict()}
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
     failed: set[int] = set()
@@ -373,8 +400,10 @@ def plot_scale(result: dict[str, Any], path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     reps = int(result.get("repeats", 1))
-    fig.suptitle(f"reclora bench scale (retrieval: {result['mode']}, CRM: {result['crm_batches']} batches"
-                 + (f", median of {reps} runs)" if reps > 1 else ")"))  # fmt: skip
+    fig.suptitle(
+        f"reclora bench scale (retrieval: {result['mode']}, CRM: {result['crm_batches']} batches"
+        + (f", median of {reps} runs)" if reps > 1 else ")")
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,11 +19,11 @@ the same load test against each in one run: the forced-bf16 vs auto comparison.
 from __future__ import annotations
 
 import ipaddress
-import json
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -100,11 +100,17 @@ def _phase(url: str, payloads: list[dict], duration_s: float, concurrency: int, 
     pct = {f"p{q}_ms": (round(float(np.percentile(ms, q)), 2) if len(ms) else None) for q in (50, 95, 99)}
     rows = sum(sum(len(i["candidates"]) for i in p["instances"]) for p in payloads[:done])
     return {
-        "requests": done, "ok": len(lat), "errors": len(errors), "first_errors": errors[:3],
-        "seconds": round(wall, 3), "requests_per_s": round(done / wall, 3) if wall else None,
-        "rows_per_s": round(rows / wall, 3) if wall else None, "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
-        **pct, "stopped_by": "count" if done >= len(payloads) else "time",
-    }  # fmt: skip
+        "requests": done,
+        "ok": len(lat),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "seconds": round(wall, 3),
+        "requests_per_s": round(done / wall, 3) if wall else None,
+        "rows_per_s": round(rows / wall, 3) if wall else None,
+        "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
+        **pct,
+        "stopped_by": "count" if done >= len(payloads) else "time",
+    }
 
 
 def _healthy(base: str, timeout_s: float) -> bool:
@@ -156,11 +162,15 @@ def _roofline(before: dict[str, Any], after: dict[str, Any] | None, phases: dict
     best = max((p for p in phases.values() if p.get("rows_per_s")), key=lambda p: p["rows_per_s"], default=None)
     rps = best["rows_per_s"] if best else 0.0
     return {
-        "precision": prec, "threads": threads, "rows_scored": d["rows"],
-        "tokens_per_row": round(d["tokens"] / rows, 2), "flops_per_row": flops_row, "rows_per_s": rps,
+        "precision": prec,
+        "threads": threads,
+        "rows_scored": d["rows"],
+        "tokens_per_row": round(d["tokens"] / rows, 2),
+        "flops_per_row": flops_row,
+        "rows_per_s": rps,
         "matmul_peak_gflops": round(peak, 2),
         "roofline_ratio": round(rps * flops_row / (peak * 1e9), 4) if peak > 0 else None,
-    }  # fmt: skip
+    }
 
 
 def bench_serve(
@@ -188,15 +198,26 @@ def bench_serve(
     ``roofline_ratio``, see :func:`_roofline`), ``precision`` and ``hardware``.
     """
     _check_loopback(url)
-    if requests < 1 or duration_s <= 0 or concurrency < 1 or batch < 1 or (single_requests is not None and single_requests < 1):
+    if (
+        requests < 1
+        or duration_s <= 0
+        or concurrency < 1
+        or batch < 1
+        or (single_requests is not None and single_requests < 1)
+    ):
         raise ConfigError("requests, single_requests, duration_s, concurrency and batch must be positive")
     users = list(users) if users is not None else list(range(1, 51))
     items = list(items) if items is not None else list(range(1, 51))
     endpoint = f"{url.rstrip('/')}/v1/models/{model}:predict"
     counts = {"single_user": single_requests or requests, "mixed_users": requests}
-    result: dict[str, Any] = {"url": endpoint, "requests_per_phase": {k: counts[k] for k in phases},
-                              "duration_s_per_phase": duration_s, "concurrency": concurrency, "batch": batch,
-                              "phases": {}}  # fmt: skip
+    result: dict[str, Any] = {
+        "url": endpoint,
+        "requests_per_phase": {k: counts[k] for k in phases},
+        "duration_s_per_phase": duration_s,
+        "concurrency": concurrency,
+        "batch": batch,
+        "phases": {},
+    }
     info_before = _info(url, timeout_s)  # None: a server without /reclora/info (no roofline figures)
     for i, kind in enumerate(phases):
         if kind not in ("single_user", "mixed_users"):
@@ -206,7 +227,9 @@ def bench_serve(
     result["errors"] = sum(p["errors"] for p in result["phases"].values())
     ph = result["phases"]
     if "single_user" in ph and "mixed_users" in ph and ph["single_user"]["rows_per_s"]:
-        result["mixed_vs_single_throughput"] = round(ph["mixed_users"]["rows_per_s"] / ph["single_user"]["rows_per_s"], 3)
+        result["mixed_vs_single_throughput"] = round(
+            ph["mixed_users"]["rows_per_s"] / ph["single_user"]["rows_per_s"], 3
+        )
     result["healthy_after"] = _healthy(url.rstrip("/"), timeout_s)
     if info_before is not None:
         result["serve"] = _roofline(info_before, _info(url, timeout_s), result["phases"])
@@ -220,8 +243,9 @@ def bench_serve(
     return result
 
 
-def _start_server(model: str, precision: str, ref: str, feature_store: str | None, threads: int | None,
-                  log: Path, timeout_s: float) -> tuple[Any, str]:  # fmt: skip
+def _start_server(
+    model: str, precision: str, ref: str, feature_store: str | None, threads: int | None, log: Path, timeout_s: float
+) -> tuple[Any, str]:
     """Start ``python -m reclora.cli.serve`` on a free loopback port at ``precision``; (process, url) once ready.
     Raises RuntimeError with the log's tail when it exits or is not ready in ``timeout_s``."""
     import os
@@ -234,8 +258,21 @@ def _start_server(model: str, precision: str, ref: str, feature_store: str | Non
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
-    cmd = [sys.executable, "-m", "reclora.cli.serve", "--model", str(model), "--ref", ref, "--port", str(port),
-           "--host", "127.0.0.1", "--precision", precision]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "reclora.cli.serve",
+        "--model",
+        str(model),
+        "--ref",
+        ref,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--precision",
+        precision,
+    ]
     if feature_store:
         cmd += ["--feature-store", str(feature_store)]
     if threads:
@@ -247,7 +284,9 @@ def _start_server(model: str, precision: str, ref: str, feature_store: str | Non
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"reclora serve --precision {precision} exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"reclora serve --precision {precision} exited ({proc.returncode}): {log.read_text()[-2000:]}"
+            )
         try:
             if httpx.get(f"{url}/v2/health/ready", timeout=2, trust_env=False).status_code == 200:
                 return proc, url
@@ -255,7 +294,9 @@ def _start_server(model: str, precision: str, ref: str, feature_store: str | Non
             pass
         if time.monotonic() > deadline:
             _stop(proc)
-            raise RuntimeError(f"reclora serve --precision {precision} not ready in {timeout_s:.0f} s: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"reclora serve --precision {precision} not ready in {timeout_s:.0f} s: {log.read_text()[-2000:]}"
+            )
         time.sleep(0.5)
 
 
@@ -303,8 +344,15 @@ def bench_serve_precisions(
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="reclora-bench-serve-") as td:
         for prec in precisions:
-            proc, url = _start_server(str(vdir), prec, ref, str(feature_store) if feature_store else None, threads,
-                                      Path(td) / f"serve-{prec}.log", start_timeout_s)  # fmt: skip
+            proc, url = _start_server(
+                str(vdir),
+                prec,
+                ref,
+                str(feature_store) if feature_store else None,
+                threads,
+                Path(td) / f"serve-{prec}.log",
+                start_timeout_s,
+            )
             try:
                 runs[prec] = bench_serve(url, None, **kw)
             finally:
@@ -312,13 +360,18 @@ def bench_serve_precisions(
     first = precisions[0]
     rps = {p: (r.get("serve") or {}).get("rows_per_s") for p, r in runs.items()}
     result: dict[str, Any] = {
-        "benchmark": "serve", "model": str(vdir), "precisions": list(precisions), "runs": runs,
-        "serve": runs[first].get("serve"), "precision": runs[first].get("precision"),
+        "benchmark": "serve",
+        "model": str(vdir),
+        "precisions": list(precisions),
+        "runs": runs,
+        "serve": runs[first].get("serve"),
+        "precision": runs[first].get("precision"),
         "hardware": runs[first].get("hardware"),
-        "rows_per_s_ratio": {f"{first}_over_{p}": round(rps[first] / rps[p], 3)
-                             for p in precisions[1:] if rps.get(first) and rps.get(p)},
+        "rows_per_s_ratio": {
+            f"{first}_over_{p}": round(rps[first] / rps[p], 3) for p in precisions[1:] if rps.get(first) and rps.get(p)
+        },
         "p50_ms": {p: {k: ph["p50_ms"] for k, ph in r["phases"].items()} for p, r in runs.items()},
-    }  # fmt: skip
+    }
     if out is not None:
         from reclora.io import write_json
 

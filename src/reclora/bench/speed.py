@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ def matmul_peak(precision: str, n: int = 2048, seconds: float = 2.0) -> float:
     precision's autocast, as the model's layers run. ``n`` is halved (down to 256) while one product
     takes more than a quarter of ``seconds`` (software bf16 on an AVX2 CPU), so the measurement stays
     within about ``seconds`` plus the warm-up."""
-    from reclora.precision import decide, Capabilities
+    from reclora.precision import Capabilities, decide
 
     prec = decide(precision, Capabilities(device="cpu"))  # an explicit name: no probe, no query
     while True:
@@ -78,8 +79,17 @@ def forward_flops(config: Any, rows: float, tokens: float, tokens_squared: float
     return float(2 * _layer_params(config) * L * tokens + 4 * d * L * tokens_squared + 2 * d * head_rows * rows)
 
 
-def _time_steps(kind: str, model_path: str, adapter_cfg: dict, batch: int, seq: int, precision: Any,
-                steps: int, warmup: int, seed: int = 0) -> dict[str, float]:  # fmt: skip
+def _time_steps(
+    kind: str,
+    model_path: str,
+    adapter_cfg: dict,
+    batch: int,
+    seq: int,
+    precision: Any,
+    steps: int,
+    warmup: int,
+    seed: int = 0,
+) -> dict[str, float]:
     """Median seconds of ``steps`` train steps (after ``warmup``) of ``kind`` at ``precision`` (a
     :class:`~reclora.precision.Precision`; fp16 with its gradient scaler), random tokens [batch, seq]."""
     from reclora.few2many import build_adapter
@@ -138,13 +148,15 @@ def speed_prompts(
     train = samples["train"]
     few = train.iloc[sample_few(len(train), n, seed)].reset_index(drop=True)
     r = retrieve(few, params.retrieval.k_long, params.retrieval.k_short, "recent", None, None)
-    prompts = build_prompts(r, tables.items, tables.users, noun=NOUNS.get(meta["dataset"], "item"),
-                            threshold=float(meta["label_threshold"]))  # fmt: skip
+    prompts = build_prompts(
+        r, tables.items, tables.users, noun=NOUNS.get(meta["dataset"], "item"), threshold=float(meta["label_threshold"])
+    )
     return prompts, r["label"].to_numpy()
 
 
-def few2many_throughput(model_path: str, adapter_cfg: dict, train_cfg: dict, prompts: list[str], labels: np.ndarray,
-                        seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def few2many_throughput(
+    model_path: str, adapter_cfg: dict, train_cfg: dict, prompts: list[str], labels: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
     """Few2Many training samples/s of vanilla LoRA for one configuration: every epoch's samples over the
     wall time of ``train_adapter`` (caching of the frozen layers included)."""
     from reclora.few2many import TrainConfig, build_adapter, train_adapter
@@ -174,20 +186,28 @@ def few2many_throughput(model_path: str, adapter_cfg: dict, train_cfg: dict, pro
 REFERENCE = {"adapter": {"layers": "all"}, "train": {"cache_lower": False, "bucket": False}}
 
 
-def bench_few2many_speed(model_path: str, params: Params, dataset: str, path: str | Path | None,
-                         n: int, epochs: int) -> dict[str, Any]:  # fmt: skip
+def bench_few2many_speed(
+    model_path: str, params: Params, dataset: str, path: str | Path | None, n: int, epochs: int
+) -> dict[str, Any]:
     """Few2Many training samples/s on real prompts: the reference configuration (all layers, no cache, no
     length buckets) against the run's params (``adapter``, ``train``), same prompts, same epochs; and their ratio."""
     prompts, labels = speed_prompts(dataset, path, n, params)
     train_settings = params.train.to_dict() | {"epochs": epochs, "patience": 0}
-    out: dict[str, Any] = {"dataset": dataset, "samples": n, "epochs": epochs,
-                           "mean_prompt_chars": round(float(np.mean([len(x) for x in prompts])), 1)}  # fmt: skip
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "samples": n,
+        "epochs": epochs,
+        "mean_prompt_chars": round(float(np.mean([len(x) for x in prompts])), 1),
+    }
     runs = {}
     for name, over in (("reference", REFERENCE), ("default", {"adapter": {}, "train": {}})):
         adapter_settings = params.adapter.to_dict() | over["adapter"]
         runs[name] = few2many_throughput(model_path, adapter_settings, train_settings | over["train"], prompts, labels)
-        print(f"[bench speed] few2many {name}: {runs[name]['samples_per_s']:.2f} samples/s "
-              f"(layers {runs[name]['layers']}, cache {runs[name]['cache_lower']}, buckets {runs[name]['bucket']})", flush=True)  # fmt: skip
+        print(
+            f"[bench speed] few2many {name}: {runs[name]['samples_per_s']:.2f} samples/s "
+            f"(layers {runs[name]['layers']}, cache {runs[name]['cache_lower']}, buckets {runs[name]['bucket']})",
+            flush=True,
+        )
     out["runs"] = runs
     out["samples_per_s"] = {k: r["samples_per_s"] for k, r in runs.items()}
     out["speedup"] = round(runs["default"]["samples_per_s"] / runs["reference"]["samples_per_s"], 3)
@@ -217,8 +237,8 @@ def bench_speed(
     run's params (a :class:`~reclora.config.Params` or its mapping); the sizes default to ``bench.speed``'s.
     """
     from reclora.bench.quality import run_info
-    from reclora.llm import resolve_model_path
     from reclora.io import refuse_overlap
+    from reclora.llm import resolve_model_path
     from reclora.lora.config import gate_signal_width
     from reclora.precision import Capabilities, choose, decide
 
@@ -232,8 +252,11 @@ def bench_speed(
     adapter_settings = params.adapter.to_dict() | {"signal_dim": width}
     t_all = time.perf_counter()
     auto = choose("auto", "cpu")
-    precs = {"fp32": decide("fp32", Capabilities(device="cpu")), "bf16": decide("bf16", Capabilities(device="cpu")),
-             "auto": auto}  # fmt: skip
+    precs = {
+        "fp32": decide("fp32", Capabilities(device="cpu")),
+        "bf16": decide("bf16", Capabilities(device="cpu")),
+        "auto": auto,
+    }
     peak = {k: matmul_peak(k) for k in dict.fromkeys(["fp32", "bf16", auto.name])}
     print("[bench speed] matmul peak " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()), flush=True)
     runs: dict[str, dict[str, Any]] = {}
@@ -248,8 +271,9 @@ def bench_speed(
             print(
                 f"[bench speed] {kind:8s} {label} ({prec.name}): {r['step_seconds']:.2f} s/step, {r['tokens_per_s']:.0f} "
                 f"tokens/s, {r['achieved_gflops']:.0f} GFLOP/s = {100 * r['mfu_vs_measured_peak']:.0f}% of the measured "
-                f"{prec.name} peak", flush=True,
-            )  # fmt: skip
+                f"{prec.name} peak",
+                flush=True,
+            )
     step_s = {k: runs[f"reclora_{k}"]["step_seconds"] for k in precs}
     speed = {
         "model": "reclora",
@@ -260,10 +284,19 @@ def bench_speed(
         "mfu": runs["reclora_auto"]["mfu_vs_measured_peak"],
         "mfu_precision": auto.name,
     }
-    print(f"[bench speed] auto = {auto.name}: {step_s['auto']:.2f} s/step, {speed['auto_over_fastest']:.3f}x the fastest "
-          f"forced precision, MFU {speed['mfu']:.2f} of the measured {auto.name} peak", flush=True)  # fmt: skip
-    few = bench_few2many_speed(model_dir, params, dataset, path, few2many_samples or speed_settings.few2many_samples,
-                               speed_settings.few2many_epochs)  # fmt: skip
+    print(
+        f"[bench speed] auto = {auto.name}: {step_s['auto']:.2f} s/step, {speed['auto_over_fastest']:.3f}x the fastest "
+        f"forced precision, MFU {speed['mfu']:.2f} of the measured {auto.name} peak",
+        flush=True,
+    )
+    few = bench_few2many_speed(
+        model_dir,
+        params,
+        dataset,
+        path,
+        few2many_samples or speed_settings.few2many_samples,
+        speed_settings.few2many_epochs,
+    )
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     result = {
         "benchmark": "speed",
@@ -276,9 +309,12 @@ def bench_speed(
         "matmul_peak_gflops": peak,
         "runs": runs,
         "reclora_over_lora_step_time": {
-            prec: runs[f"reclora_{prec}"]["step_seconds"] / runs[f"lora_{prec}"]["step_seconds"] for prec in ("fp32", "bf16")
+            prec: runs[f"reclora_{prec}"]["step_seconds"] / runs[f"lora_{prec}"]["step_seconds"]
+            for prec in ("fp32", "bf16")
         },
-        "bf16_speedup": {k: runs[f"{k}_fp32"]["step_seconds"] / runs[f"{k}_bf16"]["step_seconds"] for k in ("lora", "reclora")},
+        "bf16_speedup": {
+            k: runs[f"{k}_fp32"]["step_seconds"] / runs[f"{k}_bf16"]["step_seconds"] for k in ("lora", "reclora")
+        },
         "speed": speed,
         "few2many": few,
         "peak_rss_gb": round(rss_gb, 3),

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -92,7 +93,7 @@ def refuse_outputs(outputs: dict[str, Any], params: str | None = None) -> None:
     refuse_overlap(outputs, {"--params" if params else "(the params file)": found})
 
 
-def _remember_sets(values: Optional[list[str]]) -> Optional[list[str]]:
+def _remember_sets(values: list[str] | None) -> list[str] | None:
     from reclora.config import set_cli_overrides
 
     set_cli_overrides(values)
@@ -102,9 +103,12 @@ def _remember_sets(values: Optional[list[str]]) -> Optional[list[str]]:
 # `--set section.key=value` (repeatable) on every command that reads params.yaml: applied, typed by
 # the value params.yaml has there, whenever the command loads its params (bad ones: `error:`, exit 2).
 SET_OPTION: Any = typer.Option(
-    None, "--set", metavar="SECTION.KEY=VALUE", callback=_remember_sets,
+    None,
+    "--set",
+    metavar="SECTION.KEY=VALUE",
+    callback=_remember_sets,
     help="Override one params.yaml value for this run, e.g. --set train.sample_size=64 (repeatable).",
-)  # fmt: skip
+)
 
 
 def command_params(path: str | None = None) -> dict[str, Any]:
@@ -122,7 +126,7 @@ def command_params(path: str | None = None) -> dict[str, Any]:
 FEATURES_ALIAS: Any = typer.Option(None, "--features", hidden=True, help="Deprecated name of --feature-store.")
 
 
-def feature_store_option(feature_store: Optional[str], features: Optional[str]) -> Optional[str]:
+def feature_store_option(feature_store: str | None, features: str | None) -> str | None:
     """The ``--feature-store`` value, or the deprecated ``--features`` alias's. Raises ConfigError when both
     are given and differ."""
     from reclora.errors import ConfigError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,14 +17,17 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("prepare")
 def prepare_cmd(
     dataset: str = typer.Option(..., help=f"One of: {', '.join(DATASETS)}."),
-    path: Optional[str] = typer.Option(None, help="Raw data directory (not needed for synthetic)."),
+    path: str | None = typer.Option(None, help="Raw data directory (not needed for synthetic)."),
     out: str = typer.Option(..., help="Output directory (replaced atomically)."),
-    min_history: Optional[int] = typer.Option(None, help="Drop samples with fewer earlier interactions."),
-    max_history: Optional[int] = typer.Option(None, help="Most recent earlier interactions kept per sample."),
-    max_users: Optional[int] = typer.Option(None, help="Seeded sample of N users (0 = all)."),
-    engine: Optional[str] = typer.Option(None, help="pandas (one machine) or spark (Spark local mode here; the `spark` extra). Default: params data.engine."),
-    params: Optional[str] = typer.Option(None, help="params.yaml to use (default: the repository's)."),
-    set_: Optional[list[str]] = SET_OPTION,
+    min_history: int | None = typer.Option(None, help="Drop samples with fewer earlier interactions."),
+    max_history: int | None = typer.Option(None, help="Most recent earlier interactions kept per sample."),
+    max_users: int | None = typer.Option(None, help="Seeded sample of N users (0 = all)."),
+    engine: str | None = typer.Option(
+        None,
+        help="pandas (one machine) or spark (Spark local mode here; the `spark` extra). Default: params data.engine.",
+    ),
+    params: str | None = typer.Option(None, help="params.yaml to use (default: the repository's)."),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Write canonical tables and train/valid/test CTR samples; print one JSON summary line."""
     from reclora.config import load_params, validated
@@ -40,9 +42,14 @@ def prepare_cmd(
         p = validated(p)  # once, here: a bad key or value names itself before any work
         run = prepare_spark if data_engine(p) == "spark" else prepare
         summary = run(
-            dataset, path, out, p,
-            min_history=min_history, max_history=max_history, max_users=max_users,
-        )  # fmt: skip
+            dataset,
+            path,
+            out,
+            p,
+            min_history=min_history,
+            max_history=max_history,
+            max_users=max_users,
+        )
         typer.echo(json.dumps(summary, sort_keys=True))
         return 0
 
@@ -58,8 +65,8 @@ def print_failures(failures: list[dict]) -> None:
 def validate_cmd(
     data: str = typer.Option(..., help="A prepared data directory."),
     report: str = typer.Option(..., help="Where to write the Data Docs HTML and summary.json."),
-    params: Optional[str] = typer.Option(None, help="params.yaml to use (default: the repository's)."),
-    set_: Optional[list[str]] = SET_OPTION,
+    params: str | None = typer.Option(None, help="params.yaml to use (default: the repository's)."),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Run the Great Expectations suites. Exit 0 = pass, 1 = fail (reasons on stderr), 2 = bad input."""
     from reclora.data import dvc_hash

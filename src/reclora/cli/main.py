@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
@@ -34,7 +33,7 @@ app.add_typer(pipeline_cli.app, name="pipeline", help="The KFP pipeline: run loc
 @app.command()
 def demo(
     out: str = typer.Option("runs/demo", help="Directory for the demo's outputs."),
-    set_: Optional[list[str]] = SET_OPTION,
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Run the data stages (prepare + validate) on the synthetic data set and say what was done."""
     from pathlib import Path

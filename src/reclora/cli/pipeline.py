@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Optional
 
 import typer
 
@@ -13,7 +11,7 @@ from reclora.cli.common import SET_OPTION, run_guarded
 app = typer.Typer(no_args_is_help=True)
 
 
-def _overrides(text: Optional[str], option: str = "--overrides") -> dict:
+def _overrides(text: str | None, option: str = "--overrides") -> dict:
     from reclora.errors import ConfigError
 
     if not text:
@@ -29,7 +27,7 @@ def _overrides(text: Optional[str], option: str = "--overrides") -> dict:
     return d
 
 
-def _arguments(text: Optional[str]) -> dict:
+def _arguments(text: str | None) -> dict:
     """Pipeline arguments (JSON) with the command line's --set items merged into their `overrides`."""
     from reclora.config import cli_overrides, deep_merge
 
@@ -42,19 +40,28 @@ def _arguments(text: Optional[str]) -> dict:
 
 @app.command("run")
 def run_cmd(
-    local: bool = typer.Option(True, "--local/--no-local", help="Run with kfp.local on this machine (the only mode here)."),
-    runner: str = typer.Option("subprocess", "--runner", help="subprocess: components in this environment; "
-                               "docker: each in its image (docker, or podman's Docker API; `make images` first)."),
+    local: bool = typer.Option(
+        True, "--local/--no-local", help="Run with kfp.local on this machine (the only mode here)."
+    ),
+    runner: str = typer.Option(
+        "subprocess",
+        "--runner",
+        help="subprocess: components in this environment; "
+        "docker: each in its image (docker, or podman's Docker API; `make images` first).",
+    ),
     dataset: str = typer.Option("synthetic", help="Data set (see `reclora data prepare`)."),
     path: str = typer.Option("", help="Raw data directory (not needed for synthetic)."),
     profile: str = typer.Option("small", help="Named overrides from params.yaml `profiles:` ('' for none)."),
     model: str = typer.Option("", help="Base LLM path or id (default: the embedded SmolLM2-135M)."),
-    overrides: Optional[str] = typer.Option(None, help='JSON merged into params.yaml, e.g. \'{"train": {"sample_size": 64}}\'.'),
-    pipeline_root: Optional[str] = typer.Option(None, help="Where task outputs go (params pipeline.pipeline_root)."),
-    registry: Optional[str] = typer.Option(None, help="Registry URI (params pipeline.registry_uri)."),
-    verbose: bool = typer.Option(False, "--verbose", help="Stream the full logs (kfp, components) here instead of "
-                                 "into <run dir>/pipeline.log."),
-    set_: Optional[list[str]] = SET_OPTION,
+    overrides: str | None = typer.Option(
+        None, help='JSON merged into params.yaml, e.g. \'{"train": {"sample_size": 64}}\'.'
+    ),
+    pipeline_root: str | None = typer.Option(None, help="Where task outputs go (params pipeline.pipeline_root)."),
+    registry: str | None = typer.Option(None, help="Registry URI (params pipeline.registry_uri)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Stream the full logs (kfp, components) here instead of into <run dir>/pipeline.log."
+    ),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Run the whole pipeline on this machine: one line per stage, then where the outputs and reports are."""
     from reclora.errors import ConfigError
@@ -69,25 +76,42 @@ def run_cmd(
         merged = deep_merge(_overrides(overrides), cli_overrides())
         validated(load_params_with(merged, profile or None))  # the run's params, checked before any step starts
         try:
-            r = run_local(dataset, path, profile, model, merged, pipeline_root, registry, runner=runner,
-                          terminal=sys.stdout, log_file=not verbose)  # fmt: skip
+            r = run_local(
+                dataset,
+                path,
+                profile,
+                model,
+                merged,
+                pipeline_root,
+                registry,
+                runner=runner,
+                terminal=sys.stdout,
+                log_file=not verbose,
+            )
         except RuntimeError as e:  # a task failed; kfp says which, the log says why
             typer.echo(f"pipeline run FAILED: {e}", err=True)
             return 1
-        typer.echo(f"pipeline run finished in {r['seconds']:.0f} s ({r['runner']} runner); outputs under {r['run_dir']}")
+        typer.echo(
+            f"pipeline run finished in {r['seconds']:.0f} s ({r['runner']} runner); outputs under {r['run_dir']}"
+        )
         if r["cached_steps"]:
             typer.echo(f"reused cached data steps: {', '.join(r['cached_steps'])}")
         if r.get("log"):
             typer.echo(f"full log:           {r['log']}")
         typer.echo(f"validation report:  {r.get('validation_report')}")
         if not r.get("validation_passed"):
-            typer.echo("STOPPED at validation: the data failed the Great Expectations gate; nothing was trained or registered.", err=True)
+            typer.echo(
+                "STOPPED at validation: the data failed the Great Expectations gate; nothing was trained or registered.",
+                err=True,
+            )
             for line in (r.get("validation_failures") or "").splitlines():
                 typer.echo(f"FAILED {line}", err=True)
             return 1
         typer.echo(f"evaluation report:  {r.get('evaluation_report')}")
-        typer.echo(f"registered adapter: {r.get('registered_version')} in {r.get('registry')} "
-                   f"({'champion' if r.get('promoted') else 'challenger'}: {r.get('promotion_reason')})")  # fmt: skip
+        typer.echo(
+            f"registered adapter: {r.get('registered_version')} in {r.get('registry')} "
+            f"({'champion' if r.get('promoted') else 'challenger'}: {r.get('promotion_reason')})"
+        )
         typer.echo(f"data version:       {r.get('data_version')}")
         return 0
 
@@ -97,10 +121,10 @@ def run_cmd(
 @app.command("compile")
 def compile_cmd(
     out: str = typer.Option("pipeline.yaml", help="IR YAML to write."),
-    cpu_image: Optional[str] = typer.Option(None, help="Image of the data steps (params pipeline.cpu_image)."),
-    gpu_image: Optional[str] = typer.Option(None, help="Image of the training steps (params pipeline.gpu_image)."),
-    profile: Optional[str] = typer.Option(None, help="params.yaml profile for the defaults, e.g. cluster."),
-    set_: Optional[list[str]] = SET_OPTION,
+    cpu_image: str | None = typer.Option(None, help="Image of the data steps (params pipeline.cpu_image)."),
+    gpu_image: str | None = typer.Option(None, help="Image of the training steps (params pipeline.gpu_image)."),
+    profile: str | None = typer.Option(None, help="params.yaml profile for the defaults, e.g. cluster."),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML (the GPU node-pool settings come from params.yaml)."""
     from pipelines.remote import compile_pipeline
@@ -118,9 +142,9 @@ def compile_cmd(
 def submit_cmd(
     host: str = typer.Option(..., help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888."),
     package: str = typer.Option("pipeline.yaml", help="Compiled pipeline (see `compile`)."),
-    arguments: Optional[str] = typer.Option(None, help='Pipeline arguments as JSON, e.g. \'{"dataset": "ml-1m"}\'.'),
-    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace."),
-    set_: Optional[list[str]] = SET_OPTION,
+    arguments: str | None = typer.Option(None, help='Pipeline arguments as JSON, e.g. \'{"dataset": "ml-1m"}\'.'),
+    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace."),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Start one run on a KFP v2 backend."""
     from pipelines.remote import submit
@@ -138,9 +162,9 @@ def schedule_cmd(
     host: str = typer.Option(..., help="KFP API endpoint."),
     cron: str = typer.Option("0 0 3 * * *", help="KFP cron (6 fields, seconds first): daily at 03:00 by default."),
     package: str = typer.Option("pipeline.yaml", help="Compiled pipeline (see `compile`)."),
-    arguments: Optional[str] = typer.Option(None, help="Pipeline arguments as JSON."),
-    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace."),
-    set_: Optional[list[str]] = SET_OPTION,
+    arguments: str | None = typer.Option(None, help="Pipeline arguments as JSON."),
+    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace."),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Create the recurring run for scheduled retraining (no catch-up, one run at a time)."""
     from pipelines.remote import schedule

@@ -7,7 +7,7 @@ Register in cli/main.py with ``app.command("serve")(serve_cli.serve)``; also run
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -22,22 +22,27 @@ def serve(
     ref: str = typer.Option("champion", "--ref", help="Version ref in the registry: champion, latest or vNNNN."),
     port: int = typer.Option(8080, "--port", help="HTTP port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (0.0.0.0 inside a container)."),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="Base LLM path (default: the manifest's)."),
-    feature_store: Optional[str] = typer.Option(
+    base_model: str | None = typer.Option(None, "--base-model", help="Base LLM path (default: the manifest's)."),
+    feature_store: str | None = typer.Option(
         None, "--feature-store", help="Feast repo (the features stage's output or its repo/) for user histories."
     ),
     name: str = typer.Option("reclora", "--name", help="Model name in the URLs (/v1/models/NAME:predict)."),
     max_candidates: int = typer.Option(100, "--max-candidates", help="Most candidates per user in one request."),
-    threads: Optional[int] = typer.Option(
+    threads: int | None = typer.Option(
         None, "--threads", help="torch CPU threads (default: the CPU quota of the container, else the CPUs it may use)."
     ),
-    precision: Optional[str] = typer.Option(
-        None, "--precision", help="auto, fp32, bf16 or fp16 (default: train.precision of this machine's params.yaml, "
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="auto, fp32, bf16 or fp16 (default: train.precision of this machine's params.yaml, "
         "else auto: decided by this server's hardware, never by the precision the version was trained in).",
     ),
-    request_timeout: float = typer.Option(30.0, "--request-timeout", help="Seconds a request may take to arrive "
-                                          "whole (headers and body); a slower one gets a 408 and is closed."),
-    set_: Optional[list[str]] = SET_OPTION,
+    request_timeout: float = typer.Option(
+        30.0,
+        "--request-timeout",
+        help="Seconds a request may take to arrive whole (headers and body); a slower one gets a 408 and is closed.",
+    ),
+    set_: list[str] | None = SET_OPTION,
 ) -> None:
     """Serve a registered RecLoRA version (V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer, /metrics)."""
     from reclora.serving.server import serve as _serve
@@ -59,10 +64,21 @@ def serve(
             raise ConfigError(f"--threads must be >= 1, got {threads}")
         params = _machine_params()
         req = precision or (params.train.precision if params is not None else "auto")
-        _serve(model, port=port, host=host, ref=ref, base_model=base_model, feature_store=feature_store,
-               name=name, max_candidates=max_candidates, num_threads=threads, request_timeout=request_timeout,
-               precision=req, rating_ranges=params.validation.rating_range if params is not None else None,
-               model=params.model if params is not None else None)  # fmt: skip
+        _serve(
+            model,
+            port=port,
+            host=host,
+            ref=ref,
+            base_model=base_model,
+            feature_store=feature_store,
+            name=name,
+            max_candidates=max_candidates,
+            num_threads=threads,
+            request_timeout=request_timeout,
+            precision=req,
+            rating_ranges=params.validation.rating_range if params is not None else None,
+            model=params.model if params is not None else None,
+        )
         return 0
 
     raise typer.Exit(run_guarded(_run))

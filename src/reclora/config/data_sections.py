@@ -22,8 +22,10 @@ class TableSection(Section):
     interactions: str = setting("File name (without extension) of the interactions table.")
     items: str = setting("File name (without extension) of the items table.")
     users: str = setting("File name (without extension) of the users table.")
-    columns: dict[str, str] = setting("Canonical column -> source column (user_id, item_id, rating, timestamp, "
-                                      "title, genres); reclora.data.loaders checks the names.")  # fmt: skip
+    columns: dict[str, str] = setting(
+        "Canonical column -> source column (user_id, item_id, rating, timestamp, "
+        "title, genres); reclora.data.loaders checks the names."
+    )
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,10 @@ class DataSection(Section):
     split: tuple[float, float, float] = setting("Train/valid/test fractions by global timestamp (sum 1).")
     max_users: int = setting("0 = all users; N = a seeded sample of N users (for ML-25M-sized data).")
     seed: int = setting("Seed of the user sample.")
-    engine: Literal["pandas", "spark"] = setting("pandas (one machine) | spark (the same output built by Spark; "
-                                                 "the pipeline's prepare step is then a SparkApplication).")  # fmt: skip
+    engine: Literal["pandas", "spark"] = setting(
+        "pandas (one machine) | spark (the same output built by Spark; "
+        "the pipeline's prepare step is then a SparkApplication)."
+    )
     spark_conf: dict[str, Any] = setting("engine spark: the Spark session's settings (no spark.master).")
     spark_log_level: str = setting("engine spark, local mode: Spark's own log level (OFF, WARN to debug).")
     label_threshold: dict[str, float] = setting("Per data set: label = rating >= threshold.")
@@ -51,10 +55,16 @@ class DataSection(Section):
         self.at_least(0, "min_history", "max_users")
         self.at_least(1, "max_history")
         s = self.split
-        self.require(all(is_finite(f) and f >= 0 for f in s) and abs(sum(s) - 1) <= 1e-6, "split",
-                     "be three non-negative fractions summing to 1")  # fmt: skip
-        self.require(all(is_finite(v) for v in self.label_threshold.values()), "label_threshold",
-                     "map data sets to finite numbers")  # fmt: skip
+        self.require(
+            all(is_finite(f) and f >= 0 for f in s) and abs(sum(s) - 1) <= 1e-6,
+            "split",
+            "be three non-negative fractions summing to 1",
+        )
+        self.require(
+            all(is_finite(v) for v in self.label_threshold.values()),
+            "label_threshold",
+            "map data sets to finite numbers",
+        )
 
 
 @dataclass(frozen=True)
@@ -93,16 +103,22 @@ class ValidationSection(Section):
     positive_rate: tuple[float, float] = setting("[low, high] bounds of the share of positive labels.")
     rating_range: dict[str, tuple[float, float]] = setting("Per data set: [low, high] of a valid rating.")
     future_slack_seconds: float = setting("Timestamps later than now + this many seconds are 'in the future'.")
-    min_timestamp: dict[str, str | int | datetime.date] = setting("Per data set: timestamps earlier than this (a UTC date "
-                                                  "YYYY-MM-DD, or unix seconds) are refused.")  # fmt: skip
+    min_timestamp: dict[str, str | int | datetime.date] = setting(
+        "Per data set: timestamps earlier than this (a UTC date YYYY-MM-DD, or unix seconds) are refused."
+    )
 
     def __post_init__(self) -> None:
         self.at_least(0, "min_interactions", "future_slack_seconds")
         self.require(self.max_interactions >= self.min_interactions, "max_interactions", "be >= min_interactions")
         lo, hi = self.positive_rate
-        self.require(is_finite(lo) and is_finite(hi) and 0 <= lo <= hi <= 1, "positive_rate", "be [low, high] in [0, 1]")
-        self.require(all(is_finite(a) and is_finite(b) and a <= b for a, b in self.rating_range.values()),
-                     "rating_range", "map data sets to [low, high] with low <= high")  # fmt: skip
+        self.require(
+            is_finite(lo) and is_finite(hi) and 0 <= lo <= hi <= 1, "positive_rate", "be [low, high] in [0, 1]"
+        )
+        self.require(
+            all(is_finite(a) and is_finite(b) and a <= b for a, b in self.rating_range.values()),
+            "rating_range",
+            "map data sets to [low, high] with low <= high",
+        )
 
 
 @dataclass(frozen=True)
@@ -112,13 +128,16 @@ class FeaturesSection(Section):
     KEY: ClassVar[str] = "features"
 
     offline_store: Literal["file", "duckdb", "spark"] = setting(
-        "duckdb (out-of-core, one machine) | file (parquet + dask) | spark (a cluster: SparkSources).")
-    chunk_rows: int = setting("Entity rows per get_historical_features request (memory is bounded by it; 0 = the "
-                                "library's default).")
+        "duckdb (out-of-core, one machine) | file (parquet + dask) | spark (a cluster: SparkSources)."
+    )
+    chunk_rows: int = setting(
+        "Entity rows per get_historical_features request (memory is bounded by it; 0 = the library's default)."
+    )
     pit_check_rows: int = setting("Distinct (user, time) sample rows the point-in-time check compares (0 = all).")
     spark_conf: dict[str, Any] = setting("offline_store spark: Feast's spark_conf (the Spark session).")
-    spark_staging_location: str = setting("offline_store spark: object-store URI for materialization staging "
-                                          "('' = none).")  # fmt: skip
+    spark_staging_location: str = setting(
+        "offline_store spark: object-store URI for materialization staging ('' = none)."
+    )
     store: dict[str, Any] = setting("Other feature_store.yaml keys, deep-merged last (online_store, registry, ...).")
 
     def __post_init__(self) -> None:

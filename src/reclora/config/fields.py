@@ -184,8 +184,10 @@ class Section:
                 continue
             v = d.pop(old)
             if not any(v == k and type(v) is type(k) for k in values):
-                raise ConfigError(f"{where}.{old} (the older form of {where}.{new}) must be one of "
-                                  f"{', '.join(str(k).lower() for k in values)}, got {v!r}")  # fmt: skip
+                raise ConfigError(
+                    f"{where}.{old} (the older form of {where}.{new}) must be one of "
+                    f"{', '.join(str(k).lower() for k in values)}, got {v!r}"
+                )
             if new not in d or d[new] == cls.RENAMED_KEEP.get(new, object()):
                 d[new] = values[v]
         return d

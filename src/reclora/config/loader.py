@@ -199,7 +199,9 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[s
     for k, v in (overrides or {}).items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
-        elif isinstance(out.get(k), int) and not isinstance(out.get(k), bool) and isinstance(v, float) and v.is_integer():
+        elif (
+            isinstance(out.get(k), int) and not isinstance(out.get(k), bool) and isinstance(v, float) and v.is_integer()
+        ):
             out[k] = int(v)  # KFP passes dict parameters as protobuf Structs, where every number is a float
         elif isinstance(v, list) and isinstance(out.get(k), list) and all(isinstance(x, int) for x in out[k]):
             out[k] = [int(x) if isinstance(x, float) and x.is_integer() else x for x in v]

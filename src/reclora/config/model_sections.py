@@ -38,8 +38,9 @@ class RetrievalSection(Section):
 
     k_long: int = setting("Retrieved behaviours for the CRM (ID modality).")
     k_short: int = setting("Retrieved behaviours for the LLM prompt (text modality).")
-    mode: Literal["relevance", "recent"] = setting("relevance (top-K by item-text similarity, kept in time order) "
-                                                   "| recent.")  # fmt: skip
+    mode: Literal["relevance", "recent"] = setting(
+        "relevance (top-K by item-text similarity, kept in time order) | recent."
+    )
     embedding_model: str = setting("'' = the base LLM (mean-pooled last hidden state); or any HF model path.")
     embedding_batch_size: int = setting("Items per embedding batch.")
     embedding_layers: int = setting("Item embeddings from the first N decoder layers (0 = all).")
@@ -88,19 +89,24 @@ class AdapterSection(Section):
     gate_hidden: int = setting("RecLoRA: hidden size of the gate MLP.")
     gate_dropout: float = setting("RecLoRA: dropout in the gate MLP, in [0, 1).")
     gate_input: Literal["hidden", "score", "hidden+score"] = setting(
-        "What the gates read of the CRM: hidden (h, the paper) | score (its logit z) | hidden+score ([h, z]).")
+        "What the gates read of the CRM: hidden (h, the paper) | score (its logit z) | hidden+score ([h, z])."
+    )
     temperature: float = setting("Softmax temperature of the gate.")
     mixing: Literal["parameter", "output"] = setting("parameter (mix A and B, then apply) | output.")
     layers: int | Literal["all"] = setting("Adapt the top L decoder layers | all (0 = all).")
-    readout: Literal["llm", "crm_residual"] = setting("llm: p(Yes) of the LLM | crm_residual: "
-                                                      "sigmoid(z_crm + s (yes - no)).")  # fmt: skip
+    readout: Literal["llm", "crm_residual"] = setting(
+        "llm: p(Yes) of the LLM | crm_residual: sigmoid(z_crm + s (yes - no))."
+    )
 
     def __post_init__(self) -> None:
         self.at_least(1, "rank", "n_experts", "gate_hidden")
         self.positive("alpha", "temperature")
         self.fraction("dropout", "gate_dropout")
-        self.require(len(self.target_modules) > 0 and all(self.target_modules), "target_modules",
-                     "be a non-empty list of module names")  # fmt: skip
+        self.require(
+            len(self.target_modules) > 0 and all(self.target_modules),
+            "target_modules",
+            "be a non-empty list of module names",
+        )
         self.require(self.layers == "all" or self.layers >= 0, "layers", "be 'all' or a number of top layers >= 0")
 
 
@@ -131,9 +137,11 @@ class TrainSection(Section):
     loss: Literal["yes_no", "full_vocab"] = setting("yes_no: CE over the Yes/No logits | full_vocab.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto | fp32 | bf16 | fp16, decided on the device each step runs on (reclora.precision); an older "
-        "file's bf16: true|false means bf16|fp32.")
-    share_frozen_cache: bool = setting("Keep frozen-layer states in $RECLORA_CACHE/frozen-states for later "
-                                       "LLM steps on the same prompts.")  # fmt: skip
+        "file's bf16: true|false means bf16|fp32."
+    )
+    share_frozen_cache: bool = setting(
+        "Keep frozen-layer states in $RECLORA_CACHE/frozen-states for later LLM steps on the same prompts."
+    )
     seed: int = setting("Sample, initial weights and batch order.")
     checkpoint_every: int = setting("Optimizer steps between resumable checkpoints (0 = never).")
     eval_samples: int = setting("Seeded test subset every model is scored on (0 = the whole test split).")
@@ -141,8 +149,9 @@ class TrainSection(Section):
 
     def __post_init__(self) -> None:
         self.at_least(1, "batch_size", "grad_accum", "epochs", "max_length", "predict_batch_size")
-        self.at_least(0, "sample_size", "patience", "valid_samples", "checkpoint_every", "eval_samples",
-                      "text_loss_weight")  # fmt: skip
+        self.at_least(
+            0, "sample_size", "patience", "valid_samples", "checkpoint_every", "eval_samples", "text_loss_weight"
+        )
         self.positive("lr", "lr_ratio_b", "gate_lr_mult")
 
 
@@ -155,8 +164,9 @@ class SlicesSection(Section):
     min_samples: int = setting("A slice with fewer samples (or one class only) is listed, not scored.")
     head_share: float = setting("Item popularity: head = this top share of training items by training samples.")
     history_edges: tuple[int, int] = setting("User history length: short < first <= medium < second <= long.")
-    fields: dict[str, tuple[str, ...]] = setting("Per data set: categorical columns of the items (or users) "
-                                                 "table, one slice per value.")  # fmt: skip
+    fields: dict[str, tuple[str, ...]] = setting(
+        "Per data set: categorical columns of the items (or users) table, one slice per value."
+    )
 
     def __post_init__(self) -> None:
         self.at_least(2, "min_samples")

@@ -5,8 +5,9 @@ multi-node training (TrainJob) and the SparkApplications. Values live in params.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from reclora.config.fields import Section, is_number, setting
 from reclora.errors import ConfigError
@@ -87,17 +88,25 @@ class PromotionRules(Section):
     KEY: ClassVar[str] = "pipeline.promotion"
 
     baseline: str = setting("The model of the same run the challenger must beat ('' = none).", default="CRM")
-    baseline_margin: float = setting("Promote only when the lower end of the interval of AUC(challenger) - "
-                                     "AUC(baseline) is above this.", default=0.0)  # fmt: skip
-    champion_margin: float = setting("... and of AUC(challenger) - AUC(champion re-scored on the same samples) "
-                                     "(negative: at most this much worse).", default=-0.002)  # fmt: skip
-    logloss_tolerance: float = setting("And LogLoss(challenger) <= LogLoss(champion) + this, same samples.",
-                                       default=0.005)  # fmt: skip
-    max_slice_drop: float | None = setting("null, or refuse a challenger whose AUC on any slice with enough "
-                                           "samples is more than this below the baseline's or the champion's.",
-                                           default=None)  # fmt: skip
-    unscored_champion: str = setting("A champion of the same data that cannot be re-scored: refuse | baseline "
-                                     "(the baseline rule alone).", default="refuse")  # fmt: skip
+    baseline_margin: float = setting(
+        "Promote only when the lower end of the interval of AUC(challenger) - AUC(baseline) is above this.", default=0.0
+    )
+    champion_margin: float = setting(
+        "... and of AUC(challenger) - AUC(champion re-scored on the same samples) (negative: at most this much worse).",
+        default=-0.002,
+    )
+    logloss_tolerance: float = setting(
+        "And LogLoss(challenger) <= LogLoss(champion) + this, same samples.", default=0.005
+    )
+    max_slice_drop: float | None = setting(
+        "null, or refuse a challenger whose AUC on any slice with enough "
+        "samples is more than this below the baseline's or the champion's.",
+        default=None,
+    )
+    unscored_champion: str = setting(
+        "A champion of the same data that cannot be re-scored: refuse | baseline (the baseline rule alone).",
+        default="refuse",
+    )
 
     def __post_init__(self) -> None:
         for name in ("baseline_margin", "champion_margin", "logloss_tolerance"):
@@ -106,20 +115,24 @@ class PromotionRules(Section):
         self.require(self.logloss_tolerance >= 0, "logloss_tolerance", "be >= 0")
         d = self.max_slice_drop
         self.require(d is None or (is_number(d) and 0.0 <= d <= 1.0), "max_slice_drop", "be null or a number in [0, 1]")
-        self.require(self.unscored_champion in UNSCORED_RULES, "unscored_champion", f"be one of {', '.join(UNSCORED_RULES)}")
+        self.require(
+            self.unscored_champion in UNSCORED_RULES, "unscored_champion", f"be one of {', '.join(UNSCORED_RULES)}"
+        )
         self.require(isinstance(self.baseline, str), "baseline", 'be a model name (or "" for none)')
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str | None = None) -> "PromotionRules":
+    def from_dict(cls, d: Mapping[str, Any], where: str | None = None) -> PromotionRules:
         """Strictly from the whole ``pipeline.promotion`` mapping (:meth:`Section.from_dict`), nulls read as
         :meth:`from_params` reads them."""
         if isinstance(d, Mapping):
-            d = {k: ("" if k == "baseline" else getattr(cls, k, None)) if v is None and k != "max_slice_drop" else v
-                 for k, v in d.items()}  # fmt: skip
+            d = {
+                k: ("" if k == "baseline" else getattr(cls, k, None)) if v is None and k != "max_slice_drop" else v
+                for k, v in d.items()
+            }
         return super().from_dict(d, where)
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any] | None) -> "PromotionRules":
+    def from_params(cls, p: Mapping[str, Any] | None) -> PromotionRules:
         """From params ``pipeline.promotion``, as it may be partial (unknown keys are refused, so a typo is not
         ignored; a null ``baseline`` is none, another null value its default)."""
         p = dict(p or {})

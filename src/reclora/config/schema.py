@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from reclora.config.data_sections import DataSection, FeaturesSection, SyntheticSection, ValidationSection
 from reclora.config.fields import Section, setting
@@ -63,7 +64,7 @@ class Params(Section):
     profiles: dict[str, dict[str, Any]] = setting("Named overrides (`--profile small`), each merged over the rest.")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str | None = None) -> "Params":
+    def from_dict(cls, d: Mapping[str, Any], where: str | None = None) -> Params:
         """The typed params from a params mapping (params.yaml merged, a profile and overrides applied).
 
         Raises ConfigError naming the key: an unknown section or key (with the known ones), a missing one, a
@@ -81,7 +82,7 @@ class Params(Section):
                 raise ConfigError(f"profiles.{name}: {e}") from None
         return out
 
-    def updated(self, **sections: Mapping[str, Any]) -> "Params":
+    def updated(self, **sections: Mapping[str, Any]) -> Params:
         """A copy with some keys of some sections replaced, each checked as its section checks it:
         ``params.updated(train={"sample_size": 64}, adapter={"readout": "crm_residual"})``. Raises ConfigError for
         a value the section refuses, TypeError for a key it does not have."""

@@ -27,8 +27,9 @@ helpers only it uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,7 +128,9 @@ class CRMFeaturizer:
         self.genres = [str(g) for g in genres]
         self.item_genres = [sorted(int(g) for g in gs) for gs in item_genres]
         self.fields = [dict(f) for f in fields]
-        self.user_field_values = np.asarray(user_field_values, dtype=np.int64).reshape(len(self.user_ids), len(self.fields))
+        self.user_field_values = np.asarray(user_field_values, dtype=np.int64).reshape(
+            len(self.user_ids), len(self.fields)
+        )
         self.rating_values = np.asarray(sorted(float(r) for r in rating_values), dtype=np.float64)
         self.user_seen = np.asarray(user_seen, dtype=bool)
         self.item_seen = np.asarray(item_seen, dtype=bool)
@@ -182,7 +185,7 @@ class CRMFeaturizer:
         hist_items_col: str = "hist_item_ids",
         hist_ratings_col: str = "hist_ratings",
         user_fields: Iterable[str] | None = None,
-    ) -> "CRMFeaturizer":
+    ) -> CRMFeaturizer:
         """Fit on the training samples plus the items/users tables.
 
         ``user_fields``: attribute columns of ``users`` to use; None = every usable
@@ -288,8 +291,12 @@ class CRMFeaturizer:
             if c not in df.columns:
                 raise DataError(f"CRM input lacks column {c!r}")
         n = len(df)
-        user = self.user_index(pd.to_numeric(df["user_id"], errors="coerce").fillna(-(2**62)).to_numpy().astype(np.int64))
-        item = self.item_index(pd.to_numeric(df["item_id"], errors="coerce").fillna(-(2**62)).to_numpy().astype(np.int64))
+        user = self.user_index(
+            pd.to_numeric(df["user_id"], errors="coerce").fillna(-(2**62)).to_numpy().astype(np.int64)
+        )
+        item = self.item_index(
+            pd.to_numeric(df["item_id"], errors="coerce").fillna(-(2**62)).to_numpy().astype(np.int64)
+        )
         items_flat, lens = _flatten_lists(df[hi], np.int64)
         ratings_flat, rlens = _flatten_lists(df[hr], np.float64)
         if not np.array_equal(lens, rlens):
@@ -348,7 +355,7 @@ class CRMFeaturizer:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CRMFeaturizer":
+    def from_dict(cls, d: Mapping[str, Any]) -> CRMFeaturizer:
         v = d.get("format_version")
         if v != FEATURES_FORMAT_VERSION:
             raise DataError(f"CRM features: unsupported format_version {v!r} (expected {FEATURES_FORMAT_VERSION})")
@@ -371,7 +378,7 @@ class CRMFeaturizer:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "CRMFeaturizer":
+    def load(cls, path: str | Path) -> CRMFeaturizer:
         return cls.from_dict(read_json(path))
 
     def __repr__(self) -> str:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ class CRMConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "CRMConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> CRMConfig:
         d = dict(d or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -196,7 +197,7 @@ class DIN(nn.Module):
         self._log_max_len = math.log1p(config.max_len)
 
     @classmethod
-    def from_featurizer(cls, config: CRMConfig, featurizer: Any) -> "DIN":
+    def from_featurizer(cls, config: CRMConfig, featurizer: Any) -> DIN:
         """A fresh model sized for ``featurizer``; ID embeddings of ids absent from training are zero."""
         model = cls(
             config,

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,12 @@ RATING_SAMPLE = 2_000_000  # ratings kept to fit quantile buckets when the ratin
 
 # ------------------------------------------------------------------ featurizing arrays
 def featurize(
-    featurizer: CRMFeaturizer, user_ids: np.ndarray, item_ids: np.ndarray, hist_items: np.ndarray,
-    hist_ratings: np.ndarray, hist_mask: np.ndarray,
+    featurizer: CRMFeaturizer,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    hist_items: np.ndarray,
+    hist_ratings: np.ndarray,
+    hist_mask: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Arrays -> the model's batch (user [N], item [N], hist_items/hist_ratings [N, L] int64, hist_mask [N, L]).
 
@@ -55,7 +59,7 @@ def featurize(
     width = int(max(1, min(featurizer.max_len, int(lens.max()) if n else 0)))
     drop = np.maximum(lens - featurizer.max_len, 0)
     cols = np.minimum(drop[:, None] + np.arange(width)[None, :], max(mask.shape[1] - 1, 0))
-    keep = (np.arange(width)[None, :] < np.minimum(lens, featurizer.max_len)[:, None])
+    keep = np.arange(width)[None, :] < np.minimum(lens, featurizer.max_len)[:, None]
     if mask.shape[1] == 0:
         hi = np.zeros((n, width), np.int64)
         hr = np.zeros((n, width), np.float64)
@@ -86,10 +90,12 @@ class EventArrays:
 
 def _table_arrays(t: Any, k: int) -> dict[str, np.ndarray]:
     return {
-        "user_id": t.column("user_id").to_numpy(), "item_id": t.column("item_id").to_numpy(),
-        "label": t.column("label").to_numpy().astype(np.float32), "history_start": t.column("history_start").to_numpy(),
+        "user_id": t.column("user_id").to_numpy(),
+        "item_id": t.column("item_id").to_numpy(),
+        "label": t.column("label").to_numpy().astype(np.float32),
+        "history_start": t.column("history_start").to_numpy(),
         "long_pos": positions_array(t.column("long_pos"), k),
-    }  # fmt: skip
+    }
 
 
 # ------------------------------------------------------------------ the streaming data set
@@ -102,8 +108,16 @@ class StreamingBatches(torch.utils.data.IterableDataset):
     """
 
     def __init__(
-        self, split: Any, events: EventArrays, featurizer: CRMFeaturizer, batch_size: int, shuffle: bool = True,
-        seed: int = 0, rank: int = 0, world_size: int = 1, buffer_groups: int = BUFFER_GROUPS,
+        self,
+        split: Any,
+        events: EventArrays,
+        featurizer: CRMFeaturizer,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        buffer_groups: int = BUFFER_GROUPS,
     ) -> None:
         super().__init__()
         if world_size < 1 or not 0 <= rank < world_size:
@@ -122,10 +136,17 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(n_groups) if self.shuffle and n_groups > self.buffer_groups else np.arange(n_groups)
         for a in range(0, n_groups, self.buffer_groups):
-            parts = [_table_arrays(self.split.read_group(int(g), _READ_COLUMNS), self.split.k_long) for g in order[a : a + self.buffer_groups]]
+            parts = [
+                _table_arrays(self.split.read_group(int(g), _READ_COLUMNS), self.split.k_long)
+                for g in order[a : a + self.buffer_groups]
+            ]
             buf = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             if self.shuffle:
-                perm = self._whole_split_perm(len(buf["label"])) if n_groups <= self.buffer_groups else rng.permutation(len(buf["label"]))
+                perm = (
+                    self._whole_split_perm(len(buf["label"]))
+                    if n_groups <= self.buffer_groups
+                    else rng.permutation(len(buf["label"]))
+                )
                 buf = {k: v[perm] for k, v in buf.items()}
             yield buf
 
@@ -164,8 +185,9 @@ class StreamingBatches(torch.utils.data.IterableDataset):
 
 
 # ------------------------------------------------------------------ fit, predict
-def fit_featurizer(split: Any, events: EventArrays, items: pd.DataFrame | None, users: pd.DataFrame | None,
-                   max_len: int, seed: int = 0) -> CRMFeaturizer:  # fmt: skip
+def fit_featurizer(
+    split: Any, events: EventArrays, items: pd.DataFrame | None, users: pd.DataFrame | None, max_len: int, seed: int = 0
+) -> CRMFeaturizer:
     """CRMFeaturizer.fit on the training split, read one row group at a time: the same vocabularies
     as fitting on the materialized frame (users, targets and retrieved history items; the history
     rating values; for a fine-grained rating scale the quantiles of up to RATING_SAMPLE of them)."""
@@ -190,17 +212,23 @@ def fit_featurizer(split: Any, events: EventArrays, items: pd.DataFrame | None, 
     ratings = rating_values if len(rating_values) <= MAX_RATING_VALUES else np.concatenate(rating_sample)
     # the fitted vocabularies depend only on these sets: a frame of them is what fit() reads
     n = max(len(u), len(i), 1)
-    summary = pd.DataFrame({
-        "user_id": np.resize(u, n) if len(u) else np.zeros(n, np.int64),
-        "item_id": np.resize(i, n) if len(i) else np.zeros(n, np.int64),
-        "hist_item_ids": [np.zeros(0, np.int64)] * n, "hist_ratings": [ratings] + [np.zeros(0)] * (n - 1),
-    })  # fmt: skip
-    return CRMFeaturizer.fit(summary, items, users, max_len=max_len, hist_items_col="hist_item_ids", hist_ratings_col="hist_ratings")
+    summary = pd.DataFrame(
+        {
+            "user_id": np.resize(u, n) if len(u) else np.zeros(n, np.int64),
+            "item_id": np.resize(i, n) if len(i) else np.zeros(n, np.int64),
+            "hist_item_ids": [np.zeros(0, np.int64)] * n,
+            "hist_ratings": [ratings] + [np.zeros(0)] * (n - 1),
+        }
+    )
+    return CRMFeaturizer.fit(
+        summary, items, users, max_len=max_len, hist_items_col="hist_item_ids", hist_ratings_col="hist_ratings"
+    )
 
 
 @torch.no_grad()
-def predict_split(model: DIN, featurizer: CRMFeaturizer, split: Any, events: EventArrays,
-                  batch_size: int = 8192, what: str = "proba") -> np.ndarray:  # fmt: skip
+def predict_split(
+    model: DIN, featurizer: CRMFeaturizer, split: Any, events: EventArrays, batch_size: int = 8192, what: str = "proba"
+) -> np.ndarray:
     """Click probabilities [n] float64 (``what="proba"``) of a retrieved split in file order, streamed."""
     was = model.training
     model.eval()
@@ -216,8 +244,13 @@ def predict_split(model: DIN, featurizer: CRMFeaturizer, split: Any, events: Eve
 
 # ------------------------------------------------------------------ training
 def train_crm_streaming(
-    train_split: Any, valid_split: Any | None, events: EventArrays, items: pd.DataFrame | None,
-    users: pd.DataFrame | None, config: CRMConfig | Mapping[str, Any] | None = None, progress: bool = True,
+    train_split: Any,
+    valid_split: Any | None,
+    events: EventArrays,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    config: CRMConfig | Mapping[str, Any] | None = None,
+    progress: bool = True,
     buffer_groups: int = BUFFER_GROUPS,
 ) -> tuple[DIN, CRMFeaturizer, dict[str, Any]]:
     """train_crm on the streaming layout: AdamW + BCE, early stopping on valid AUC, best epoch restored.
@@ -240,7 +273,9 @@ def train_crm_streaming(
     data = StreamingBatches(train_split, events, featurizer, cfg.batch_size, True, cfg.seed, rank, world, buffer_groups)
     # its own generator: a DataLoader draws a base seed per epoch, which must not come from the global
     # RNG that the dropout masks use
-    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed)
+    )
     from reclora.crm.train import EpochLog, _threads, crm_optimizer
 
     log = EpochLog(cfg.patience)
@@ -260,8 +295,13 @@ def train_crm_streaming(
             model.train()
             data.set_epoch(epoch)
             total, seen = 0.0, 0
-            bar = tqdm(loader, desc=f"CRM epoch {epoch}/{cfg.max_epochs}", disable=not progress or rank != 0,
-                       leave=False, mininterval=0.5)  # fmt: skip
+            bar = tqdm(
+                loader,
+                desc=f"CRM epoch {epoch}/{cfg.max_epochs}",
+                disable=not progress or rank != 0,
+                leave=False,
+                mininterval=0.5,
+            )
             for batch, y in bar:
                 n_global = int(batch.pop("n_global"))
                 loss = loss_fn(net(batch), y) / n_global * world  # DDP averages over ranks: = the global mean
@@ -276,7 +316,11 @@ def train_crm_streaming(
                 t = torch.tensor([total, float(seen)], dtype=torch.float64)
                 dist.all_reduce(t)
                 total, seen = float(t[0]), int(t[1])
-            rec: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_seconds": round(train_seconds, 3)}
+            rec: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": total / max(seen, 1),
+                "train_seconds": round(train_seconds, 3),
+            }
             if has_valid:
                 m = ctr_metrics(y_valid, predict_split(model, featurizer, valid_split, events))
                 rec.update(valid_auc=m["auc"], valid_logloss=m["logloss"], valid_accuracy=m["accuracy"])
@@ -285,12 +329,20 @@ def train_crm_streaming(
         best = log.restore_best(model)
     model.eval()
     history: dict[str, Any] = {
-        "epochs": log.epochs, "best_epoch": log.best_epoch, "best_valid_auc": best.get("valid_auc"),
-        "best_valid_logloss": best.get("valid_logloss"), "stopped_early": log.stopped_early,
-        "n_train": int(len(train_split)), "n_valid": int(len(valid_split)) if valid_split is not None else 0,
-        "seconds": round(time.perf_counter() - t_start, 3), "config": cfg.to_dict(), "ranks": world,
-        "train_samples_per_s": round(len(train_split) * len(log.epochs) / max(sum(e["train_seconds"] for e in log.epochs), 1e-9), 1),
-    }  # fmt: skip
+        "epochs": log.epochs,
+        "best_epoch": log.best_epoch,
+        "best_valid_auc": best.get("valid_auc"),
+        "best_valid_logloss": best.get("valid_logloss"),
+        "stopped_early": log.stopped_early,
+        "n_train": int(len(train_split)),
+        "n_valid": int(len(valid_split)) if valid_split is not None else 0,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "config": cfg.to_dict(),
+        "ranks": world,
+        "train_samples_per_s": round(
+            len(train_split) * len(log.epochs) / max(sum(e["train_seconds"] for e in log.epochs), 1e-9), 1
+        ),
+    }
     return model, featurizer, history
 
 

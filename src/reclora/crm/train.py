@@ -19,8 +19,9 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,7 @@ def evaluate_crm(model: DIN, featurizer: CRMFeaturizer, df: pd.DataFrame) -> dic
 
 # ----------------------------------------------------------------- training
 
+
 class EpochLog:
     """Per-epoch records of CRM training, the best epoch's weights and patience-based early stopping.
 
@@ -211,7 +213,12 @@ def train_crm(
         raise DataError("CRM: no training samples")
     t_start = time.perf_counter()
     featurizer = CRMFeaturizer.fit(
-        train_df, items, users, max_len=cfg.max_len, hist_items_col=cfg.hist_items_col, hist_ratings_col=cfg.hist_ratings_col
+        train_df,
+        items,
+        users,
+        max_len=cfg.max_len,
+        hist_items_col=cfg.hist_items_col,
+        hist_ratings_col=cfg.hist_ratings_col,
     )
     train_t = _to_tensors(featurizer.transform(train_df))
     y_train = torch.from_numpy(_labels(train_df))
@@ -234,9 +241,12 @@ def train_crm(
             perm = torch.randperm(n, generator=gen)
             total, seen = 0.0, 0
             bar = tqdm(
-                range(0, n, cfg.batch_size), desc=f"CRM epoch {epoch}/{cfg.max_epochs}",
-                disable=not progress, leave=False, mininterval=0.5,
-            )  # fmt: skip
+                range(0, n, cfg.batch_size),
+                desc=f"CRM epoch {epoch}/{cfg.max_epochs}",
+                disable=not progress,
+                leave=False,
+                mininterval=0.5,
+            )
             for s in bar:
                 idx = perm[s : s + cfg.batch_size]
                 batch = {k: v[idx] for k, v in train_t.items()}
@@ -307,7 +317,9 @@ def load_crm(directory: str | Path) -> tuple[DIN, CRMFeaturizer]:
         raise DataError(f"{directory}: not a saved CRM (missing {', '.join(missing)})")
     meta = read_json(directory / CONFIG_NAME)
     if meta.get("format_version") != FORMAT_VERSION or meta.get("model") != "DIN":
-        raise DataError(f"{directory / CONFIG_NAME}: unsupported CRM format {meta.get('model')!r} v{meta.get('format_version')!r}")
+        raise DataError(
+            f"{directory / CONFIG_NAME}: unsupported CRM format {meta.get('model')!r} v{meta.get('format_version')!r}"
+        )
     cfg = CRMConfig.from_dict(meta["config"])
     featurizer = CRMFeaturizer.load(directory / FEATURES_NAME)
     model = DIN.from_featurizer(cfg, featurizer)

@@ -7,6 +7,17 @@ from reclora.data.synthetic import generate
 from reclora.data.version import dvc_hash
 
 __all__ = [
-    "DATASETS", "Tables", "assign_splits", "build_sample_index", "build_samples", "dvc_hash", "generate",
-    "load_dataset", "materialize_histories", "prepare", "read_events", "read_prepared", "read_split",
-]  # fmt: skip
+    "DATASETS",
+    "Tables",
+    "assign_splits",
+    "build_sample_index",
+    "build_samples",
+    "dvc_hash",
+    "generate",
+    "load_dataset",
+    "materialize_histories",
+    "prepare",
+    "read_events",
+    "read_prepared",
+    "read_split",
+]

@@ -57,4 +57,3 @@ def interaction_users(inter: pd.DataFrame) -> pd.DataFrame:
     """A users table derived from the interactions: one row per distinct non-null user id, sorted (int64)."""
     ids = np.sort(inter["user_id"].dropna().unique())
     return pd.DataFrame({"user_id": ids.astype("int64")})
-

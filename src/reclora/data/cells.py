@@ -106,7 +106,7 @@ def exact_int64(values: pd.Series, where: Path, col: str, what: str = "ids") -> 
     return _with_nulls(full, empty.to_numpy())
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _datetime_seconds(v: Any) -> int | None:
@@ -123,7 +123,7 @@ def _datetime_seconds(v: Any) -> int | None:
         v = dt.datetime(v.year, v.month, v.day)
     if not isinstance(v, dt.datetime):
         return None
-    when = v if v.tzinfo is not None else v.replace(tzinfo=dt.timezone.utc)
+    when = v if v.tzinfo is not None else v.replace(tzinfo=dt.UTC)
     secs = (when - _EPOCH) // dt.timedelta(seconds=1)
     return secs if INT64_MIN <= secs <= INT64_MAX else None
 
@@ -177,4 +177,3 @@ def id_column(df: pd.DataFrame, col: str, where: Path, name: str | None = None) 
     """Column ``col`` of ``df`` as exact int64 ids (:func:`exact_int64`; ``name``: the source column's name
     for errors, default ``col``). Raises DataError as :func:`exact_int64`."""
     return exact_int64(df[col], where, name or col)
-

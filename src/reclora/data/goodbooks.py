@@ -23,7 +23,9 @@ def load_goodbooks(path: str | Path) -> Tables:
     """
     path = Path(path)
     header = csv_header(need_file(path, "ratings.csv"))
-    ratings = read_csv_arrow(path / "ratings.csv", ["user_id", "book_id", "rating"] + (["timestamp"] if "timestamp" in header else []))
+    ratings = read_csv_arrow(
+        path / "ratings.csv", ["user_id", "book_id", "rating"] + (["timestamp"] if "timestamp" in header else [])
+    )
     time_source = "timestamp"
     if "timestamp" not in ratings.columns:
         ratings["timestamp"] = np.arange(len(ratings)).astype(str)

@@ -15,8 +15,8 @@ exactly), :mod:`reclora.data.cells` (ids, times and ratings read exactly or refu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from reclora.data.canonical import TIME_SOURCES, Tables
 from reclora.data.cells import INT64_MAX, INT64_MIN, exact_int64, unix_seconds

@@ -12,10 +12,26 @@ from reclora.data.cells import exact_int64, id_column
 from reclora.data.files import csv_header, need_file, read_csv, read_csv_arrow, read_sep, read_typed_csv
 
 ML100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-]  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def load_ml100k(path: str | Path) -> Tables:
@@ -48,11 +64,28 @@ def load_ml100k(path: str | Path) -> Tables:
 
 
 ML1M_OCCUPATIONS = [
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-]  # fmt: skip
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+]
 
 
 def load_ml1m(path: str | Path) -> Tables:
@@ -81,7 +114,9 @@ def load_ml25m(path: str | Path) -> Tables:
     """MovieLens CSV releases (25M, 20M, latest, latest-small): ratings.csv + movies.csv."""
     path = Path(path)
     csv_header(need_file(path, "ratings.csv"))  # a repeated column is refused before either reader picks a copy
-    ratings = read_typed_csv(path / "ratings.csv", {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"})
+    ratings = read_typed_csv(
+        path / "ratings.csv", {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"}
+    )
     if ratings is None:  # not plainly typed: read every cell as text, so the exact parsers name the bad values
         ratings = read_csv_arrow(path / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})

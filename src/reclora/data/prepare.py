@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,6 @@ from reclora.data.samples import build_sample_index, materialize_histories
 from reclora.data.synthetic import generate
 from reclora.errors import ConfigError, DataError
 from reclora.io import atomic_dir, read_json, refuse_overlap, write_json
-
 
 SAMPLE_ROW_GROUP = 65536  # rows per parquet row group of the sample index (the unit streaming readers read)
 # dictionary-encode only the few-valued index columns: ids and positions are nearly unique, where a
@@ -138,9 +138,15 @@ def prepare(
         (tmp / schema.SAMPLES_DIR).mkdir()
         sample_schema = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS)
         for split, df in samples.items():  # typed by the schema: an empty split keeps its column types
-            table = pa.Table.from_pandas(df[list(schema.SAMPLE_INDEX_COLUMNS)], schema=sample_schema, preserve_index=False)
-            pq.write_table(table, tmp / schema.split_path(split), row_group_size=SAMPLE_ROW_GROUP,
-                           use_dictionary=SAMPLE_DICTIONARY_COLUMNS)  # fmt: skip
+            table = pa.Table.from_pandas(
+                df[list(schema.SAMPLE_INDEX_COLUMNS)], schema=sample_schema, preserve_index=False
+            )
+            pq.write_table(
+                table,
+                tmp / schema.split_path(split),
+                row_group_size=SAMPLE_ROW_GROUP,
+                use_dictionary=SAMPLE_DICTIONARY_COLUMNS,
+            )
         write_json(tmp / schema.META, summary)  # no wall time inside: the output stays byte-reproducible
     from reclora.hardware import hardware_info
 
@@ -154,7 +160,9 @@ def read_events(data_dir: str | Path, columns: list[str] | None = None) -> pd.Da
     """The event store of a prepared directory (events.parquet: sorted by user_id, timestamp, item_id)."""
     path = Path(data_dir) / schema.EVENTS
     if not path.is_file():
-        raise DataError(f"{data_dir}: no {schema.EVENTS} (prepared by an older version?); run `reclora data prepare` again")
+        raise DataError(
+            f"{data_dir}: no {schema.EVENTS} (prepared by an older version?); run `reclora data prepare` again"
+        )
     return pd.read_parquet(path, columns=columns)
 
 
@@ -168,21 +176,29 @@ def read_prepared(
     sample index only (SAMPLE_INDEX_COLUMNS), which is what the scalable stages read.
     """
     d = Path(data_dir)
-    need = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.META] + [schema.split_path(s) for s in schema.SPLITS]
+    need = [schema.INTERACTIONS, schema.ITEMS, schema.USERS, schema.META] + [
+        schema.split_path(s) for s in schema.SPLITS
+    ]
     missing = [n for n in need if not (d / n).is_file()]
     if missing:
-        raise DataError(f"{d}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`")
+        raise DataError(
+            f"{d}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`"
+        )
     meta = read_json(d / schema.META)
     tables = Tables(
-        pd.read_parquet(d / schema.INTERACTIONS), pd.read_parquet(d / schema.ITEMS), pd.read_parquet(d / schema.USERS),
+        pd.read_parquet(d / schema.INTERACTIONS),
+        pd.read_parquet(d / schema.ITEMS),
+        pd.read_parquet(d / schema.USERS),
         meta.get("time_source", "timestamp"),
-    )  # fmt: skip
+    )
     events = read_events(d, ["item_id", "rating", "timestamp"]) if histories and (d / schema.EVENTS).is_file() else None
     samples = {s: read_split(d, s, histories, events) for s in schema.SPLITS}
     return tables, samples, meta
 
 
-def read_split(data_dir: str | Path, split: str, histories: bool = True, events: pd.DataFrame | None = None) -> pd.DataFrame:
+def read_split(
+    data_dir: str | Path, split: str, histories: bool = True, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One split's samples: the index (``histories=False``) or SAMPLE_COLUMNS with list histories."""
     d = Path(data_dir)
     path = d / schema.split_path(split)

@@ -16,7 +16,7 @@ history (the validation gate names the repeated pairs).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -134,9 +134,7 @@ def build_samples(
     out["hist_ratings"] = pd.Series(hist_ratings, dtype=object)
     out["hist_timestamps"] = pd.Series(hist_ts, dtype=object)
     out = out.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
-    return {
-        split: out[out["split"] == split].drop(columns="split").reset_index(drop=True) for split in SPLITS
-    }
+    return {split: out[out["split"] == split].drop(columns="split").reset_index(drop=True) for split in SPLITS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,12 +220,18 @@ def build_sample_index(
         length = np.minimum(h, max_history)
         out[name] = pd.DataFrame(
             {
-                "user_id": users[r], "item_id": items[r], "rating": ratings[r], "timestamp": ts[r],
-                "label": (ratings[r] >= threshold).astype("int8"), "n_history": h, "event_pos": r,
-                "history_start": block_start[r] + h - length, "history_length": length,
+                "user_id": users[r],
+                "item_id": items[r],
+                "rating": ratings[r],
+                "timestamp": ts[r],
+                "label": (ratings[r] >= threshold).astype("int8"),
+                "n_history": h,
+                "event_pos": r,
+                "history_start": block_start[r] + h - length,
+                "history_length": length,
             },
             copy=False,
-        )  # fmt: skip
+        )
     return events, out
 
 

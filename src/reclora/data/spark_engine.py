@@ -50,4 +50,3 @@ def spark_session(conf: dict[str, Any] | None = None) -> SparkSession:
     for k, v in (conf or {}).items():
         builder = builder.config(str(k), str(v))
     return builder.getOrCreate()
-

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from reclora.data import schema
 from reclora.data.samples import check_fractions, check_history, split_cuts
@@ -18,8 +19,12 @@ def _ranked(df: DataFrame, keys: Sequence[str], name: str) -> tuple[DataFrame, D
     persisted sorted frame (unpersist it when done). The result keeps the sorted partitions in order."""
     from pyspark.sql import functions as F
 
-    s = (df.orderBy(*keys).withColumn("_part", F.spark_partition_id())
-         .withColumn("_mono", F.monotonically_increasing_id()).persist())  # fmt: skip
+    s = (
+        df.orderBy(*keys)
+        .withColumn("_part", F.spark_partition_id())
+        .withColumn("_mono", F.monotonically_increasing_id())
+        .persist()
+    )
     counts = {int(p): int(n) for p, n in s.groupBy("_part").count().collect()}
     offsets, acc = [], 0
     for p in range(max(counts) + 1 if counts else 0):
@@ -72,11 +77,17 @@ def spark_sample_index(
     length = F.least(F.col("n_history"), F.lit(max_history).cast("bigint"))
     split = F.when(F.col("t_rank") < c1, 0).when(F.col("t_rank") < c2, 1).otherwise(2).cast("byte")
     samples = ev.where(keep).select(
-        "user_id", "item_id", "rating", "timestamp",
-        F.coalesce(F.col("rating") >= threshold, F.lit(False)).cast("byte").alias("label"), "n_history", "event_pos",
-        (F.col("block_start") + F.col("n_history") - length).alias("history_start"), length.alias("history_length"),
-        "t_rank", split.alias("split"),
-    )  # fmt: skip
+        "user_id",
+        "item_id",
+        "rating",
+        "timestamp",
+        F.coalesce(F.col("rating") >= threshold, F.lit(False)).cast("byte").alias("label"),
+        "n_history",
+        "event_pos",
+        (F.col("block_start") + F.col("n_history") - length).alias("history_start"),
+        length.alias("history_length"),
+        "t_rank",
+        split.alias("split"),
+    )
     events = ev.select(*schema.EVENT_COLUMNS, "event_pos")
     return events, samples, [p1, p2]
-

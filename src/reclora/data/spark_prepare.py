@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,14 @@ from reclora.data.prepare import SAMPLE_DICTIONARY_COLUMNS, SAMPLE_ROW_GROUP, da
 from reclora.data.samples import SPLIT_CODES, check_fractions, check_history
 from reclora.data.spark_engine import ENGINES, data_engine, require_pyspark, spark_session
 from reclora.data.spark_index import spark_sample_index
-from reclora.data.spark_read import CANONICAL, check_source_file, interaction_stats, read_source, refuse_bad_cells, spark_errors
+from reclora.data.spark_read import (
+    CANONICAL,
+    check_source_file,
+    interaction_stats,
+    read_source,
+    refuse_bad_cells,
+    spark_errors,
+)
 from reclora.data.spark_write import TABLE_ROW_GROUP, Sink, merge_parts, pandas_schema, write_parts
 from reclora.errors import ConfigError, DataError
 from reclora.io import atomic_dir, refuse_overlap, write_json
@@ -89,8 +97,10 @@ def prepare_spark(
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if dataset not in SPARK_DATASETS:
-        raise ConfigError(f"data.engine spark reads {', '.join(SPARK_DATASETS)}; {dataset} is a small fixed release: "
-                          "use data.engine pandas")  # fmt: skip
+        raise ConfigError(
+            f"data.engine spark reads {', '.join(SPARK_DATASETS)}; {dataset} is a small fixed release: "
+            "use data.engine pandas"
+        )
     if dataset != "synthetic":
         if not path:
             raise ConfigError(f"--path is required for dataset {dataset!r}")
@@ -148,7 +158,11 @@ def prepare_spark(
             if stats["rows"] == 0:
                 raise DataError(f"{dataset}: no interactions found in {path}")
             # interactions.parquet: the source rows in their order; ids/times nullable Int64 where a cell was empty
-            dtypes = dict(src.dtypes) if src.dtypes else {c: ("Int64" if read_stats.get(f"null_{c}") else "int64") for c in CANONICAL}
+            dtypes = (
+                dict(src.dtypes)
+                if src.dtypes
+                else {c: ("Int64" if read_stats.get(f"null_{c}") else "int64") for c in CANONICAL}
+            )
             dtypes["rating"] = dtypes.get("rating", "float64") if src.dtypes else "float64"
             write_parts(inter.select("rid", *CANONICAL).orderBy("rid"), parts / "interactions")
             sink = Sink(tmp / schema.INTERACTIONS, pandas_schema(dtypes), TABLE_ROW_GROUP)
@@ -157,7 +171,9 @@ def prepare_spark(
             items.to_parquet(tmp / schema.ITEMS, index=False)
             users.to_parquet(tmp / schema.USERS, index=False)
 
-            complete = inter.where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("timestamp").isNotNull())
+            complete = inter.where(
+                F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("timestamp").isNotNull()
+            )
             events, samples, more = spark_sample_index(
                 complete, threshold, min_history, max_history, fractions, repeat_is_same_event=False
             )  # the Spark path reads only data sets with real timestamps (time_source "timestamp")
@@ -170,8 +186,15 @@ def prepare_spark(
             write_parts(samples.orderBy("t_rank"), parts / "samples")
             (tmp / schema.SAMPLES_DIR).mkdir()
             sample_schema = pandas_schema(schema.SAMPLE_INDEX_COLUMNS, schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS))
-            sinks = {c: Sink(tmp / schema.split_path(s), sample_schema, SAMPLE_ROW_GROUP, use_dictionary=SAMPLE_DICTIONARY_COLUMNS)
-                     for s, c in SPLIT_CODES.items()}  # fmt: skip
+            sinks = {
+                c: Sink(
+                    tmp / schema.split_path(s),
+                    sample_schema,
+                    SAMPLE_ROW_GROUP,
+                    use_dictionary=SAMPLE_DICTIONARY_COLUMNS,
+                )
+                for s, c in SPLIT_CODES.items()
+            }
             positives = dict.fromkeys(SPLIT_CODES.values(), 0)
 
             def route(t: pa.Table) -> None:

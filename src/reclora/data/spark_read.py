@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -71,9 +72,15 @@ def _typed(field: Any, kind: str, where: Path) -> tuple[Column, Column]:
         return F.when(missing | ~exact, null).otherwise(d.try_cast("bigint")), ~missing & ~exact
     if kind == "number" and isinstance(t, T.DecimalType):
         return c.cast("double"), F.lit(False)
-    what = "ids and times as integers (integer columns, integral floats or plain integer text)" if kind == "int" else "ratings as numbers"
-    raise DataError(f"{where}: column {field.name!r} is {t.simpleString()}; data.engine spark reads {what}; "
-                    "use data.engine pandas for other forms (e.g. datetime timestamps)")  # fmt: skip
+    what = (
+        "ids and times as integers (integer columns, integral floats or plain integer text)"
+        if kind == "int"
+        else "ratings as numbers"
+    )
+    raise DataError(
+        f"{where}: column {field.name!r} is {t.simpleString()}; data.engine spark reads {what}; "
+        "use data.engine pandas for other forms (e.g. datetime timestamps)"
+    )
 
 
 def _canonical(raw: DataFrame, names: dict[str, str], where: Path, rid: Column | None = None) -> tuple[DataFrame, dict]:
@@ -96,8 +103,13 @@ def _canonical(raw: DataFrame, names: dict[str, str], where: Path, rid: Column |
 
 def _read_csv(spark: SparkSession, path: Path) -> DataFrame:
     """A CSV with a header, every cell as text; a line with the wrong number of fields fails the job."""
-    return (spark.read.option("header", True).option("inferSchema", False).option("mode", "FAILFAST")
-            .option("escape", '"').csv(path.resolve().as_uri()))  # fmt: skip
+    return (
+        spark.read.option("header", True)
+        .option("inferSchema", False)
+        .option("mode", "FAILFAST")
+        .option("escape", '"')
+        .csv(path.resolve().as_uri())
+    )
 
 
 def read_source(spark: SparkSession, dataset: str, path: Path | None, params: Params, scratch: Path) -> Source:
@@ -111,7 +123,9 @@ def read_source(spark: SparkSession, dataset: str, path: Path | None, params: Pa
         tables = generate(**params.synthetic.to_dict())
         scratch.mkdir(parents=True, exist_ok=True)
         file = scratch / "synthetic-interactions.parquet"
-        tables.interactions.assign(rid=np.arange(len(tables.interactions), dtype=np.int64)).to_parquet(file, index=False)
+        tables.interactions.assign(rid=np.arange(len(tables.interactions), dtype=np.int64)).to_parquet(
+            file, index=False
+        )
         raw = spark.read.parquet(file.resolve().as_uri())
         inter, checks = _canonical(raw, {c: c for c in CANONICAL}, file, rid=F.col("rid"))
         dtypes = {c: str(t) for c, t in tables.interactions.dtypes.items()}
@@ -135,8 +149,14 @@ def read_source(spark: SparkSession, dataset: str, path: Path | None, params: Pa
     else:
         raw = _read_csv(spark, file)
     inter, checks = _canonical(raw, {c: src[c] for c in CANONICAL}, file)
-    return Source(inter, raw, checks, file, lambda ids: table_items(path, spec, ids),
-                   lambda derived: table_users(path, spec, derived))  # fmt: skip
+    return Source(
+        inter,
+        raw,
+        checks,
+        file,
+        lambda ids: table_items(path, spec, ids),
+        lambda derived: table_users(path, spec, derived),
+    )
 
 
 def check_source_file(dataset: str, path: Path | None, table: TableSection) -> None:
@@ -164,8 +184,10 @@ def spark_errors(where: Path) -> Iterator[None]:
         text = str(e)
         bad_line = re.search(r"Malformed CSV record: ?(.*?)(?:\s+SQLSTATE: \S+)?\s*$", text, re.M)
         if bad_line:  # FAILFAST: a line with the wrong number of fields (or an unclosed quote)
-            raise DataError(f"{where}: a line does not have the header's fields (wrong number of fields or an "
-                            f"unclosed quote): {bad_line.group(1).strip()[:200]!r}") from None  # fmt: skip
+            raise DataError(
+                f"{where}: a line does not have the header's fields (wrong number of fields or an "
+                f"unclosed quote): {bad_line.group(1).strip()[:200]!r}"
+            ) from None
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
         raise DataError(f"{where}: cannot parse ({type(e).__name__}: {first[:300]})") from None
 
@@ -174,8 +196,11 @@ def interaction_stats(inter: DataFrame, threshold: float, checks: bool) -> dict[
     """rows, distinct users, positives (rating >= threshold), nulls per id/time column (+ bad cells)."""
     from pyspark.sql import functions as F
 
-    aggs = [F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users"),
-            F.sum(F.coalesce(F.col("rating") >= threshold, F.lit(False)).cast("long")).alias("positives")]  # fmt: skip
+    aggs = [
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct("user_id").alias("users"),
+        F.sum(F.coalesce(F.col("rating") >= threshold, F.lit(False)).cast("long")).alias("positives"),
+    ]
     aggs += [F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in ("user_id", "item_id", "timestamp")]
     if checks:
         aggs += [F.sum(F.col(f"_bad_{c}").cast("long")).alias(f"bad_{c}") for c in CANONICAL]
@@ -190,9 +215,12 @@ def refuse_bad_cells(src: Source, stats: dict[str, int]) -> None:
         if stats.get(f"bad_{c}"):
             bad, name = src.checks[c]
             examples = [r[0] for r in src.raw.where(bad).select(f"`{name}`").limit(3).collect()]
-            need = "numbers" if c == "rating" else (
-                "ids and times as integers: integer or integral float columns, or text of plain integers "
-                "such as 42 (text such as '7.0' or '1e3' needs data.engine pandas)"
+            need = (
+                "numbers"
+                if c == "rating"
+                else (
+                    "ids and times as integers: integer or integral float columns, or text of plain integers "
+                    "such as 42 (text such as '7.0' or '1e3' needs data.engine pandas)"
+                )
             )
             raise refuse(src.where, name, need, examples)
-

@@ -16,14 +16,67 @@ import pandas as pd
 from reclora.data.canonical import Tables
 
 GENRES = [
-    "Action", "Comedy", "Drama", "Romance", "Thriller", "Sci-Fi",
-    "Horror", "Animation", "Documentary", "Mystery", "Fantasy", "Western",
-    "Musical", "Crime", "War", "Adventure",
-]  # fmt: skip
-_ADJ = ["Silent", "Crimson", "Last", "Hidden", "Golden", "Broken", "Midnight", "Lost", "Wild", "Frozen",
-        "Electric", "Quiet", "Burning", "Distant", "Secret", "Iron", "Paper", "Glass", "Velvet", "Hollow"]  # fmt: skip
-_NOUN = ["Harbor", "Empire", "Garden", "Signal", "River", "Kingdom", "Letter", "Machine", "Road", "Island",
-         "Promise", "Shadow", "Mirror", "Storm", "Orchard", "Station", "Compass", "Lantern", "Horizon", "Circus"]  # fmt: skip
+    "Action",
+    "Comedy",
+    "Drama",
+    "Romance",
+    "Thriller",
+    "Sci-Fi",
+    "Horror",
+    "Animation",
+    "Documentary",
+    "Mystery",
+    "Fantasy",
+    "Western",
+    "Musical",
+    "Crime",
+    "War",
+    "Adventure",
+]
+_ADJ = [
+    "Silent",
+    "Crimson",
+    "Last",
+    "Hidden",
+    "Golden",
+    "Broken",
+    "Midnight",
+    "Lost",
+    "Wild",
+    "Frozen",
+    "Electric",
+    "Quiet",
+    "Burning",
+    "Distant",
+    "Secret",
+    "Iron",
+    "Paper",
+    "Glass",
+    "Velvet",
+    "Hollow",
+]
+_NOUN = [
+    "Harbor",
+    "Empire",
+    "Garden",
+    "Signal",
+    "River",
+    "Kingdom",
+    "Letter",
+    "Machine",
+    "Road",
+    "Island",
+    "Promise",
+    "Shadow",
+    "Mirror",
+    "Storm",
+    "Orchard",
+    "Station",
+    "Compass",
+    "Lantern",
+    "Horizon",
+    "Circus",
+]
 _OCCUPATIONS = ["student", "engineer", "artist", "doctor", "writer", "retired", "programmer", "educator"]
 
 
@@ -104,7 +157,6 @@ def generate(
     return Tables(inter, items, users)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # MovieLens-25M-shaped data at any size (the scale benchmark)
 ML25M_EVENTS, ML25M_USERS, ML25M_ITEMS = 25_000_095, 162_541, 59_047
@@ -167,11 +219,17 @@ def generate_ml25m_like(n_events: int, seed: int = 7, n_genres: int = 16) -> Tab
     length = np.minimum(rng.lognormal(17.0, 1.5, n_users).astype(np.int64) + 86400, span - start)
     ts = t0 + start[users] + (rng.random(n) * length[users]).astype(np.int64)
     years = 1930 + rng.integers(0, 90, n_items)
-    titles = [f"The {_ADJ[a]} {_NOUN[b]} {i + 1} ({y})" for i, (a, b, y) in
-              enumerate(zip(rng.integers(0, len(_ADJ), n_items), rng.integers(0, len(_NOUN), n_items), years))]  # fmt: skip
+    titles = [
+        f"The {_ADJ[a]} {_NOUN[b]} {i + 1} ({y})"
+        for i, (a, b, y) in enumerate(
+            zip(rng.integers(0, len(_ADJ), n_items), rng.integers(0, len(_NOUN), n_items), years)
+        )
+    ]
     genre_text = ["|".join(genres[g] for g in np.flatnonzero(row)) for row in item_g > 0]
     inter = pd.DataFrame({"user_id": users + 1, "item_id": items + 1, "rating": rating, "timestamp": ts})
-    item_tab = pd.DataFrame({"item_id": np.arange(1, n_items + 1, dtype=np.int64), "title": titles, "genres": genre_text})
+    item_tab = pd.DataFrame(
+        {"item_id": np.arange(1, n_items + 1, dtype=np.int64), "title": titles, "genres": genre_text}
+    )
     user_tab = pd.DataFrame({"user_id": np.arange(1, n_users + 1, dtype=np.int64)})
     return Tables(inter, item_tab, user_tab)
 
@@ -191,11 +249,14 @@ def write_ml25m_csv(tables: Tables, directory: Any) -> Any:
     if half.min(initial=1) < 0 or half.max(initial=0) > 20 or not np.allclose(half / 2, r["rating"]):
         raise ValueError("MovieLens-25M ratings are half stars in [0, 5]")
     labels = pa.array([f"{h / 2:.1f}" for h in range(21)])  # "3.0", "3.5" as in the release
-    ratings = pa.table({
-        "userId": r["user_id"].to_numpy(np.int64), "movieId": r["item_id"].to_numpy(np.int64),
-        "rating": pa.DictionaryArray.from_arrays(pa.array(half), labels).cast(pa.string()),
-        "timestamp": r["timestamp"].to_numpy(np.int64),
-    })  # fmt: skip
+    ratings = pa.table(
+        {
+            "userId": r["user_id"].to_numpy(np.int64),
+            "movieId": r["item_id"].to_numpy(np.int64),
+            "rating": pa.DictionaryArray.from_arrays(pa.array(half), labels).cast(pa.string()),
+            "timestamp": r["timestamp"].to_numpy(np.int64),
+        }
+    )
     with open(d / "ratings.csv", "wb") as f:  # the release's header is not quoted
         f.write(b"userId,movieId,rating,timestamp\n")
         pacsv.write_csv(ratings, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))

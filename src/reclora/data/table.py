@@ -8,8 +8,9 @@ any unit and zone, or ISO 8601 text (:func:`reclora.data.cells.unix_seconds`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,15 +64,19 @@ def check_mapping(columns: list[str], where: Path, src: dict[str, str], canon: t
         by_source.setdefault(s_, []).append(c)
     for s_, cs in by_source.items():
         if len(cs) > 1:
-            raise DataError(f"{where}: the mapping data.table.columns maps {' and '.join(cs)} to the same column {s_!r}; "
-                            "map each to its own column")
+            raise DataError(
+                f"{where}: the mapping data.table.columns maps {' and '.join(cs)} to the same column {s_!r}; "
+                "map each to its own column"
+            )
     sources = set(used.values())
     for c in canon:
         s_ = src[c]
         if s_ != c and c in columns and c not in sources:
             has = "" if s_ in columns else f" (the file has no column {s_!r})"
-            raise DataError(f"{where}: the mapping data.table.columns.{c} = {s_!r}{has} collides with the file's own "
-                            f"column {c!r}: which one is the {c} is ambiguous; drop or rename one of them, or map {c} to {c!r}")
+            raise DataError(
+                f"{where}: the mapping data.table.columns.{c} = {s_!r}{has} collides with the file's own "
+                f"column {c!r}: which one is the {c} is ambiguous; drop or rename one of them, or map {c} to {c!r}"
+            )
 
 
 def _mapped(df: pd.DataFrame, where: Path, src: dict[str, str], canon: tuple[str, ...]) -> pd.DataFrame:
@@ -139,14 +144,18 @@ def table_items(path: str | Path, spec: dict[str, Any], item_ids: Callable[[], A
         items, where = found
         items = _mapped(items, where, src, ("item_id", "title", "genres"))
         if "title" not in items or "item_id" not in items:
-            raise DataError(f"{where}: items table lacks an item id or a title column ({src['item_id']!r}, {src['title']!r})")
+            raise DataError(
+                f"{where}: items table lacks an item id or a title column ({src['item_id']!r}, {src['title']!r})"
+            )
         if "genres" not in items:
             items["genres"] = ""
         items["item_id"] = exact_int64(items["item_id"], where, src["item_id"]).set_axis(items.index)
     return items
 
 
-def table_users(path: str | Path, spec: dict[str, Any], users_from_interactions: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+def table_users(
+    path: str | Path, spec: dict[str, Any], users_from_interactions: Callable[[], pd.DataFrame]
+) -> pd.DataFrame:
     """The users table of a generic table directory: ``users`` (parquet or CSV) mapped by ``spec``, else
     ``users_from_interactions()`` (one row per distinct user id, sorted)."""
     path = Path(path)

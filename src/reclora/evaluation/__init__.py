@@ -14,11 +14,23 @@ Bad input raises :class:`EvaluationInputError` (a ``ValueError`` and a ``DataErr
 """
 
 from reclora.evaluation.metrics import (
-    EvaluationInputError, bootstrap_aucs, calibration_bins, ctr_metrics, interval, paired_bootstrap_auc_diff, roc_points,
+    EvaluationInputError,
+    bootstrap_aucs,
+    calibration_bins,
+    ctr_metrics,
+    interval,
+    paired_bootstrap_auc_diff,
+    roc_points,
 )
 from reclora.evaluation.report import write_report
 
 __all__ = [
-    "EvaluationInputError", "bootstrap_aucs", "calibration_bins", "ctr_metrics", "interval", "paired_bootstrap_auc_diff",
-    "roc_points", "write_report",
+    "EvaluationInputError",
+    "bootstrap_aucs",
+    "calibration_bins",
+    "ctr_metrics",
+    "interval",
+    "paired_bootstrap_auc_diff",
+    "roc_points",
+    "write_report",
 ]

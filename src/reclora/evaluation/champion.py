@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -74,12 +75,21 @@ def rescore_champion(
     need = {"user_id", "item_id", "timestamp", "hist_item_ids", "hist_ratings", "hist_timestamps"}
     if not need <= set(samples.columns):
         raise ValueError(f"rescore_champion: samples lack {sorted(need - set(samples.columns))}")
-    out: dict[str, Any] = {"status": "none", "version": None, "reason": None, "stored": None, "dataset": None,
-                           "base_model": None}  # fmt: skip
+    out: dict[str, Any] = {
+        "status": "none",
+        "version": None,
+        "reason": None,
+        "stored": None,
+        "dataset": None,
+        "base_model": None,
+    }
     try:
         m = champion(registry_uri, name or DEFAULT_NAME)
     except Exception as e:  # noqa: BLE001 - an unreadable registry is reported, not fatal to the evaluation
-        return out | {"status": "unscorable", "reason": f"the registry's champion cannot be read: {type(e).__name__}: {e}"}
+        return out | {
+            "status": "unscorable",
+            "reason": f"the registry's champion cannot be read: {type(e).__name__}: {e}",
+        }
     if m is None:
         return out
     theirs = dict(m.get("data") or {})
@@ -99,12 +109,20 @@ def rescore_champion(
             try:
                 predictor.load()
             except (RecLoRAError, OSError, ValueError, KeyError, RuntimeError) as e:
-                return out | {"status": "unscorable", "reason": f"its version cannot be loaded here: {type(e).__name__}: "
-                                                                f"{str(e).splitlines()[0] if str(e) else ''}"}  # fmt: skip
+                return out | {
+                    "status": "unscorable",
+                    "reason": f"its version cannot be loaded here: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}",
+                }
             out["base_model"] = predictor.base_model_path
             # batches as its own run scored its evaluation subset (bf16 results depend on the batch's shape)
-            predictor.max_batch = int((predictor.params.get("train") or {}).get("predict_batch_size") or predictor.max_batch)
+            predictor.max_batch = int(
+                (predictor.params.get("train") or {}).get("predict_batch_size") or predictor.max_batch
+            )
             p = predictor.score_samples(samples, users, items)
     except (RecLoRAError, OSError, ValueError, KeyError, RuntimeError) as e:
-        return out | {"status": "unscorable", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        return out | {
+            "status": "unscorable",
+            "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        }
     return out | {"status": "scored", "p": np.asarray(p, dtype=np.float64)}

@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 
 # metric -> (table header, higher is better)
-TABLE_METRICS = {"auc": ("AUC", True), "logloss": ("LogLoss", False), "ece": ("ECE", False), "accuracy": ("Accuracy", True)}
+TABLE_METRICS = {
+    "auc": ("AUC", True),
+    "logloss": ("LogLoss", False),
+    "ece": ("ECE", False),
+    "accuracy": ("Accuracy", True),
+}
 
 
 def format_metric(value: Any) -> str:

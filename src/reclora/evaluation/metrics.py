@@ -214,9 +214,7 @@ def _weighted_aucs(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return ((ws * ys * credit).sum(axis=1)) / (wpos * (ws.sum(axis=1) - wpos))
 
 
-def bootstrap_aucs(
-    labels: Any, probs: Any, n_boot: int = 1000, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_aucs(labels: Any, probs: Any, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """AUC of several models on the same rows, and on ``n_boot`` resamples of those rows.
 
     ``probs``: a sequence of m probability vectors for the same n ``labels``. Every model is scored on
@@ -231,7 +229,7 @@ def bootstrap_aucs(
         raise EvaluationInputError("probs must be a sequence of probability vectors, one per model")
     cols = []
     y = None
-    for i, p in enumerate(probs):
+    for p in probs:
         yy, pp = validate(labels, p)
         y = yy if y is None else y
         cols.append(pp)
@@ -268,7 +266,9 @@ def interval(values: Any, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def diff_summary(point_a: float, point_b: float, boot_a: np.ndarray, boot_b: np.ndarray, level: float) -> dict[str, Any]:
+def diff_summary(
+    point_a: float, point_b: float, boot_a: np.ndarray, boot_b: np.ndarray, level: float
+) -> dict[str, Any]:
     """{"diff", "lo", "hi", "p_b_better_or_equal", "n_boot", "level"} of AUC(a) - AUC(b) from paired
     bootstrap AUCs (see :func:`bootstrap_aucs`)."""
     d = np.asarray(boot_a) - np.asarray(boot_b)

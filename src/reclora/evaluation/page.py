@@ -66,12 +66,16 @@ def _render_table(metrics: Mapping[str, Any]) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     if champ:
         n = champ["details"].get("n")
-        cells = [f"<td>{html.escape(champ['name'])}</td>",
-                 f'<td class="num">{format_metric(champ["auc"])}</td>',
-                 f'<td class="num">{format_metric(champ["logloss"])}</td>']
+        cells = [
+            f"<td>{html.escape(champ['name'])}</td>",
+            f'<td class="num">{format_metric(champ["auc"])}</td>',
+            f'<td class="num">{format_metric(champ["logloss"])}</td>',
+        ]
         cells += ['<td class="num"></td>'] * (len(TABLE_METRICS) - 2)
-        cells += [f'<td class="num">{int(n):,}</td>' if is_number(n) else '<td class="num"></td>',
-                  '<td class="num"></td><td class="num"></td>']  # fmt: skip
+        cells += [
+            f'<td class="num">{int(n):,}</td>' if is_number(n) else '<td class="num"></td>',
+            '<td class="num"></td><td class="num"></td>',
+        ]
         rows.append('<tr class="champion">' + "".join(cells) + "</tr>")
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
@@ -92,7 +96,9 @@ def _summary(metrics: Mapping[str, Any]) -> str:
     parts = []
     if best is not None:
         auc = metrics["models"][best]["auc"]
-        parts.append(f"Best AUC on these {samples_text(metrics)} samples: <b>{html.escape(best)}</b> ({format_metric(auc)}).")
+        parts.append(
+            f"Best AUC on these {samples_text(metrics)} samples: <b>{html.escape(best)}</b> ({format_metric(auc)})."
+        )
     else:
         parts.append("No model has a defined AUC (only one class in the labels).")
     champ = metrics["champion"]
@@ -120,10 +126,14 @@ def _render_decision(gate: Mapping[str, Any]) -> str:
     lvl = f"{float(level):.0%} " if is_number(level) else ""
     rows = ["<tr><th>Check</th><th>Figure</th><th>" + lvl + "interval</th><th>Must clear</th><th>Result</th></tr>"]
     for c in d.get("checks") or []:
-        res = {True: '<span class="pos">pass</span>', False: '<span class="neg">fail</span>', None: "n/a"}[c.get("passed")]
+        res = {True: '<span class="pos">pass</span>', False: '<span class="neg">fail</span>', None: "n/a"}[
+            c.get("passed")
+        ]
         if "diff" in c:
-            fig = (f"AUC {format_metric(c.get('auc'))} vs {format_metric(c.get('reference_auc'))}: "
-                   f"&Delta; {c['diff']:+.4f}")  # fmt: skip
+            fig = (
+                f"AUC {format_metric(c.get('auc'))} vs {format_metric(c.get('reference_auc'))}: "
+                f"&Delta; {c['diff']:+.4f}"
+            )
             ci, need = _ci(c.get("lo"), c.get("hi")), f"lower end &gt; {c['margin']:+.4f}"
         elif "logloss" in c:
             fig = f"LogLoss {format_metric(c.get('logloss'))} vs {format_metric(c.get('reference_logloss'))}"
@@ -133,27 +143,35 @@ def _render_decision(gate: Mapping[str, Any]) -> str:
             ci, need = "", f"&le; {c['max_slice_drop']:.4f}"
         else:
             fig, ci, need = html.escape(str(c.get("text", ""))), "", ""
-        rows.append(f"<tr><td>{html.escape(str(c.get('check')))}</td><td>{fig}</td><td class=\"num\">{ci}</td>"
-                    f"<td>{need}</td><td>{res}</td></tr>")  # fmt: skip
+        rows.append(
+            f'<tr><td>{html.escape(str(c.get("check")))}</td><td>{fig}</td><td class="num">{ci}</td>'
+            f"<td>{need}</td><td>{res}</td></tr>"
+        )
     champ = gate.get("champion") or {}
     status = champ.get("status", "none")
     notes = []
     if status == "scored":
-        notes.append(f"The champion {html.escape(str(champ.get('version')))} was re-scored on these samples "
-                     "(its registered CRM and adapter, as served).")  # fmt: skip
+        notes.append(
+            f"The champion {html.escape(str(champ.get('version')))} was re-scored on these samples "
+            "(its registered CRM and adapter, as served)."
+        )
     elif status != "none":
-        notes.append(f"The champion {html.escape(str(champ.get('version')))} is {html.escape(status)}: "
-                     f"{html.escape(str(champ.get('reason')))}.")  # fmt: skip
+        notes.append(
+            f"The champion {html.escape(str(champ.get('version')))} is {html.escape(status)}: "
+            f"{html.escape(str(champ.get('reason')))}."
+        )
     if gate.get("note"):
         notes.append(html.escape(str(gate["note"])))
     on = f"every figure on the same {int(n):,} samples" if is_number(n) else "every figure on the same samples"
     rules = d.get("rules") or {}
     rule_text = ", ".join(f"{k} {json.dumps(v)}" for k, v in rules.items())
-    return (f'<section class="decision {"promote" if ok else "hold"}">\n<h2>{head}</h2>\n'
-            f"<p>{html.escape(str(d.get('reason', '')))}</p>\n"
-            + ("<table>\n" + "\n".join(rows) + "\n</table>\n" if d.get("checks") else "")
-            + f'<p class="note">{" ".join(notes)} Paired bootstrap intervals, {on}. Rules: {html.escape(rule_text)}.</p>\n'
-            "</section>")  # fmt: skip
+    return (
+        f'<section class="decision {"promote" if ok else "hold"}">\n<h2>{head}</h2>\n'
+        f"<p>{html.escape(str(d.get('reason', '')))}</p>\n"
+        + ("<table>\n" + "\n".join(rows) + "\n</table>\n" if d.get("checks") else "")
+        + f'<p class="note">{" ".join(notes)} Paired bootstrap intervals, {on}. Rules: {html.escape(rule_text)}.</p>\n'
+        "</section>"
+    )
 
 
 def _render_slices(metrics: Mapping[str, Any], png: bytes | None) -> str:
@@ -168,31 +186,42 @@ def _render_slices(metrics: Mapping[str, Any], png: bytes | None) -> str:
     width = len(names) + len(comps)
     for r in s["rows"]:
         pos = r["positives"] / r["n"] if r["n"] else None
-        cells = [f"<td>{html.escape(r['feature'])}: <b>{html.escape(r['value'])}</b></td>", f'<td class="num">{r["n"]:,}</td>',
-                 f'<td class="num">{format_metric(pos)}</td>']  # fmt: skip
+        cells = [
+            f"<td>{html.escape(r['feature'])}: <b>{html.escape(r['value'])}</b></td>",
+            f'<td class="num">{r["n"]:,}</td>',
+            f'<td class="num">{format_metric(pos)}</td>',
+        ]
         if not r.get("scored"):
             cells.append(f'<td class="note" colspan="{max(width, 1)}">{html.escape(r["note"])}</td>')
         else:
             for n in names:
                 m = r["models"][n]
-                cells.append(f'<td class="num">{format_metric(m["auc"])}<br><small>[{format_metric(m["lo"])}, '
-                             f'{format_metric(m["hi"])}]</small></td>')
+                cells.append(
+                    f'<td class="num">{format_metric(m["auc"])}<br><small>[{format_metric(m["lo"])}, '
+                    f"{format_metric(m['hi'])}]</small></td>"
+                )
             for c in comps:
                 d = r["diffs"][c]
                 cls = "pos" if d["lo"] > 0 else "neg" if d["hi"] < 0 else ""
                 cells.append(f'<td class="num {cls}">{d["diff"]:+.4f}<br><small>{_ci(d["lo"], d["hi"])}</small></td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in (s.get("definitions") or {}).items())
+    defs = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in (s.get("definitions") or {}).items()
+    )
     img = ""
     if png:
         b64 = base64.b64encode(png).decode("ascii")
-        img = (f'<figure><img src="data:image/png;base64,{b64}" alt="AUC per slice"><figcaption>AUC per slice and model '
-               f"with its {lvl} paired bootstrap interval (slices with at least {s.get('min_samples')} samples and both "
-               "classes).</figcaption></figure>")  # fmt: skip
-    return ("<h2>Slices</h2>\n<table>\n" + "\n".join(rows) + "\n</table>\n"
-            f'<p class="note">Green: the interval of the difference lies above 0; red: below. Slices with fewer than '
-            f"{s.get('min_samples')} samples or one class only are listed, not scored.</p>\n"
-            f'<ul class="note">{defs}</ul>\n{img}')  # fmt: skip
+        img = (
+            f'<figure><img src="data:image/png;base64,{b64}" alt="AUC per slice"><figcaption>AUC per slice and model '
+            f"with its {lvl} paired bootstrap interval (slices with at least {s.get('min_samples')} samples and both "
+            "classes).</figcaption></figure>"
+        )
+    return (
+        "<h2>Slices</h2>\n<table>\n" + "\n".join(rows) + "\n</table>\n"
+        f'<p class="note">Green: the interval of the difference lies above 0; red: below. Slices with fewer than '
+        f"{s.get('min_samples')} samples or one class only are listed, not scored.</p>\n"
+        f'<ul class="note">{defs}</ul>\n{img}'
+    )
 
 
 def render_html(metrics: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
@@ -206,7 +235,11 @@ def render_html(metrics: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         CALIBRATION_PNG: "Reliability diagram: observed positive rate against mean predicted "
         "probability per bin; the dashed diagonal is perfect calibration. Below: share of samples per bin.",
         AUC_BAR_PNG: f"AUC per model on the same {n} samples"
-        + ("; the dashed line is the champion's stored figure, from its own test split." if metrics["champion"] else "."),
+        + (
+            "; the dashed line is the champion's stored figure, from its own test split."
+            if metrics["champion"]
+            else "."
+        ),
     }
     figs = []
     for name, png in images.items():

@@ -63,7 +63,13 @@ def _plot_roc(metrics: Mapping[str, Any]) -> bytes:
         if m["roc"] is None:
             ax.plot([], [], color=color, label=f"{name} (AUC n/a: one class)")
             continue
-        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], color=color, linewidth=1.8, label=f"{name} (AUC {format_metric(m['auc'])})")
+        ax.plot(
+            m["roc"]["fpr"],
+            m["roc"]["tpr"],
+            color=color,
+            linewidth=1.8,
+            label=f"{name} (AUC {format_metric(m['auc'])})",
+        )
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate", title="ROC curves")
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
@@ -85,7 +91,12 @@ def _plot_calibration(metrics: Mapping[str, Any]) -> bytes:
         counts = np.asarray(cal["count"], dtype=float)
         share = counts / counts.sum()
         bottom.stairs(share, edges, baseline=None, color=color, linewidth=1.5)
-    top.set(xlim=(-0.01, 1.01), ylim=(-0.02, 1.02), ylabel="Observed positive rate", title="Calibration (reliability diagram)")
+    top.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.02, 1.02),
+        ylabel="Observed positive rate",
+        title="Calibration (reliability diagram)",
+    )
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=8.5, framealpha=0.9)
     bottom.set(xlabel="Mean predicted probability (per bin)", ylabel="Share of samples")
@@ -120,8 +131,13 @@ def _plot_auc_bar(metrics: Mapping[str, Any]) -> bytes:
         y = a if a is not None else bottom
         ax.text(xi, y + pad, format_metric(a), ha="center", va="bottom", fontsize=9, fontweight="bold")
     if champ:
-        ax.axhline(champ["auc"], color="0.15", linestyle="--", linewidth=1.3,
-                   label=f"champion {champ['name']} ({format_metric(champ['auc'])})")
+        ax.axhline(
+            champ["auc"],
+            color="0.15",
+            linestyle="--",
+            linewidth=1.3,
+            label=f"champion {champ['name']} ({format_metric(champ['auc'])})",
+        )
         ax.legend(loc="best", fontsize=8.5, framealpha=0.9)
     ax.set_xticks(x, [textwrap.fill(n, 14) for n in names], fontsize=9)
     ax.set_ylim(bottom, top)

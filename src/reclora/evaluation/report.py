@@ -94,7 +94,7 @@ def write_report(
         {
             "schema_version": SCHEMA_VERSION,
             "title": str(title),
-            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "model_order": list(models),
             "models": models,
             "best": _best(models),
@@ -133,7 +133,9 @@ def write_report(
 
 def _score(predictions: Mapping[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
     if not isinstance(predictions, Mapping):
-        raise EvaluationInputError(f"predictions must be a mapping of model name -> (labels, probs), got {type(predictions).__name__}")
+        raise EvaluationInputError(
+            f"predictions must be a mapping of model name -> (labels, probs), got {type(predictions).__name__}"
+        )
     if not predictions:
         raise EvaluationInputError("predictions is empty: nothing to evaluate")
     models: dict[str, dict[str, Any]] = {}
@@ -281,11 +283,17 @@ def summary_markdown(metrics: Mapping[str, Any]) -> str:
     rows = []
     if d:
         rows += [f"**{'Promote' if d['promote'] else 'Not promoted'}**: {d['reason']}", ""]
-    rows += [f"Every model on the same {samples_text(metrics)} samples.", "",
-             "| model | AUC | LogLoss | ECE | accuracy | n |", "|---|---|---|---|---|---|"]  # fmt: skip
+    rows += [
+        f"Every model on the same {samples_text(metrics)} samples.",
+        "",
+        "| model | AUC | LogLoss | ECE | accuracy | n |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, v in metrics["models"].items():
-        rows.append(f"| {name} | {format_metric(v['auc'])} | {format_metric(v['logloss'])} | {format_metric(v['ece'])} "
-                    f"| {format_metric(v['accuracy'])} | {v['n']} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {format_metric(v['auc'])} | {format_metric(v['logloss'])} | {format_metric(v['ece'])} "
+            f"| {format_metric(v['accuracy'])} | {v['n']} |"
+        )
     champ = gate.get("champion") or {}
     if champ.get("status") not in (None, "none", "scored"):
         rows += ["", f"Champion {champ.get('version')}: {champ['status']} ({champ.get('reason')})"]

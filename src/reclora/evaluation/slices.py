@@ -24,14 +24,22 @@ note saying why it is not scored. Intervals come from the paired bootstrap of
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from reclora.evaluation.metrics import EvaluationInputError, bootstrap_aucs, ctr_metrics, diff_summary, interval, validate
+from reclora.evaluation.metrics import (
+    EvaluationInputError,
+    bootstrap_aucs,
+    ctr_metrics,
+    diff_summary,
+    interval,
+    validate,
+)
 
 KEY = ["user_id", "item_id", "timestamp"]
 FEATURES = ("item popularity", "history length", "unseen in training")
@@ -53,10 +61,12 @@ class SliceSpec:
             raise EvaluationInputError(f"slices.head_share must lie in (0, 1), got {self.head_share!r}")
         e = self.history_edges
         if len(e) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in e) or not 0 < e[0] < e[1]:
-            raise EvaluationInputError(f"slices.history_edges must be two increasing positive integers, got {list(e)!r}")
+            raise EvaluationInputError(
+                f"slices.history_edges must be two increasing positive integers, got {list(e)!r}"
+            )
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any] | None, dataset: str | None = None) -> "SliceSpec":
+    def from_params(cls, p: Mapping[str, Any] | None, dataset: str | None = None) -> SliceSpec:
         """From params ``evaluation.slices``: ``fields`` is a list, or a mapping of data set -> list."""
         p = dict(p or {})
         fields = p.get("fields") or []
@@ -123,8 +133,10 @@ def slice_inputs(data_dir: str | Path, keys: pd.DataFrame) -> SliceInputs:
     m = keys[KEY].merge(test, on=KEY, how="left", validate="many_to_one")
     if m["n_history"].isna().any():
         bad = m[m["n_history"].isna()].iloc[0]
-        raise DataError(f"{d}: evaluated sample (user {bad.user_id}, item {bad.item_id}, time {bad.timestamp}) "
-                        f"is not in the test split of this prepared data")  # fmt: skip
+        raise DataError(
+            f"{d}: evaluated sample (user {bad.user_id}, item {bad.item_id}, time {bad.timestamp}) "
+            f"is not in the test split of this prepared data"
+        )
     train = pd.read_parquet(d / schema.split_path("train"), columns=["user_id", "item_id"])
     items = pd.read_parquet(d / schema.ITEMS) if (d / schema.ITEMS).is_file() else None
     users = pd.read_parquet(d / schema.USERS) if (d / schema.USERS).is_file() else None
@@ -228,8 +240,13 @@ def slice_metrics(
         ys = y[sl.mask]
         row: dict[str, Any] = {"feature": sl.feature, "value": sl.value, "n": int(len(ys)), "positives": int(ys.sum())}
         if len(ys) < spec.min_samples:
-            rows.append(row | {"scored": False, "note": f"too small to score: {len(ys)} sample{'' if len(ys) == 1 else 's'} "
-                                                        f"(< {spec.min_samples})"})  # fmt: skip
+            rows.append(
+                row
+                | {
+                    "scored": False,
+                    "note": f"too small to score: {len(ys)} sample{'' if len(ys) == 1 else 's'} (< {spec.min_samples})",
+                }
+            )
             continue
         if ys.min() == ys.max():
             rows.append(row | {"scored": False, "note": f"not scored: all {len(ys)} labels are {int(ys[0])}"})
@@ -238,8 +255,12 @@ def slice_metrics(
         models = {}
         for j, m in enumerate(names):
             lo, hi = interval(boot[:, j], level)
-            models[m] = {"auc": round(float(point[j]), 6), "lo": round(lo, 6), "hi": round(hi, 6),
-                         "logloss": round(ctr_metrics(ys, probs[m][sl.mask])["logloss"], 6)}  # fmt: skip
+            models[m] = {
+                "auc": round(float(point[j]), 6),
+                "lo": round(lo, 6),
+                "hi": round(hi, 6),
+                "logloss": round(ctr_metrics(ys, probs[m][sl.mask])["logloss"], 6),
+            }
         diffs = {}
         for a, b in comparisons:
             ia, ib = names.index(a), names.index(b)
@@ -260,7 +281,12 @@ def slice_table_text(rows: Sequence[Mapping[str, Any]], models: Sequence[str], c
         if not r.get("scored"):
             lines.append(head + r["note"])
             continue
-        cells = [f"{r['models'][m]['auc']:.4f} [{r['models'][m]['lo']:.4f}, {r['models'][m]['hi']:.4f}]" for m in models]
-        cells += [f"{r['diffs'][c]['diff']:+.4f} [{r['diffs'][c]['lo']:+.4f}, {r['diffs'][c]['hi']:+.4f}]" for c in comparisons]
+        cells = [
+            f"{r['models'][m]['auc']:.4f} [{r['models'][m]['lo']:.4f}, {r['models'][m]['hi']:.4f}]" for m in models
+        ]
+        cells += [
+            f"{r['diffs'][c]['diff']:+.4f} [{r['diffs'][c]['lo']:+.4f}, {r['diffs'][c]['hi']:+.4f}]"
+            for c in comparisons
+        ]
         lines.append(head + "  ".join(f"{c:<24}" for c in cells).rstrip())
     return "\n".join(lines)

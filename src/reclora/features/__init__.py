@@ -16,7 +16,15 @@ from reclora.features.sources import build_feature_sources, history_snapshots
 from reclora.features.stage import features_stage, point_in_time_check
 
 __all__ = [
-    "apply_feature_repo", "build_feature_sources", "features_stage", "historical_user_features",
-    "history_snapshots", "materialize", "online_item_features", "online_user_features",
-    "open_feature_store", "point_in_time_check", "render_feature_repo",
-]  # fmt: skip
+    "apply_feature_repo",
+    "build_feature_sources",
+    "features_stage",
+    "historical_user_features",
+    "history_snapshots",
+    "materialize",
+    "online_item_features",
+    "online_user_features",
+    "open_feature_store",
+    "point_in_time_check",
+    "render_feature_repo",
+]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ SOURCE_FILES = (USER_PROFILE_FILE, ITEM_METADATA_FILE, USER_HISTORY_FILE, USER_A
 TIMESTAMP_FIELD = "event_timestamp"
 # rows that do not change over time (profiles, item metadata) are stamped at the epoch so every
 # point-in-time query and every materialization window sees them
-STATIC_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
+STATIC_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 # a history snapshot of the events of second t becomes visible at t + HISTORY_DELAY (see above)
 HISTORY_DELAY = timedelta(seconds=1)
 
@@ -143,7 +143,8 @@ def _source(name: str, path: str, repo: Path | None, offline_store: str) -> Any:
 
 
 def feature_definitions(
-    sources_dir: str | os.PathLike[str], repo_path: str | os.PathLike[str] | None = None,
+    sources_dir: str | os.PathLike[str],
+    repo_path: str | os.PathLike[str] | None = None,
     offline_store: str = "file",
 ) -> dict[str, Any]:
     """Build the repo's Feast objects by name.

@@ -22,9 +22,10 @@ online path give equal frames for the same entity at the same time.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -65,13 +66,13 @@ class ModelInputs:
         return self.users.drop(columns=[PROFILE_TEXT])
 
 
-def _view_names(store: "FeatureStore", view: str) -> tuple[list[str], list[str]]:
+def _view_names(store: FeatureStore, view: str) -> tuple[list[str], list[str]]:
     refs = feature_refs(store, view)
     return refs, [r.split(":", 1)[1] for r in refs]
 
 
 def offline_feature_frames(
-    store: "FeatureStore",
+    store: FeatureStore,
     samples: pd.DataFrame,
     user_ids: Iterable[Any] = (),
     item_ids: Iterable[Any] = (),
@@ -97,13 +98,17 @@ def offline_feature_frames(
     uids = np.asarray(list(user_ids), dtype=np.int64)
     iids = np.asarray(list(item_ids), dtype=np.int64)
     u_rows = pd.DataFrame(
-        {"user_id": np.r_[samples["user_id"].to_numpy(np.int64), uids],
-         TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(uids), t_ref, np.int64)]}
-    )  # fmt: skip
+        {
+            "user_id": np.r_[samples["user_id"].to_numpy(np.int64), uids],
+            TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(uids), t_ref, np.int64)],
+        }
+    )
     i_rows = pd.DataFrame(
-        {"item_id": np.r_[samples["item_id"].to_numpy(np.int64), iids],
-         TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(iids), t_ref, np.int64)]}
-    )  # fmt: skip
+        {
+            "item_id": np.r_[samples["item_id"].to_numpy(np.int64), iids],
+            TIMESTAMP_FIELD: np.r_[ts.to_numpy(np.int64), np.full(len(iids), t_ref, np.int64)],
+        }
+    )
     del ts
     return (
         historical_view(store, u_rows, USER_VIEW, "user_id", chunk_rows, latest_per_key),
@@ -112,7 +117,7 @@ def offline_feature_frames(
 
 
 def online_feature_frames(
-    store: "FeatureStore", user_ids: Iterable[Any], item_ids: Iterable[Any]
+    store: FeatureStore, user_ids: Iterable[Any], item_ids: Iterable[Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Serving: (user frame, item frame) of the given ids from the online store (one row per id)."""
     out = []
@@ -120,7 +125,9 @@ def online_feature_frames(
         ids = sorted({int(i) for i in ids})
         refs, names = _view_names(store, view)
         if ids:
-            frame = pd.DataFrame(store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict())
+            frame = pd.DataFrame(
+                store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
+            )
         else:
             frame = pd.DataFrame({key: pd.Series([], dtype="int64"), **{n: pd.Series([], dtype=object) for n in names}})
         out.append(frame[[key, *names]])
@@ -137,8 +144,9 @@ def _uniform(col: pd.Series) -> pd.Series:
     """One type per column on both sides: numbers -> float64 (NaN missing), else object (None missing)."""
     vals = col.astype(object).where(col.notna(), None)
     present = [v for v in vals if v is not None]
-    if present and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-                       for v in present):  # fmt: skip
+    if present and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in present
+    ):
         return pd.to_numeric(col, errors="coerce").astype("float64")
     return vals
 

@@ -15,8 +15,9 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,7 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK_ROWS = 1_000_000  # entity rows per get_historical_features request (bounded memory)
 
 
-
-def _source_file(store: "FeatureStore", view: str) -> str:
+def _source_file(store: FeatureStore, view: str) -> str:
     from feast.infra.offline_stores.file_source import FileSource
 
     src = store.get_feature_view(view).batch_source
@@ -53,7 +53,7 @@ CWD_RELATIVE_STORES = ("duckdb",)
 
 
 @contextlib.contextmanager
-def offline_reads(store: "FeatureStore") -> Iterator[None]:
+def offline_reads(store: FeatureStore) -> Iterator[None]:
     """The context of every offline read (point-in-time joins, materialization).
 
     The file (dask) store: the fast dask token for list-valued features. The DuckDB store reads a
@@ -80,7 +80,7 @@ def offline_reads(store: "FeatureStore") -> Iterator[None]:
             os.chdir(here)
 
 
-def latest_event(store: "FeatureStore") -> pd.Timestamp:
+def latest_event(store: FeatureStore) -> pd.Timestamp:
     """The latest ``event_timestamp`` in the user_history source (the newest snapshot)."""
     col = pq.read_table(_source_file(store, "user_history"), columns=[TIMESTAMP_FIELD])[TIMESTAMP_FIELD]
     if len(col) == 0:
@@ -88,7 +88,7 @@ def latest_event(store: "FeatureStore") -> pd.Timestamp:
     return to_utc(pc.max(col).as_py())
 
 
-def materialize(store: "FeatureStore", end: Any = None, start: Any = None) -> dict[str, Any]:
+def materialize(store: FeatureStore, end: Any = None, start: Any = None) -> dict[str, Any]:
     """Load the offline sources into the online store: the latest row per entity stamped in
     [start, end]. ``end`` defaults to the newest history snapshot (so the online history of a
     user is its latest row: every event so far); ``start`` to the epoch (static rows included)."""
@@ -115,9 +115,7 @@ def _times(values: Any) -> pd.Series:
     return pd.to_datetime(s, utc=True)
 
 
-def _key_chunks(
-    store: "FeatureStore", view: str, keys: pd.DataFrame, key: str, max_join_rows: int
-) -> list[pd.DataFrame]:
+def _key_chunks(store: FeatureStore, view: str, keys: pd.DataFrame, key: str, max_join_rows: int) -> list[pd.DataFrame]:
     """Split the entity keys so that no single request joins more than ``max_join_rows`` rows.
 
     Feast's file offline store joins every entity row with *all* source rows of its entity before
@@ -151,7 +149,7 @@ def latest_rows(frame: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame
 
 
 def historical_view(
-    store: "FeatureStore",
+    store: FeatureStore,
     entity_df: pd.DataFrame,
     view: str,
     key: str,
@@ -197,7 +195,7 @@ def historical_view(
 
 
 def historical_user_features(
-    store: "FeatureStore",
+    store: FeatureStore,
     entity_df: pd.DataFrame,
     views: Iterable[str] = ("user_profile", "user_activity"),
     max_join_rows: int = 2_000_000,
@@ -233,7 +231,7 @@ def historical_user_features(
     return out
 
 
-def _online(store: "FeatureStore", view: str, key: str, ids: Iterable[Any]) -> pd.DataFrame:
+def _online(store: FeatureStore, view: str, key: str, ids: Iterable[Any]) -> pd.DataFrame:
     ids = [int(i) for i in ids]
     if not ids:
         return pd.DataFrame(columns=[key])
@@ -242,7 +240,7 @@ def _online(store: "FeatureStore", view: str, key: str, ids: Iterable[Any]) -> p
 
 
 def online_user_features(
-    store: "FeatureStore", user_ids: Iterable[Any], views: Iterable[str] = ("user_profile", "user_history")
+    store: FeatureStore, user_ids: Iterable[Any], views: Iterable[str] = ("user_profile", "user_history")
 ) -> pd.DataFrame:
     """Serving: the users' latest materialized profile and history (one row per id, in order)."""
     ids = [int(i) for i in user_ids]
@@ -253,7 +251,7 @@ def online_user_features(
     return out
 
 
-def online_item_features(store: "FeatureStore", item_ids: Iterable[Any]) -> pd.DataFrame:
+def online_item_features(store: FeatureStore, item_ids: Iterable[Any]) -> pd.DataFrame:
     """Serving: item title and genres from the online store (one row per id, in order)."""
     return _online(store, "item_metadata", "item_id", item_ids)
 

@@ -21,8 +21,9 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -86,7 +87,9 @@ def store_overrides(params: Params | Mapping[str, Any] | None = None) -> dict[st
         if not kind:
             return dict(over)
         if kind not in OFFLINE_STORES:
-            raise ConfigError(f"params.yaml: features.offline_store must be one of {', '.join(OFFLINE_STORES)}, got {kind!r}")
+            raise ConfigError(
+                f"params.yaml: features.offline_store must be one of {', '.join(OFFLINE_STORES)}, got {kind!r}"
+            )
         block: dict[str, Any] = {"type": kind}
         if kind == "spark":
             conf = features.get("spark_conf") or {}
@@ -125,9 +128,7 @@ def render_feature_repo(
     """
     repo = Path(repo_dir)
     if repo.resolve() == TEMPLATE_DIR.resolve():
-        raise ConfigError(
-            f"{repo}: this is the checked-in template repo; render into a run directory instead"
-        )
+        raise ConfigError(f"{repo}: this is the checked-in template repo; render into a run directory instead")
     src = str(sources_dir)
     if "://" not in src:
         sp = Path(src)
@@ -154,7 +155,7 @@ def render_feature_repo(
     return repo, src
 
 
-def open_feature_store(repo_dir: str | os.PathLike[str]) -> "FeatureStore":
+def open_feature_store(repo_dir: str | os.PathLike[str]) -> FeatureStore:
     """A FeatureStore on an applied repo (e.g. ``OUT/repo`` of the features stage), for serving.
     Raises DataError when ``repo_dir`` has no ``feature_store.yaml``."""
     from feast import FeatureStore
@@ -170,7 +171,7 @@ def apply_feature_repo(
     sources_dir: str | os.PathLike[str],
     online_path: str | os.PathLike[str] | None = None,
     store_config: Mapping[str, Any] | None = None,
-) -> "FeatureStore":
+) -> FeatureStore:
     """Render the repo into ``repo_dir`` and apply it (what ``feast apply`` does): register the
     entities, sources and feature views and create the online store tables.
 
@@ -182,9 +183,7 @@ def apply_feature_repo(
     if "://" not in src:
         missing = [f for f in SOURCE_FILES if not (Path(src) / f).is_file()]
         if missing:
-            raise DataError(
-                f"{src}: feature sources missing ({', '.join(missing)}); run build_feature_sources first"
-            )
+            raise DataError(f"{src}: feature sources missing ({', '.join(missing)}); run build_feature_sources first")
     overrides = store_config if store_config is not None else store_overrides()
     repo, rel = render_feature_repo(repo_dir, src, online_path, overrides)
     store = open_feature_store(repo)

@@ -12,8 +12,9 @@ and vectorized over a table sorted once by (user, time, item).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -250,7 +251,6 @@ def build_feature_sources(
         "last_event": t_max,
         "last_snapshot": to_utc(t_max + int(HISTORY_DELAY.total_seconds())).isoformat(),
     }
-
 
 
 __all__ = ["activity_snapshots", "build_feature_sources", "check_prepared", "history_snapshots", "to_utc"]

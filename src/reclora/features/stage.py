@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -162,7 +163,11 @@ def features_stage(
         catalogue_users = pq.read_table(tmp / "sources" / USER_PROFILE_FILE, columns=["user_id"])["user_id"]
         catalogue_items = pq.read_table(tmp / "sources" / ITEM_METADATA_FILE, columns=["item_id"])["item_id"]
         uf, itf = offline_feature_frames(
-            store, samples, catalogue_users.to_numpy(), catalogue_items.to_numpy(), chunk_rows=chunk_rows,
+            store,
+            samples,
+            catalogue_users.to_numpy(),
+            catalogue_items.to_numpy(),
+            chunk_rows=chunk_rows,
             latest_per_key=True,
         )
         mi = model_inputs(uf, itf)
@@ -228,7 +233,6 @@ def features_stage(
         write_json(tmp / SUMMARY, summary)
     summary["out"] = str(out)
     return summary
-
 
 
 __all__ = ["features_stage", "point_in_time_check"]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -94,9 +95,11 @@ class AdapterModel:
 
         with only_layers(self.decoder, 0, self.first_layer, final_norm=False):
             out = self.decoder(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids(attention_mask),
                 use_cache=False,
-            )  # fmt: skip
+            )
         return out.last_hidden_state.float()
 
     def answer_hidden(
@@ -116,10 +119,14 @@ class AdapterModel:
         pos = position_ids(attention_mask)
         with self._personalized(signal):
             if lower is None:
-                out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False)
+                out = self.decoder(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False
+                )
             else:
                 with only_layers(self.decoder, self.first_layer):
-                    out = self.decoder(inputs_embeds=lower, attention_mask=attention_mask, position_ids=pos, use_cache=False)
+                    out = self.decoder(
+                        inputs_embeds=lower, attention_mask=attention_mask, position_ids=pos, use_cache=False
+                    )
         return out.last_hidden_state[:, -1, :]
 
     def answer_logits(
@@ -228,13 +235,17 @@ def check_shared_lora_dir(lora_dir: str | Path) -> Path:
     if not meta.is_file():
         if (d / "adapter" / "reclora_adapter.json").is_file():
             raise RecLoRAError(f"{d} is a training run's output; pass its adapter directory: {d / 'adapter'}")
-        raise RecLoRAError(f"{d} is not a saved adapter (no reclora_adapter.json); give the OUT/adapter of a `train llm --kind lora` run")
+        raise RecLoRAError(
+            f"{d} is not a saved adapter (no reclora_adapter.json); give the OUT/adapter of a `train llm --kind lora` run"
+        )
     try:
         kind = loads_json(meta.read_text()).get("kind")
     except (ValueError, AttributeError) as e:
         raise RecLoRAError(f"{meta} is not valid adapter JSON: {e}") from None
     if kind != "lora":
-        raise RecLoRAError(f"{d} is a {kind!r} adapter; two-stage RecLoRA starts from a vanilla LoRA (`train llm --kind lora`)")
+        raise RecLoRAError(
+            f"{d} is a {kind!r} adapter; two-stage RecLoRA starts from a vanilla LoRA (`train llm --kind lora`)"
+        )
     if not ((d / "adapter_config.json").is_file() and (d / "adapter_model.safetensors").is_file()):
         raise RecLoRAError(f"{d}: the peft files adapter_config.json and adapter_model.safetensors are missing")
     return d
@@ -262,18 +273,29 @@ def init_from_shared_lora(adapter: AdapterModel, lora_dir: str | Path) -> int:
     pc = read_json(cfg)
     shared_scale = float(pc["lora_alpha"]) / float(pc["r"])
     w = load_file(str(weights))
-    shared = {k[: -len(".lora_A.weight")].removeprefix("base_model.model."): (w[k], w[k.replace(".lora_A.", ".lora_B.")])
-              for k in w if k.endswith(".lora_A.weight")}  # fmt: skip
-    banks = {n.removeprefix("base_model."): m for n, m in adapter.module.named_modules() if isinstance(m, PersonalizedLoRALinear)}
+    shared = {
+        k[: -len(".lora_A.weight")].removeprefix("base_model.model."): (w[k], w[k.replace(".lora_A.", ".lora_B.")])
+        for k in w
+        if k.endswith(".lora_A.weight")
+    }
+    banks = {
+        n.removeprefix("base_model."): m
+        for n, m in adapter.module.named_modules()
+        if isinstance(m, PersonalizedLoRALinear)
+    }
     if set(banks) != set(shared):
         only_b, only_s = sorted(set(banks) - set(shared))[:3], sorted(set(shared) - set(banks))[:3]
-        raise RecLoRAError(f"{d}: the shared LoRA adapts other modules than this RecLoRA (only here: {only_b}; only there: {only_s})")
+        raise RecLoRAError(
+            f"{d}: the shared LoRA adapts other modules than this RecLoRA (only here: {only_b}; only there: {only_s})"
+        )
     with torch.no_grad():
         for name, bank in banks.items():
             a, b = shared[name]
             if tuple(a.shape) != tuple(bank.lora_A.shape[1:]) or tuple(b.shape) != tuple(bank.lora_B.shape[1:]):
-                raise RecLoRAError(f"{d}: {name} has A {tuple(a.shape)}, B {tuple(b.shape)}; the bank needs "
-                                   f"{tuple(bank.lora_A.shape[1:])}, {tuple(bank.lora_B.shape[1:])} (same rank and targets)")  # fmt: skip
+                raise RecLoRAError(
+                    f"{d}: {name} has A {tuple(a.shape)}, B {tuple(b.shape)}; the bank needs "
+                    f"{tuple(bank.lora_A.shape[1:])}, {tuple(bank.lora_B.shape[1:])} (same rank and targets)"
+                )
             bank.lora_A.copy_(a.to(bank.lora_A).expand_as(bank.lora_A))
             bank.lora_B.copy_((b.float() * (shared_scale / float(bank.scaling))).to(bank.lora_B).expand_as(bank.lora_B))
     return len(banks)

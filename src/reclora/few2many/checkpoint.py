@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,7 +32,10 @@ CKPT = "checkpoint"
 
 
 def save_checkpoint(
-    out_dir: Path, named_params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer, state: dict[str, Any],
+    out_dir: Path,
+    named_params: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
     extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write OUT/checkpoint atomically (and mirror it when inside ``checkpoint_mirror``).
@@ -163,7 +167,7 @@ def pull_checkpoints(uri: str, local_root: str | Path) -> list[str]:
         if not f.endswith(f"/{LATEST}"):
             continue
         key_dir = f[: -len(LATEST) - 1]
-        rel = key_dir[len(root):].strip("/")
+        rel = key_dir[len(root) :].strip("/")
         local = Path(local_root) / rel if rel else Path(local_root)
         if (local / "state.json").is_file():
             continue

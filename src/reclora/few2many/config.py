@@ -64,10 +64,12 @@ class TrainConfig:
             v = getattr(self, name)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             if not ok or (v <= 0 if name in positive else v < 0):  # NaN and inf included: never a silent no-op
-                raise ConfigError(f"train.{name} must be a finite number {'>' if name in positive else '>='} 0, got {v!r}")
+                raise ConfigError(
+                    f"train.{name} must be a finite number {'>' if name in positive else '>='} 0, got {v!r}"
+                )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """From a ``train`` params section (unknown keys ignored; an older file's ``bf16: true|false``
         is read as ``precision: bf16|fp32``, see :func:`reclora.precision.requested_precision`)."""
         from reclora.precision import requested_precision

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,9 @@ def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, bucket: bool = True) -> list[np.ndarray]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, bucket: bool = True
+) -> list[np.ndarray]:
     """One epoch of batches (index arrays), seeded by (seed, epoch).
 
     Unbucketed: a random permutation cut into batches. Bucketed: the permutation is cut into pools
@@ -81,9 +84,13 @@ class PromptSet:
     """
 
     def __init__(
-        self, tokenizer: Any, prompts: Sequence[str], max_length: int,
-        signals: np.ndarray | None = None, anchors: np.ndarray | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        tokenizer: Any,
+        prompts: Sequence[str],
+        max_length: int,
+        signals: np.ndarray | None = None,
+        anchors: np.ndarray | None = None,
+    ) -> None:
         n = len(prompts)
         for name, a in (("signals", signals), ("anchors", anchors)):
             if a is not None and len(a) != n:
@@ -92,16 +99,23 @@ class PromptSet:
         self.lengths = [len(x) for x in self.ids]
         self.pad_id = _pad_id(tokenizer)
         self.signals = torch.as_tensor(np.asarray(signals, dtype=np.float32)) if signals is not None else None
-        self.anchors = torch.as_tensor(np.asarray(anchors, dtype=np.float32).reshape(-1)) if anchors is not None else None
+        self.anchors = (
+            torch.as_tensor(np.asarray(anchors, dtype=np.float32).reshape(-1)) if anchors is not None else None
+        )
         self.lower: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def cache(
-        self, model: AdapterModel, batch_size: int, precision: "Precision | str" = "auto", progress: bool = False,
-        desc: str = "cache", store: str | Path | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        model: AdapterModel,
+        batch_size: int,
+        precision: Precision | str = "auto",
+        progress: bool = False,
+        desc: str = "cache",
+        store: str | Path | None = None,
+    ) -> None:
         """Compute (or, with ``store``, load if present) every prompt's frozen-layer state.
 
         ``precision``: a chosen :class:`~reclora.precision.Precision` or a ``train.precision`` name
@@ -140,13 +154,15 @@ class PromptSet:
             model.train(was)
         self.lower = lower  # type: ignore[assignment]
         if f is not None:
-            from safetensors.torch import save_file
-
             import os
             import tempfile
 
+            from safetensors.torch import save_file
+
             f.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".tmp")  # concurrent writers: own files
+            fd, tmp = tempfile.mkstemp(
+                dir=f.parent, prefix=f".{f.name}.", suffix=".tmp"
+            )  # concurrent writers: own files
             os.close(fd)
             try:
                 save_file({str(i): t.contiguous() for i, t in enumerate(self.lower)}, tmp)
@@ -166,7 +182,9 @@ class PromptSet:
         name = str(getattr(cfg, "_name_or_path", ""))
         weights = ""
         if name and Path(name).is_dir():
-            weights = ",".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(name).glob("*.safetensors")))
+            weights = ",".join(
+                f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(name).glob("*.safetensors"))
+            )
         h = hashlib.sha256(f"{name}|{cfg}|{weights}|{model.first_layer}|{precision}".encode())
         for x in self.ids:
             h.update(np.asarray(x, dtype=np.int64).tobytes() + b"|")

@@ -1,15 +1,16 @@
 """Cheap diagnostics of the text path: what the frozen LLM's features hold, and where the answer mass is.
 
-    answer_states   final hidden state at the answer position for every prompt ([n, D], fp32)
-    linear_probe    logistic regression on those states: the ceiling of what the frozen text features
-                    hold about the label (fitted on the Few2Many sample, scored on the validation subset)
-    yes_no_mass     p(Yes) + p(No) over the whole vocabulary at the answer position: how much of the
-                    model's next-token belief the readout sees
+answer_states   final hidden state at the answer position for every prompt ([n, D], fp32)
+linear_probe    logistic regression on those states: the ceiling of what the frozen text features
+                hold about the label (fitted on the Few2Many sample, scored on the validation subset)
+yes_no_mass     p(Yes) + p(No) over the whole vocabulary at the answer position: how much of the
+                model's next-token belief the readout sees
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from reclora.precision import Precision, as_precision
 
 
 @torch.no_grad()
-def answer_states(model: AdapterModel, data: PromptSet, batch_size: int = 16, precision: Precision | str = "auto") -> np.ndarray:
+def answer_states(
+    model: AdapterModel, data: PromptSet, batch_size: int = 16, precision: Precision | str = "auto"
+) -> np.ndarray:
     """[n, D] fp32 final (normed) hidden states at the answer position, in ``data``'s order (eval mode).
 
     Uses ``data``'s cached frozen-layer states when it has them; runs in ``precision`` (see
@@ -38,7 +41,12 @@ def answer_states(model: AdapterModel, data: PromptSet, batch_size: int = 16, pr
             idx = order[i : i + batch_size]
             b = data.batch(idx, device)
             with prec.autocast(device):
-                h = model.answer_hidden(b["input_ids"], b["attention_mask"], b["signal"], b["lower"]).float().cpu().numpy()
+                h = (
+                    model.answer_hidden(b["input_ids"], b["attention_mask"], b["signal"], b["lower"])
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
             if out is None:
                 out = np.empty((len(data), h.shape[1]), dtype=np.float32)
             out[idx] = h
@@ -47,7 +55,9 @@ def answer_states(model: AdapterModel, data: PromptSet, batch_size: int = 16, pr
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0) -> dict[str, float]:
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0
+) -> dict[str, float]:
     """Standardized logistic regression (L2, inverse strength ``c``) fitted on train, scored on test.
 
     Returns {"auc", "logloss", "train_auc"}; raises ValueError when a side has one class only.
@@ -70,8 +80,14 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
 
 
 @torch.no_grad()
-def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size: int = 16, precision: Precision | str = "auto",
-                states: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+def yes_no_mass(
+    model: AdapterModel,
+    tokenizer: Any,
+    data: PromptSet,
+    batch_size: int = 16,
+    precision: Precision | str = "auto",
+    states: np.ndarray | None = None,
+) -> dict[str, float]:
     """p(Yes) + p(No) under the full next-token softmax at the answer position: mean, min and median.
 
     ``states``: the prompts' answer states from :func:`answer_states`, when already computed.
@@ -86,8 +102,16 @@ def yes_no_mass(model: AdapterModel, tokenizer: Any, data: PromptSet, batch_size
     return {"mean": round(float(m.mean()), 6), "min": round(float(m.min()), 6), "median": round(float(np.median(m)), 6)}
 
 
-def diagnose(model: AdapterModel, tokenizer: Any, train: PromptSet, train_y: Sequence[int], valid: PromptSet,
-             valid_y: Sequence[int], batch_size: int = 16, precision: Precision | str = "auto") -> dict[str, Any]:  # fmt: skip
+def diagnose(
+    model: AdapterModel,
+    tokenizer: Any,
+    train: PromptSet,
+    train_y: Sequence[int],
+    valid: PromptSet,
+    valid_y: Sequence[int],
+    batch_size: int = 16,
+    precision: Precision | str = "auto",
+) -> dict[str, Any]:
     """Before training (the adapter is the identity at init, B = 0): the linear probe of the frozen
     features and the Yes+No mass of the base model, on the given prompt sets."""
     tr = answer_states(model, train, batch_size, precision)
@@ -95,8 +119,9 @@ def diagnose(model: AdapterModel, tokenizer: Any, train: PromptSet, train_y: Seq
     out: dict[str, Any] = {"yes_no_mass_base": yes_no_mass(model, tokenizer, valid, states=va)}
     try:
         out["linear_probe"] = linear_probe(tr, np.asarray(train_y), va, np.asarray(valid_y)) | {
-            "fitted_on": int(len(tr)), "scored_on": int(len(va))
-        }  # fmt: skip
+            "fitted_on": int(len(tr)),
+            "scored_on": int(len(va)),
+        }
     except ValueError as e:
         out["linear_probe"] = {"error": str(e)}
     return out

@@ -23,7 +23,7 @@ _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 # ------------------------------------------------------------------ process group
 def default_backend() -> str:
-    """"nccl" when CUDA is available, else "gloo"."""
+    """The process group backend: "nccl" when CUDA is available, else "gloo"."""
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 

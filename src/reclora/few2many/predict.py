@@ -3,8 +3,9 @@ torchrun: every rank scores its share of the batches)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,18 +18,34 @@ from reclora.llm.model import yes_no_token_ids
 from reclora.precision import Precision, as_precision
 
 
-def answer_logits(model: AdapterModel, batch: dict[str, Any], token_ids: Sequence[int] | None, readout: bool = True) -> torch.Tensor:
+def answer_logits(
+    model: AdapterModel, batch: dict[str, Any], token_ids: Sequence[int] | None, readout: bool = True
+) -> torch.Tensor:
     """The batch's answer logits (``model.answer_logits`` on a :meth:`PromptSet.batch`): fp32 [B, 2] over
     (Yes, No) for ``token_ids`` = (yes, no), [B, vocab] for None; ``readout`` applies the crm_residual readout."""
     return model.answer_logits(
-        batch["input_ids"], batch["attention_mask"], batch["signal"], token_ids, lower=batch["lower"],
-        anchor=batch["anchor"], readout=readout,
-    )  # fmt: skip
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["signal"],
+        token_ids,
+        lower=batch["lower"],
+        anchor=batch["anchor"],
+        readout=readout,
+    )
 
 
 @torch.no_grad()
-def predict_set(model: AdapterModel, data: PromptSet, batch_size: int, precision: Precision | str, token_ids: Sequence[int],
-                progress: bool = False, desc: str = "predict", rank: int = 0, world: int = 1) -> np.ndarray:  # fmt: skip
+def predict_set(
+    model: AdapterModel,
+    data: PromptSet,
+    batch_size: int,
+    precision: Precision | str,
+    token_ids: Sequence[int],
+    progress: bool = False,
+    desc: str = "predict",
+    rank: int = 0,
+    world: int = 1,
+) -> np.ndarray:
     """p(Yes) for the prompts of ``data`` (batched by length), eval mode. With ``world`` > 1 this rank
     scores every world-th batch and leaves 0 in the other rows (the caller sums over the ranks)."""
     was = model.module.training
@@ -85,8 +102,17 @@ def predict_adapter(
     data = PromptSet(tokenizer, prompts, max_length, signals, anchors if model.uses_anchor else None)
     if cache_dir is not None:
         data.cache(model, batch_size, precision, progress and main, "cache frozen layers", cache_dir)
-    out = predict_set(model, data, batch_size, precision, yes_no_token_ids(tokenizer), progress and main,
-                       f"predict {model.kind}", rank, world)  # fmt: skip
+    out = predict_set(
+        model,
+        data,
+        batch_size,
+        precision,
+        yes_no_token_ids(tokenizer),
+        progress and main,
+        f"predict {model.kind}",
+        rank,
+        world,
+    )
     if ddp:
         t = torch.from_numpy(out)
         D.all_reduce_sum_(t)  # each row was filled by exactly one rank

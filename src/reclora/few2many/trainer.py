@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,19 +146,23 @@ class Few2ManyRecipe:
         t_cache = time.perf_counter()
         self.data = PromptSet(self.tokenizer, prompts, cfg.max_length, signals, anchors)
         if valid is not None:
-            self.val = PromptSet(self.tokenizer, valid["prompts"], cfg.max_length, valid.get("signals"), valid.get("anchors"))
+            self.val = PromptSet(
+                self.tokenizer, valid["prompts"], cfg.max_length, valid.get("signals"), valid.get("anchors")
+            )
             self.val_labels = np.asarray(valid["labels"]).astype(np.int64)
         if cfg.cache_lower:
-            self.data.cache(model, cfg.batch_size * 2, self.prec, self.progress and self.main, "cache frozen layers",
-                            self.cache_dir)  # fmt: skip
+            self.data.cache(
+                model, cfg.batch_size * 2, self.prec, self.progress and self.main, "cache frozen layers", self.cache_dir
+            )
             if self.val is not None:
                 self.val.cache(model, cfg.batch_size * 2, self.prec, False, store=self.cache_dir)
         self.cache_secs = time.perf_counter() - t_cache
         if diagnostics and self.val is not None:
             from reclora.few2many.diagnostics import diagnose
 
-            self.diag = diagnose(model, self.tokenizer, self.data, labels, self.val, self.val_labels, cfg.batch_size * 2,
-                                 self.prec)  # fmt: skip
+            self.diag = diagnose(
+                model, self.tokenizer, self.data, labels, self.val, self.val_labels, cfg.batch_size * 2, self.prec
+            )
 
     def setup_optimizer(self) -> None:
         """AdamW over the trainable parameters (seeded by ``cfg.seed``; LoRA+ and gate groups), the fp16 grad
@@ -167,7 +172,9 @@ class Few2ManyRecipe:
         self.named = dict(self.model.named_trainable_parameters())
         self.params = list(self.named.values())
         self.opt = torch.optim.AdamW(_param_groups(self.named, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = self.prec.grad_scaler(self.device)  # fp16 only: the loss is scaled up so small gradients do not underflow
+        self.scaler = self.prec.grad_scaler(
+            self.device
+        )  # fp16 only: the loss is scaled up so small gradients do not underflow
         self.micro = cfg.batch_size
         n_micro = math.ceil(len(self.data) / self.micro)
         self.per_epoch = math.ceil(n_micro / cfg.grad_accum)
@@ -194,7 +201,9 @@ class Few2ManyRecipe:
         if self.ddp:
             # every rank must start from the same step with the same weights
             if not D.same_on_all_ranks(self.step):
-                raise RuntimeError(f"ranks resume from different steps (this rank: {self.step}); is {self.out_dir} shared?")
+                raise RuntimeError(
+                    f"ranks resume from different steps (this rank: {self.step}); is {self.out_dir} shared?"
+                )
             with torch.no_grad():
                 for p in self.params:
                     D.broadcast_(p.data)
@@ -205,12 +214,20 @@ class Few2ManyRecipe:
         """Rank 0 writes the run's state to ``out_dir`` (when there is one and ``cfg.checkpoint_every``)."""
         cfg = self.cfg
         if self.main and self.out_dir is not None and cfg.checkpoint_every:
-            state = {"step": self.step, "loss": self.losses, "valid_auc": self.val_auc, "best": self.best,
-                     "config": asdict(cfg), "precision": self.prec.name}  # fmt: skip
+            state = {
+                "step": self.step,
+                "loss": self.losses,
+                "valid_auc": self.val_auc,
+                "best": self.best,
+                "config": asdict(cfg),
+                "precision": self.prec.name,
+            }
             if self.scaler.is_enabled():
                 state["grad_scaler"] = self.scaler.state_dict()
             extra = {BEST: self.best_weights} if self.best_weights is not None else None
-            save_checkpoint(self.out_dir, self.named, self.opt, state | ({"world_size": self.world} if self.ddp else {}), extra)
+            save_checkpoint(
+                self.out_dir, self.named, self.opt, state | ({"world_size": self.world} if self.ddp else {}), extra
+            )
 
     # ------------------------------------------------------------------ evaluation
     def validate(self, epoch: int) -> bool:
@@ -258,7 +275,9 @@ class Few2ManyRecipe:
             step_loss += loss.item()
         if self.ddp:
             step_loss = D.all_reduce_grads(self.params, step_loss)
-        self.scaler.unscale_(self.opt)  # (a no-op but for fp16) the ranks' summed gradients are identical, so is the inf check
+        self.scaler.unscale_(
+            self.opt
+        )  # (a no-op but for fp16) the ranks' summed gradients are identical, so is the inf check
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.scaler.step(self.opt)  # skips the step when an fp16 gradient overflowed
@@ -272,8 +291,13 @@ class Few2ManyRecipe:
         cfg, per_epoch, total = self.cfg, self.per_epoch, self.total
         self.model.train(True)
         self.t0 = time.perf_counter()
-        bar = tqdm(total=total, initial=self.step, desc=f"train {self.model.kind}", disable=not (self.progress and self.main),
-                   unit="step")  # fmt: skip
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            desc=f"train {self.model.kind}",
+            disable=not (self.progress and self.main),
+            unit="step",
+        )
         # an epoch boundary reached before the kill whose validation was not recorded yet
         step = self.step
         if step and step % per_epoch == 0 and len(self.val_auc) < step // per_epoch and self.val is not None:
@@ -316,7 +340,9 @@ class Few2ManyRecipe:
         if self.diag:
             from reclora.few2many.diagnostics import yes_no_mass
 
-            self.diag["yes_no_mass_trained"] = yes_no_mass(self.model, self.tokenizer, self.val, cfg.batch_size * 2, self.prec)
+            self.diag["yes_no_mass_trained"] = yes_no_mass(
+                self.model, self.tokenizer, self.val, cfg.batch_size * 2, self.prec
+            )
         out = {
             "steps": self.step,
             "total_steps": self.total,

@@ -6,6 +6,10 @@ from reclora.llm.location import default_model_dir, resolve_model_path
 from reclora.llm.model import load_causal_lm, score_yes_no, yes_no_token_ids
 
 __all__ = [
-    "default_model_dir", "fetch_default_model", "load_causal_lm", "resolve_model_path",
-    "score_yes_no", "yes_no_token_ids",
-]  # fmt: skip
+    "default_model_dir",
+    "fetch_default_model",
+    "load_causal_lm",
+    "resolve_model_path",
+    "score_yes_no",
+    "yes_no_token_ids",
+]

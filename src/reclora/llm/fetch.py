@@ -14,8 +14,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.errors import RecLoRAError
 from reclora.io import atomic_dir, write_json
@@ -85,4 +86,3 @@ def fetch_default_model(model: Mapping[str, Any], cache: str | Path | None = Non
                 },
             )
     return target
-

@@ -9,8 +9,9 @@ default; the typed :class:`~reclora.config.model_sections.ModelSection` or its m
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from reclora.config import cache_dir
 from reclora.errors import RecLoRAError

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.errors import ConfigError
 
@@ -92,7 +93,9 @@ class PersonalizedLoRAConfig:
         if self.gate_input not in GATE_INPUTS:
             raise ConfigError(f"personalized LoRA: gate_input must be one of {GATE_INPUTS}, got {self.gate_input!r}")
         if self.gate_input == "score" and self.signal_dim != 1:
-            raise ConfigError(f"personalized LoRA: gate_input 'score' reads a 1-wide signal, got signal_dim={self.signal_dim}")
+            raise ConfigError(
+                f"personalized LoRA: gate_input 'score' reads a 1-wide signal, got signal_dim={self.signal_dim}"
+            )
         if self.gate_input == "hidden+score" and self.signal_dim < 2:
             raise ConfigError("personalized LoRA: gate_input 'hidden+score' needs signal_dim = |h| + 1 >= 2")
         if self.gate not in GATE_KINDS:
@@ -110,7 +113,7 @@ class PersonalizedLoRAConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PersonalizedLoRAConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> PersonalizedLoRAConfig:
         """Build from a mapping (e.g. adapter_config.json or a params.yaml section).
 
         Unknown keys are an error (a typo must not silently fall back to a default);
@@ -134,7 +137,7 @@ class PersonalizedLoRAConfig:
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "PersonalizedLoRAConfig":
+    def from_json(cls, text: str) -> PersonalizedLoRAConfig:
         from reclora.io import loads_json
 
         try:

@@ -229,9 +229,7 @@ class PersonalizedLoRALinear(nn.Module):
         if w.dim() != 2 or w.shape[1] != self.n_experts:
             raise ValueError(f"mixing weights must be [batch, {self.n_experts}], got {tuple(w.shape)}")
         if w.shape[0] != batch:
-            raise ValueError(
-                f"personalized LoRA: the signal has {w.shape[0]} rows but the input batch has {batch}"
-            )
+            raise ValueError(f"personalized LoRA: the signal has {w.shape[0]} rows but the input batch has {batch}")
         return w
 
     # --- forward --------------------------------------------------------------------

@@ -15,8 +15,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,14 +44,11 @@ def find_target_modules(model: nn.Module, target_modules: list[str]) -> list[str
         if isinstance(m, PersonalizedLoRALinear):
             raise ConfigError(f"{n} is already a personalized LoRA layer (model wrapped twice?)")
         if not isinstance(m, nn.Linear):
-            raise ConfigError(
-                f"target module {n} is a {type(m).__name__}; personalized LoRA adapts nn.Linear only"
-            )
+            raise ConfigError(f"target module {n} is a {type(m).__name__}; personalized LoRA adapts nn.Linear only")
     if not names:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ConfigError(
-            f"no module of the base model matches target_modules={target_modules}; "
-            f"its nn.Linear names are {linear}"
+            f"no module of the base model matches target_modules={target_modules}; its nn.Linear names are {linear}"
         )
     return names
 
@@ -122,9 +120,7 @@ class PersonalizedLoRAModel(nn.Module):
                 raise ValueError("personalized LoRA with gate='crm' needs signal=h [batch, signal_dim]")
             return
         if signal.dim() != 2 or signal.shape[1] != self.lora_config.signal_dim:
-            raise ValueError(
-                f"signal must be [batch, {self.lora_config.signal_dim}], got {tuple(signal.shape)}"
-            )
+            raise ValueError(f"signal must be [batch, {self.lora_config.signal_dim}], got {tuple(signal.shape)}")
 
     def _base_checkpointing(self) -> bool:
         for attr in ("is_activation_checkpointing", "is_gradient_checkpointing"):
@@ -133,9 +129,7 @@ class PersonalizedLoRAModel(nn.Module):
         return False
 
     @contextlib.contextmanager
-    def personalize(
-        self, signal: torch.Tensor | None = None, mixing_weights: MixingOverride = None
-    ) -> Iterator[None]:
+    def personalize(self, signal: torch.Tensor | None = None, mixing_weights: MixingOverride = None) -> Iterator[None]:
         """Set the per-sample signal (and optional explicit weights) on every layer for the block.
 
         ``mixing_weights`` overrides the gates: one [B, N] tensor for all modules, or a
@@ -282,7 +276,7 @@ class PersonalizedLoRAModel(nn.Module):
                 p.copy_(t.to(device=p.device, dtype=p.dtype))
 
     @classmethod
-    def load(cls, base_model: nn.Module, directory: str | os.PathLike[str]) -> "PersonalizedLoRAModel":
+    def load(cls, base_model: nn.Module, directory: str | os.PathLike[str]) -> PersonalizedLoRAModel:
         """Rebuild the wrapper around ``base_model`` from a directory written by :meth:`save`."""
         from safetensors.torch import load_file
 

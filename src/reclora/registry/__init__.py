@@ -17,12 +17,12 @@ lineage, verification), ``store`` (register, list, show, resolve), ``promotion``
 ``metrics``, ``deploy`` (KServe), ``kubeflow`` (the optional Kubeflow Model Registry).
 """
 
-from reclora.registry.card import render_model_card
-from reclora.registry.metrics import headline, summarize_metrics
-from reclora.registry.gate import PromotionRules, decide
-from reclora.registry.promotion import OtherData, champion, history, promote, register_and_gate, rollback
 from reclora.registry.backend import DEFAULT_NAME, cleanup
+from reclora.registry.card import render_model_card
 from reclora.registry.errors import NoChampion, NoPreviousChampion, RegistryError, VersionNotFound
+from reclora.registry.gate import PromotionRules, decide
+from reclora.registry.metrics import headline, summarize_metrics
+from reclora.registry.promotion import OtherData, champion, history, promote, register_and_gate, rollback
 from reclora.registry.store import list_versions, register, resolve, show, verify
 
 __all__ = [

@@ -18,8 +18,9 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from reclora.io import loads_json, write_json
 from reclora.registry.errors import NoChampion, RegistryError, VersionNotFound
@@ -44,7 +45,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def utc_now() -> str:
     """Now in UTC, ISO 8601 to the second with a ``Z`` suffix."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def version_name(n: int) -> str:
@@ -84,7 +85,9 @@ class Store:
 
     def __init__(self, uri: str | os.PathLike[str], name: str = DEFAULT_NAME):
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise RegistryError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.')")
+            raise RegistryError(
+                f"bad model name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.')"
+            )
         uri = os.fspath(uri)
         if not uri:
             raise RegistryError("empty registry URI")
@@ -218,8 +221,16 @@ class Store:
 
 def new_champion_doc(name: str) -> dict[str, Any]:
     """An empty champion.json document for model ``name`` (no champion, no history)."""
-    return {"schema_version": SCHEMA_VERSION, "name": name, "champion": None, "promoted_at": None,
-            "reason": None, "history": [], "events": [], "updated_at": None}  # fmt: skip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "champion": None,
+        "promoted_at": None,
+        "reason": None,
+        "history": [],
+        "events": [],
+        "updated_at": None,
+    }
 
 
 def open_store(uri: str | os.PathLike[str] | Store, name: str = DEFAULT_NAME) -> Store:
@@ -261,7 +272,7 @@ def cleanup(
             if not n.startswith(TMP_PREFIX):
                 continue
             path = f"{store.versions}/{n}"
-            parts = n[len(TMP_PREFIX):].split("-", 2)
+            parts = n[len(TMP_PREFIX) :].split("-", 2)
             dead = False
             if len(parts) == 3 and parts[0].isdigit() and parts[2] == host_tag():
                 dead = not _pid_alive(int(parts[0]))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -71,15 +72,25 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
     drows: list[list[Any]] = [
         ["dataset", data.get("dataset")],
         ["interactions (rows)", data.get("rows")],
-        ["users / items", f"{_fmt(data.get('users'))} / {_fmt(data.get('items'))}"
-         if data.get("users") is not None or data.get("items") is not None else None],
+        [
+            "users / items",
+            f"{_fmt(data.get('users'))} / {_fmt(data.get('items'))}"
+            if data.get("users") is not None or data.get("items") is not None
+            else None,
+        ],
         ["CTR samples", samples],
         ["positive rate", data.get("positive_rate")],
-        ["label", f"rating >= {_fmt(data.get('label_threshold'), 1)}" if data.get("label_threshold") is not None else None],
+        [
+            "label",
+            f"rating >= {_fmt(data.get('label_threshold'), 1)}" if data.get("label_threshold") is not None else None,
+        ],
         ["data version", data.get("data_version")],
     ]
-    extra: list[list[Any]] = [[k, v] for k, v in data.items()
-             if k not in ("dataset", "rows", "users", "items", "samples", "positive_rate", "label_threshold", "data_version")]  # fmt: skip
+    extra: list[list[Any]] = [
+        [k, v]
+        for k, v in data.items()
+        if k not in ("dataset", "rows", "users", "items", "samples", "positive_rate", "label_threshold", "data_version")
+    ]
     lines += _table(["", "value"], [r for r in drows + extra if r[1] is not None]) + [""]
 
     rt = dict(manifest.get("runtime") or {})
@@ -88,22 +99,44 @@ def render_model_card(manifest: Mapping[str, Any], params: Mapping[str, Any] | N
         cpu = dict(hw.get("cpu") or {})
         gpus = hw.get("gpus") or []
         hrows: list[list[Any]] = [
-            ["precision", f"{prec.get('chosen', 'n/a')} (requested {prec.get('requested', 'n/a')}: {prec.get('reason', '')})"
-             if prec else None],
-            ["CPU", f"{cpu.get('model', 'n/a')}; flags {', '.join(cpu.get('flags') or []) or 'none of note'}; "
-                    f"ATen {cpu.get('aten_capability', 'n/a')}" if cpu else None],
+            [
+                "precision",
+                f"{prec.get('chosen', 'n/a')} (requested {prec.get('requested', 'n/a')}: {prec.get('reason', '')})"
+                if prec
+                else None,
+            ],
+            [
+                "CPU",
+                f"{cpu.get('model', 'n/a')}; flags {', '.join(cpu.get('flags') or []) or 'none of note'}; "
+                f"ATen {cpu.get('aten_capability', 'n/a')}"
+                if cpu
+                else None,
+            ],
             ["threads", f"{hw.get('threads')} ({hw.get('threads_source', 'n/a')})" if hw.get("threads") else None],
-            ["GPU", ", ".join(f"{g.get('name')} (compute capability {g.get('capability')})" for g in gpus) or "none"
-             if hw else None],
+            [
+                "GPU",
+                ", ".join(f"{g.get('name')} (compute capability {g.get('capability')})" for g in gpus) or "none"
+                if hw
+                else None,
+            ],
             ["torch", f"{hw.get('torch')} (CUDA {hw.get('cuda') or 'none'})" if hw.get("torch") else None],
-        ]  # fmt: skip
-        lines += ["## Training hardware and precision", "",
-                  "What the adapter was trained on. A server decides its own precision by its own hardware "
-                  "(`reclora serve --precision` forces one).", ""]  # fmt: skip
+        ]
+        lines += [
+            "## Training hardware and precision",
+            "",
+            "What the adapter was trained on. A server decides its own precision by its own hardware "
+            "(`reclora serve --precision` forces one).",
+            "",
+        ]
         lines += _table(["", "value"], [r for r in hrows if r[1] is not None]) + [""]
 
-    lines += ["## Metrics", "", "Offline CTR metrics on the held-out test split (the latest 10% by time), "
-              "every model scored on the same samples when they come from one evaluation report.", ""]  # fmt: skip
+    lines += [
+        "## Metrics",
+        "",
+        "Offline CTR metrics on the held-out test split (the latest 10% by time), "
+        "every model scored on the same samples when they come from one evaluation report.",
+        "",
+    ]
     rows = [[f"**{model}** (this version)", test.get("auc"), test.get("logloss"), test.get("accuracy"), test.get("n")]]
     for bname, b in (met.get("baselines") or {}).items():
         rows.append([bname, b.get("auc"), b.get("logloss"), b.get("accuracy"), b.get("n")])
@@ -161,29 +194,53 @@ def _promotion(promotion: Mapping[str, Any] | None) -> list[str]:
         return []
     d = promotion.get("decision") or {}
     ev = promotion.get("evidence") or {}
-    lines = ["## Promotion decision", "", f"**{'Promote' if d.get('promote') else 'Not promoted'}**: {_fmt(d.get('reason'))}", ""]
+    lines = [
+        "## Promotion decision",
+        "",
+        f"**{'Promote' if d.get('promote') else 'Not promoted'}**: {_fmt(d.get('reason'))}",
+        "",
+    ]
     rows: list[list[Any]] = []
     level = ev.get("level")
     for ref in ("baseline", "champion"):
         r = ev.get(ref) or {}
         dd = r.get("diff")
         if dd:
-            rows.append([f"{ev.get('challenger')} - {r.get('name')}", ev.get("auc"), r.get("auc"), f"{dd['diff']:+.4f}",
-                         f"{dd['lo']:+.4f} to {dd['hi']:+.4f}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{ev.get('challenger')} - {r.get('name')}",
+                    ev.get("auc"),
+                    r.get("auc"),
+                    f"{dd['diff']:+.4f}",
+                    f"{dd['lo']:+.4f} to {dd['hi']:+.4f}",
+                ]
+            )
     if rows:
-        lines += _table(["comparison (same samples)", "AUC", "reference AUC", "difference",
-                         f"{level:.0%} interval" if isinstance(level, float) else "interval"], rows) + [""]  # fmt: skip
+        lines += _table(
+            [
+                "comparison (same samples)",
+                "AUC",
+                "reference AUC",
+                "difference",
+                f"{level:.0%} interval" if isinstance(level, float) else "interval",
+            ],
+            rows,
+        ) + [""]
     champ = ev.get("champion") or {}
     if champ.get("status") not in (None, "none", "scored"):
         lines += [f"Champion {champ.get('version')}: {champ['status']} ({_fmt(champ.get('reason'))}).", ""]
     if ev.get("samples"):
-        lines += [f"Every figure on the same {int(ev['samples']):,} evaluation samples; paired bootstrap intervals "
-                  f"({ev.get('n_boot')} resamples). Rules: {_fmt(d.get('rules'))}.", ""]  # fmt: skip
+        lines += [
+            f"Every figure on the same {int(ev['samples']):,} evaluation samples; paired bootstrap intervals "
+            f"({ev.get('n_boot')} resamples). Rules: {_fmt(d.get('rules'))}.",
+            "",
+        ]
     slices = [s for s in ev.get("slices") or [] if s.get("auc") is not None]
     if slices:
         lines += ["Slices (AUC of this version; of the baseline and the champion on the same slice):", ""]
-        lines += _table(["slice", "samples", "AUC", "baseline AUC", "champion AUC"],
-                        [[s["slice"], s["n"], s["auc"], s.get("baseline_auc"), s.get("champion_auc")] for s in slices])
+        lines += _table(
+            ["slice", "samples", "AUC", "baseline AUC", "champion AUC"],
+            [[s["slice"], s["n"], s["auc"], s.get("baseline_auc"), s.get("champion_auc")] for s in slices],
+        )
         lines += [""]
     return lines
-

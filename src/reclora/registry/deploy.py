@@ -62,8 +62,14 @@ def deploy_version(
     """
     uri = storage_uri(registry_uri, version, name, storage_root)
     patch = inference_service_patch(uri)
-    out: dict[str, Any] = {"service": service, "namespace": namespace, "storageUri": uri, "patch": patch,
-                           "dry_run": bool(dry_run), "previous": None}  # fmt: skip
+    out: dict[str, Any] = {
+        "service": service,
+        "namespace": namespace,
+        "storageUri": uri,
+        "patch": patch,
+        "dry_run": bool(dry_run),
+        "previous": None,
+    }
     if dry_run:
         return out
     if api is None:

@@ -20,7 +20,8 @@ e.g. ``storage_key``/``storage_path`` for S3 data connections).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from reclora.registry.errors import RegistryError
@@ -44,8 +45,12 @@ def load_client() -> Any:
 def _metadata(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Flat scalar metadata (the client accepts int/float/bool/str only)."""
     met = manifest.get("metrics") or {}
-    out: dict[str, Any] = {"registry_version": manifest.get("version"), "base_model": manifest.get("base_model"),
-                           "created_at": manifest.get("created_at"), "model": met.get("model")}  # fmt: skip
+    out: dict[str, Any] = {
+        "registry_version": manifest.get("version"),
+        "base_model": manifest.get("base_model"),
+        "created_at": manifest.get("created_at"),
+        "model": met.get("model"),
+    }
     for k, v in (met.get("test") or {}).items():
         out[f"test_{k}"] = v
     for b, m in (met.get("baselines") or {}).items():

@@ -15,8 +15,9 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from reclora.errors import DataError
 from reclora.io import loads_json
@@ -130,8 +131,14 @@ def detect_git(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any] | No
             r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=d, capture_output=True, text=True, timeout=10, env=env)
             if r.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40,64}", r.stdout.strip()):
                 continue
-            s = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=d,
-                               capture_output=True, text=True, timeout=20, env=env)  # fmt: skip
+            s = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=d,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=env,
+            )
             return {"git_commit": r.stdout.strip(), "git_dirty": bool(s.stdout.strip()) if s.returncode == 0 else None}
         except (OSError, subprocess.SubprocessError):
             continue
@@ -164,8 +171,17 @@ def data_summary(
         if meta.is_file():
             with contextlib.suppress(ValueError, OSError):
                 m = json.loads(meta.read_text())
-                keep = ("dataset", "rows", "users", "items", "samples", "positive_rate", "label_threshold",
-                        "min_history", "split")  # fmt: skip
+                keep = (
+                    "dataset",
+                    "rows",
+                    "users",
+                    "items",
+                    "samples",
+                    "positive_rate",
+                    "label_threshold",
+                    "min_history",
+                    "split",
+                )
                 info.update({k: m[k] for k in keep if k in m})
     info.update(dict(data or {}))
     if "data_version" not in info:
@@ -178,31 +194,45 @@ def data_summary(
 
 
 def build_manifest(
-    name: str, version: str, created: str, base_model: str, files: Mapping[str, Any], summary: Mapping[str, Any],
-    lineage: Mapping[str, Any], data: Mapping[str, Any], promotion: Mapping[str, Any] | None = None,
+    name: str,
+    version: str,
+    created: str,
+    base_model: str,
+    files: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    lineage: Mapping[str, Any],
+    data: Mapping[str, Any],
+    promotion: Mapping[str, Any] | None = None,
     runtime: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The manifest of a version: schema version, name, version, created_at, base_model, the status at
     registration (challenger), metrics summary, lineage, data facts, runtime, every file's sha256 and size
     (``files``, sorted), where each part lies (``layout``) and, when given, the promotion decision."""
-    return json_safe({
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "version": version,
-        "created_at": created,
-        "base_model": base_model,
-        "status": "challenger",  # at registration; the live status comes from champion.json
-        "metrics": summary,
-        "lineage": lineage,
-        "data": data,
-        "runtime": dict(runtime or {}),
-        "files": {k: files[k] for k in sorted(files)},
-        "layout": {
-            "crm": "crm", "adapter": "adapter", "params": PARAMS, "metrics": METRICS, "card": CARD,
-            "retrieval": f"retrieval/{EMBEDDINGS}" if f"retrieval/{EMBEDDINGS}" in files else None,
-            "items": ITEMS if ITEMS in files else None,
-        },
-    } | ({"promotion": promotion} if promotion is not None else {}))  # fmt: skip
+    return json_safe(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "version": version,
+            "created_at": created,
+            "base_model": base_model,
+            "status": "challenger",  # at registration; the live status comes from champion.json
+            "metrics": summary,
+            "lineage": lineage,
+            "data": data,
+            "runtime": dict(runtime or {}),
+            "files": {k: files[k] for k in sorted(files)},
+            "layout": {
+                "crm": "crm",
+                "adapter": "adapter",
+                "params": PARAMS,
+                "metrics": METRICS,
+                "card": CARD,
+                "retrieval": f"retrieval/{EMBEDDINGS}" if f"retrieval/{EMBEDDINGS}" in files else None,
+                "items": ITEMS if ITEMS in files else None,
+            },
+        }
+        | ({"promotion": promotion} if promotion is not None else {})
+    )
 
 
 def _manifest_problems(m: Any, version: str | None) -> list[str]:
@@ -216,8 +246,11 @@ def _manifest_problems(m: Any, version: str | None) -> list[str]:
     if "files" in m and (not isinstance(files, Mapping) or not files):
         problems.append(f"{MANIFEST}: 'files' must list the version's files")
     elif isinstance(files, Mapping):
-        bad = [k for k, v in files.items() if not isinstance(v, Mapping) or not isinstance(v.get("sha256"), str)
-               or not isinstance(v.get("size"), int)]
+        bad = [
+            k
+            for k, v in files.items()
+            if not isinstance(v, Mapping) or not isinstance(v.get("sha256"), str) or not isinstance(v.get("size"), int)
+        ]
         if bad:
             problems.append(f"{MANIFEST}: no sha256/size for {', '.join(sorted(bad)[:3])}")
     return problems

@@ -16,7 +16,8 @@ Any of them may carry ``"baselines": {name: <one of the shapes above>}``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from reclora.errors import DataError
 
@@ -57,7 +58,9 @@ def summarize_metrics(metrics: Mapping[str, Any], model: str | None = None) -> d
     baselines: dict[str, dict[str, Any]] = {}
     models = metrics.get("models")
     if isinstance(models, Mapping) and models:
-        order = [n for n in (metrics.get("model_order") or []) if n in models] + [n for n in models if n not in (metrics.get("model_order") or [])]
+        order = [n for n in (metrics.get("model_order") or []) if n in models] + [
+            n for n in models if n not in (metrics.get("model_order") or [])
+        ]
         if model is not None and model not in models:
             raise DataError(f"metrics: model {model!r} is not in the report (models: {', '.join(order)})")
         primary = model or next((n for n in order if "reclora" in n.lower()), order[0])

@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from reclora.registry.gate import PromotionRules, data_mismatch, decide, read_items
-from reclora.registry.backend import DEFAULT_NAME, Store, new_champion_doc, open_store, utc_now, version_ref
+from reclora.registry.backend import DEFAULT_NAME, Store, new_champion_doc, open_store, utc_now
 from reclora.registry.errors import NoChampion, NoPreviousChampion, RegistryError
+from reclora.registry.gate import PromotionRules, data_mismatch, decide, read_items
 from reclora.registry.manifest import verified_ref
 from reclora.registry.store import register, show
 
@@ -34,7 +35,9 @@ def _promoted(doc: dict[str, Any], version: str, reason: str, action: str = "pro
             {"version": cur, "promoted_at": doc.get("promoted_at"), "reason": doc.get("reason"), "retired_at": now}
         )
     doc.update(champion=version, promoted_at=now, reason=reason)
-    doc.setdefault("events", []).append({"at": now, "action": action, "version": version, "previous": cur, "reason": reason})
+    doc.setdefault("events", []).append(
+        {"at": now, "action": action, "version": version, "previous": cur, "reason": reason}
+    )
     return doc
 
 
@@ -62,9 +65,12 @@ def other_data(store: Store, version: str, champion_version: str | None) -> str 
 
 
 def promote(
-    uri: str | os.PathLike[str], version: str | int, name: str = DEFAULT_NAME, reason: str | None = None,
+    uri: str | os.PathLike[str],
+    version: str | int,
+    name: str = DEFAULT_NAME,
+    reason: str | None = None,
     allow_other_data: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Make ``version`` the champion (the outgoing one goes on the rollback stack).
 
     Promoting the current champion again changes nothing. A version trained on another data set or item
@@ -87,7 +93,9 @@ def promote(
                 f"{v} was not trained on the champion {prev}'s data ({why_other}): promoting it replaces the served "
                 "model with one for other data; pass --allow-other-data (allow_other_data=True) to do it anyway"
             )
-        why = reason or (f"manual promotion (previous champion {prev})" if prev else "manual promotion (no previous champion)")
+        why = reason or (
+            f"manual promotion (previous champion {prev})" if prev else "manual promotion (no previous champion)"
+        )
         if why_other:
             why += f"; other data than {prev}, allowed by hand ({why_other})"
         out["reason"] = why
@@ -143,7 +151,9 @@ def rollback(uri: str | os.PathLike[str], name: str = DEFAULT_NAME) -> dict[str,
         now = utc_now()
         why = f"rollback: {cur} demoted, {restored} restored"
         doc.update(champion=restored, promoted_at=now, reason=why)
-        doc.setdefault("events", []).append({"at": now, "action": "rollback", "version": restored, "previous": cur, "reason": why})
+        doc.setdefault("events", []).append(
+            {"at": now, "action": "rollback", "version": restored, "previous": cur, "reason": why}
+        )
         out.update(version=restored, previous=cur, reason=why)
         return doc
 
@@ -174,8 +184,12 @@ def register_and_gate(
     metrics = register_kwargs.get("metrics")
     evidence = metrics.get("gate") if isinstance(metrics, Mapping) else None
     decision = decide(evidence, rules)
-    evidence_figures = {k: v for k, v in (evidence or {}).items() if k != "decision"} if isinstance(evidence, Mapping) else None
-    manifest = register(uri, name=name, promotion={"decision": decision, "evidence": evidence_figures}, **register_kwargs)
+    evidence_figures = (
+        {k: v for k, v in (evidence or {}).items() if k != "decision"} if isinstance(evidence, Mapping) else None
+    )
+    manifest = register(
+        uri, name=name, promotion={"decision": decision, "evidence": evidence_figures}, **register_kwargs
+    )
     store: Store = open_store(uri, name)
     v = manifest["version"]
     out: dict[str, Any] = {"decision": decision}
@@ -185,13 +199,17 @@ def register_and_gate(
         promote_it, why = decision["promote"], decision["reason"]
         if promote_it and evidence_figures is not None and cur != decision["champion"]:
             promote_it = False
-            why = (f"not promoted: the champion is {cur or 'none'} now, but this run was evaluated against "
-                   f"{decision['champion'] or 'no champion'} (another run promoted one meanwhile); run again")  # fmt: skip
+            why = (
+                f"not promoted: the champion is {cur or 'none'} now, but this run was evaluated against "
+                f"{decision['champion'] or 'no champion'} (another run promoted one meanwhile); run again"
+            )
         why = f"{v}: {why}"
         out.update(promoted=promote_it, reason=why, previous_champion=cur, champion=v if promote_it else cur)
         if promote_it:
             return _promoted(doc, v, why, action="gate")
-        doc.setdefault("events", []).append({"at": utc_now(), "action": "gate", "version": v, "promoted": False, "reason": why})
+        doc.setdefault("events", []).append(
+            {"at": utc_now(), "action": "gate", "version": v, "promoted": False, "reason": why}
+        )
         return doc
 
     store.update_champion(fn)

@@ -55,8 +55,9 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.errors import DataError
 from reclora.io import refuse_overlap
@@ -148,8 +149,10 @@ def register(
     stage's summary); recorded in the manifest and the model card (a server decides its own precision).
     """
     store = open_store(uri, name)
-    refuse_overlap({"the registry": store.url(store.base)},
-                   {"crm_dir": crm_dir, "adapter_dir": adapter_dir, "retrieval_dir": retrieval_dir, "items_path": items_path})
+    refuse_overlap(
+        {"the registry": store.url(store.base)},
+        {"crm_dir": crm_dir, "adapter_dir": adapter_dir, "retrieval_dir": retrieval_dir, "items_path": items_path},
+    )
     sources = collect_sources(crm_dir, adapter_dir, retrieval_dir, items_path)
     if not isinstance(params, Mapping):
         raise DataError(f"params must be a dict, got {type(params).__name__}")
@@ -169,7 +172,9 @@ def register(
     cleanup(store, stale_after=stale_after)
 
     def build(version: str, files: dict[str, Any]) -> tuple[dict[str, Any], bytes, bytes]:
-        draft = build_manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion, runtime)
+        draft = build_manifest(
+            name, version, created, base_model, files, summary, full_lineage, info, promotion, runtime
+        )
         card = _card(draft, params)
         files = {**files, CARD: bytes_entry(card)}
         m = build_manifest(name, version, created, base_model, files, summary, full_lineage, info, promotion, runtime)
@@ -184,7 +189,9 @@ def register(
     if model_registry_url:
         from reclora.registry.kubeflow import record_version
 
-        result["model_registry"] = record_version(manifest, path, model_registry_url, **dict(model_registry_options or {}))
+        result["model_registry"] = record_version(
+            manifest, path, model_registry_url, **dict(model_registry_options or {})
+        )
     return result
 
 
@@ -319,10 +326,15 @@ def list_versions(uri: str | os.PathLike[str], name: str = DEFAULT_NAME, verify:
         t = (m.get("metrics") or {}).get("test") or {}
         lin = m.get("lineage") or {}
         row.update(
-            created_at=m.get("created_at"), base_model=m.get("base_model"), model=(m.get("metrics") or {}).get("model"),
-            auc=t.get("auc"), logloss=t.get("logloss"), accuracy=t.get("accuracy"),
-            git_commit=lin.get("git_commit"), data_version=(m.get("data") or {}).get("data_version"),
-        )  # fmt: skip
+            created_at=m.get("created_at"),
+            base_model=m.get("base_model"),
+            model=(m.get("metrics") or {}).get("model"),
+            auc=t.get("auc"),
+            logloss=t.get("logloss"),
+            accuracy=t.get("accuracy"),
+            git_commit=lin.get("git_commit"),
+            data_version=(m.get("data") or {}).get("data_version"),
+        )
         out.append(row)
     return out
 

@@ -2,10 +2,20 @@
 
 from reclora.retrieval.embeddings import embedding_cache_key, item_texts, load_or_embed_items
 from reclora.retrieval.retriever import (
-    POSITION_COLUMNS, RETRIEVED_COLUMNS, materialize_retrieved, retrieve, retrieve_positions,
-)  # fmt: skip
+    POSITION_COLUMNS,
+    RETRIEVED_COLUMNS,
+    materialize_retrieved,
+    retrieve,
+    retrieve_positions,
+)
 
 __all__ = [
-    "POSITION_COLUMNS", "RETRIEVED_COLUMNS", "embedding_cache_key", "item_texts", "load_or_embed_items",
-    "materialize_retrieved", "retrieve", "retrieve_positions",
-]  # fmt: skip
+    "POSITION_COLUMNS",
+    "RETRIEVED_COLUMNS",
+    "embedding_cache_key",
+    "item_texts",
+    "load_or_embed_items",
+    "materialize_retrieved",
+    "retrieve",
+    "retrieve_positions",
+]

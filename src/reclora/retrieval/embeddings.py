@@ -41,7 +41,12 @@ def _model_identity(model_path: str) -> str:
 
 @torch.no_grad()
 def embed_texts(
-    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, progress: bool = True, layers: int = 0,
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    batch_size: int = 64,
+    progress: bool = True,
+    layers: int = 0,
     precision: Any = "auto",
 ) -> np.ndarray:
     """Mean-pooled last hidden state for each text, L2-normalised, float32 [n, d].
@@ -86,8 +91,9 @@ def embed_texts(
     return out
 
 
-def embedding_cache_key(item_ids: np.ndarray, texts: list[str], model_path: str, layers: int = 0,
-                        precision: str = "bf16") -> str:  # fmt: skip
+def embedding_cache_key(
+    item_ids: np.ndarray, texts: list[str], model_path: str, layers: int = 0, precision: str = "bf16"
+) -> str:
     """The cache file stem (32 hex chars): SHA-256 of the model's identity (its directory, config.json and
     weight file sizes, or the id as given), the layer count (when not all), the precision the embeddings
     are computed in (when not bf16, the one every earlier cache file was computed in) and every

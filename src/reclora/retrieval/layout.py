@@ -23,8 +23,9 @@ nested list: measured on a 65,536-row group of the 25M-event benchmark, writing 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,9 @@ def positions_type(k: int) -> pa.DataType:
 def retrieved_schema(k_long: int, k_short: int) -> pa.Schema:
     """Schema of samples/<split>.parquet in a retrieved directory."""
     base = schema.arrow_schema(schema.SAMPLE_INDEX_COLUMNS)
-    return base.append(pa.field("long_pos", positions_type(k_long))).append(pa.field("short_pos", positions_type(k_short)))
+    return base.append(pa.field("long_pos", positions_type(k_long))).append(
+        pa.field("short_pos", positions_type(k_short))
+    )
 
 
 def positions_width(t: pa.DataType) -> int:
@@ -104,7 +107,7 @@ class EventStore:
 
 
 class _ILoc:
-    def __init__(self, split: "RetrievedSplit") -> None:
+    def __init__(self, split: RetrievedSplit) -> None:
         self.split = split
 
     def __getitem__(self, rows: Any) -> pd.DataFrame:
@@ -121,7 +124,9 @@ class RetrievedSplit:
         sch = self._file.schema_arrow
         missing = [c for c in (*schema.SAMPLE_INDEX_COLUMNS, *POSITION_COLUMNS) if c not in sch.names]
         if missing:
-            raise DataError(f"{self.path}: not a retrieved split (missing {', '.join(missing)}); run the retrieve stage again")
+            raise DataError(
+                f"{self.path}: not a retrieved split (missing {', '.join(missing)}); run the retrieve stage again"
+            )
         self.k_long = positions_width(sch.field("long_pos").type)
         self.k_short = positions_width(sch.field("short_pos").type)
         meta = self._file.metadata

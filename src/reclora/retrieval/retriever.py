@@ -66,7 +66,11 @@ def _top_positions(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
     if k_eff == 0 or n == 0:
         return out
     s = np.where(valid, scores, -np.inf)
-    top = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff] if k_eff < width else np.broadcast_to(np.arange(width), (n, width))
+    top = (
+        np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
+        if k_eff < width
+        else np.broadcast_to(np.arange(width), (n, width))
+    )
     top = np.where(np.take_along_axis(valid, top, axis=1), top, width)  # invalid -> past the end
     top = np.sort(top, axis=1)
     out[:, :k_eff] = np.where(top < width, top, -1)
@@ -197,6 +201,8 @@ def retrieve(
         starts, lens, samples["item_id"].to_numpy(), items, k_long, k_short, mode, item_ids, embeddings, chunk
     )
     out = samples.copy()
-    for c, v in materialize_retrieved(pd.DataFrame({"item_id": items, "rating": ratings}), starts, long_pos, short_pos).items():
+    for c, v in materialize_retrieved(
+        pd.DataFrame({"item_id": items, "rating": ratings}), starts, long_pos, short_pos
+    ).items():
         out[c] = v.to_numpy()
     return out

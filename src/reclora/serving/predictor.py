@@ -44,8 +44,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,9 @@ def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
         vdir = resolve(str(model), ref)
         p, version = Path(vdir), Path(vdir).name
         if not (p / "manifest.json").is_file():
-            raise DataError(f"{vdir}: not a local registry version (no manifest.json); only local registries are served")
+            raise DataError(
+                f"{vdir}: not a local registry version (no manifest.json); only local registries are served"
+            )
     problems = verify_dir(p, version)
     if problems:
         raise DataError(f"{p} cannot be served: it does not verify against its manifest ({'; '.join(problems[:5])})")
@@ -116,7 +119,11 @@ class RecLoRAPredictor(Model):
         self.base_model_override = str(base_model) if base_model else None
         self.model_section = model
         self.feature_store = str(feature_store) if feature_store else None
-        self.max_candidates, self.max_instances, self.max_batch = int(max_candidates), int(max_instances), int(max_batch)
+        self.max_candidates, self.max_instances, self.max_batch = (
+            int(max_candidates),
+            int(max_instances),
+            int(max_batch),
+        )
         from reclora.precision import PRECISIONS
 
         if precision is not None and precision not in PRECISIONS:
@@ -212,12 +219,27 @@ class RecLoRAPredictor(Model):
         from reclora.llm.layers import unwrap
 
         cfg = getattr(unwrap(self.adapter.module), "config", None)
-        dims = {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
-                                                   "num_attention_heads", "num_key_value_heads", "vocab_size")}  # fmt: skip
+        dims = {
+            k: getattr(cfg, k, None)
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "intermediate_size",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "vocab_size",
+            )
+        }
         with self._stats_lock:
             stats = dict(self.stats)
-        return {"name": self.name, "version": self.version, "precision": self.precision.as_dict(),
-                "hardware": hardware_info(), "base_model": {"path": self.base_model_path, **dims}, "stats": stats}  # fmt: skip
+        return {
+            "name": self.name,
+            "version": self.version,
+            "precision": self.precision.as_dict(),
+            "hardware": hardware_info(),
+            "base_model": {"path": self.base_model_path, **dims},
+            "stats": stats,
+        }
 
     # ------------------------------------------------------------------ validation
     def _rating_range(self, dataset: str) -> tuple[float, float] | None:
@@ -289,8 +311,17 @@ class RecLoRAPredictor(Model):
             hr = np.array([e[1] for e in h], np.float64)
             ht = np.array([e[2] for e in h], np.int64)
             for c in p["candidates"]:
-                rows.append({"user_id": p["user_id"], "item_id": c, "timestamp": int(ts), "n_history": len(h),
-                             "hist_item_ids": hi, "hist_ratings": hr, "hist_timestamps": ht})  # fmt: skip
+                rows.append(
+                    {
+                        "user_id": p["user_id"],
+                        "item_id": c,
+                        "timestamp": int(ts),
+                        "n_history": len(h),
+                        "hist_item_ids": hi,
+                        "hist_ratings": hr,
+                        "hist_timestamps": ht,
+                    }
+                )
         df = pd.DataFrame(rows)
         # profiles of every user (also those who bring their history inline), titles of every item
         item_ids = set(df["item_id"].tolist()) | {int(i) for h in df["hist_item_ids"] for i in h}
@@ -382,8 +413,9 @@ class RecLoRAPredictor(Model):
         o_p.set_data_from_numpy(out, binary_data=False)
         o_c = InferOutput("cold_start", [len(cold)], "BOOL")
         o_c.set_data_from_numpy(np.array(cold, dtype=bool), binary_data=False)
-        return InferResponse(response_id=req.id or "", model_name=self.name, infer_outputs=[o_p, o_c],
-                             model_version=self.version)  # fmt: skip
+        return InferResponse(
+            response_id=req.id or "", model_name=self.name, infer_outputs=[o_p, o_c], model_version=self.version
+        )
 
     # ------------------------------------------------------------------ kserve entry point
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> Any:

@@ -15,7 +15,8 @@ inputs whose row counts disagree and a JSON object that repeats a key are 400s n
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from kserve import InferRequest
@@ -55,7 +56,11 @@ def _flat(data: Any) -> list[Any]:
 
 def is_num(v: Any) -> bool:
     """A finite int or float (not a bool)."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and math.isfinite(v)
+    )
 
 
 def check_timestamp(v: Any, what: str) -> int:
@@ -171,7 +176,9 @@ def _v2_ints(inp: Any) -> np.ndarray:
         bad = [v for v in _flat(inp.data) if not is_int(v, lo, hi)][:1]
         if bad or not isinstance(inp.data, (list, tuple)):
             shown = bad[0] if bad else inp.data
-            raise InvalidInput(f"input {inp.name!r} is {inp.datatype} but holds {shown!r} (integers in [{lo}, {hi}] only)")
+            raise InvalidInput(
+                f"input {inp.name!r} is {inp.datatype} but holds {shown!r} (integers in [{lo}, {hi}] only)"
+            )
     return inp.as_numpy().astype(np.int64)
 
 

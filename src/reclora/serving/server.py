@@ -25,8 +25,9 @@ import json
 import logging
 import re
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -50,8 +51,14 @@ def _client(scope: Any) -> str:
 
 def _one_line(request: Request, status: int, what: str) -> None:
     """One log line for a client's mistake or disconnect: never a traceback."""
-    log.warning("%s %s %s from %s: %s", status, request.method, request.url.path, _client(request.scope),
-                " ".join(str(what).split())[:300])
+    log.warning(
+        "%s %s %s from %s: %s",
+        status,
+        request.method,
+        request.url.path,
+        _client(request.scope),
+        " ".join(str(what).split())[:300],
+    )
 
 
 async def _client_error(request: Request, exc: Exception) -> JSONResponse:
@@ -109,8 +116,16 @@ class StrictJSONBody:
             error = f"the JSON body repeats the key {repeated!r} in one object; a repeated key is ambiguous"
             log.warning("400 POST %s from %s: %s", scope.get("path"), _client(scope), error)
             payload = json.dumps({"error": error}).encode()
-            await send({"type": "http.response.start", "status": 400,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": payload})
             return
         replayed = False
@@ -119,7 +134,9 @@ class StrictJSONBody:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False} if first_extra is None else first_extra
+                return (
+                    {"type": "http.request", "body": body, "more_body": False} if first_extra is None else first_extra
+                )
             return await receive()
 
         await self.app(scope, replay, send)
@@ -171,14 +188,19 @@ def deadline_protocol(request_timeout: float = REQUEST_TIMEOUT) -> type:
             cycle = self.cycle
             if cycle is not None and not cycle.more_body:
                 return  # the request is whole (pipelined): the model is working on it
-            log.warning("408 from %s: the request did not arrive whole within %g s; connection closed",
-                        _client({"client": self.client}), request_timeout)
+            log.warning(
+                "408 from %s: the request did not arrive whole within %g s; connection closed",
+                _client({"client": self.client}),
+                request_timeout,
+            )
             if self.scope is not None:
                 self.scope[TIMED_OUT] = True  # type: ignore[literal-required]
             if cycle is None or not cycle.response_started:
                 body = json.dumps({"error": f"the request did not arrive whole within {request_timeout:g} s"}).encode()
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                )
             self.transport.close()
 
     return DeadlineProtocol
@@ -202,18 +224,27 @@ def _versioned_routes(app: FastAPI, predictor: RecLoRAPredictor, v2: Any) -> Non
 
     def check(model_name: str, model_version: str) -> None:
         if model_name != predictor.name or not _same_version(model_version, str(predictor.version)):
-            raise ModelNotFound(f"{model_name} version {model_version} (this server serves {predictor.name} "
-                                f"version {predictor.version})")
+            raise ModelNotFound(
+                f"{model_name} version {model_version} (this server serves {predictor.name} "
+                f"version {predictor.version})"
+            )
 
-    async def infer(raw_request: Request, raw_response: Response, model_name: str, model_version: str,
-                    request_body: Any) -> Any:
+    async def infer(
+        raw_request: Request, raw_response: Response, model_name: str, model_version: str, request_body: Any
+    ) -> Any:
         check(model_name, model_version)
         return await v2.infer(raw_request, raw_response, model_name, request_body)
 
     # resolved here (this module's annotations are strings): the body as kserve's own infer route reads it
     body_type = typing.get_type_hints(type(v2).infer).get("request_body", InferenceRequest)
-    infer.__annotations__ = {"raw_request": Request, "raw_response": Response, "model_name": str, "model_version": str,
-                             "request_body": body_type, "return": Any}
+    infer.__annotations__ = {
+        "raw_request": Request,
+        "raw_response": Response,
+        "model_name": str,
+        "model_version": str,
+        "request_body": body_type,
+        "return": Any,
+    }
 
     async def ready(model_name: str, model_version: str) -> Any:
         check(model_name, model_version)
@@ -241,10 +272,10 @@ def build_app(predictor: RecLoRAPredictor) -> FastAPI:
     """The app of kserve's RESTServer (same routes, middlewares and exception handlers) for ``predictor``."""
     from importlib import metadata
 
+    from kserve.errors import InvalidInput, ModelNotFound
     from kserve.model_repository import ModelRepository  # type: ignore[import-untyped]
     from kserve.protocol.dataplane import DataPlane  # type: ignore[import-untyped]
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension  # type: ignore[import-untyped]
-    from kserve.errors import InvalidInput, ModelNotFound
     from kserve.protocol.rest.server import RESTServer  # type: ignore[import-untyped]
     from kserve.protocol.rest.v2_endpoints import V2Endpoints  # type: ignore[import-untyped]
     from starlette.requests import ClientDisconnect
@@ -255,8 +286,13 @@ def build_app(predictor: RecLoRAPredictor) -> FastAPI:
     repo.update(predictor)
     dataplane = DataPlane(model_registry=repo)
     ext = ModelRepositoryExtension(model_registry=repo)
-    app = FastAPI(title="RecLoRA (KServe ModelServer)", version=metadata.version("kserve"), docs_url=None,
-                  redoc_url=None, default_response_class=ORJSONResponse)  # fmt: skip
+    app = FastAPI(
+        title="RecLoRA (KServe ModelServer)",
+        version=metadata.version("kserve"),
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+    )
     # RESTServer only holds the uvicorn config we do not use; its helpers wire a given app the
     # way ModelServer wires its module-level one.
     rest = RESTServer("kserve.model_server:app", dataplane, ext, http_port=0)
@@ -295,15 +331,29 @@ def serve(
     decided by this machine; ``rating_ranges``: the serving machine's validation.rating_range, for a version
     whose params lack it; ``model``: the serving machine's params ``model`` section, which finds the base LLM
     here (see :class:`RecLoRAPredictor`)."""
-    import uvicorn
     import torch
+    import uvicorn
 
-    predictor = RecLoRAPredictor(model_uri, ref=ref, name=name, base_model=base_model, feature_store=feature_store,
-                                 max_candidates=max_candidates, num_threads=num_threads, precision=precision,
-                                 rating_ranges=rating_ranges, model=model)  # fmt: skip
+    predictor = RecLoRAPredictor(
+        model_uri,
+        ref=ref,
+        name=name,
+        base_model=base_model,
+        feature_store=feature_store,
+        max_candidates=max_candidates,
+        num_threads=num_threads,
+        precision=precision,
+        rating_ranges=rating_ranges,
+        model=model,
+    )
     predictor.load()
     app = build_app(predictor)
-    print(f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port} "
-          f"({predictor.precision.name}, {torch.get_num_threads()} threads)", flush=True)  # fmt: skip
+    print(
+        f"serving {name} {predictor.version} ({predictor.version_dir}) on http://{host}:{port} "
+        f"({predictor.precision.name}, {torch.get_num_threads()} threads)",
+        flush=True,
+    )
     protocol = deadline_protocol(request_timeout)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level=log_level, log_config=None, http=protocol)).run()
+    uvicorn.Server(
+        uvicorn.Config(app, host=host, port=int(port), log_level=log_level, log_config=None, http=protocol)
+    ).run()

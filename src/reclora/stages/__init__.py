@@ -14,7 +14,7 @@ torchrun entry point), writes its output directory atomically and returns a type
 (``RetrieveResult``, ``CRMResult``, ``LLMResult``, ``EvaluateResult``, ``RegisterResult``).
 """
 
-from reclora.stages.common import KEY, PREDICTIONS, _read_samples, eval_subset, read_samples, shared_features
+from reclora.stages.common import KEY, PREDICTIONS, eval_subset, read_samples, shared_features
 from reclora.stages.crm import CRMResult, crm_stage
 from reclora.stages.evaluate import EvaluateResult, evaluate_stage, evaluated_samples
 from reclora.stages.llm import LLMResult, llm_stage

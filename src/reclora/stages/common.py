@@ -3,8 +3,9 @@ the user/item features a training stage reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -18,9 +19,6 @@ def read_samples(retrieved_dir: Path) -> dict[str, Any]:
     from reclora.retrieval.layout import open_retrieved
 
     return open_retrieved(retrieved_dir)
-
-
-_read_samples = read_samples  # its older name (bench/peer.py and tests import it)
 
 
 def eval_subset(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

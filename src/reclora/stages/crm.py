@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pandas as pd
 
@@ -58,8 +59,9 @@ def crm_config(params: Params) -> CRMConfig:
     return CRMConfig.from_dict({**params.crm.to_dict(), "max_len": params.retrieval.k_long, **long_history})
 
 
-def _crm_train(data_dir: str, retrieved_dir: str, params: Params, progress: bool,
-               feature_store: str | Path | None = None) -> tuple[Any, Any, dict[str, Any]]:  # fmt: skip
+def _crm_train(
+    data_dir: str, retrieved_dir: str, params: Params, progress: bool, feature_store: str | Path | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
     """Train the CRM on the streaming layout (every rank of a process group runs this):
     ``(model, featurizer, history)``; user and item features from Feast with ``feature_store``."""
     from reclora.crm.stream import EventArrays, train_crm_streaming
@@ -69,6 +71,7 @@ def _crm_train(data_dir: str, retrieved_dir: str, params: Params, progress: bool
     s = open_retrieved(retrieved_dir)
     cfg = crm_config(params)
     events = EventArrays(s["train"].events.frame)
+
     def keys() -> pd.DataFrame:
         return pd.DataFrame({c: s["train"].column(c) for c in ("user_id", "item_id", "timestamp")})
 
@@ -76,8 +79,9 @@ def _crm_train(data_dir: str, retrieved_dir: str, params: Params, progress: bool
     return train_crm_streaming(s["train"], s["valid"], events, items, users, cfg, progress=progress)
 
 
-def _crm_rank(data_dir: str, retrieved_dir: str, params: Params, progress: bool, tmp: str,
-              feature_store: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def _crm_rank(
+    data_dir: str, retrieved_dir: str, params: Params, progress: bool, tmp: str, feature_store: str | Path | None = None
+) -> dict[str, Any]:
     """One rank of data-parallel CRM training; rank 0 saves the model to ``tmp``."""
     import torch.distributed as dist
 
@@ -157,5 +161,3 @@ def crm_stage(
             write_json(tmp / "metrics.json", summary)
     dist.barrier()
     return summary
-
-

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -61,16 +62,25 @@ def evaluated_samples(data_dir: str | Path, keys: pd.DataFrame) -> pd.DataFrame:
     rows = keys[KEY].merge(idx, on=KEY, how="left", validate="many_to_one")
     if rows["label"].isna().any():
         bad = rows[rows["label"].isna()].iloc[0]
-        raise DataError(f"{data_dir}: evaluated sample (user {bad.user_id}, item {bad.item_id}, time {bad.timestamp}) "
-                        "is not in the test split of this prepared data")  # fmt: skip
+        raise DataError(
+            f"{data_dir}: evaluated sample (user {bad.user_id}, item {bad.item_id}, time {bad.timestamp}) "
+            "is not in the test split of this prepared data"
+        )
     return materialize_histories(read_events(data_dir, ["item_id", "rating", "timestamp"]), rows)
 
 
 def _gate_evidence(
-    labels: np.ndarray, preds: Mapping[str, np.ndarray], challenger: str, baseline: str | None,
-    champ: Mapping[str, Any] | None, champ_name: str | None, slices: list[dict[str, Any]] | None,
-    n_boot: int, level: float, seed: int,
-) -> dict[str, Any]:  # fmt: skip
+    labels: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    challenger: str,
+    baseline: str | None,
+    champ: Mapping[str, Any] | None,
+    champ_name: str | None,
+    slices: list[dict[str, Any]] | None,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> dict[str, Any]:
     """The gate's evidence (reclora.registry.gate): challenger vs baseline and champion on the same samples."""
     from reclora.evaluation import ctr_metrics
     from reclora.evaluation.metrics import bootstrap_aucs, diff_summary
@@ -81,12 +91,22 @@ def _gate_evidence(
 
     def vs(j: int) -> dict[str, Any]:
         n = names[j]
-        return {"name": n, "auc": scores[n]["auc"], "logloss": scores[n]["logloss"],
-                "diff": diff_summary(point[0], point[j], boot[:, 0], boot[:, j], level)}  # fmt: skip
+        return {
+            "name": n,
+            "auc": scores[n]["auc"],
+            "logloss": scores[n]["logloss"],
+            "diff": diff_summary(point[0], point[j], boot[:, 0], boot[:, j], level),
+        }
 
-    ev: dict[str, Any] = {"challenger": challenger, "auc": scores[challenger]["auc"],
-                          "logloss": scores[challenger]["logloss"], "samples": int(len(labels)), "level": level,
-                          "n_boot": int(n_boot), "baseline": vs(1) if baseline else None}  # fmt: skip
+    ev: dict[str, Any] = {
+        "challenger": challenger,
+        "auc": scores[challenger]["auc"],
+        "logloss": scores[challenger]["logloss"],
+        "samples": int(len(labels)),
+        "level": level,
+        "n_boot": int(n_boot),
+        "baseline": vs(1) if baseline else None,
+    }
     c = {k: v for k, v in (champ or {"status": "none"}).items() if k != "p"}
     if champ_name:
         c |= vs(names.index(champ_name))
@@ -96,9 +116,15 @@ def _gate_evidence(
         if not r.get("scored"):
             continue
         m = r["models"]
-        ev["slices"].append({"slice": f"{r['feature']}: {r['value']}", "n": r["n"], "auc": m[challenger]["auc"],
-                             "baseline_auc": m[baseline]["auc"] if baseline else None,
-                             "champion_auc": m[champ_name]["auc"] if champ_name else None})  # fmt: skip
+        ev["slices"].append(
+            {
+                "slice": f"{r['feature']}: {r['value']}",
+                "n": r["n"],
+                "auc": m[challenger]["auc"],
+                "baseline_auc": m[baseline]["auc"] if baseline else None,
+                "champion_auc": m[champ_name]["auc"] if champ_name else None,
+            }
+        )
     return ev
 
 
@@ -160,7 +186,9 @@ def evaluate_stage(
         m = common.merge(df.drop_duplicates(KEY), on=KEY, how="left")
         y = m["label"].to_numpy()
         if labels is not None and not np.array_equal(y, labels):
-            raise DataError(f"evaluate: model {name!r} has other labels than {next(iter(frames))!r} for the same samples")
+            raise DataError(
+                f"evaluate: model {name!r} has other labels than {next(iter(frames))!r} for the same samples"
+            )
         labels = y if labels is None else labels
         preds[name] = m["p"].to_numpy()
     names = list(preds)
@@ -181,30 +209,46 @@ def evaluate_stage(
         from reclora.evaluation.champion import rescore_champion
 
         samples = evaluated_samples(data_dir, common)
-        tables = Tables(pd.DataFrame(), pd.read_parquet(Path(data_dir) / schema.ITEMS),
-                        pd.read_parquet(Path(data_dir) / schema.USERS))  # fmt: skip
+        tables = Tables(
+            pd.DataFrame(),
+            pd.read_parquet(Path(data_dir) / schema.ITEMS),
+            pd.read_parquet(Path(data_dir) / schema.USERS),
+        )
         items, _, users = shared_features(feature_store, tables, samples[KEY])
-        champ = rescore_champion(registry_uri, samples, items, users, str(dataset),
-                                 precision=params.train.precision, model=params.model)  # as the challenger was scored
+        champ = rescore_champion(
+            registry_uri, samples, items, users, str(dataset), precision=params.train.precision, model=params.model
+        )  # as the challenger was scored
         if champ["status"] == "scored":
             champ_name = f"champion {champ['version']}"
             preds[champ_name] = champ["p"]
         elif champ.get("stored") and champ["stored"].get("auc") is not None:
-            stored = {"name": f"champion {champ['version']} (stored figure, its own test split, not re-scored)",
-                      **champ["stored"], "version": champ["version"], "status": champ["status"],
-                      "reason": champ["reason"]}  # fmt: skip
+            stored = {
+                "name": f"champion {champ['version']} (stored figure, its own test split, not re-scored)",
+                **champ["stored"],
+                "version": champ["version"],
+                "status": champ["status"],
+                "reason": champ["reason"],
+            }
     slice_rows, slice_block = None, None
     if data_dir is not None:
         spec = SliceSpec.from_params(params.evaluation.slices.to_dict(), dataset)
         sl = define_slices(slice_inputs(data_dir, common), spec)
         comparisons = [(challenger, r) for r in (baseline, champ_name) if r]
         slice_rows = slice_metrics(labels, preds, sl, spec, comparisons, n_boot=n_boot, level=level, seed=seed)
-        slice_block = {"rows": slice_rows, "definitions": spec.definitions(), "min_samples": spec.min_samples,
-                       "comparisons": [f"{a} - {b}" for a, b in comparisons], "level": level, "n_boot": n_boot}  # fmt: skip
+        slice_block = {
+            "rows": slice_rows,
+            "definitions": spec.definitions(),
+            "min_samples": spec.min_samples,
+            "comparisons": [f"{a} - {b}" for a, b in comparisons],
+            "level": level,
+            "n_boot": n_boot,
+        }
     from reclora.evaluation import EvaluationInputError
 
     try:
-        evidence = _gate_evidence(labels, preds, challenger, baseline, champ, champ_name, slice_rows, n_boot, level, seed)
+        evidence = _gate_evidence(
+            labels, preds, challenger, baseline, champ, champ_name, slice_rows, n_boot, level, seed
+        )
     except EvaluationInputError as e:  # e.g. one class only: no AUC, so no evidence either way
         evidence = {"challenger": None, "note": f"no gate evidence: {e}"}
     evidence["decision"] = decide(evidence, rules)
@@ -213,10 +257,16 @@ def evaluate_stage(
         mj = Path(d) / "metrics.json"
         if mj.is_file():
             extra[name] = read_json(mj)
-    ctx["stage_summaries"] = {k: {kk: vv for kk, vv in v.items() if kk in ("train_samples", "seconds", "test", "eval")}
-                              for k, v in extra.items()}  # fmt: skip
-    report = write_report(out_dir, {n: (labels, pr) for n, pr in preds.items()}, context=ctx, champion=stored,
-                          gate=evidence, slices=slice_block)  # fmt: skip
+    ctx["stage_summaries"] = {
+        k: {kk: vv for kk, vv in v.items() if kk in ("train_samples", "seconds", "test", "eval")}
+        for k, v in extra.items()
+    }
+    report = write_report(
+        out_dir,
+        {n: (labels, pr) for n, pr in preds.items()},
+        context=ctx,
+        champion=stored,
+        gate=evidence,
+        slices=slice_block,
+    )
     return cast(EvaluateResult, report)
-
-

@@ -10,8 +10,9 @@ predictions on the evaluation subset (scored by :func:`reclora.scoring.score_sam
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -106,7 +107,11 @@ def _crm_for(
 
 
 def _adapter_on_base(
-    kind: str, adapter_settings: dict[str, Any], model_path: str | None, seed: int, init_from: Path | None,
+    kind: str,
+    adapter_settings: dict[str, Any],
+    model_path: str | None,
+    seed: int,
+    init_from: Path | None,
     model: ModelSection,
 ) -> tuple[str, Any, Any]:
     """(base model path, a fresh adapter of ``kind`` on the base LLM on this rank's device, tokenizer); the
@@ -291,9 +296,17 @@ def llm_stage(
 
     out = Path(out_dir)
     run_dir = out.parent / f".{out.name}.run"  # checkpoints survive a kill; removed on success
-    refuse_overlap({"--out": out, "its checkpoint directory": run_dir},
-                   {"--data": data_dir, "--retrieved": retrieved_dir, "--crm": crm_dir,
-                    "--feature-store": feature_store, "--init-from": init_from, "--model": model_path})  # fmt: skip
+    refuse_overlap(
+        {"--out": out, "its checkpoint directory": run_dir},
+        {
+            "--data": data_dir,
+            "--retrieved": retrieved_dir,
+            "--crm": crm_dir,
+            "--feature-store": feature_store,
+            "--init-from": init_from,
+            "--model": model_path,
+        },
+    )
     params = as_params(params)
     if cache_dir is None and params.train.share_frozen_cache:
         cache_dir = reclora_cache() / "frozen-states"
@@ -324,14 +337,31 @@ def llm_stage(
     cfg = TrainConfig.from_dict(params.train.to_dict())
     labels = few["label"].to_numpy()
     history = train_on_inputs(
-        adapter, tok, train_in, labels, valid, cfg, params.train.diagnostics, run_dir, checkpoint_uri, progress,
-        cache_dir, text_path,
+        adapter,
+        tok,
+        train_in,
+        labels,
+        valid,
+        cfg,
+        params.train.diagnostics,
+        run_dir,
+        checkpoint_uri,
+        progress,
+        cache_dir,
+        text_path,
     )
     t_train = time.perf_counter()
     scorer = ScoringModel(adapter, tok, crm[0] if crm else None, crm[1] if crm else None, style, cfg.max_length)
     probs = score_samples(
-        scorer, ev, items, users, batch_size=params.train.predict_batch_size, precision=cfg.precision,
-        progress=progress, cache_dir=cache_dir, distributed=None,
+        scorer,
+        ev,
+        items,
+        users,
+        batch_size=params.train.predict_batch_size,
+        precision=cfg.precision,
+        progress=progress,
+        cache_dir=cache_dir,
+        distributed=None,
     )
     t_pred = time.perf_counter()
     adapter_settings |= {"kind": kind} | ({"init_from": str(init_from)} if init_from is not None else {})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 from reclora.config import Params, as_params
 from reclora.io import read_json
@@ -94,6 +95,7 @@ def register_stage(
         from reclora.kube import pod_namespace
 
         ns = pod_namespace(serving.namespace)  # in a pod: the run's namespace, where the service account may patch
-        r["deploy"] = deploy_version(registry_uri, r["version"], service=serving.service, namespace=ns,
-                                     storage_root=storage_root, api=api)  # fmt: skip
+        r["deploy"] = deploy_version(
+            registry_uri, r["version"], service=serving.service, namespace=ns, storage_root=storage_root, api=api
+        )
     return cast(RegisterResult, r)

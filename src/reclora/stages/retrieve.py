@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,9 @@ def retrieve_stage(
     tables_check = [data_dir / schema.META, data_dir / schema.ITEMS] + [data_dir / schema.split_path(x) for x in SPLITS]
     missing = [str(f.name) for f in tables_check if not f.is_file()]
     if missing:
-        raise DataError(f"{data_dir}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`")
+        raise DataError(
+            f"{data_dir}: not a prepared data directory (missing {', '.join(missing)}); run `reclora data prepare`"
+        )
     meta = read_json(data_dir / schema.META)
     ids = emb = event_rows = prec = None
     event_items = np.zeros(0, np.int64)  # recent mode reads no event: positions follow from the lengths
@@ -89,8 +92,14 @@ def retrieve_stage(
         src = retrieval.embedding_model or resolve_model_path(model_path, params.model)
         items = pd.read_parquet(data_dir / schema.ITEMS)
         prec = choose(params.train.precision, "cpu")  # the embedding model runs on the CPU
-        ids, emb = load_or_embed_items(items, src, batch_size=retrieval.embedding_batch_size, progress=progress,
-                                       layers=retrieval.embedding_layers, precision=prec)  # fmt: skip
+        ids, emb = load_or_embed_items(
+            items,
+            src,
+            batch_size=retrieval.embedding_batch_size,
+            progress=progress,
+            layers=retrieval.embedding_layers,
+            precision=prec,
+        )
         event_rows = _Embeddings(ids, emb).rows(event_items)
     out = Path(out_dir)
     counts: dict[str, int] = {}
@@ -102,17 +111,28 @@ def retrieve_stage(
         for split in SPLITS:
             src_file = pq.ParquetFile(data_dir / schema.split_path(split))
             if "history_start" not in src_file.schema_arrow.names:
-                raise DataError(f"{data_dir}: prepared by an older version (no sample index); run `reclora data prepare` again")
+                raise DataError(
+                    f"{data_dir}: prepared by an older version (no sample index); run `reclora data prepare` again"
+                )
             counts[split] = 0
             with pq.ParquetWriter(tmp / "samples" / f"{split}.parquet", out_schema) as w:
                 for batch in src_file.iter_batches(batch_size=ROW_GROUP, columns=cols):
                     t = pa.Table.from_batches([batch]).select(cols)
                     lp, sp = retrieve_positions(
-                        t.column("history_start").to_numpy(), t.column("history_length").to_numpy(),
-                        t.column("item_id").to_numpy(), event_items, k_long, k_short, mode, ids, emb,
+                        t.column("history_start").to_numpy(),
+                        t.column("history_length").to_numpy(),
+                        t.column("item_id").to_numpy(),
+                        event_items,
+                        k_long,
+                        k_short,
+                        mode,
+                        ids,
+                        emb,
                         event_rows=event_rows,
-                    )  # fmt: skip
-                    t = t.append_column("long_pos", positions_column(lp)).append_column("short_pos", positions_column(sp))
+                    )
+                    t = t.append_column("long_pos", positions_column(lp)).append_column(
+                        "short_pos", positions_column(sp)
+                    )
                     w.write_table(t.cast(out_schema), row_group_size=ROW_GROUP)
                     counts[split] += t.num_rows
         if emb is not None:

@@ -20,9 +20,10 @@ import datetime as dt
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from reclora.config.data_sections import ValidationSection
 from reclora.errors import ConfigError, ValidationFailed
@@ -90,7 +91,7 @@ def min_timestamp_seconds(value: Any, key: str) -> int:
         when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
     except ValueError as e:
         raise ConfigError(f"{key} must be a date (YYYY-MM-DD) or unix seconds, got {value!r}") from e
-    return int((when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp())
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def _context(site_dir: Path) -> Any:
@@ -119,13 +120,12 @@ def _context(site_dir: Path) -> Any:
 
 def _run_checks(ctx: Any, checks: list[TableCheck], run_name: str) -> dict[str, Any]:
     import great_expectations as gx
+    import pandas as pd
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
-    import pandas as pd
-
     source = ctx.data_sources.add_pandas("prepared")
-    run_time = dt.datetime.now(dt.timezone.utc)
+    run_time = dt.datetime.now(dt.UTC)
     results = {}
     # Batch parameters (the dataframe) are shared by every validation definition of a
     # checkpoint, so each table gets its own checkpoint.
@@ -168,7 +168,7 @@ def _iso(ts: Any) -> str | None:
     if ts is None:
         return None
     try:
-        return dt.datetime.fromtimestamp(int(ts), tz=dt.timezone.utc).isoformat()
+        return dt.datetime.fromtimestamp(int(ts), tz=dt.UTC).isoformat()
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 
@@ -242,7 +242,11 @@ def validate_prepared(
         failures = []
         per_table: dict[str, dict[str, Any]] = {}
         stats = _table_stats(tables)
-        totals: dict[str, Any] = {"evaluated_expectations": 0, "successful_expectations": 0, "unsuccessful_expectations": 0}
+        totals: dict[str, Any] = {
+            "evaluated_expectations": 0,
+            "successful_expectations": 0,
+            "unsuccessful_expectations": 0,
+        }
         for table, vr in results.items():
             failed = [reasons.failure(table, r, frames[table]) for r in vr.results if not r.success]
             failures += failed

@@ -36,7 +36,7 @@ def fmt_value(v: Any) -> str:
 def iso_utc(ts: Any) -> str:
     """Unix seconds as "YYYY-MM-DD HH:MM:SS UTC" ("?" when not a representable time)."""
     try:
-        return dt.datetime.fromtimestamp(int(_scalar(ts)), tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return dt.datetime.fromtimestamp(int(_scalar(ts)), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (TypeError, ValueError, OverflowError, OSError):
         return "?"
 

@@ -137,7 +137,11 @@ def interactions_check(t: PreparedTables, params: dict[str, Any], now: int) -> T
         _references(df, "user_id", t.users["user_id"], "users.user_id"),
         _x(
             E.ExpectCompoundColumnsToBeUnique,
-            {"column": "user_id,item_id,timestamp", "noun": "row", "bad": "repeat an event (same user_id, item_id, timestamp)"},
+            {
+                "column": "user_id,item_id,timestamp",
+                "noun": "row",
+                "bad": "repeat an event (same user_id, item_id, timestamp)",
+            },
             column_list=["user_id", "item_id", "timestamp"],
         ),
         _x(
@@ -164,7 +168,11 @@ def interactions_check(t: PreparedTables, params: dict[str, Any], now: int) -> T
         ),
         _x(
             E.ExpectTableRowCountToBeBetween,
-            {"column": None, "stat": "row count", "expected": f"within {_range(params['min_interactions'], params['max_interactions'])}"},
+            {
+                "column": None,
+                "stat": "row count",
+                "expected": f"within {_range(params['min_interactions'], params['max_interactions'])}",
+            },
             min_value=int(params["min_interactions"]),
             max_value=int(params["max_interactions"]),
         ),
@@ -241,7 +249,9 @@ def samples_check(t: PreparedTables) -> TableCheck:
     ex += [_not_null(c) for c in SCALAR_SAMPLE_COLUMNS]
     ex += [_not_null(length_column(c), report_as=c) for c in LIST_COLUMNS]
     ex += [
-        _x(E.ExpectColumnValuesToBeInSet, {"column": "label", "bad": "not in {0, 1}"}, column="label", value_set=[0, 1]),
+        _x(
+            E.ExpectColumnValuesToBeInSet, {"column": "label", "bad": "not in {0, 1}"}, column="label", value_set=[0, 1]
+        ),
         _x(
             E.ExpectColumnPairValuesToBeEqual,
             {
@@ -256,7 +266,11 @@ def samples_check(t: PreparedTables) -> TableCheck:
         _x(E.ExpectColumnValuesToBeBetween, {"column": "n_history", "bad": "below 1"}, column="n_history", min_value=1),
         _x(
             E.ExpectColumnPairValuesAToBeGreaterThanB,
-            {"column": LIST_COLUMNS[0], "noun": "row", "bad": f"have {LIST_COLUMNS[0]} longer than n_history (n_history, length)"},
+            {
+                "column": LIST_COLUMNS[0],
+                "noun": "row",
+                "bad": f"have {LIST_COLUMNS[0]} longer than n_history (n_history, length)",
+            },
             column_A="n_history",
             column_B=first,
             or_equal=True,
@@ -266,7 +280,11 @@ def samples_check(t: PreparedTables) -> TableCheck:
         ex.append(
             _x(
                 E.ExpectColumnPairValuesToBeEqual,
-                {"column": c, "noun": "row", "bad": f"have len({c}) != len({LIST_COLUMNS[0]}) ({LIST_COLUMNS[0]}, {c} lengths)"},
+                {
+                    "column": c,
+                    "noun": "row",
+                    "bad": f"have len({c}) != len({LIST_COLUMNS[0]}) ({LIST_COLUMNS[0]}, {c} lengths)",
+                },
                 column_A=first,
                 column_B=length_column(c),
             )
