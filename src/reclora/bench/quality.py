@@ -41,6 +41,8 @@ class Timer:
         self.secs, self.label = secs, label
 
     def __call__(self, name: str, fn: Any, *a: Any, **kw: Any) -> Any:
+        """fn(*a, **kw)'s result; its wall seconds (rounded to 0.1 s) go into ``secs[name]`` and one line
+        "[label] name: S s" is printed."""
         t = time.perf_counter()
         r = fn(*a, **kw)
         self.secs[name] = round(time.perf_counter() - t, 1)

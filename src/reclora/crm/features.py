@@ -152,18 +152,22 @@ class CRMFeaturizer:
 
     @property
     def n_items(self) -> int:
+        """Rows of the item embedding (vocabulary + index 0)."""
         return len(self.item_ids) + 1
 
     @property
     def n_genres(self) -> int:
+        """Number of genres in the vocabulary of ``items.genres`` (0 when the items table has none)."""
         return len(self.genres)
 
     @property
     def n_ratings(self) -> int:
+        """Rows of the rating embedding (rating values + index 0 = padding/missing)."""
         return len(self.rating_values) + 1
 
     @property
     def field_names(self) -> list[str]:
+        """Names of the user attribute fields, in the column order of ``user_field_values``."""
         return [f["name"] for f in self.fields]
 
     @property
@@ -260,9 +264,11 @@ class CRMFeaturizer:
 
     # -------------------------------------------------------------- transform
     def user_index(self, ids: Any) -> np.ndarray:
+        """Index (1..V) of each user id in the vocabulary, int64, same shape as ``ids``; 0 for an unknown id."""
         return _index_of(self.user_ids, np.asarray(ids, dtype=np.int64))
 
     def item_index(self, ids: Any) -> np.ndarray:
+        """Index (1..V) of each item id in the vocabulary, int64, same shape as ``ids``; 0 for an unknown id."""
         return _index_of(self.item_ids, np.asarray(ids, dtype=np.int64))
 
     def rating_index(self, ratings: Any) -> np.ndarray:
@@ -338,6 +344,7 @@ class CRMFeaturizer:
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
+        """The featurizer as a JSON-able dict (with ``format_version``); :meth:`from_dict` reads it back."""
         return {
             "format_version": FEATURES_FORMAT_VERSION,
             "max_len": self.max_len,
@@ -356,6 +363,8 @@ class CRMFeaturizer:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CRMFeaturizer:
+        """The featurizer of a :meth:`to_dict` mapping. Raises DataError for another ``format_version`` and
+        ValueError when the tables do not have one entry per id."""
         v = d.get("format_version")
         if v != FEATURES_FORMAT_VERSION:
             raise DataError(f"CRM features: unsupported format_version {v!r} (expected {FEATURES_FORMAT_VERSION})")
@@ -375,10 +384,12 @@ class CRMFeaturizer:
         )
 
     def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` (atomically, :func:`reclora.io.write_json`); returns the path."""
         return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> CRMFeaturizer:
+        """The featurizer saved at ``path`` by :meth:`save`; DataError for another ``format_version``."""
         return cls.from_dict(read_json(path))
 
     def __repr__(self) -> str:

@@ -88,9 +88,12 @@ class CRMConfig:
 
     @property
     def hidden_dim(self) -> int:
+        """Size of h, the CRM signal the LLM's gates read: the last MLP hidden size."""
         return self.mlp[-1]
 
     def validate(self) -> None:
+        """Check every field's type and range; raises ConfigError naming the first bad one."""
+
         def pos_int(name: str, v: Any) -> None:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"CRM: {name} must be a positive integer, got {v!r}")
@@ -118,6 +121,7 @@ class CRMConfig:
                 raise ConfigError(f"CRM: {name} must be a column name")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict (tuples as lists); :meth:`from_dict` reads it back."""
         d = dataclasses.asdict(self)
         d["mlp"] = list(self.mlp)
         d["attention_hidden"] = list(self.attention_hidden)
@@ -125,6 +129,7 @@ class CRMConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> CRMConfig:
+        """The config of a mapping (None = all defaults); ConfigError for an unknown key or a bad value."""
         d = dict(d or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -216,6 +221,7 @@ class DIN(nn.Module):
 
     @property
     def hidden_dim(self) -> int:
+        """Width of h [B, hidden_dim] that :meth:`hidden` gives (``config.mlp[-1]``)."""
         return self.config.mlp[-1]
 
     def _item_rows(self, ids: torch.Tensor) -> torch.Tensor:
@@ -276,6 +282,8 @@ class DIN(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Click probabilities sigmoid(logit) [B], computed in eval mode without grad; the train/eval mode is
+        restored."""
         was = self.training
         self.eval()
         try:

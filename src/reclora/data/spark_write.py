@@ -53,6 +53,8 @@ class Sink:
         self.rows = 0
 
     def add(self, table: pa.Table) -> None:
+        """Append ``table`` (its columns picked and cast to the sink's schema) and write every row group of
+        ``row_group`` rows now complete."""
         table = table.select(self.schema.names).cast(self.schema)
         self.buf.append(table)
         self.pending += table.num_rows
@@ -69,6 +71,7 @@ class Sink:
         self.writer.write_table(table, row_group_size=self.rg)
 
     def close(self) -> None:
+        """Write the last (shorter) row group and close the file; with no rows at all, write the empty table."""
         if self.pending:
             self._write(pa.concat_tables(self.buf))
         if self.writer is None:  # no rows at all

@@ -117,6 +117,7 @@ class Slice:
 
     @property
     def name(self) -> str:
+        """The slice's label in reports, "feature: value" (e.g. "item popularity: tail")."""
         return f"{self.feature}: {self.value}"
 
 

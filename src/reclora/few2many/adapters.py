@@ -55,6 +55,8 @@ class AdapterModel:
 
     @property
     def uses_signal(self) -> bool:
+        """True when the model reads each sample's CRM signal h: RecLoRA with ``gate`` "crm" (not vanilla LoRA,
+        not the uniform-gate ablation)."""
         return self.kind == "reclora" and self.config.get("gate", "crm") == "crm"
 
     @property
@@ -63,11 +65,14 @@ class AdapterModel:
         return self.readout == "crm_residual"
 
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) of every trainable tensor: the adapter's (LoRA, or banks and gates) and, with the
+        crm_residual readout, ``readout.scale``."""
         yield from ((n, p) for n, p in self.module.named_parameters() if p.requires_grad)
         if self.readout_scale is not None:
             yield "readout.scale", self.readout_scale
 
     def train(self, mode: bool = True) -> None:
+        """Put the wrapped module in train (``mode`` True) or eval mode, as nn.Module.train."""
         self.module.train(mode)
 
     def output_head(self) -> nn.Linear:

@@ -191,6 +191,9 @@ class PromptSet:
         return h.hexdigest()[:24]
 
     def batch(self, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor | None]:
+        """The model inputs of prompts ``idx`` on ``device``: "attention_mask" [b, T] (left-padded);
+        "input_ids" [b, T] when no states are cached, else None and "lower" [b, T, D] fp32 cached states
+        (zeros in the padding); "signal" [b, signal_dim] and "anchor" [b], or None when the set has none."""
         enc = pad_left([self.ids[j] for j in idx], self.pad_id)
         mask = enc["attention_mask"].to(device)
         lower = None

@@ -28,6 +28,7 @@ def default_backend() -> str:
 
 
 def local_rank() -> int:
+    """This process's GPU index on its node: torchrun's LOCAL_RANK (0 when unset)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
@@ -71,6 +72,7 @@ def world() -> int:
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
@@ -92,11 +94,13 @@ def device() -> torch.device:
 
 
 def barrier() -> None:
+    """Wait until every rank gets here (a no-op without a process group of more than one rank)."""
     if active():
         dist.barrier()
 
 
 def shutdown() -> None:
+    """Destroy the process group when one is initialised (a no-op otherwise)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

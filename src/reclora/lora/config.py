@@ -70,9 +70,13 @@ class PersonalizedLoRAConfig:
 
     @property
     def scaling(self) -> float:
+        """alpha / rank, the factor on every low-rank update (as peft's ``lora_alpha / r``)."""
         return float(self.alpha) / float(self.rank)
 
     def validate(self) -> None:
+        """Check every field's type and range and that signal_dim fits gate_input; raises ConfigError naming
+        the bad field."""
+
         def positive_int(name: str) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -108,6 +112,7 @@ class PersonalizedLoRAConfig:
     # --- serialisation -------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The hyper-parameters as a plain dict (no metadata keys; :meth:`to_json` adds them)."""
         d = dataclasses.asdict(self)
         d["target_modules"] = list(self.target_modules)
         return d
@@ -133,11 +138,14 @@ class PersonalizedLoRAConfig:
         return cls(**d)
 
     def to_json(self) -> str:
+        """The text of adapter_config.json: the hyper-parameters plus adapter_type and format_version, keys sorted."""
         d = {"adapter_type": ADAPTER_TYPE, "format_version": FORMAT_VERSION, **self.to_dict()}
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> PersonalizedLoRAConfig:
+        """The config of adapter_config.json's text; ConfigError for text that is not JSON, repeats a key or is
+        not an object, and for what :meth:`from_dict` refuses."""
         from reclora.io import loads_json
 
         try:

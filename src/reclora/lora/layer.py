@@ -65,6 +65,7 @@ class MixingGate(nn.Module):
         self.temperature = float(temperature)
 
     def logits(self, signal: torch.Tensor) -> torch.Tensor:
+        """Gate logits [B, N] (before the temperature) for signal [B, signal_dim]; fp32 even under autocast."""
         # The gate is tiny: run it in fp32 even under autocast, so that low
         # temperatures do not amplify bf16 rounding of the logits.
         with torch.autocast(signal.device.type, enabled=False):
@@ -78,9 +79,12 @@ class MixingGate(nn.Module):
             return out
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        """Mixing weights w [B, N] over the meta-LoRA bank for signal [B, signal_dim]: softmax(logits /
+        temperature), fp32, rows sum to 1."""
         return torch.softmax(self.logits(signal).float() / self.temperature, dim=-1)
 
     def extra_repr(self) -> str:
+        """gate_input and temperature, for the module's repr (as nn.Module.extra_repr)."""
         return f"gate_input={self.gate_input!r}, temperature={self.temperature}"
 
 
@@ -191,6 +195,7 @@ class PersonalizedLoRALinear(nn.Module):
     # --- per-forward state ----------------------------------------------------------
 
     def set_signal(self, signal: torch.Tensor | None) -> None:
+        """Set the CRM signal [B, signal_dim] the gate reads on the next forwards (None clears it)."""
         self._signal = signal
 
     def set_mixing_weights(self, weights: torch.Tensor | None) -> None:
@@ -198,12 +203,15 @@ class PersonalizedLoRALinear(nn.Module):
         self._weights = weights
 
     def get_state(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The (signal, explicit mixing weights) set on the layer, each possibly None; :meth:`set_state` restores it."""
         return self._signal, self._weights
 
     def set_state(self, state: tuple[torch.Tensor | None, torch.Tensor | None]) -> None:
+        """Restore a (signal, mixing weights) pair taken by :meth:`get_state`."""
         self._signal, self._weights = state
 
     def clear(self) -> None:
+        """Drop the signal and any explicit mixing weights."""
         self._signal = None
         self._weights = None
 
@@ -245,6 +253,9 @@ class PersonalizedLoRALinear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """base_layer(x) + the personalized update of dropout(x), as peft's LoraLayer.forward: x [B, ..., in] ->
+        [B, ..., out] in the base output's dtype (the base alone when ``disabled``). Raises RuntimeError when
+        the gate has no signal, ValueError when the weights are not [B, N] for this batch."""
         result = self.base_layer(x)
         if self.disabled:
             return result
@@ -252,6 +263,7 @@ class PersonalizedLoRALinear(nn.Module):
         return result + self.delta(self.lora_dropout(x), w).to(result.dtype)
 
     def extra_repr(self) -> str:
+        """Sizes, number of experts, rank, scaling and mixing rule, for the module's repr."""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"n_experts={self.n_experts}, rank={self.rank}, scaling={self.scaling}, mixing={self.mixing!r}"

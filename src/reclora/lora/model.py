@@ -88,9 +88,11 @@ class PersonalizedLoRAModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the adapter's parameters (the first bank's)."""
         return next(iter(self.trainable_parameters())).device
 
     def lora_layers(self) -> Iterator[tuple[str, PersonalizedLoRALinear]]:
+        """(module name, layer) of every adapted linear, in ``adapted_modules`` order."""
         for name in self.adapted_modules:
             yield name, self.base_model.get_submodule(name)  # type: ignore[misc]
 
@@ -108,6 +110,7 @@ class PersonalizedLoRAModel(nn.Module):
         return [p for _, p in self.named_trainable_parameters()]
 
     def num_parameters_summary(self) -> dict[str, int]:
+        """{"trainable", "total", "base"} parameter counts (numel): banks and gates, all, and the frozen rest."""
         trainable = sum(p.numel() for p in self.trainable_parameters())
         total = sum(p.numel() for p in self.parameters())
         return {"trainable": trainable, "total": total, "base": total - trainable}
@@ -216,6 +219,7 @@ class PersonalizedLoRAModel(nn.Module):
         }
 
     def set_temperature(self, temperature: float) -> None:
+        """Set every gate's softmax temperature (and the config's); ConfigError unless ``temperature`` > 0."""
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {temperature!r}")
         self.lora_config.temperature = float(temperature)
@@ -226,6 +230,8 @@ class PersonalizedLoRAModel(nn.Module):
     # --- persistence ----------------------------------------------------------------
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The banks and gates as detached, contiguous CPU copies, keyed as :meth:`named_trainable_parameters`
+        (the keys of the saved safetensors)."""
         return {k: p.detach().to("cpu", copy=True).contiguous() for k, p in self.named_trainable_parameters()}
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -259,6 +265,8 @@ class PersonalizedLoRAModel(nn.Module):
         return d
 
     def load_adapter_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy ``state`` (keys of :meth:`adapter_state_dict`) into the banks and gates, cast to their device and
+        dtype. Raises RecLoRAError when a key is missing or unexpected or a shape differs."""
         own = dict(self.named_trainable_parameters())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))

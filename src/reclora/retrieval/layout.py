@@ -101,6 +101,7 @@ class EventStore:
 
     @property
     def frame(self) -> pd.DataFrame:
+        """The events as a DataFrame (item_id, rating, timestamp), read on first access and kept."""
         if self._df is None:
             self._df = pd.read_parquet(self.path, columns=["item_id", "rating", "timestamp"])
         return self._df
@@ -143,9 +144,11 @@ class RetrievedSplit:
 
     @property
     def num_row_groups(self) -> int:
+        """Number of parquet row groups in the split."""
         return len(self._group_rows)
 
     def read_group(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """Row group ``i`` as an Arrow table (``columns``: a subset; None = every column)."""
         return self._file.read_row_group(i, columns=list(columns) if columns else None)
 
     def batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:

@@ -89,6 +89,9 @@ def resolve_version_dir(model: str | Path, ref: str = "champion") -> Path:
 
 
 class RecLoRAPredictor(Model):
+    """A kserve Model serving one registered RecLoRA version: :meth:`load` loads it, :meth:`predict` answers
+    V1 and V2 requests (see the module docstring); the arguments are described on ``__init__``."""
+
     def __init__(
         self,
         model_uri: str | Path,
@@ -141,6 +144,9 @@ class RecLoRAPredictor(Model):
 
     # ------------------------------------------------------------------ load
     def load(self) -> bool:
+        """Load the version (verified against its manifest): CRM, item embeddings, catalogue, base LLM and
+        adapter, and open the feature store when given; returns ``ready`` (True). Raises DataError for a
+        version that does not verify, RecLoRAError when no base model is known."""
         import torch
         from safetensors.numpy import load_file
 
@@ -403,6 +409,8 @@ class RecLoRAPredictor(Model):
         return parse_v2(req)
 
     def predict_v2(self, req: InferRequest) -> InferResponse:
+        """The V2 answer for ``req``: p_click FP32 [n, k] (padded with -1) and cold_start BOOL [n];
+        InvalidInput for a bad request."""
         instances, k = self.parse_v2(req)
         parsed = self.parse_instances(instances)
         probs, cold, _ = self.score(parsed)
@@ -419,6 +427,8 @@ class RecLoRAPredictor(Model):
 
     # ------------------------------------------------------------------ kserve entry point
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> Any:
+        """kserve's entry point: an InferRequest gets :meth:`predict_v2`, a V1 body (dict or JSON text)
+        :meth:`predict_instances`, run in a worker thread; InvalidInput (HTTP 400) for bad input."""
         loop = asyncio.get_running_loop()
         if isinstance(payload, InferRequest):
             return await loop.run_in_executor(None, self.predict_v2, payload)

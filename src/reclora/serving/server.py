@@ -86,6 +86,8 @@ class StrictJSONBody:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        """The ASGI call: reads a POST body whole; answers 400 when its JSON repeats a key, else hands the
+        request to ``app`` with the body replayed."""
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
