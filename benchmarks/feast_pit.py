@@ -61,6 +61,7 @@ def _peak_rss(pid: int, limit_gb: float, proc: subprocess.Popen) -> tuple[float,
 
 
 def main() -> int:
+    """Run the benchmark from the command line; writes the results JSON to ``--out`` after each size, returns 0."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="1000000,3000000", help="sample rows (events), comma-separated")
     ap.add_argument("--stores", default="file,duckdb")

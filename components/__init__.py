@@ -21,6 +21,9 @@ def lightweight(fn: Any, image: str) -> Any:
 
 @dataclass
 class Components:
+    """The pipeline's KFP components, one field per step (``@dsl.component`` objects, made by
+    :func:`build_components`)."""
+
     prepare: Any
     validate: Any
     features: Any
@@ -35,6 +38,7 @@ class Components:
 
 
 def build_components(cpu_image: str, gpu_image: str) -> Components:
+    """Every step's component: train_llm runs in ``gpu_image``, every other step in ``cpu_image``."""
     from components.evaluate.component import evaluate
     from components.features.component import features
     from components.features_spark.component import features_spark

@@ -16,6 +16,8 @@ from reclora.io import write_json
 
 
 def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str, model_path: str) -> float:
+    """Seconds (wall time) to run every pipeline stage as a library call, in order, under ``work``: prepare to
+    register, with the evaluate step's slices and champion re-scoring."""
     from reclora.data import prepare
     from reclora.features import features_stage
     from reclora.stages import crm_stage, evaluate_stage, llm_stage, register_stage, retrieve_stage
@@ -64,6 +66,8 @@ def run_stages_directly(work: Path, dataset: str, source_path: str, profile: str
 def bench_pipeline(
     out: str | Path, dataset: str = "synthetic", source_path: str = "", profile: str = "small", model_path: str = ""
 ) -> dict[str, Any]:
+    """The result written to ``out`` (JSON): seconds for the stages called directly and for the kfp.local
+    pipeline, their ratio, and the run's hardware. Raises ConfigError when ``out`` overlaps an input."""
     from pipelines.local import run_local
     from reclora.bench.quality import run_info
     from reclora.io import refuse_overlap

@@ -50,6 +50,8 @@ def engine_env() -> dict[str, str]:
 
 
 def image_exists(name: str, eng: str | None = None) -> bool:
+    """Whether the image ``name`` is in the local store of ``eng`` (default :func:`engine`); False without an
+    engine."""
     eng = eng or engine()
     if eng is None:
         return False

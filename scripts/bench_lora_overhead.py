@@ -20,6 +20,7 @@ import torch
 
 
 def build_base(args: argparse.Namespace):
+    """A randomly initialised Llama of SmolLM2-135M's width with ``args.layers`` layers (seed 0)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -37,6 +38,8 @@ def build_base(args: argparse.Namespace):
 
 
 def make_models(args: argparse.Namespace):
+    """(peft LoRA model, RecLoRA personalized LoRA model) on copies of one base, same rank and target modules,
+    their lora_B weights drawn non-zero as mid-training."""
     from peft import LoraConfig, get_peft_model
 
     from reclora.lora import PersonalizedLoRAConfig, PersonalizedLoRAModel
@@ -60,6 +63,9 @@ def make_models(args: argparse.Namespace):
 
 
 def step_fn(model, opt, inputs: dict, autocast: bool, logits_to_keep: int):
+    """A function that runs one train step of ``model`` (forward, last-position cross-entropy, backward,
+    ``opt`` step; bf16 autocast when ``autocast``) and returns its wall time in seconds."""
+
     def step() -> float:
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -75,6 +81,7 @@ def step_fn(model, opt, inputs: dict, autocast: bool, logits_to_keep: int):
 
 
 def main() -> None:
+    """Parse the arguments, build both models and print their per-step medians and ratio per precision."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8)

@@ -1,3 +1,6 @@
+"""KFP component of the evaluate step: wraps :func:`reclora.stages.evaluate_stage` (every model and the champion
+scored on the same samples, slices, the promotion gate's decision) and logs its metrics and ROC as KFP artifacts."""
+
 from typing import NamedTuple
 
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output

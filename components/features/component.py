@@ -1,3 +1,6 @@
+"""KFP component of the features step: wraps :func:`reclora.features.features_stage` (Feast sources,
+``feast apply``, the online store, the training join and the point-in-time check) and logs its summary."""
+
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 

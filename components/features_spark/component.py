@@ -1,3 +1,6 @@
+"""KFP component of the features step on Spark: wraps :func:`reclora.spark.features_on_spark` (the
+features stage run by a SparkApplication) and logs the summary the application wrote."""
+
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 

@@ -1,3 +1,7 @@
+"""KFP component of the prepare step: wraps :func:`reclora.data.prepare` (raw data -> canonical tables and
+CTR samples) on a source fetched by :func:`reclora.storage.fetch_source`, and returns the data version
+(:func:`reclora.data.dvc_hash` of the prepared directory)."""
+
 from kfp.dsl import Dataset, Metrics, Output
 
 

@@ -1,3 +1,7 @@
+"""KFP component of the prepare step on Spark (``data.engine: spark``): wraps
+:func:`reclora.spark.prepare_on_spark` (the prepare stage run by a SparkApplication) and returns the data
+version its driver reported."""
+
 from kfp.dsl import Artifact, Dataset, Metrics, Output
 
 

@@ -1,3 +1,7 @@
+"""KFP component of the register step: wraps :func:`reclora.stages.register_stage` (register the adapter
+version, promote it through the gate, optionally patch the KServe InferenceService) and copies out its model
+card."""
+
 from typing import NamedTuple
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output

@@ -1,3 +1,6 @@
+"""KFP component of the retrieve step: wraps :func:`reclora.stages.retrieve_stage` (long-short modality
+retrieval of each sample's earlier behaviours) with the model fetched by :func:`reclora.storage.fetch_model`."""
+
 from kfp.dsl import Dataset, Input, Output
 
 

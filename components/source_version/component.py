@@ -1,3 +1,7 @@
+"""KFP component of the source_version step: wraps :func:`reclora.storage.source_fingerprint` (the raw
+source's fingerprint, an input of the prepare step's cache key)."""
+
+
 def source_version(source_path: str, run_id: str) -> str:
     """The raw source's fingerprint (a content hash, the objects' ETags, or the DVC commit and md5): never
     cached itself, it is an input of the prepare step, so prepare's cache key changes when the data does.

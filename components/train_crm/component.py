@@ -1,3 +1,6 @@
+"""KFP component of the CRM training step: wraps :func:`reclora.stages.crm_stage` (the DIN-style CRM trained
+on the retrieved samples) and logs its test metrics."""
+
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 

@@ -1,3 +1,6 @@
+"""KFP component of the LLM training step: wraps :func:`reclora.launch.train_llm` (ranks in this pod) or, with
+``num_nodes`` > 1, :func:`reclora.trainjob.train_llm_multinode` (a Kubeflow Trainer TrainJob)."""
+
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 

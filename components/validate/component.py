@@ -1,3 +1,6 @@
+"""KFP component of the validate step: wraps :func:`reclora.validation.validate_prepared` (the Great
+Expectations data gate on the prepared directory) and returns whether the data passed."""
+
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 

@@ -57,6 +57,7 @@ def prepare_cmd(
 
 
 def print_failures(failures: list[dict]) -> None:
+    """Print each failed expectation's ``reason`` to stderr, one ``FAILED <reason>`` line each."""
     for f in failures:
         print(f"FAILED {f['reason']}", file=sys.stderr)
 

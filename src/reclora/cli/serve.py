@@ -107,6 +107,7 @@ def _machine_params() -> Params | None:
 
 
 def main() -> None:
+    """`python -m reclora.cli.serve`: ``serve`` as a command of its own; exits with its exit code."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(serve)
     sys.exit(run_cli(app))

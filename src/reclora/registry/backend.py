@@ -109,6 +109,7 @@ class Store:
 
     @property
     def where(self) -> str:
+        """The model's directory ``<uri>/<name>`` as a loader takes it (:meth:`url`), for messages."""
         return self.url(self.base)
 
     def url(self, path: str) -> str:
@@ -116,10 +117,12 @@ class Store:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     def vdir(self, version: str) -> str:
+        """The path of ``version``'s directory (``<base>/versions/<version>``), inside the store's filesystem."""
         return f"{self.versions}/{version}"
 
     # -- reading
     def read_bytes(self, path: str) -> bytes | None:
+        """The bytes of the file at ``path``; None when it does not exist (or is a directory)."""
         try:
             if self.local:
                 return Path(path).read_bytes()
@@ -128,6 +131,8 @@ class Store:
             return None
 
     def read_json(self, path: str) -> Any:
+        """The parsed JSON at ``path``; None when the file does not exist. Raises RegistryError when it is not
+        valid JSON or repeats a key."""
         raw = self.read_bytes(path)
         if raw is None:
             return None
@@ -137,6 +142,7 @@ class Store:
             raise RegistryError(f"{self.url(path)}: not valid JSON ({e})") from e
 
     def exists(self, path: str) -> bool:
+        """Whether ``path`` (a file or a directory) exists in the store."""
         return os.path.exists(path) if self.local else self.fs.exists(path)
 
     def _entries(self) -> list[tuple[str, bool]]:
@@ -164,6 +170,7 @@ class Store:
         return [v for v in map(version_name, self.numbered()) if self.exists(f"{self.vdir(v)}/{MANIFEST}")]
 
     def manifest(self, version: str) -> dict[str, Any]:
+        """``version``'s manifest.json; raises VersionNotFound (listing the known versions) when it has none."""
         m = self.read_json(f"{self.vdir(version)}/{MANIFEST}")
         if m is None:
             raise VersionNotFound(self._not_found(version))
@@ -176,9 +183,12 @@ class Store:
 
     # -- champion pointer
     def champion_doc(self) -> dict[str, Any] | None:
+        """The champion.json document; None before the first write (RegistryError when it is not valid JSON)."""
         return self.read_json(f"{self.base}/{CHAMPION}")
 
     def write_champion_doc(self, doc: Mapping[str, Any]) -> None:
+        """Replace champion.json with ``doc`` (JSON-safe copy) in one step: an atomic rename locally, one PUT on an
+        object store (:meth:`update_champion` calls it under :meth:`champion_lock`)."""
         path = f"{self.base}/{CHAMPION}"
         if self.local:
             write_json(path, json_safe(doc))
@@ -215,6 +225,7 @@ class Store:
             return new
 
     def current_champion(self) -> str | None:
+        """The champion's version name (``vNNNN``); None when there is none."""
         doc = self.champion_doc()
         return doc.get("champion") if doc else None
 

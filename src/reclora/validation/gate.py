@@ -42,6 +42,9 @@ PARTIAL_UNEXPECTED_COUNT = 10
 
 @dataclass
 class ValidationResult:
+    """The data gate's outcome: ``success``, ``failures`` (one dict per failed expectation, with its ``reason``
+    line), the Data Docs ``report_html`` and ``summary_json`` paths, and the summary itself."""
+
     success: bool
     failures: list[dict[str, Any]]
     report_html: Path

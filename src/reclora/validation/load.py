@@ -39,6 +39,9 @@ def length_column(col: str) -> str:
 
 @dataclass
 class PreparedTables:
+    """A prepared directory as flat pandas frames for the GE suites (:func:`load_prepared`): meta.json, its
+    dataset and label threshold, the three tables and the samples (list columns as ``len_<column>``)."""
+
     dataset: str
     label_threshold: float
     meta: dict[str, Any]
@@ -50,6 +53,7 @@ class PreparedTables:
 
 
 def read_meta(data_dir: Path) -> dict[str, Any]:
+    """``data_dir``'s meta.json as a dict; DataError when it is missing, unreadable or not a JSON object."""
     path = data_dir / schema.META
     if not path.is_file():
         raise DataError(f"{path}: not found (is {data_dir} a prepared directory? run `reclora data prepare`)")
@@ -63,6 +67,8 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
 
 
 def dataset_and_threshold(meta: dict[str, Any], meta_path: Path) -> tuple[str, float]:
+    """(dataset name, label threshold) from ``meta`` (a per-dataset threshold mapping is accepted); DataError
+    naming ``meta_path`` when either is missing or invalid."""
     dataset = meta.get("dataset")
     if not isinstance(dataset, str) or not dataset:
         raise DataError(f"{meta_path}: missing 'dataset'")
@@ -107,6 +113,8 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def read_table(data_dir: Path, rel: str, required: dict[str, str]) -> pd.DataFrame:
+    """The ``required`` columns (name -> type) of the parquet file ``data_dir/rel`` as a frame (strings as
+    Python objects); DataError when the file is missing or unreadable or lacks a column."""
     path, _ = _open(data_dir, rel, required)
     return _to_pandas(_read(path, list(required)))
 
@@ -125,6 +133,9 @@ def _split_column(split: str, n: int) -> pd.Categorical:
 
 
 def read_samples(data_dir: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(every split's samples concatenated with a ``split`` column and list columns as int32 lengths, rows per
+    split); reads either the sample index (history_start/history_length) or list-column samples. DataError on a
+    missing file or column, or a list column that is not a list."""
     frames = []
     rows: dict[str, int] = {}
     for split in schema.SPLITS:
@@ -167,6 +178,8 @@ def read_samples(data_dir: Path) -> tuple[pd.DataFrame, dict[str, int]]:
 
 
 def load_prepared(data_dir: str | Path) -> PreparedTables:
+    """The prepared directory ``data_dir`` read for the gate; DataError (before GE runs) when the directory, meta.json,
+    a file or a column is missing or malformed."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: prepared data directory not found (run `reclora data prepare` first)")

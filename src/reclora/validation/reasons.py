@@ -21,6 +21,8 @@ def _scalar(v: Any) -> Any:
 
 
 def fmt_value(v: Any) -> str:
+    """``v`` as shown in a reason: strings quoted, lists, tuples and dict values as ``(a, b)``, numpy scalars as
+    Python values."""
     v = _scalar(v)
     if isinstance(v, dict):
         return "(" + ", ".join(fmt_value(x) for x in v.values()) + ")"

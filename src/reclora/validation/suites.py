@@ -39,11 +39,14 @@ _GE_TYPES = {"object": "str"}
 
 
 def suite_name(table: str) -> str:
+    """The GE suite name of ``table`` (``reclora.<table>``)."""
     return SUITE_PREFIX + table
 
 
 @dataclass
 class TableCheck:
+    """One table to validate: its name, the frame GE reads, and the suite of expectations to run on it."""
+
     table: str
     frame: pd.DataFrame
     suite: gx.ExpectationSuite
@@ -117,6 +120,9 @@ def _suite(table: str, expectations: list[Any]) -> gx.ExpectationSuite:
 
 
 def interactions_check(t: PreparedTables, params: dict[str, Any], now: int) -> TableCheck:
+    """The interactions suite: columns and types, ratings in range, ids known to items and users, unique events,
+    timestamps within [``min_timestamp_seconds``, ``now`` + slack] (unix seconds), row count and positive rate
+    within bounds. ``params``: the gate settings (:func:`~reclora.validation.gate.gate_settings`)."""
     df = t.interactions
     lo, hi = params["rating_range"][t.dataset]
     pr_lo, pr_hi = params["positive_rate"]
@@ -208,6 +214,7 @@ def interactions_check(t: PreparedTables, params: dict[str, Any], now: int) -> T
 
 
 def items_check(t: PreparedTables) -> TableCheck:
+    """The items suite: columns and types, unique non-null item_id, a non-blank title and non-null genres."""
     ex: list[Any] = [_columns("items", list(schema.ITEM_COLUMNS)), *_types(schema.ITEM_COLUMNS)]
     ex += [
         _not_null("item_id"),
@@ -225,12 +232,15 @@ def items_check(t: PreparedTables) -> TableCheck:
 
 
 def users_check(t: PreparedTables) -> TableCheck:
+    """The users suite: columns and types, unique non-null user_id."""
     ex: list[Any] = [_columns("users", list(schema.USER_COLUMNS)), *_types(schema.USER_COLUMNS)]
     ex += [_not_null("user_id"), _unique("user_id")]
     return TableCheck("users", t.users, _suite("users", ex))
 
 
 def samples_check(t: PreparedTables) -> TableCheck:
+    """The samples suite: columns and types, every split non-empty, no nulls, labels in {0, 1} matching the
+    rating threshold, n_history >= 1 and at least the history length, history lists of one length."""
     df = t.samples
     first = length_column(LIST_COLUMNS[0])
     ex: list[Any] = [
@@ -293,4 +303,6 @@ def samples_check(t: PreparedTables) -> TableCheck:
 
 
 def build_checks(t: PreparedTables, params: dict[str, Any], now: int) -> list[TableCheck]:
+    """The four table checks (interactions, items, users, samples); ``params`` and ``now`` (unix seconds) as
+    in :func:`interactions_check`."""
     return [interactions_check(t, params, now), items_check(t), users_check(t), samples_check(t)]
