@@ -36,11 +36,10 @@ model: install  ## fetch the embedded default LLM into the cache (once)
 demo: model  ## install, fetch the model, run the main job: the whole pipeline locally (kfp.local)
 	$(BIN)/reclora pipeline run --local --profile small
 
-# The checks `make test` runs before the suite. `lint` joins them once `ruff format` has been run over the
-# whole code once (issue 26): CHECKS := docs lint
-CHECKS := docs
+# The checks `make test` runs before the suite: the docs build and ruff (lint and the formatter's check).
+CHECKS := docs lint
 
-test: model container-engine $(CHECKS)  ## install, fetch the model, (podman if missing), build the docs, run the whole test suite
+test: model container-engine $(CHECKS)  ## install, fetch the model, (podman if missing), build the docs, ruff, run the whole test suite
 	$(BIN)/python -m pytest tests -q
 
 docs: install  ## build the docs site into site/ (mkdocs --strict: a broken link, anchor or API reference fails)

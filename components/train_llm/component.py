@@ -41,33 +41,15 @@ def train_llm(
     model_path = model_path or params["model"].get("path") or ""
     ckpt = "/".join(x.strip("/") for x in (checkpoint_uri, run_id, task_name or kind) if x) if checkpoint_uri else None
     crm_in = crm if kind == "reclora" else None
-    if num_nodes > 1:
-        s = train_llm_multinode(
-            kind,
-            data.uri,
-            retrieved.uri,
-            crm_in.uri if crm_in else None,
-            adapter.path,
-            params,
-            ckpt,
-            gate=gate,
-            model_path=model_path or None,
-            feature_store=feature_store.uri if feature_store else None,
-        )
+    kw = {"gate": gate, "model_path": model_path or None}
+    if num_nodes > 1:  # a TrainJob: inputs and output through the bucket
+        crm_uri, fs = (crm_in.uri if crm_in else None), (feature_store.uri if feature_store else None)
+        args = (kind, data.uri, retrieved.uri, crm_uri, adapter.path, params, ckpt)
+        s = train_llm_multinode(*args, feature_store=fs, **kw)
     else:
-        s = run_ranks(
-            nproc_per_node,
-            kind,
-            data.path,
-            retrieved.path,
-            crm_in.path if crm_in else None,
-            adapter.path,
-            params,
-            gate=gate,
-            model_path=model_path or None,
-            checkpoint_uri=ckpt,
-            feature_store=feature_store.path if feature_store else None,
-        )
+        crm_path, fs = (crm_in.path if crm_in else None), (feature_store.path if feature_store else None)
+        args = (nproc_per_node, kind, data.path, retrieved.path, crm_path, adapter.path, params)
+        s = run_ranks(*args, checkpoint_uri=ckpt, feature_store=fs, **kw)
     for k in ("auc", "logloss", "accuracy", "n"):  # on the seeded evaluation subset of test
         stats.log_metric(f"eval_{k}", s["eval"][k])
     stats.log_metric("train_samples", s["train_samples"])
