@@ -24,6 +24,9 @@ size's data stays on disk until its last run). Then ``seconds`` and ``crm_sample
 are the medians, ``seconds_runs`` / ``crm_samples_per_s_runs`` every run, and ``peak_rss_gb`` the
 largest. ``ratios`` gives, from those figures, each stage's time ratio between consecutive sizes and
 the CRM samples/s of each size over the smallest's (the issue's linearity targets).
+
+Long because: one job, the scale benchmark (a child process per stage and size, the ratios and the
+plot); each stage it times is the library's own.
 """
 
 from __future__ import annotations

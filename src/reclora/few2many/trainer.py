@@ -12,6 +12,9 @@ Data-parallel: under torchrun (see ``reclora.few2many.distributed``) every rank 
 of each global batch, whose loss it scales by the global batch size, so the all-reduced (summed)
 gradient is the single-process gradient of that batch; the optimizer then steps identically on
 every rank. Only rank 0 writes checkpoints and shows progress.
+
+Long because: one job, the Few2Many training recipe (:class:`Few2ManyRecipe`: data, optimizer,
+checkpoints, validation, the step and the loop, in torchtune's recipe shape) and its entry point.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ only a fault of the server.
 
 All rows of all instances of a request are scored in one batched forward; forwards are
 serialized with a lock because the personalized LoRA layers keep per-forward state.
+
+Long because: one job, the KServe model (:class:`RecLoRAPredictor`: load a version, parse both
+protocols' requests, build the samples, score); the scoring itself is :mod:`reclora.scoring`.
 """
 
 from __future__ import annotations
