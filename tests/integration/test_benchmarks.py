@@ -158,10 +158,19 @@ def test_step_flops_counts_the_smollm2_shape():
         num_key_value_heads=3,
         vocab_size=49152,
     )
-    # 30 layers x (2*576^2 + 2*576*192 + 3*576*1536) = 106.2M linear params; 4 FLOPs/param/token
-    per_token_linear = 4 * 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
+    # 30 layers x (2*576^2 + 2*576*192 + 3*576*1536) = 106.2M linear params
+    p_layer = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
+    # every layer adapted: forward 2 FLOPs/param/token + attention 4*seq*d; backward (input gradients)
+    # 2 FLOPs/param/token + attention 8*seq*d; the Yes/No head: 2 rows, forward and backward
     f = step_flops(cfg, batch=1, seq=1)
-    assert f == pytest.approx(per_token_linear + 8 * 576 * 30 + 4 * 576 * 49152)
+    assert f == pytest.approx(4 * 30 * p_layer + (4 + 8) * 576 * 30 + 4 * 576 * 2)
+    # the top 4 layers adapted (the default): backward only through them; 8 sequences of 256 tokens
+    f4 = step_flops(cfg, batch=8, seq=256, adapted_layers=4)
+    t = 8 * 256
+    assert f4 == pytest.approx(
+        (2 * p_layer + 4 * 256 * 576) * 30 * t + (2 * p_layer + 8 * 256 * 576) * 4 * t + 4 * 576 * 2 * 8
+    )
+    assert step_flops(cfg, 8, 256, adapted_layers=99) == step_flops(cfg, 8, 256)  # more than L: all of them
 
 
 def test_forward_flops_of_a_served_row():
@@ -179,7 +188,9 @@ def test_forward_flops_of_a_served_row():
     # two rows of 100 and 200 tokens: attention 4 d L T^2 per row, the Yes/No rows of the head at each end
     f = forward_flops(cfg, rows=2, tokens=300, tokens_squared=100**2 + 200**2)
     assert f == pytest.approx(per_token * 300 + 4 * 576 * 30 * (100**2 + 200**2) + 2 * 576 * 2 * 2)
-    assert forward_flops(cfg, 1, 1, 1) * 2 < step_flops(cfg, batch=1, seq=1)  # no backward, no full-vocabulary head
+    assert forward_flops(cfg, 1, 1, 1) * 2 < step_flops(
+        cfg, batch=1, seq=1
+    )  # attention's backward is twice its forward
 
 
 def test_curve_benchmark_writes_points_and_a_plot(tmp_path, tiny_llama_dir, small_params):

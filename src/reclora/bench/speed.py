@@ -45,20 +45,24 @@ def matmul_peak(precision: str, n: int = 2048, seconds: float = 2.0) -> float:
             return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def step_flops(config: Any, batch: int, seq: int) -> float:
-    """Model FLOPs of one LoRA train step (frozen base): forward + activation gradients.
+def step_flops(config: Any, batch: int, seq: int, adapted_layers: int | None = None, head_rows: int = 2) -> float:
+    """Model FLOPs of one adapter train step on a frozen base: the forward pass through every layer plus
+    the input gradients through the adapted layers only, for ``batch`` sequences of ``seq`` tokens.
 
-    Per token and layer the linear layers cost 2 * P_layer FLOPs forward and the same again
-    for the input gradients (no weight gradients: the base is frozen); attention adds
-    4 * seq * d forward (QK^T and AV) and as much backward. The LM head runs on the last
-    position only (logits_to_keep=1). Adapter FLOPs are left out (they are < 1%).
-    """
+    Forward, per token and layer: 2 * P_layer for the linear maps and 4 * seq * d for attention (QK^T and
+    AV). Backward: autograd stops below the lowest adapted layer (nothing there needs a gradient), so only
+    the top ``adapted_layers`` layers (None: all) run it; per token and layer 2 * P_layer for the input
+    gradients of the linear maps (no weight gradients: the base is frozen) and 8 * seq * d for attention
+    (the gradients of QK^T with respect to Q and K, and of AV with respect to the attention weights and V).
+    The readout is ``head_rows`` lm_head rows at each sequence's last position (the Yes/No loss: 2),
+    forward and backward. Adapter FLOPs are left out (< 1%)."""
     d, L = config.hidden_size, config.num_hidden_layers
+    la = L if adapted_layers is None else min(int(adapted_layers), L)
     tokens = batch * seq
-    linear = 2 * 2 * _layer_params(config) * L * tokens
-    attn = 2 * 4 * seq * d * L * tokens
-    head = 2 * 2 * d * config.vocab_size * batch
-    return float(linear + attn + head)
+    forward = (2 * _layer_params(config) + 4 * seq * d) * L * tokens
+    backward = (2 * _layer_params(config) + 8 * seq * d) * la * tokens
+    head = 2 * 2 * d * head_rows * batch
+    return float(forward + backward + head)
 
 
 def _layer_params(config: Any) -> int:
@@ -79,6 +83,12 @@ def forward_flops(config: Any, rows: float, tokens: float, tokens_squared: float
     return float(2 * _layer_params(config) * L * tokens + 4 * d * L * tokens_squared + 2 * d * head_rows * rows)
 
 
+def _adapted_layers(adapter_cfg: Mapping[str, Any], config: Any) -> int:
+    """How many decoder layers (from the top) the adapter trains: params ``adapter.layers`` ("all" or N)."""
+    layers = adapter_cfg.get("layers", "all")
+    return config.num_hidden_layers if layers == "all" else min(int(layers), config.num_hidden_layers)
+
+
 def _time_steps(
     kind: str,
     model_path: str,
@@ -90,8 +100,9 @@ def _time_steps(
     warmup: int,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Median seconds of ``steps`` train steps (after ``warmup``) of ``kind`` at ``precision`` (a
-    :class:`~reclora.precision.Precision`; fp16 with its gradient scaler), random tokens [batch, seq]."""
+    """Median seconds of ``steps`` train steps of ``kind`` at ``precision`` (a
+    :class:`~reclora.precision.Precision`; fp16 with its gradient scaler), random tokens [batch, seq], after
+    ``warmup`` untimed steps (their times are kept too, as ``warmup_seconds``)."""
     from reclora.few2many import build_adapter
     from reclora.llm import load_causal_lm
 
@@ -108,7 +119,8 @@ def _time_steps(
     target = torch.randint(0, 2, (batch,), generator=g)  # the Yes/No loss of train.loss: yes_no
     adapter.train(True)
     scaler = precision.grad_scaler("cpu")
-    times = []
+    times: list[float] = []
+    warm: list[float] = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -118,13 +130,13 @@ def _time_steps(
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+        (warm if i < warmup else times).append(time.perf_counter() - t0)
     return {
         "step_seconds": float(np.median(times)),
         "step_seconds_all": [round(t, 4) for t in times],
+        "warmup_seconds": [round(t, 4) for t in warm],
         "trainable_parameters": int(sum(p.numel() for p in params)),
-        "flops_per_step": step_flops(cfg, batch, seq),
+        "flops_per_step": step_flops(cfg, batch, seq, adapted_layers=_adapted_layers(adapter_cfg, cfg)),
     }
 
 
