@@ -706,3 +706,172 @@ def test_an_object_store_version_is_verified_too(art):
         assert promote(uri, "v0001")["changed"]
     finally:
         fs.rm(f"/{root}", recursive=True)
+
+
+# ------------------------------------------------------------------ issue 24: a refused command writes nothing
+def _tree(root: Path) -> dict[str, bytes | None] | None:
+    """Every name under ``root`` with its bytes (None for a directory); None when ``root`` does not exist."""
+    if not root.exists():
+        return None
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def _other_data(tmp_path: Path, art: dict) -> dict:
+    """register() kwargs for a version trained on another data set (GoodBooks) than ``art``'s."""
+    books = tmp_path / "books"
+    books.mkdir(exist_ok=True)
+    pd.DataFrame({"item_id": [1, 2], "title": ["Dune", "Emma"], "genres": ["", ""]}).to_parquet(books / "items.parquet")
+    (books / "meta.json").write_text(json.dumps({"dataset": "goodbooks-10k", "rows": 99, "label_threshold": 4.0}))
+    return {**art, "items_path": str(books / "items.parquet")}
+
+
+# the registry before the commands -> (how to make it, the refused commands with words of their one error line,
+# a version promote() refuses)
+REFUSED = {
+    "no registry at all": (
+        lambda reg, tmp_path, art: None,
+        [
+            (["registry", "rollback"], "nothing to roll back"),
+            (["registry", "rollback", "--deploy", "--dry-run"], "nothing to roll back"),
+            (["registry", "promote", "v0001"], "version v0001 not found"),
+            (["registry", "show", "champion"], "no champion yet"),
+        ],
+        "v0002",
+    ),
+    "versions, no champion": (
+        lambda reg, tmp_path, art: [register(reg, **art) for _ in range(2)],
+        [
+            (["registry", "rollback"], "nothing to roll back"),  # the handed case: it left .champion.lock
+            (["registry", "rollback", "--dry-run"], "nothing to roll back"),
+            (["registry", "promote", "v0009"], "version v0009 not found"),
+            (["registry", "promote", "yesterday"], "bad version reference"),
+            (["registry", "promote", "v0001", "--deploy"], "storage_root"),
+            (["registry", "promote", "v0001", "--deploy", "--dry-run"], "storage_root"),
+        ],
+        "v0009",
+    ),
+    "a champion, no previous one": (
+        lambda reg, tmp_path, art: [register(reg, **art), register(reg, **_other_data(tmp_path, art)), promote(reg, 1)],
+        [
+            (["registry", "rollback"], "no previous champion"),
+            (["registry", "promote", "v0002"], "--allow-other-data"),  # refused under the lock
+            (["registry", "promote", "v0002", "--deploy", "--dry-run"], "--allow-other-data"),
+        ],
+        "v0002",
+    ),
+    "a rollback target that does not verify": (
+        lambda reg, tmp_path, art: [
+            register(reg, **art),
+            register(reg, **art),
+            promote(reg, 1),
+            promote(reg, 2),
+            _cut(reg / "reclora" / "versions" / "v0001" / "adapter" / "reclora_adapter.safetensors"),
+        ],
+        [
+            (["registry", "rollback"], "v0001 in"),  # refused under the lock, after reading champion.json
+            (["registry", "promote", "v0001"], "cannot be promoted: it does not verify"),
+        ],
+        "v0001",
+    ),
+}
+
+
+@pytest.mark.parametrize("state", list(REFUSED))
+def test_a_refused_registry_command_leaves_the_registry_as_it_was(state, tmp_path, art, capsys):
+    """Every refused promote, rollback or show (exit 2, one error line) leaves every name and byte under the
+    registry as it was: no lock file, no directory, no temp file; a successful change leaves no lock file either."""
+    from reclora.cli import app
+    from reclora.cli.common import run_cli
+
+    reg = tmp_path / "reg"
+    make, commands, refused_version = REFUSED[state]
+    make(reg, tmp_path, art)
+    before = _tree(reg)
+    assert before is None or not any(".champion.lock" in n or ".tmp" in n for n in before), before
+    for args, words in commands:
+        rc = run_cli(app, [*args, "--uri", str(reg)], prog_name="reclora")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and words in err[0], (args, err)
+        assert _tree(reg) == before, args
+    # the library calls too, the ones refused under champion.json's lock included
+    for call in (lambda: rollback(reg), lambda: promote(reg, refused_version)):
+        with pytest.raises(RecLoRAError):
+            call()
+        assert _tree(reg) == before
+
+
+def test_the_champion_lock_leaves_nothing_and_still_serializes(tmp_path, art):
+    """The lock file is removed after every change, and read-modify-write of champion.json by many processes at
+    once loses no update (a waiter left holding a removed lock file takes the new one)."""
+    from reclora.registry.backend import Store
+
+    reg = tmp_path / "reg"
+    register(reg, **art)
+    register(reg, **art)
+    promote(reg, "v0001")
+    promote(reg, "v0002")
+    rollback(reg)
+    assert sorted(os.listdir(reg / "reclora")) == ["champion.json", "versions"]
+    ctx = mp.get_context("fork")
+    n_procs, n_each = 6, 15
+    barrier, q = ctx.Barrier(n_procs), ctx.Queue()
+    procs = [ctx.Process(target=_append_events, args=(str(reg), i, n_each, barrier, q)) for i in range(n_procs)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert results == ["ok"] * n_procs
+    events = Store(reg).champion_doc()["events"]
+    mine = sorted((e["proc"], e["n"]) for e in events if e["action"] == "test")
+    assert mine == [(i, n) for i in range(n_procs) for n in range(n_each)]  # every update kept, none twice
+    assert sorted(os.listdir(reg / "reclora")) == ["champion.json", "versions"]
+
+
+def _append_events(reg: str, proc: int, n_each: int, barrier, q) -> None:
+    from reclora.registry.backend import Store
+
+    def add(n: int):
+        def fn(doc: dict) -> dict:
+            events = list(doc["events"])
+            time.sleep(0.002)  # widen the window in which an unserialized writer would lose an update
+            doc["events"] = [*events, {"action": "test", "proc": proc, "n": n}]
+            return doc
+
+        return fn
+
+    try:
+        barrier.wait(timeout=30)
+        store = Store(reg)
+        for n in range(n_each):
+            store.update_champion(add(n))
+        q.put("ok")
+    except BaseException as e:  # report instead of dying silently
+        q.put(f"error: {e!r}")
+
+
+def test_a_broken_version_is_named_before_the_serving_settings(tmp_path, art, capsys):
+    """`promote v0003 --deploy --dry-run` of a half-written v0003 with no storage_root set: the user learns first
+    that v0003 cannot be promoted, not about the serving settings (fixing those would not help)."""
+    from reclora.cli import app
+    from reclora.cli.common import run_cli
+
+    reg = tmp_path / "reg"
+    for _ in range(3):
+        register(reg, **art)
+    _cut(reg / "reclora" / "versions" / "v0003" / "manifest.json")
+    for args in (["--deploy", "--dry-run"], ["--deploy"], ["--dry-run"]):
+        rc = run_cli(app, ["registry", "promote", "v0003", *args, "--uri", str(reg)], prog_name="reclora")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, err
+        assert "v0003 in" in err[0] and "cannot be promoted: it does not verify" in err[0], err
+        assert "storage_root" not in err[0], err
+    # a version that verifies gets to the serving settings, and with them set, to the patch it would send
+    rc = run_cli(app, ["registry", "promote", "v0002", "--deploy", "--dry-run", "--uri", str(reg)], prog_name="reclora")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "storage_root" in err and "local path" in err, err
+    args = ["registry", "promote", "v0002", "--deploy", "--dry-run", "--set", "pipeline.serving.storage_root=pvc://r"]
+    assert run_cli(app, [*args, "--uri", str(reg)], prog_name="reclora") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == "v0002" and out["deploy"]["storageUri"] == "pvc://r/reclora/versions/v0002"
+    assert not (reg / "reclora" / "champion.json").exists()  # dry runs changed nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import typer
 
@@ -17,14 +18,23 @@ def fetch_cmd(
     force: bool = typer.Option(False, help="Fetch and convert again even if cached."),
     set_: list[str] | None = SET_OPTION,
 ) -> None:
-    """Get the embedded default LLM (SmolLM2-135M-Instruct), convert it to safetensors, verify it."""
+    """Get the embedded default LLM (SmolLM2-135M-Instruct), convert it to safetensors, verify it.
+
+    Prints what the fetch recorded, ``cached`` (the model was already in the cache, nothing fetched) and
+    ``fetch_seconds`` (this call's fetch; ``first_fetch_seconds`` is the one that filled the cache)."""
     from reclora.config import load_params
     from reclora.llm.fetch import fetch_default_model
-    from reclora.llm.location import model_info
+    from reclora.llm.location import default_model_dir, is_fetched, model_info
 
     def _run() -> int:
-        path = fetch_default_model(load_params()["model"], cache_dir, force=force)
-        typer.echo(json.dumps({"path": str(path), **model_info(path)}, sort_keys=True))
+        model = load_params()["model"]
+        cached = is_fetched(default_model_dir(model, cache_dir)) and not force
+        t0 = time.perf_counter()
+        path = fetch_default_model(model, cache_dir, force=force)
+        took = round(time.perf_counter() - t0, 1)
+        typer.echo(
+            json.dumps({"path": str(path), **model_info(path), "cached": cached, "fetch_seconds": took}, sort_keys=True)
+        )
         return 0
 
     raise typer.Exit(run_guarded(_run))

@@ -100,13 +100,9 @@ def _champion_change(
     serving = params.pipeline.serving
     storage_root = serving.storage_root or None
     api = None
-    if deploy or dry_run:  # check the serving settings and the API access before changing the champion
-        storage_uri(u, "v0000", storage_root=storage_root)
-    if deploy and not dry_run:
-        from reclora.kube import custom_objects_api
-
-        api = custom_objects_api()
-    if dry_run:
+    if deploy or dry_run:
+        # what is wrong with the version comes first (missing, does not verify, other data), then the serving
+        # settings and the API access, all before the champion changes
         store = open_store(u)
         v = verified_ref(store, version, "promoted") if action == "promote" else rollback_target(u)["version"]
         why = other_data(store, v, store.current_champion()) if action == "promote" else None
@@ -114,6 +110,12 @@ def _champion_change(
             raise OtherData(
                 f"{v} was not trained on the champion's data ({why}); pass --allow-other-data to promote it"
             )
+        storage_uri(u, v, storage_root=storage_root)
+    if deploy and not dry_run:
+        from reclora.kube import custom_objects_api
+
+        api = custom_objects_api()
+    if dry_run:
         out = {"version": v, "dry_run": True, "changed": False}
     else:
         out = promote(u, version, allow_other_data=allow_other_data) if action == "promote" else rollback(u)

@@ -20,7 +20,7 @@ from typing import Any
 
 from reclora.errors import RecLoRAError
 from reclora.io import atomic_dir, write_json
-from reclora.llm.location import MARKER, default_model_dir, is_fetched
+from reclora.llm.location import FIRST_FETCH_SECONDS, MARKER, default_model_dir, is_fetched
 from reclora.llm.model import load_causal_lm, score_yes_no
 
 
@@ -82,7 +82,7 @@ def fetch_default_model(model: Mapping[str, Any], cache: str | Path | None = Non
                     "parameters": n_params,
                     "architecture": type(model).__name__,
                     "verify_p_yes": round(float(p), 4),
-                    "fetch_seconds": round(time.perf_counter() - t0, 1),
+                    FIRST_FETCH_SECONDS: round(time.perf_counter() - t0, 1),
                 },
             )
     return target

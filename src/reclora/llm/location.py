@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from reclora.config.model_sections import ModelSection
 
 MARKER = "reclora_model.json"
+#: the marker's key for the seconds the fetch that put the model in the cache took (download, conversion, check)
+FIRST_FETCH_SECONDS = "first_fetch_seconds"
 
 
 def _setting(model: ModelSection | Mapping[str, Any], key: str) -> Any:
@@ -40,8 +42,15 @@ def is_fetched(path: Path) -> bool:
 
 
 def model_info(path: Path) -> dict[str, Any]:
-    """What the fetch recorded about the model at ``path`` (source, sha256, parameters, ...), else {"path"}."""
-    return read_json(path / MARKER) if (path / MARKER).is_file() else {"path": str(path)}
+    """What the fetch recorded about the model at ``path`` (source, sha256, parameters, ...,
+    ``first_fetch_seconds``: how long that fetch took), else {"path"}. A marker written before that key's
+    name, with ``fetch_seconds``, reads the same."""
+    if not (path / MARKER).is_file():
+        return {"path": str(path)}
+    info = read_json(path / MARKER)
+    if "fetch_seconds" in info:  # the older name, which read as if it were the time of every later call
+        info.setdefault(FIRST_FETCH_SECONDS, info.pop("fetch_seconds"))
+    return info
 
 
 def resolve_model_path(path: str | Path | None, model: ModelSection | Mapping[str, Any]) -> str:
@@ -69,4 +78,12 @@ def local_model_path(path: str | Path, model: ModelSection | Mapping[str, Any]) 
     return str(path)
 
 
-__all__ = ["MARKER", "default_model_dir", "is_fetched", "local_model_path", "model_info", "resolve_model_path"]
+__all__ = [
+    "FIRST_FETCH_SECONDS",
+    "MARKER",
+    "default_model_dir",
+    "is_fetched",
+    "local_model_path",
+    "model_info",
+    "resolve_model_path",
+]

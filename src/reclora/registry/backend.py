@@ -1,10 +1,10 @@
 """The registry's storage backend: one named model under a local path or any fsspec URI.
 
 :class:`Store` reads and writes ``<uri>/<name>/`` (layout in :mod:`reclora.registry.store`): local
-paths with os calls (atomic renames, an flock around ``champion.json``), everything else through
-fsspec (one PUT per file). Also here: the registry's file names, version names and references
-(:func:`version_ref`: ``champion``, ``latest``, ``vNNNN``), JSON-safe serialization, and
-:func:`cleanup` of what killed writers left behind.
+paths with os calls (atomic renames, an flock around ``champion.json``, its lock file removed
+after), everything else through fsspec (one PUT per file). Also here: the registry's file names,
+version names and references (:func:`version_ref`: ``champion``, ``latest``, ``vNNNN``), JSON-safe
+serialization, and :func:`cleanup` of what killed writers left behind.
 """
 
 from __future__ import annotations
@@ -197,20 +197,47 @@ class Store:
 
     @contextlib.contextmanager
     def champion_lock(self) -> Iterator[None]:
-        """Serialize read-modify-write of champion.json (an flock locally; none on object stores)."""
+        """Serialize read-modify-write of champion.json: an flock on ``<base>/.champion.lock`` locally (none on
+        object stores).
+
+        Nothing is left behind, whatever happens under the lock (a refused rollback included): the lock file
+        is removed while still held, and the directories this call created (the model's, the registry's) when
+        they are still empty. A waiter that then gets the lock of the removed file sees that it is no longer the one at the
+        path and locks the new one, so two holders never overlap.
+        """
         if not self.local:
             yield
             return
         import fcntl
 
-        os.makedirs(self.base, exist_ok=True)
-        fd = os.open(f"{self.base}/{CHAMPION_LOCK}", os.O_RDWR | os.O_CREAT, 0o666)
+        path = f"{self.base}/{CHAMPION_LOCK}"
+        made = _missing_dirs(self.base)  # deepest first
+        while True:
+            os.makedirs(self.base, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # another call removed the empty directory it had made: make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # the previous holder removed this file before releasing it: lock the current one
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # before the release: a waiter on this file sees it is gone (above)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+            for d in made:
+                try:
+                    os.rmdir(d)
+                except OSError:  # not empty (champion.json written, a version landed): kept, and its parents
+                    break
 
     def update_champion(self, fn: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
         """Apply ``fn`` to the champion document under the lock; write its result unless it returns None."""
@@ -228,6 +255,25 @@ class Store:
         """The champion's version name (``vNNNN``); None when there is none."""
         doc = self.champion_doc()
         return doc.get("champion") if doc else None
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """``path`` and its ancestors that do not exist yet, deepest first (what ``os.makedirs(path)`` creates)."""
+    out: list[str] = []
+    while path and not os.path.isdir(path) and os.path.dirname(path) != path:
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (False once that was removed or replaced)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
 
 def new_champion_doc(name: str) -> dict[str, Any]:
