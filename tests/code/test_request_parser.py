@@ -56,7 +56,8 @@ def test_the_tests_bound_is_the_servers():
 def test_the_handed_case_user_id_beyond_64_bits_is_a_400(parser):
     with pytest.raises(
         InvalidInput,
-        match=r"instances\[0\]\.user_id must be an integer within the 64-bit range, got 18446744073709551615",
+        match=r"instances\[0\]\.user_id must be an integer in \[-9223372036854775808, 9223372036854775807\], "
+        r"got 18446744073709551615",
     ):
         parser.parse_instances([{"user_id": 18446744073709551615, "candidates": [1]}])
 
@@ -228,7 +229,7 @@ def test_an_int32_bound_error_names_the_input(parser, which, value):
     with pytest.raises(InvalidInput) as err:
         parser.parse_v2(_v2(*inputs.values()))
     msg = str(err.value)
-    assert f"input {which!r} is INT32 but holds {value}" in msg and "[-2147483648, 2147483647]" in msg, msg
+    assert f"input {which!r} is INT32: each value must be an integer in [-2147483648, 2147483647], got {value}" in msg
 
 
 def test_a_v2_bytes_cell_that_repeats_a_key_is_a_400(parser):
@@ -262,3 +263,105 @@ def test_loads_json_refuses_exactly_the_repeated_keys(doc, dup):
             loads_json(text)
     else:
         assert loads_json(text) == json.loads(text)
+
+
+# ------------------------------------------------------------------ issue 24: one bound message for V1 and V2
+@pytest.mark.parametrize("value", [2**64 - 1, 2**63, -(2**63) - 1, 1.5, "7", True])
+@pytest.mark.parametrize(
+    "where,named",
+    [
+        ("v1 user_id", "instances[0].user_id"),
+        ("v1 candidates", "instances[0].candidates: an item id"),
+        ("v1 history item_id", "instances[0].history[0]: an item id"),
+        ("v2 user_id", "input 'user_id' is INT64: each value"),
+        ("v2 candidates", "input 'candidates' is INT64: each value"),
+    ],
+)
+def test_v1_and_v2_state_the_same_64_bit_bounds(parser, where, named, value):
+    """2**64 - 1 fits an unsigned 64-bit integer: "within the 64-bit range" did not say which; every
+    id field of both protocols states the bounds, in the same words."""
+    inst = {"user_id": 1, "candidates": [1], "history": [{"item_id": 2, "rating": 4}]}
+    v2 = {"user_id": ("user_id", [1], "INT64", [1]), "candidates": ("candidates", [1, 1], "INT64", [1])}
+    if where == "v1 user_id":
+        inst["user_id"] = value
+    elif where == "v1 candidates":
+        inst["candidates"] = [value]
+    elif where == "v1 history item_id":
+        inst["history"][0]["item_id"] = value
+    else:
+        name = where.split()[1]
+        v2[name] = (name, v2[name][1], "INT64", [value])
+    with pytest.raises(InvalidInput) as err:
+        if where.startswith("v1"):
+            parser.parse_instances([inst])
+        else:
+            parser.parse_instances(parser.parse_v2(_v2(*v2.values()))[0])
+    want = f"{named} must be an integer in [-9223372036854775808, 9223372036854775807], got {value!r}"
+    assert want in str(err.value), str(err.value)
+
+
+# ------------------------------------------------------------------ issue 24: only the protocol's V2 keys
+V2_KNOWN = {
+    "request": ("id", "parameters", "inputs", "outputs"),
+    "input": ("name", "shape", "datatype", "parameters", "data"),
+    "output": ("name", "parameters"),
+}
+
+
+def _v2_body() -> dict:
+    return {
+        "id": "r1",
+        "parameters": {"anything": {"goes": 1}},  # free-form: its keys are the client's
+        "inputs": [
+            {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1], "parameters": {}},
+            {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1]},
+        ],
+        "outputs": [{"name": "cold_start", "parameters": {"binary_data": False}}],
+    }
+
+
+@PROPS
+@given(
+    where=st.sampled_from(["request", "input", "output"]),
+    key=st.one_of(
+        st.sampled_from(
+            ["Inputs", "instances", "Data", "Shape", "Parameters", "NAME", "data ", "dtype", "binary_data"]
+        ),
+        st.text(max_size=6),
+    ),
+)
+def test_an_unknown_v2_key_at_any_level_is_a_400_naming_it(where, key):
+    from reclora.serving.requests import check_v2_fields
+
+    body = _v2_body()
+    check_v2_fields(body)  # every key the protocol defines, at every level: accepted
+    target = {"request": body, "input": body["inputs"][1], "output": body["outputs"][0]}[where]
+    if key in V2_KNOWN[where]:
+        return
+    target[key] = [1]
+    with pytest.raises(InvalidInput) as err:
+        check_v2_fields(body)
+    msg = str(err.value)
+    at = {"request": "the V2 request", "input": "inputs[1] ('candidates')", "output": "outputs[0] ('cold_start')"}
+    assert f"{at[where]} has an unknown field {key!r}" in msg, msg
+    near = key.strip().lower()
+    if near in V2_KNOWN[where]:
+        assert f"(did you mean {near!r}?)" in msg, msg
+
+
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        ([], "the V2 request must be a JSON object"),
+        ({"id": "x"}, 'the V2 request lacks "inputs"'),
+        ({"inputs": {"name": "user_id"}}, "the V2 request's 'inputs' must be a list of objects, got dict"),
+        ({"inputs": ["user_id"]}, "inputs[0] must be an object"),
+        ({"inputs": [], "outputs": "p_click"}, "the V2 request's 'outputs' must be a list of objects, got str"),
+    ],
+)
+def test_a_v2_body_of_the_wrong_shape_is_a_400(body, words):
+    from reclora.serving.requests import check_v2_fields
+
+    with pytest.raises(InvalidInput) as err:
+        check_v2_fields(body)
+    assert words in str(err.value), str(err.value)

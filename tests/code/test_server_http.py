@@ -8,18 +8,22 @@ would run. The served model itself is tested in tests/integration/test_serving.p
 A request that never arrives whole gets a 408 and its connection is closed (headers never finished, a body
 cut short, 64 of them at once), while a model that takes longer than the deadline to answer is not cut;
 a repeated JSON key is a 400 naming it; a client's mistake or disconnect logs one line, no traceback;
-`/v2/models/reclora/versions/<v>/...` answers for the served version and names it for any other.
+`/v2/models/reclora/versions/<v>/...` answers for the served version and names it for any other; a V2 key
+the Open Inference Protocol lacks, at any level and on either infer route, and an output the model lacks
+are 400s naming them (the answer holding only the outputs asked for is tested against a served model).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from reclora.serving import RecLoRAPredictor
@@ -197,6 +201,12 @@ def test_a_slow_model_is_not_cut_by_the_request_deadline():
             "input 'user_id' is INT32",
         ),
         (V2, b'{"inputs": 3}', "invalid request body"),
+        (
+            V2,
+            b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
+            b' {"name": "candidates", "shape": [1, 1], "datatype": "INT64", "data": [1], "Data": [2]}]}',
+            "inputs[1] ('candidates') has an unknown field 'Data' (did you mean 'data'?)",
+        ),
     ],
 )
 def test_a_client_mistake_is_a_400_and_one_log_line(server, path, body, words, caplog):
@@ -254,3 +264,70 @@ def test_another_version_is_a_404_naming_the_served_one(server, route):
         )
     assert r.status_code == 404, r.text
     assert "v0002" in r.json()["error"] and "serves reclora version v0003" in r.json()["error"]
+
+
+# ------------------------------------------------------------------ V2 keys and outputs (issue 24, kind 2)
+U1 = {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]}
+C1 = {"name": "candidates", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}
+# a valid request but for one key the Open Inference Protocol does not define (kserve's model drops it):
+# each was a 200 that scored the first body's user, whatever the extra key meant
+V2_UNKNOWN_KEYS = [
+    ({"inputs": [U1, C1], "Inputs": [U1, C1]}, "the V2 request has an unknown field 'Inputs' (did you mean 'inputs'?)"),
+    (
+        {"inputs": [U1, C1], "instances": [{"user_id": 2, "candidates": [3]}]},
+        "the V2 request has an unknown field 'instances' ('instances' is the V1 body",
+    ),
+    ({"inputs": [U1, C1], "Parameters": {}}, "the V2 request has an unknown field 'Parameters' (did you mean"),
+    ({"inputs": [U1, C1], "Outputs": [{"name": "cold_start"}]}, "unknown field 'Outputs' (did you mean 'outputs'?)"),
+    ({"inputs": [U1, C1], "ID": "a"}, "the V2 request has an unknown field 'ID' (did you mean 'id'?)"),
+    ({"inputs": [U1, C1], "model_name": "x"}, "the V2 request has an unknown field 'model_name'; the fields are id"),
+    ({"Inputs": [U1, C1]}, "the V2 request has an unknown field 'Inputs' (did you mean 'inputs'?)"),
+    ({"inputs": [U1, {**C1, "Data": [3, 5]}]}, "inputs[1] ('candidates') has an unknown field 'Data' (did you mean"),
+    ({"inputs": [{**U1, "Shape": [2]}, C1]}, "inputs[0] ('user_id') has an unknown field 'Shape' (did you mean"),
+    ({"inputs": [{**U1, "dtype": "INT32"}, C1]}, "inputs[0] ('user_id') has an unknown field 'dtype'"),
+    ({"inputs": [U1, C1], "outputs": [{"name": "p_click", "binary_data": True}]}, "outputs[0] ('p_click') has an"),
+]
+
+
+@pytest.mark.parametrize("route", ["/v2/models/reclora/infer", "/v2/models/reclora/versions/v0003/infer"])
+@pytest.mark.parametrize("body,words", V2_UNKNOWN_KEYS)
+def test_a_v2_key_the_protocol_lacks_is_a_400_naming_it(server, route, body, words):
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as c:
+        r = c.post(route, json=body)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"], r.text
+
+
+def test_a_v2_binary_request_with_an_unknown_key_in_its_json_header_is_a_400(server):
+    """The binary extension: the JSON header (inference-header-content-length bytes) is checked the same way."""
+    user = {"name": "user_id", "shape": [1], "datatype": "INT64", "parameters": {"binary_data_size": 8}}
+    for extra, words in (({"Data": [2]}, "inputs[0] ('user_id') has an unknown field 'Data'"), ({}, None)):
+        head = json.dumps({"inputs": [{**user, **extra}, C1], "outputs": [{"name": "p_clik"}]}).encode()
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as c:
+            r = c.post(
+                V2,
+                content=head + np.array([1], "<i8").tobytes(),
+                headers={"inference-header-content-length": str(len(head)), "content-type": "application/octet-stream"},
+            )
+        assert r.status_code == 400, r.text
+        # without the unknown key the same request gets as far as its (misspelt) output: the header was read
+        assert (words or "unknown V2 output 'p_clik'") in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize(
+    "outputs,words",
+    [
+        (
+            [{"name": "p_clik"}],
+            "unknown V2 output 'p_clik' (did you mean 'p_click'?); the outputs are p_click, cold_start",
+        ),
+        ([{"name": "cold_start"}, {"name": "score"}], "unknown V2 output 'score'; the outputs are p_click, cold_start"),
+        ([{"name": "p_click"}, {"name": "p_click"}], "V2 output 'p_click' is asked for 2 times; each output once"),
+    ],
+)
+def test_a_v2_output_the_model_lacks_is_a_400_before_any_scoring(server, outputs, words):
+    """This server has no model: a request that reached the forward would be a 500, not this 400."""
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as c:
+        r = c.post(V2, json={"inputs": [U1, C1], "outputs": outputs})
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"], r.text

@@ -327,7 +327,8 @@ def test_the_handed_case_user_id_2_64_minus_1_is_a_400_naming_the_field(client):
     r = client.post(f"/v1/models/{NAME}:predict", json={"instances": [{"user_id": 2**64 - 1, "candidates": [3]}]})
     assert r.status_code == 400, r.text
     assert (
-        "instances[0].user_id must be an integer within the 64-bit range, got 18446744073709551615" in r.json()["error"]
+        "instances[0].user_id must be an integer in [-9223372036854775808, 9223372036854775807], "
+        "got 18446744073709551615" in r.json()["error"]
     )
 
 
@@ -443,6 +444,73 @@ def test_v2_row_counts_that_disagree_are_a_400_not_a_dropped_user(client):
     }
     r = client.post(f"/v2/models/{NAME}/infer", json=body)
     assert r.status_code == 400 and "history" in r.json()["error"], r.text
+
+
+V2_TWO_USERS = [
+    {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 100002]},
+    {"name": "candidates", "shape": [2, 3], "datatype": "INT64", "data": [3, 14, 15, 7, 9, 10]},
+]
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_v2_outputs_pick_what_comes_back(client, local, versioned):
+    """The protocol's "outputs": only those asked for, in that order (they were ignored: both came back);
+    an output the model lacks is a 400 listing those it has."""
+    route = f"/v2/models/{NAME}/versions/{local.version}/infer" if versioned else f"/v2/models/{NAME}/infer"
+    full = client.post(route, json={"inputs": V2_TWO_USERS})
+    assert full.status_code == 200, full.text
+    by_name = {o["name"]: o for o in full.json()["outputs"]}
+    assert set(by_name) == {"p_click", "cold_start"}
+    for asked in (["cold_start"], ["p_click"], ["cold_start", "p_click"]):
+        r = client.post(route, json={"inputs": V2_TWO_USERS, "outputs": [{"name": n} for n in asked]})
+        assert r.status_code == 200, r.text
+        outs = r.json()["outputs"]
+        assert [o["name"] for o in outs] == asked, outs
+        for o in outs:
+            want = by_name[o["name"]]
+            assert (o["shape"], o["datatype"]) == (want["shape"], want["datatype"])
+            np.testing.assert_allclose(np.asarray(o["data"], float), np.asarray(want["data"], float), atol=1e-6)
+    assert by_name["cold_start"]["data"] == [False, True]
+    r = client.post(route, json={"inputs": V2_TWO_USERS, "outputs": [{"name": "p_clik"}]})
+    assert r.status_code == 400, r.text
+    assert (
+        "unknown V2 output 'p_clik' (did you mean 'p_click'?); the outputs are p_click, cold_start" in r.json()["error"]
+    )
+
+
+@pytest.mark.parametrize(
+    "where,key,value,words",
+    [
+        (
+            "request",
+            "Inputs",
+            V2_TWO_USERS[::-1],
+            "the V2 request has an unknown field 'Inputs' (did you mean 'inputs'?)",
+        ),
+        (
+            "request",
+            "instances",
+            [{"user_id": 7, "candidates": [3]}],
+            "unknown field 'instances' ('instances' is the V1",
+        ),
+        (
+            "request",
+            "Parameters",
+            {"binary_data_output": True},
+            "unknown field 'Parameters' (did you mean 'parameters'?)",
+        ),
+        ("user_id", "Data", [43, 100002], "inputs[0] ('user_id') has an unknown field 'Data' (did you mean 'data'?)"),
+        ("user_id", "Shape", [1], "inputs[0] ('user_id') has an unknown field 'Shape' (did you mean 'shape'?)"),
+    ],
+)
+def test_v2_keys_the_protocol_lacks_are_400s_not_ignored(client, where, key, value, words):
+    """Each was a 200 scoring the users of "inputs" as if the extra key were not there."""
+    body = {"inputs": [dict(i) for i in V2_TWO_USERS]}
+    target = body if where == "request" else body["inputs"][0]
+    target[key] = value
+    r = client.post(f"/v2/models/{NAME}/infer", json=body)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"], r.text
 
 
 def test_the_versioned_v2_route_answers_for_the_served_version(client, local):

@@ -30,6 +30,12 @@ outputs:
                               (ragged BYTES candidates: padded with -1 up to the longest list)
     cold_start  BOOL [n]
 
+A request's ``outputs`` ([{"name": "cold_start"}]) picks which of them come back, in its order (none: both);
+an output name the model lacks is a 400 listing the outputs. The body holds only the protocol's keys
+(``id``, ``parameters``, ``inputs``, ``outputs``; an input's ``name``, ``shape``, ``datatype``,
+``parameters``, ``data``; an output's ``name``, ``parameters``): ``"Inputs"`` or ``"Data"`` is a 400, never
+ignored (checked by the server on the raw JSON, :func:`reclora.serving.requests.check_v2_fields`).
+
 Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 naming the field
 (:mod:`reclora.serving.requests` lists the checks; history ratings are checked against
 validation.rating_range of the version's params, else of the serving machine's params.yaml). A 500 is
@@ -57,7 +63,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from reclora.errors import DataError, RecLoRAError
-from reclora.serving.requests import MAX_TIMESTAMP, parse_instances, parse_v2, v1_instances
+from reclora.serving.requests import MAX_TIMESTAMP, parse_instances, parse_v2, v1_instances, v2_outputs
 
 if TYPE_CHECKING:
     from reclora.config.model_sections import ModelSection
@@ -412,8 +418,10 @@ class RecLoRAPredictor(Model):
         return parse_v2(req)
 
     def predict_v2(self, req: InferRequest) -> InferResponse:
-        """The V2 answer for ``req``: p_click FP32 [n, k] (padded with -1) and cold_start BOOL [n];
-        InvalidInput for a bad request."""
+        """The V2 answer for ``req``: p_click FP32 [n, k] (padded with -1) and cold_start BOOL [n], of which
+        the REST response holds those ``req`` asks for (kserve's ``requested_outputs``); InvalidInput for a
+        bad request, an output the model lacks included, before anything is scored."""
+        v2_outputs(req)  # an unknown or repeated output name: a 400 before the forward
         instances, k = self.parse_v2(req)
         parsed = self.parse_instances(instances)
         probs, cold, _ = self.score(parsed)
@@ -425,7 +433,11 @@ class RecLoRAPredictor(Model):
         o_c = InferOutput("cold_start", [len(cold)], "BOOL")
         o_c.set_data_from_numpy(np.array(cold, dtype=bool), binary_data=False)
         return InferResponse(
-            response_id=req.id or "", model_name=self.name, infer_outputs=[o_p, o_c], model_version=self.version
+            response_id=req.id or "",
+            model_name=self.name,
+            infer_outputs=[o_p, o_c],
+            model_version=self.version,
+            requested_outputs=req.request_outputs,
         )
 
     # ------------------------------------------------------------------ kserve entry point

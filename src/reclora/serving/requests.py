@@ -1,21 +1,26 @@
 """The serving request parser: a V1 body or a V2 InferRequest -> validated instances, or kserve's InvalidInput.
 
     instances = v1_instances(payload)                          # the V1 body's "instances" (JSON text or a dict)
+    check_v2_fields(body)                                      # the V2 JSON's keys, at every level (the server)
     instances, k = parse_v2(request)                           # V2 tensors as V1-style instances, output width k
+    outputs = v2_outputs(request)                              # the V2 outputs asked for (None: all)
     parsed = parse_instances(instances, items, rating_range)   # [{"user_id", "candidates", "history", "timestamp"}]
 
 Bad input raises kserve's InvalidInput, which the server turns into HTTP 400 naming the field:
-unknown item ids, too many/empty/duplicate candidates, wrong types, ids outside the 64-bit range,
-timestamps outside [0, 253402300799] (unix seconds up to 9999-12-31), history ratings outside the
+unknown item ids, too many/empty/duplicate candidates, wrong types, ids outside the 64-bit range
+(:func:`int_out_of_range`: one message for V1 and V2, with the bounds), timestamps outside [0, 253402300799] (unix seconds up to 9999-12-31), history ratings outside the
 data set's rating range, V2 data that does not fit its declared datatype (1.5 or 2**40 in an INT32/INT64
 input). Nothing is guessed: an unknown or misspelt field (``History``), a V2 input name given twice, V2
-inputs whose row counts disagree and a JSON object that repeats a key are 400s naming the field.
+inputs whose row counts disagree and a JSON object that repeats a key are 400s naming the field. A V2
+request holds only the Open Inference Protocol's keys at every level (:func:`check_v2_fields`), and asks
+only for outputs the model has, each once (:func:`v2_outputs`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
@@ -31,21 +36,35 @@ V1_BODY_FIELDS = ("instances",)
 INSTANCE_FIELDS = ("user_id", "candidates", "history", "timestamp")
 HISTORY_FIELDS = ("item_id", "rating", "timestamp")
 V2_INPUTS = ("user_id", "candidates", "history")
+V2_OUTPUTS = ("p_click", "cold_start")
+# the keys of an Open Inference Protocol (V2) inference request, at each level ("parameters" is free-form)
+V2_REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
+V2_INPUT_FIELDS = ("name", "shape", "datatype", "parameters", "data")
+V2_OUTPUT_FIELDS = ("name", "parameters")
 
 
-def refuse_unknown_fields(obj: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+def refuse_unknown_fields(
+    obj: Mapping[str, Any], known: Sequence[str], where: str, hints: Mapping[str, str] | None = None
+) -> None:
     """InvalidInput naming the first key of ``obj`` that is not one of ``known`` (and the known one it
-    resembles, e.g. ``History`` -> ``history``): an unknown field is never ignored."""
+    resembles, e.g. ``History`` -> ``history``, or the hint ``hints`` gives for it): an unknown field is
+    never ignored."""
     for key in obj:
         if key not in known:
             near = next((k for k in known if str(key).strip().lower().replace("-", "_") == k), None)
-            hint = f" (did you mean {near!r}?)" if near else ""
+            hint = f" (did you mean {near!r}?)" if near else f" ({hints[key]})" if hints and key in hints else ""
             raise InvalidInput(f"{where} has an unknown field {str(key)!r}{hint}; the fields are {', '.join(known)}")
 
 
 def is_int(v: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> bool:
     """An integer (not a bool) within [lo, hi] (default: the 64-bit range)."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and lo <= int(v) <= hi
+
+
+def int_out_of_range(what: str, v: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> InvalidInput:
+    """The InvalidInput for ``v`` (named by ``what``) that is not an integer within [lo, hi] (default:
+    INT64's bounds): one message, with the bounds written out, for V1 fields and V2 inputs alike."""
+    return InvalidInput(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
 
 
 def _flat(data: Any) -> list[Any]:
@@ -73,7 +92,7 @@ def check_timestamp(v: Any, what: str) -> int:
 def check_item(v: Any, items: Collection[int], what: str) -> int:
     """``v`` as an int item id of the catalogue ``items``; else InvalidInput naming ``what``."""
     if not is_int(v):
-        raise InvalidInput(f"{what}: item ids must be integers within the 64-bit range, got {v!r}")
+        raise int_out_of_range(f"{what}: an item id", v)
     if int(v) not in items:
         raise InvalidInput(f"{what}: unknown item id {int(v)}")
     return int(v)
@@ -127,7 +146,7 @@ def parse_instances(
         refuse_unknown_fields(inst, INSTANCE_FIELDS, w)
         uid = inst.get("user_id")
         if not is_int(uid):
-            raise InvalidInput(f"{w}.user_id must be an integer within the 64-bit range, got {uid!r}")
+            raise int_out_of_range(f"{w}.user_id", uid)
         cands = inst.get("candidates")
         if not isinstance(cands, list) or not cands:
             raise InvalidInput(f"{w}.candidates must be a non-empty list of item ids")
@@ -176,9 +195,7 @@ def _v2_ints(inp: Any) -> np.ndarray:
         bad = [v for v in _flat(inp.data) if not is_int(v, lo, hi)][:1]
         if bad or not isinstance(inp.data, (list, tuple)):
             shown = bad[0] if bad else inp.data
-            raise InvalidInput(
-                f"input {inp.name!r} is {inp.datatype} but holds {shown!r} (integers in [{lo}, {hi}] only)"
-            )
+            raise int_out_of_range(f"input {inp.name!r} is {inp.datatype}: each value", shown, lo, hi)
     return inp.as_numpy().astype(np.int64)
 
 
@@ -234,3 +251,47 @@ def parse_v2(req: InferRequest) -> tuple[list[dict[str, Any]], int]:
     ]
     k = max((len(c) for c in cands if isinstance(c, list)), default=0)
     return instances, k
+
+
+def check_v2_fields(body: Any) -> None:
+    """Refuse a V2 (Open Inference Protocol) request body, the parsed JSON (a dict), that holds a key the
+    protocol does not define, at any level: the request (``id``, ``parameters``, ``inputs``, ``outputs``),
+    each input (``name``, ``shape``, ``datatype``, ``parameters``, ``data``) and each requested output
+    (``name``, ``parameters``); ``parameters`` objects are free-form. kserve's request models ignore an
+    unknown key, so ``"Inputs"`` beside ``"inputs"`` or ``"Data"`` beside ``"data"`` would pass unseen.
+    Raises InvalidInput naming the key and where it is (and the key it resembles), or for a body that is
+    not an object with an ``inputs`` list of objects (``outputs``, when given, a list of objects)."""
+    if not isinstance(body, Mapping):
+        raise InvalidInput('the V2 request must be a JSON object with "inputs": [{"name", "shape", ...}]')
+    hints = {"instances": "'instances' is the V1 body: POST /v1/models/NAME:predict"}
+    refuse_unknown_fields(body, V2_REQUEST_FIELDS, "the V2 request", hints)
+    if "inputs" not in body:
+        raise InvalidInput('the V2 request lacks "inputs"')
+    for key, fields in (("inputs", V2_INPUT_FIELDS), ("outputs", V2_OUTPUT_FIELDS)):
+        tensors = body.get(key)
+        if tensors is None and key == "outputs":
+            continue
+        if not isinstance(tensors, list):
+            raise InvalidInput(f"the V2 request's {key!r} must be a list of objects, got {type(tensors).__name__}")
+        for j, t in enumerate(tensors):
+            if not isinstance(t, Mapping):
+                raise InvalidInput(f"{key}[{j}] must be an object with the fields {', '.join(fields)}")
+            name = t.get("name")
+            refuse_unknown_fields(t, fields, f"{key}[{j}]" + (f" ({name!r})" if isinstance(name, str) else ""))
+
+
+def v2_outputs(req: InferRequest) -> list[str] | None:
+    """The names of the outputs ``req`` asks for, in its order (None: it asks for none, so all of
+    :data:`V2_OUTPUTS` are returned, as the protocol says). Raises InvalidInput for an output name the
+    model does not have (naming it, a close match and the outputs there are) or one asked for twice."""
+    if not req.request_outputs:
+        return None
+    names = [o.name for o in req.request_outputs]
+    for name in names:
+        if name not in V2_OUTPUTS:
+            near = get_close_matches(str(name), V2_OUTPUTS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise InvalidInput(f"unknown V2 output {name!r}{hint}; the outputs are {', '.join(V2_OUTPUTS)}")
+        if names.count(name) > 1:
+            raise InvalidInput(f"V2 output {name!r} is asked for {names.count(name)} times; each output once")
+    return names

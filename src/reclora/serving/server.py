@@ -12,6 +12,9 @@ take to arrive: its only timeout is the keep-alive between requests):
   byte (or of the connection opening): else a 408 and the connection is closed
   (:func:`deadline_protocol`); the time the model takes to answer is not limited;
 * a JSON body that repeats a key in an object is a 400 naming the key (:class:`StrictJSONBody`);
+* a V2 infer body with a key the Open Inference Protocol does not define, at any level (``"Inputs"``,
+  ``"instances"``, an input's ``"Data"``), is a 400 naming it on both infer routes (:func:`_checked_infer`,
+  or :func:`_validation_error` when kserve's request model refuses the body too; it would drop the key unseen);
 * a client's mistake (400, 404) or a client that goes away logs one line, never a traceback; a 500
   (a fault of the server) keeps kserve's traceback;
 * ``/v2/models/NAME/versions/V/...`` (infer, ready, metadata) answers for the version being served and
@@ -35,6 +38,7 @@ from fastapi.responses import JSONResponse, ORJSONResponse
 
 from reclora.io import DuplicateKeyError, loads_json
 from reclora.serving.predictor import DEFAULT_NAME, RecLoRAPredictor
+from reclora.serving.requests import check_v2_fields
 
 if TYPE_CHECKING:
     from reclora.config.model_sections import ModelSection
@@ -219,8 +223,27 @@ def _same_version(asked: str, served: str) -> bool:
     return bool(a and b and int(a.group(1)) == int(b.group(1)))
 
 
+async def _checked_infer(
+    v2: Any, raw_request: Request, raw_response: Response, model_name: str, request_body: Any
+) -> Any:
+    """kserve's V2 infer after :func:`reclora.serving.requests.check_v2_fields` on the body's JSON (for the
+    binary extension its JSON header, ``inference-header-content-length`` bytes): the parsed request model
+    no longer shows an unknown key. A body that is not JSON is left to kserve's own 400."""
+    body = await raw_request.body()  # the bytes FastAPI read for request_body (cached on the request)
+    n = raw_request.headers.get("inference-header-content-length")
+    head = body[: int(n)] if n is not None and n.isdigit() else body
+    try:
+        doc = loads_json(head)
+    except ValueError:
+        doc = None  # not JSON: kserve says so (a repeated key was refused by StrictJSONBody)
+    if doc is not None:
+        check_v2_fields(doc)
+    return await v2.infer(raw_request, raw_response, model_name, request_body)
+
+
 def _versioned_routes(app: FastAPI, predictor: RecLoRAPredictor, v2: Any) -> None:
-    """/v2/models/NAME/versions/V/{infer,ready} and metadata for the served version (kserve 0.21: 501)."""
+    """/v2/models/NAME/versions/V/{infer,ready} and metadata for the served version (kserve 0.21: 501),
+    and /v2/models/NAME/infer: both infer routes check the body's keys (:func:`_checked_infer`)."""
     from kserve.errors import ModelNotFound
     from kserve.protocol.rest.v2_datamodels import InferenceRequest, ModelMetadataResponse, ModelReadyResponse
 
@@ -235,7 +258,10 @@ def _versioned_routes(app: FastAPI, predictor: RecLoRAPredictor, v2: Any) -> Non
         raw_request: Request, raw_response: Response, model_name: str, model_version: str, request_body: Any
     ) -> Any:
         check(model_name, model_version)
-        return await v2.infer(raw_request, raw_response, model_name, request_body)
+        return await _checked_infer(v2, raw_request, raw_response, model_name, request_body)
+
+    async def infer_served(raw_request: Request, raw_response: Response, model_name: str, request_body: Any) -> Any:
+        return await _checked_infer(v2, raw_request, raw_response, model_name, request_body)
 
     # resolved here (this module's annotations are strings): the body as kserve's own infer route reads it
     body_type = typing.get_type_hints(type(v2).infer).get("request_body", InferenceRequest)
@@ -247,6 +273,7 @@ def _versioned_routes(app: FastAPI, predictor: RecLoRAPredictor, v2: Any) -> Non
         "request_body": body_type,
         "return": Any,
     }
+    infer_served.__annotations__ = {k: v for k, v in infer.__annotations__.items() if k != "model_version"}
 
     async def ready(model_name: str, model_version: str) -> Any:
         check(model_name, model_version)
@@ -258,14 +285,23 @@ def _versioned_routes(app: FastAPI, predictor: RecLoRAPredictor, v2: Any) -> Non
 
     base = "/v2/models/{model_name}/versions/{model_version}"
     app.add_api_route(f"{base}/infer", infer, methods=["POST"], response_model=None)
+    app.add_api_route("/v2/models/{model_name}/infer", infer_served, methods=["POST"], response_model=None)
     app.add_api_route(f"{base}/ready", ready, methods=["GET"], response_model=ModelReadyResponse)
     app.add_api_route(base, metadata, methods=["GET"], response_model=ModelMetadataResponse)
 
 
 async def _validation_error(_request: Any, exc: Exception) -> JSONResponse:
-    """A V2 body that does not match the Open Inference Protocol schema: 400 (not FastAPI's 422)."""
+    """A V2 body that does not match the Open Inference Protocol schema: 400 (not FastAPI's 422); a key the
+    protocol lacks is named first (``{"Inputs": [...]}`` lacks "inputs" because of its misspelt key)."""
+    from kserve.errors import InvalidInput
+
     assert isinstance(exc, RequestValidationError)
     errs = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5])
+    if _request.url.path.endswith("/infer") and isinstance(exc.body, (Mapping, list)):
+        try:
+            check_v2_fields(exc.body)
+        except InvalidInput as e:
+            errs = str(e)
     _one_line(_request, 400, f"invalid request body: {errs}")
     return JSONResponse(status_code=400, content={"error": f"invalid request body: {errs}"})
 
