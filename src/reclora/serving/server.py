@@ -28,12 +28,13 @@ import json
 import logging
 import re
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
 
 from reclora.io import DuplicateKeyError, loads_json
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 30.0  # seconds a request may take to arrive whole (reclora serve --request-timeout)
 TIMED_OUT = "reclora.request_timed_out"  # scope key: the deadline closed this request (already logged)
+# kserve's V1 endpoints answer with ORJSONResponse, which FastAPI deprecates in a warning on every request
+warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", category=FastAPIDeprecationWarning)
 
 
 def _client(scope: Any) -> str:
