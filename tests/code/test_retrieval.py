@@ -189,9 +189,14 @@ def test_embedding_cache_key_and_the_cache_is_used(tmp_path):
     k1 = embedding_cache_key(ids, texts, str(m))
     (m / "config.json").write_text('{"hidden_size": 16}')
     assert embedding_cache_key(ids, texts, str(m)) != k1
-    # load_or_embed_items reads the cached file (no model is loaded: "model-a" does not exist)
+    assert key != embedding_cache_key(ids, texts, "model-a", precision="fp32")  # another precision
+    # load_or_embed_items reads the cached file of the precision `auto` chooses on this machine (no model is
+    # loaded: "model-a" does not exist)
+    from reclora.precision import as_precision
+
+    chosen = embedding_cache_key(ids, texts, "model-a", precision=as_precision("auto", "cpu").name)
     emb = np.arange(len(ids) * 4, dtype=np.float32).reshape(len(ids), 4)
-    save_file({"item_ids": ids.astype(np.int64), "embeddings": emb}, str(tmp_path / f"{key}.safetensors"))
+    save_file({"item_ids": ids.astype(np.int64), "embeddings": emb}, str(tmp_path / f"{chosen}.safetensors"))
     got_ids, got = load_or_embed_items(t.items, "model-a", cache=tmp_path, progress=False)
     np.testing.assert_array_equal(got, emb)
     np.testing.assert_array_equal(got_ids, ids)

@@ -192,6 +192,12 @@ def served(docker_run, engine):
         "--host",
         "0.0.0.0",
     ]
+    # the container runs on this CPU as this process sees it: limits on its instruction set (e.g. the AVX2-only
+    # emulation of docs/precision.md) apply inside too, so both sides choose the same precision and kernels
+    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+        if os.environ.get(k):
+            at = cmd.index(docker_run["image"])
+            cmd[at:at] = ["-e", f"{k}={os.environ[k]}"]
     if engine == "podman":
         cmd.insert(3, "--no-healthcheck")  # its timer needs systemd; the test probes the same URLs itself
     cid = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(), check=True).stdout.strip()
@@ -266,6 +272,9 @@ def test_serving_container_is_non_root_read_only_and_answers_v1_and_v2(served, e
     # the container scores what the same version scores in this process
     local = RecLoRAPredictor(str(served["version"]), name="reclora", base_model=served["base"])
     local.load()
+    with httpx.Client(base_url=served["url"], timeout=60, trust_env=False) as client:
+        chosen = client.get("/reclora/info").json()["precision"]["chosen"]
+    assert chosen == local.precision.name  # the same CPU: the same choice (the scores below need it)
     ref = local.predict_instances(instances)["predictions"]
     for p, q in zip(preds, ref):
         got = {x["item_id"]: x["p_click"] for x in p["scores"]}
