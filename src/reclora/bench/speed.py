@@ -83,12 +83,6 @@ def forward_flops(config: Any, rows: float, tokens: float, tokens_squared: float
     return float(2 * _layer_params(config) * L * tokens + 4 * d * L * tokens_squared + 2 * d * head_rows * rows)
 
 
-def _adapted_layers(adapter_cfg: Mapping[str, Any], config: Any) -> int:
-    """How many decoder layers (from the top) the adapter trains: params ``adapter.layers`` ("all" or N)."""
-    layers = adapter_cfg.get("layers", "all")
-    return config.num_hidden_layers if layers == "all" else min(int(layers), config.num_hidden_layers)
-
-
 def _time_steps(
     kind: str,
     model_path: str,
@@ -136,7 +130,8 @@ def _time_steps(
         "step_seconds_all": [round(t, 4) for t in times],
         "warmup_seconds": [round(t, 4) for t in warm],
         "trainable_parameters": int(sum(p.numel() for p in params)),
-        "flops_per_step": step_flops(cfg, batch, seq, adapted_layers=_adapted_layers(adapter_cfg, cfg)),
+        # the adapter's own lowest adapted layer: autograd stops below it
+        "flops_per_step": step_flops(cfg, batch, seq, adapted_layers=cfg.num_hidden_layers - adapter.first_layer),
     }
 
 
